@@ -1,0 +1,92 @@
+//! Command-line arguments (clap). Nothing below `main` sees these types: they convert into the
+//! plain configuration of each command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use critpath_analyzer::export::Format;
+
+/// critpath: a continuous profiler for Linux that finds the critical path, not just the CPU top list.
+#[derive(Debug, Parser)]
+#[command(name = "critpath", version, about, long_about = None)]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample on-CPU stacks (user and kernel) with eBPF and write a profile.
+    ///
+    /// Needs root, or CAP_BPF + CAP_PERFMON. Choose what to profile with exactly one of
+    /// -p PID, -a, or -- CMD ARGS...
+    Record(RecordArgs),
+}
+
+/// `critpath record`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["pid", "all", "command"]))]
+pub struct RecordArgs {
+    /// Sampling frequency per CPU, in Hz.
+    #[arg(short = 'F', long = "frequency", default_value_t = 19, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+    /// Stop after this many seconds (default: when the command or processes exit, or on Ctrl-C).
+    #[arg(short, long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Output file; "-" writes to standard output. Default: profile.<format extension>.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format: pprof (gzipped profile.proto), folded (collapsed stacks), speedscope (JSON).
+    #[arg(long, default_value = "pprof", value_parser = parse_format)]
+    pub format: Format,
+    /// Profile these processes (comma-separated or repeated), and the children they start.
+    #[arg(short, long, value_delimiter = ',', value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Profile every process on the machine.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Ring buffer size in bytes between the kernel and critpath (rounded up to a power of two).
+    #[arg(long, default_value_t = critpath_sampler::SamplerConfig::default().ring_bytes, value_name = "BYTES")]
+    pub ring_bytes: u32,
+    /// Run this command and profile it and its children until it exits.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// The clap definition is consistent (no conflicting names, valid defaults).
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// A target is required and the command after `--` is captured whole.
+    #[test]
+    fn record_targets() {
+        assert!(Cli::try_parse_from(["critpath", "record"]).is_err());
+        let cli =
+            Cli::try_parse_from(["critpath", "record", "-F", "99", "--", "ls", "-l"]).unwrap();
+        let Command::Record(r) = cli.command;
+        assert_eq!(r.frequency, 99);
+        assert_eq!(r.command, ["ls", "-l"]);
+        let cli =
+            Cli::try_parse_from(["critpath", "record", "-p", "1,2", "--format", "folded"]).unwrap();
+        let Command::Record(r) = cli.command;
+        assert_eq!(r.pid, [1, 2]);
+        assert_eq!(r.format, Format::Folded);
+        assert!(Cli::try_parse_from(["critpath", "record", "-a", "--format", "svg"]).is_err());
+        assert!(Cli::try_parse_from(["critpath", "record", "-a", "-F", "0"]).is_err());
+    }
+}

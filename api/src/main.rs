@@ -1,0 +1,65 @@
+//! The `critpath` command.
+
+mod cli;
+mod record;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Parser as _;
+
+use cli::{Cli, Command, RecordArgs};
+use record::{RecordConfig, RecordTarget};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let result = match cli.command {
+        Command::Record(args) => record_config(args).and_then(record::run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("critpath: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn record_config(args: RecordArgs) -> anyhow::Result<RecordConfig> {
+    let target = if args.all {
+        RecordTarget::All
+    } else if !args.pid.is_empty() {
+        RecordTarget::Pids(args.pid)
+    } else {
+        RecordTarget::Command(args.command)
+    };
+    let duration = match args.duration {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--duration must be a positive number of seconds, not {s}"),
+    };
+    let output = match args.output {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p),
+        None => Some(PathBuf::from(format!(
+            "profile.{}",
+            args.format.extension()
+        ))),
+    };
+    Ok(RecordConfig {
+        frequency_hz: args.frequency,
+        duration,
+        output,
+        format: args.format,
+        target,
+        ring_bytes: args.ring_bytes,
+    })
+}

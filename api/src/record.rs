@@ -1,0 +1,289 @@
+//! `critpath record`: sample a command, some processes or the whole machine into one profile.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use critpath_analyzer::{Profile, SampleLabels, ValueType, export};
+use critpath_sampler::{Counter, Sampler, SamplerConfig, Symbolizer, Target};
+
+/// What to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordTarget {
+    /// Every process.
+    All,
+    /// Existing processes.
+    Pids(Vec<u32>),
+    /// A command to start, with its arguments.
+    Command(Vec<String>),
+}
+
+/// Settings of `critpath record`.
+#[derive(Clone, Debug)]
+pub struct RecordConfig {
+    /// Sampling frequency per CPU in Hz. Default 19.
+    pub frequency_hz: u64,
+    /// Stop after this long; `None` runs until the target exits or a signal.
+    pub duration: Option<Duration>,
+    /// Where to write; `None` means standard output.
+    pub output: Option<PathBuf>,
+    /// Output format.
+    pub format: export::Format,
+    /// What to sample.
+    pub target: RecordTarget,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
+}
+
+/// Runs a recording and writes the profile.
+pub fn run(config: RecordConfig) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+
+    let (mut child, target) = match &config.target {
+        RecordTarget::All => (None, Target::AllProcesses),
+        RecordTarget::Pids(pids) => {
+            for &pid in pids {
+                if !critpath_sampler::sys::process_exists(pid) {
+                    bail!("no process with pid {pid}");
+                }
+            }
+            (None, Target::Processes(pids.clone()))
+        }
+        RecordTarget::Command(argv) => {
+            let child = GatedChild::spawn(argv)?;
+            let pid = child.pid();
+            (Some(child), Target::Processes(vec![pid]))
+        }
+    };
+
+    let mut sampler = Sampler::start(SamplerConfig {
+        frequency_hz: config.frequency_hz,
+        target,
+        ring_bytes: config.ring_bytes,
+    })
+    .context("starting the sampler")?;
+    // The command may exec only now that its pid is in the filter.
+    if let Some(c) = child.as_mut() {
+        c.release();
+    }
+
+    let period_ns = 1_000_000_000 / config.frequency_hz as i64;
+    let mut profile = Profile::new(vec![
+        ValueType::new("samples", "count"),
+        ValueType::new("cpu", "nanoseconds"),
+    ]);
+    profile.period_type = Some(ValueType::new("cpu", "nanoseconds"));
+    profile.period = period_ns;
+    let started = Instant::now();
+    profile.start_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+
+    let mut symbolizer = Symbolizer::new();
+    let mut samples = 0u64;
+    let progress = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    let mut last_prune = Instant::now();
+    let mut handle = |event: &critpath_sampler::SampleEvent| {
+        let frames = symbolizer.symbolize_event(event);
+        let comm = String::from_utf8_lossy(event.comm_bytes()).into_owned();
+        profile.add(
+            frames,
+            &[1, period_ns],
+            SampleLabels::new(event.pid, event.tid, comm),
+        );
+    };
+    let mut target_exited = false;
+    loop {
+        samples += sampler
+            .poll(Duration::from_millis(100), &mut handle)
+            .context("reading samples")? as u64;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if config.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let exited = match (child.as_mut(), &config.target) {
+            (Some(c), _) => c.try_wait()?.is_some(),
+            (None, RecordTarget::Pids(pids)) => pids
+                .iter()
+                .all(|&p| !critpath_sampler::sys::process_exists(p)),
+            (None, _) => false,
+        };
+        if exited {
+            target_exited = true;
+            break;
+        }
+        if last_prune.elapsed() >= Duration::from_secs(5) {
+            sampler.prune_followed();
+            last_prune = Instant::now();
+        }
+        if progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            eprint!(
+                "\rrecording: {:.0} s, {samples} samples",
+                started.elapsed().as_secs_f64()
+            );
+            last_progress = Instant::now();
+        }
+    }
+    // What is still in the ring buffer belongs to the recording.
+    samples += sampler
+        .poll(Duration::ZERO, &mut handle)
+        .context("reading samples")? as u64;
+    let elapsed = started.elapsed();
+    profile.duration_ns = elapsed.as_nanos() as i64;
+    if progress {
+        eprintln!();
+    }
+
+    if let Some(c) = child.as_mut() {
+        if !target_exited {
+            // The recording ended first (duration or signal): the command is ours to stop.
+            c.terminate();
+        }
+        let status = c.wait()?;
+        if status != 0 && target_exited {
+            log::warn!("the command exited with wait status {status:#x}");
+        }
+    }
+
+    let counters = sampler
+        .counters()
+        .context("reading the sampler's counters")?;
+    let lost = counters.get(Counter::RingFull);
+    let stats = symbolizer.stats();
+    eprintln!(
+        "critpath: {samples} samples in {:.1} s at {} Hz ({} lost to a full ring buffer, {} user / {} kernel stack errors, {} unresolved frames)",
+        elapsed.as_secs_f64(),
+        config.frequency_hz,
+        lost,
+        counters.get(Counter::UserStackErrors),
+        counters.get(Counter::KernelStackErrors),
+        stats.unresolved + stats.unmapped,
+    );
+    if lost > 0 {
+        eprintln!("critpath: samples were lost; raise --ring-bytes");
+    }
+
+    let bytes = match config.format {
+        export::Format::Pprof => export::pprof::encode(&profile),
+        export::Format::Folded => export::folded::to_string(&profile, 0).into_bytes(),
+        export::Format::Speedscope => {
+            export::speedscope::to_string(&profile, 1, "critpath record").into_bytes()
+        }
+    };
+    match &config.output {
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("critpath: wrote {} ({})", path.display(), config.format);
+        }
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .context("writing to standard output")?,
+    }
+    Ok(())
+}
+
+/// A command started by `record`, held before `exec` until released.
+struct GatedChild {
+    pid: libc::pid_t,
+    gate: Option<std::fs::File>,
+    status: Option<i32>,
+}
+
+impl GatedChild {
+    /// Forks and, in the child, waits for [`GatedChild::release`] before exec'ing `argv`, so that
+    /// its pid can be put in the sampler's filter before it runs a single instruction of its own.
+    /// (`std::process::Command::spawn` cannot do this: it waits for the exec.)
+    fn spawn(argv: &[String]) -> anyhow::Result<Self> {
+        let cargs: Vec<std::ffi::CString> = argv
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .context("the command contains a NUL byte")?;
+        let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("creating a pipe");
+        }
+        let [read_end, write_end] = fds;
+        // SAFETY: after fork the child only calls async-signal-safe functions (close, read,
+        // execvp, write, _exit) on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork");
+        }
+        if pid == 0 {
+            // SAFETY: see above; every pointer was built before the fork and is still valid.
+            unsafe {
+                libc::close(write_end);
+                let mut byte = 0u8;
+                // Returns on the parent's close (EOF) or write; either way, go on to exec.
+                libc::read(read_end, (&raw mut byte).cast(), 1);
+                libc::execvp(ptrs[0], ptrs.as_ptr());
+                let msg = b"critpath: cannot execute the command\n";
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(127);
+            }
+        }
+        // SAFETY: read_end is a valid fd owned here; the child has its own copy.
+        unsafe { libc::close(read_end) };
+        // SAFETY: write_end is a valid, open fd that nothing else owns.
+        let gate = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(write_end) };
+        Ok(Self {
+            pid,
+            gate: Some(gate),
+            status: None,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Lets the command exec.
+    fn release(&mut self) {
+        self.gate = None;
+    }
+
+    /// The exit status, if it has exited.
+    fn try_wait(&mut self) -> anyhow::Result<Option<i32>> {
+        self.wait_flags(libc::WNOHANG)
+    }
+
+    fn wait(&mut self) -> anyhow::Result<i32> {
+        Ok(self.wait_flags(0)?.unwrap_or(0))
+    }
+
+    fn wait_flags(&mut self, flags: i32) -> anyhow::Result<Option<i32>> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, flags) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error()).context("waiting for the command");
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        self.status = Some(status);
+        Ok(self.status)
+    }
+
+    fn terminate(&self) {
+        // SAFETY: kill(2) on our own unreaped child; no memory involved.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+    }
+}

@@ -1,0 +1,313 @@
+//! Loading, attaching and draining the eBPF programs.
+
+use std::os::fd::{AsRawFd as _, RawFd};
+use std::time::Duration;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use critpath_common::{
+    Config, Counter, EventKind, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_PID_FILTER,
+    SampleEvent, programs,
+};
+
+use crate::{Error, sys};
+
+/// The compiled eBPF object, built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/critpath-ebpf"));
+
+/// Which processes to sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every process on the machine.
+    AllProcesses,
+    /// These processes and the children they fork from now on.
+    Processes(Vec<u32>),
+}
+
+/// How the sampler is set up.
+#[derive(Clone, Debug)]
+pub struct SamplerConfig {
+    /// On-CPU sampling frequency per CPU, in Hz. Default: 19 (a prime, so the sampler does not
+    /// run in lockstep with periodic work at round frequencies).
+    pub frequency_hz: u64,
+    /// Which processes to sample. Default: all.
+    pub target: Target,
+    /// Ring buffer size in bytes, rounded up to a power of two pages. Default: 4 MiB (about
+    /// 2000 events; at 19 Hz on 64 CPUs that is over a second of slack for the reader).
+    pub ring_bytes: u32,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            frequency_hz: 19,
+            target: Target::AllProcesses,
+            ring_bytes: critpath_common::DEFAULT_RING_BYTES,
+        }
+    }
+}
+
+/// Totals of the kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    values: [u64; Counter::COUNT as usize],
+}
+
+impl Counters {
+    /// The value of one counter.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+
+    /// Every counter with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.into_iter().map(|c| (c, self.get(c)))
+    }
+}
+
+/// The loaded and attached eBPF sampler.
+pub struct Sampler {
+    // Holds the programs and their links; dropping it detaches everything.
+    _ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    pid_filter: HashMap<MapData, u32, u8>,
+    config: SamplerConfig,
+    cpus: Vec<u32>,
+}
+
+impl Sampler {
+    /// Loads the programs into the kernel and starts sampling.
+    ///
+    /// # Errors
+    /// Missing privileges (needs root, or CAP_BPF + CAP_PERFMON), a kernel without the needed
+    /// program types, or tracefs that cannot be mounted.
+    pub fn start(config: SamplerConfig) -> Result<Self, Error> {
+        if config.frequency_hz == 0 {
+            return Err(Error::Config(
+                "the sampling frequency must be at least 1 Hz".into(),
+            ));
+        }
+        sys::raise_memlock_rlimit();
+        let tracefs = sys::ensure_tracefs()?;
+        let filter = matches!(config.target, Target::Processes(_));
+        let bpf_config = Config {
+            filter_pids: u32::from(filter),
+            fork_parent_pid_offset: sys::tracepoint_field_offset(
+                &tracefs,
+                "sched",
+                "sched_process_fork",
+                "parent_pid",
+            )?,
+            fork_child_pid_offset: sys::tracepoint_field_offset(
+                &tracefs,
+                "sched",
+                "sched_process_fork",
+                "child_pid",
+            )?,
+            _pad: 0,
+        };
+        let ring_bytes = ring_size(config.ring_bytes);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_CONFIG, &bpf_config, true)
+            .map_max_entries(MAP_EVENTS, ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(Error::load)?;
+
+        let events = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?).map_err(Error::map)?;
+        let counters =
+            PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?).map_err(Error::map)?;
+        let mut pid_filter =
+            HashMap::try_from(take_map(&mut ebpf, MAP_PID_FILTER)?).map_err(Error::map)?;
+        if let Target::Processes(pids) = &config.target {
+            for &pid in pids {
+                insert_pid(&mut pid_filter, pid)?;
+            }
+            let fork: &mut TracePoint = program(&mut ebpf, programs::FOLLOW_FORK)?;
+            fork.load()
+                .map_err(Error::program("load", programs::FOLLOW_FORK))?;
+            fork.attach("sched", "sched_process_fork")
+                .map_err(Error::program("attach", programs::FOLLOW_FORK))?;
+        }
+
+        let cpus = aya::util::online_cpus().map_err(|(path, source)| Error::Io {
+            what: path.to_owned(),
+            source,
+        })?;
+        let on_cpu: &mut PerfEvent = program(&mut ebpf, programs::ON_CPU)?;
+        on_cpu
+            .load()
+            .map_err(Error::program("load", programs::ON_CPU))?;
+        for &cpu in &cpus {
+            on_cpu
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(config.frequency_hz),
+                    false,
+                )
+                .map_err(Error::program("attach", programs::ON_CPU))?;
+        }
+        log::info!(
+            "sampling {} at {} Hz on {} CPUs",
+            match &config.target {
+                Target::AllProcesses => "all processes".to_owned(),
+                Target::Processes(p) => format!("pids {p:?} and their children"),
+            },
+            config.frequency_hz,
+            cpus.len()
+        );
+        Ok(Self {
+            _ebpf: ebpf,
+            events,
+            counters,
+            pid_filter,
+            config,
+            cpus,
+        })
+    }
+
+    /// The configuration the sampler runs with.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// The CPUs sampled.
+    pub fn cpus(&self) -> &[u32] {
+        &self.cpus
+    }
+
+    /// Adds a process to follow (only meaningful with [`Target::Processes`]).
+    ///
+    /// # Errors
+    /// The filter map is full.
+    pub fn follow_pid(&mut self, pid: u32) -> Result<(), Error> {
+        insert_pid(&mut self.pid_filter, pid)
+    }
+
+    /// Drops followed ids whose process or thread no longer exists, so the filter never fills
+    /// with dead entries. Returns how many were removed.
+    pub fn prune_followed(&mut self) -> usize {
+        let dead: Vec<u32> = self
+            .pid_filter
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|&pid| !sys::process_exists(pid))
+            .collect();
+        dead.iter()
+            .filter(|pid| self.pid_filter.remove(pid).is_ok())
+            .count()
+    }
+
+    /// Waits up to `timeout` for events, then hands every available event to `f`. Returns how
+    /// many events were read.
+    ///
+    /// # Errors
+    /// `poll(2)` failing for a reason other than a signal.
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&SampleEvent),
+    ) -> Result<usize, Error> {
+        wait_readable(self.events.as_raw_fd(), timeout)?;
+        let mut n = 0;
+        while let Some(item) = self.events.next() {
+            if item.len() < size_of::<SampleEvent>() {
+                log::warn!("short event of {} bytes ignored", item.len());
+                continue;
+            }
+            // SAFETY: the record holds at least size_of::<SampleEvent>() bytes written by the
+            // eBPF program as a SampleEvent (repr(C), integers only, any bit pattern valid);
+            // read_unaligned copes with the ring buffer's 8-byte record alignment.
+            let event: SampleEvent =
+                unsafe { item.as_ptr().cast::<SampleEvent>().read_unaligned() };
+            if EventKind::from_u32(event.kind).is_none() {
+                log::warn!("event of unknown kind {} ignored", event.kind);
+                continue;
+            }
+            f(&event);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The kernel-side counters, summed over CPUs.
+    ///
+    /// # Errors
+    /// The counter map cannot be read.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let mut out = Counters::default();
+        for counter in Counter::ALL {
+            let per_cpu = self
+                .counters
+                .get(&(counter as u32), 0)
+                .map_err(Error::map)?;
+            out.values[counter as usize] = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, Error> {
+    ebpf.take_map(name)
+        .ok_or_else(|| Error::Config(format!("map {name} missing from the eBPF object")))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Config(format!("program {name} missing from the eBPF object")))?;
+    program.try_into().map_err(Error::program("load", name))
+}
+
+fn insert_pid(map: &mut HashMap<MapData, u32, u8>, pid: u32) -> Result<(), Error> {
+    map.insert(pid, 1, 0).map_err(Error::map)
+}
+
+/// Rounds a ring buffer size up to a power of two, at least one page.
+fn ring_size(bytes: u32) -> u32 {
+    bytes.max(4096).next_power_of_two()
+}
+
+fn wait_readable(fd: RawFd, timeout: Duration) -> Result<(), Error> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `pfd` is a valid pollfd array of length 1 for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::Io {
+                what: "poll on the ring buffer".into(),
+                source: err,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ring sizes become powers of two of at least a page.
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(ring_size(1), 4096);
+        assert_eq!(ring_size(5000), 8192);
+        assert_eq!(ring_size(4 << 20), 4 << 20);
+    }
+}

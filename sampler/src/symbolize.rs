@@ -1,0 +1,457 @@
+//! Stack symbolization with blazesym.
+//!
+//! User addresses are first turned into (module, file offset) with the process's executable
+//! mappings, read from `/proc/<pid>/maps` while the process is alive and kept afterwards, so a
+//! process that exits before its samples are symbolized still resolves through its files. Frames
+//! are then memoized per module, keyed by build-id (or path, inode and mtime when there is none),
+//! so each distinct address of a library is symbolized once, whichever process ran it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blazesym::symbolize::{
+    self, Input, Symbolized,
+    source::{Elf, Kernel, Source},
+};
+use critpath_analyzer::{Frame, FrameKind};
+use critpath_common::SampleEvent;
+
+use crate::sys::{self, MapsEntry};
+
+/// How often a live process's mappings are re-read at most (new `dlopen`s, `exec`).
+const MAPS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Identity of a module's contents.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ModuleKey {
+    BuildId(String),
+    File {
+        path: String,
+        inode: u64,
+        mtime: i64,
+    },
+}
+
+/// Symbols of one module, memoized by file offset.
+struct Module {
+    /// Path as the process mapped it (what users see).
+    name: Arc<str>,
+    /// Path to open for reading symbols.
+    open_path: PathBuf,
+    build_id: Option<String>,
+    frames: HashMap<u64, Arc<[Frame]>>,
+}
+
+struct Process {
+    maps: Vec<MapsEntry>,
+    /// Index into `Symbolizer::modules` for each entry of `maps`.
+    modules: Vec<usize>,
+    read_at: Instant,
+}
+
+/// Counters of what could not be resolved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SymbolizeStats {
+    /// User addresses outside every known mapping.
+    pub unmapped: u64,
+    /// Addresses inside a module that no symbol covers.
+    pub unresolved: u64,
+    /// Processes whose mappings could not be read (exited before the first read).
+    pub maps_unreadable: u64,
+}
+
+/// Turns raw stack addresses into [`Frame`]s, caching per process and per module.
+pub struct Symbolizer {
+    blaze: symbolize::Symbolizer,
+    processes: HashMap<u32, Process>,
+    modules: Vec<Module>,
+    module_index: HashMap<ModuleKey, usize>,
+    kernel: HashMap<u64, Arc<[Frame]>>,
+    stats: SymbolizeStats,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbolizer {
+    /// A symbolizer with DWARF line info, inlined functions and demangling enabled.
+    pub fn new() -> Self {
+        Self {
+            blaze: symbolize::Symbolizer::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
+            processes: HashMap::new(),
+            modules: Vec::new(),
+            module_index: HashMap::new(),
+            kernel: HashMap::new(),
+            stats: SymbolizeStats::default(),
+        }
+    }
+
+    /// What could not be resolved so far.
+    pub fn stats(&self) -> SymbolizeStats {
+        self.stats
+    }
+
+    /// Reads (or refreshes) a process's mappings now, e.g. as soon as it is first seen, so that
+    /// its samples stay symbolizable after it exits.
+    pub fn observe_process(&mut self, pid: u32) {
+        let stale = self
+            .processes
+            .get(&pid)
+            .is_none_or(|p| p.read_at.elapsed() >= MAPS_REFRESH);
+        if stale {
+            self.refresh_maps(pid);
+        }
+    }
+
+    /// Forgets a process's mappings (after it exited and its samples were symbolized).
+    pub fn forget_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    fn refresh_maps(&mut self, pid: u32) -> bool {
+        let maps = match sys::read_exec_maps(pid) {
+            Ok(maps) => maps,
+            Err(err) => {
+                log::debug!("cannot read maps of pid {pid}: {err}");
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    // Gone: keep the last mappings, stop retrying.
+                    p.read_at = Instant::now();
+                } else {
+                    self.stats.maps_unreadable += 1;
+                }
+                return false;
+            }
+        };
+        let modules = maps.iter().map(|m| self.module_for(pid, m)).collect();
+        self.processes.insert(
+            pid,
+            Process {
+                maps,
+                modules,
+                read_at: Instant::now(),
+            },
+        );
+        true
+    }
+
+    fn module_for(&mut self, pid: u32, entry: &MapsEntry) -> usize {
+        let open_path = if entry.path.starts_with('/')
+            && sys::inode_of(Path::new(&entry.path)) == Some(entry.inode)
+        {
+            PathBuf::from(&entry.path)
+        } else {
+            // Another mount namespace, a deleted file, or a pseudo mapping: read it through
+            // the process's own view while it lives.
+            PathBuf::from(format!(
+                "/proc/{pid}/map_files/{:x}-{:x}",
+                entry.start, entry.end
+            ))
+        };
+        let build_id = if entry.path.starts_with('[') {
+            None
+        } else {
+            blazesym::helper::read_elf_build_id(&open_path)
+                .ok()
+                .flatten()
+                .map(|id| hex(&id))
+        };
+        let key = match &build_id {
+            Some(id) => ModuleKey::BuildId(id.clone()),
+            None => ModuleKey::File {
+                path: entry.path.clone(),
+                inode: entry.inode,
+                mtime: sys::mtime_of(&open_path).unwrap_or(0),
+            },
+        };
+        if let Some(&index) = self.module_index.get(&key) {
+            return index;
+        }
+        let index = self.modules.len();
+        self.modules.push(Module {
+            name: entry.path.as_str().into(),
+            open_path,
+            build_id,
+            frames: HashMap::new(),
+        });
+        self.module_index.insert(key, index);
+        index
+    }
+
+    /// Symbolizes a user stack of process `pid`, innermost address first, appending frames
+    /// innermost first to `out` (inlined functions expanded, innermost first).
+    ///
+    /// Every address after the first is a return address; one is subtracted from it so that it
+    /// falls inside the call instruction.
+    pub fn symbolize_user(&mut self, pid: u32, addrs: &[u64], out: &mut Vec<Frame>) {
+        self.observe_process(pid);
+        for (i, &addr) in addrs.iter().enumerate() {
+            let addr = if i == 0 { addr } else { addr.saturating_sub(1) };
+            self.symbolize_user_addr(pid, addr, out);
+        }
+    }
+
+    fn symbolize_user_addr(&mut self, pid: u32, addr: u64, out: &mut Vec<Frame>) {
+        let mut located = self.locate(pid, addr);
+        if located.is_none()
+            && self
+                .processes
+                .get(&pid)
+                .is_some_and(|p| p.read_at.elapsed() >= Duration::from_millis(100))
+            && self.refresh_maps(pid)
+        {
+            located = self.locate(pid, addr);
+        }
+        let Some((module, file_offset)) = located else {
+            self.stats.unmapped += 1;
+            out.push(Frame::unknown(FrameKind::User, None, addr));
+            return;
+        };
+        if let Some(frames) = self.modules[module].frames.get(&file_offset) {
+            out.extend(frames.iter().rev().cloned());
+            return;
+        }
+        let frames = self.resolve_in_module(module, file_offset);
+        out.extend(frames.iter().rev().cloned());
+        self.modules[module].frames.insert(file_offset, frames);
+    }
+
+    fn locate(&self, pid: u32, addr: u64) -> Option<(usize, u64)> {
+        let p = self.processes.get(&pid)?;
+        let i = p
+            .maps
+            .iter()
+            .position(|m| (m.start..m.end).contains(&addr))?;
+        let m = &p.maps[i];
+        Some((p.modules[i], addr - m.start + m.offset))
+    }
+
+    /// Frames for one address, outermost first.
+    fn resolve_in_module(&mut self, module: usize, file_offset: u64) -> Arc<[Frame]> {
+        let m = &self.modules[module];
+        let name = m.name.to_string();
+        let unknown = || -> Arc<[Frame]> {
+            [Frame::unknown(FrameKind::User, Some(&name), file_offset)].into()
+        };
+        if name.starts_with('[') {
+            // [vdso] and friends: no file to read.
+            return unknown();
+        }
+        let src = Source::Elf(Elf::new(&m.open_path));
+        let result = self
+            .blaze
+            .symbolize_single(&src, Input::FileOffset(file_offset));
+        match result {
+            Ok(Symbolized::Sym(sym)) => {
+                let base = Frame {
+                    function: String::new(),
+                    module: Some(name.clone()),
+                    build_id: m.build_id.clone(),
+                    file: None,
+                    line: None,
+                    kind: FrameKind::User,
+                    inlined: false,
+                };
+                expand(base, &sym)
+            }
+            Ok(Symbolized::Unknown(reason)) => {
+                log::trace!("{name}+{file_offset:#x}: {reason}");
+                self.stats.unresolved += 1;
+                unknown()
+            }
+            Err(err) => {
+                log::debug!("symbolizing {name}+{file_offset:#x}: {err}");
+                self.stats.unresolved += 1;
+                unknown()
+            }
+        }
+    }
+
+    /// The full stack of an event as frames, root first: user frames from the outermost caller
+    /// down, then kernel frames from the system call entry down to the sampled instruction.
+    pub fn symbolize_event(&mut self, event: &SampleEvent) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(32);
+        self.symbolize_kernel(event.kernel_frames(), &mut frames);
+        self.symbolize_user(event.pid, event.user_frames(), &mut frames);
+        frames.reverse();
+        frames
+    }
+
+    /// Symbolizes a kernel stack, innermost first, appending frames innermost first.
+    pub fn symbolize_kernel(&mut self, addrs: &[u64], out: &mut Vec<Frame>) {
+        let missing: Vec<u64> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| if i == 0 { a } else { a.saturating_sub(1) })
+            .filter(|a| !self.kernel.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            let src = Source::Kernel(Kernel {
+                vmlinux: blazesym::MaybeDefault::None,
+                debug_syms: false,
+                ..Kernel::default()
+            });
+            let resolved = self
+                .blaze
+                .symbolize(&src, Input::AbsAddr(&missing))
+                .unwrap_or_default();
+            for (i, &addr) in missing.iter().enumerate() {
+                let frames: Arc<[Frame]> = match resolved.get(i) {
+                    Some(Symbolized::Sym(sym)) => {
+                        let module = sym
+                            .module
+                            .as_ref()
+                            .map(|m| m.to_string_lossy().into_owned())
+                            .filter(|m| !m.is_empty() && !m.contains("kallsyms"))
+                            .map(|m| format!("[{}]", m.trim_matches(['[', ']'])))
+                            .unwrap_or_else(|| critpath_analyzer::KERNEL_MODULE.to_owned());
+                        let mut base = Frame::kernel("");
+                        base.module = Some(module);
+                        expand(base, sym)
+                    }
+                    _ => {
+                        self.stats.unresolved += 1;
+                        [Frame::unknown(
+                            FrameKind::Kernel,
+                            Some(critpath_analyzer::KERNEL_MODULE),
+                            addr,
+                        )]
+                        .into()
+                    }
+                };
+                self.kernel.insert(addr, frames);
+            }
+        }
+        for (i, &a) in addrs.iter().enumerate() {
+            let a = if i == 0 { a } else { a.saturating_sub(1) };
+            if let Some(frames) = self.kernel.get(&a) {
+                out.extend(frames.iter().rev().cloned());
+            }
+        }
+    }
+}
+
+/// A symbol and its inlined callees as frames, outermost first.
+fn expand(base: Frame, sym: &symbolize::Sym<'_>) -> Arc<[Frame]> {
+    let mut frames = Vec::with_capacity(1 + sym.inlined.len());
+    let code = |c: Option<&symbolize::CodeInfo<'_>>| {
+        (
+            c.map(|c| c.to_path().to_string_lossy().into_owned()),
+            c.and_then(|c| c.line),
+        )
+    };
+    // The symbol's own code info is the location of the address; with inlining, each inlined
+    // function's call site belongs to its caller.
+    let (file, line) = code(
+        sym.inlined
+            .first()
+            .and_then(|f| f.code_info.as_ref())
+            .or(sym.code_info.as_deref()),
+    );
+    frames.push(Frame {
+        function: sym.name.to_string(),
+        file,
+        line,
+        ..base.clone()
+    });
+    for (i, f) in sym.inlined.iter().enumerate() {
+        let location = sym
+            .inlined
+            .get(i + 1)
+            .and_then(|next| next.code_info.as_ref())
+            .or(if i + 1 == sym.inlined.len() {
+                sym.code_info.as_deref()
+            } else {
+                None
+            });
+        let (file, line) = code(location);
+        frames.push(Frame {
+            function: f.name.to_string(),
+            file,
+            line,
+            inlined: true,
+            ..base.clone()
+        });
+    }
+    frames.into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function_for_symbolizer_test() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    /// An address of this very test binary resolves to its function name, with the binary as
+    /// module and a build-id; a wild address becomes an `[unknown]` frame, never a panic.
+    #[test]
+    fn symbolizes_own_function() {
+        let addr = marker_function_for_symbolizer_test as *const () as u64;
+        let mut s = Symbolizer::new();
+        let mut out = Vec::new();
+        s.symbolize_user(std::process::id(), &[addr + 1], &mut out);
+        let names: Vec<_> = out.iter().map(|f| f.function.as_str()).collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.ends_with("marker_function_for_symbolizer_test")),
+            "{names:?}"
+        );
+        assert!(
+            out[0]
+                .module
+                .as_deref()
+                .unwrap()
+                .contains("critpath_sampler")
+        );
+        assert!(out[0].build_id.is_some(), "rustc links a build id");
+
+        out.clear();
+        s.symbolize_user(std::process::id(), &[0x10], &mut out);
+        assert_eq!(out[0].function, "[unknown] 0x10");
+        assert_eq!(s.stats().unmapped, 1);
+    }
+
+    /// Kernel addresses from kallsyms resolve to kernel function names.
+    #[test]
+    fn symbolizes_kernel_address() {
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let addr = kallsyms
+            .lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                let (a, _, name) = (it.next()?, it.next()?, it.next()?);
+                (name == "vfs_write").then(|| u64::from_str_radix(a, 16).ok())?
+            })
+            .expect("vfs_write in kallsyms");
+        if addr == 0 {
+            // kptr_restrict hides addresses from non-root users.
+            assert!(
+                std::env::var("CI").is_err(),
+                "kallsyms addresses hidden under CI"
+            );
+            eprintln!("skipped: kallsyms addresses are hidden (not root)");
+            return;
+        }
+        let mut s = Symbolizer::new();
+        let mut out = Vec::new();
+        s.symbolize_kernel(&[addr + 4], &mut out);
+        assert_eq!(out[0].function, "vfs_write");
+        assert_eq!(out[0].kind, FrameKind::Kernel);
+    }
+}

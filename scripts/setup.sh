@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything critpath needs on a fresh Debian 12 machine (root). Idempotent: each step
+# checks whether its result is already there. See ../shared/TOOLCHAIN.md for where these facts come from.
+set -euo pipefail
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: LLVM 22 for bpf-linker (nightly rustc uses LLVM 22), protoc is not needed (prost
+# messages are written by hand with derive), linux-perf for the overhead benchmarks.
+APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libelf-dev pkg-config)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The eBPF crate is built with nightly's build-std (core for bpfel-unknown-none).
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "rustup component add rust-src --toolchain nightly"
+  rustup component add rust-src --toolchain nightly
+fi
+
+# bpf-linker links the eBPF object; built against Debian's LLVM 22.
+if ! command -v bpf-linker >/dev/null 2>&1; then
+  log "cargo install bpf-linker (LLVM 22)"
+  LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 PATH=/usr/lib/llvm-22/bin:$PATH \
+    cargo install --locked bpf-linker --no-default-features --features llvm-22
+fi
+
+# tracefs: aya's TracePoint::attach needs it; the sampler also mounts it itself when absent.
+if [ ! -d /sys/kernel/tracing/events ]; then
+  $SUDO mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+fi
+log "toolchain ready"
