@@ -63,6 +63,8 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         }
     };
 
+    let mut symbolizer = Symbolizer::new();
+    symbolizer.preload_kernel();
     let mut sampler = Sampler::start(SamplerConfig {
         frequency_hz: config.frequency_hz,
         target,
@@ -86,7 +88,6 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
 
-    let mut symbolizer = Symbolizer::new();
     let mut samples = 0u64;
     let progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();

@@ -68,6 +68,9 @@ pub struct Symbolizer {
     processes: HashMap<u32, Process>,
     modules: Vec<Module>,
     module_index: HashMap<ModuleKey, usize>,
+    /// Module of each mapped file already seen, by (path, inode): refreshing a process's
+    /// mappings then costs one read of its maps file, not a build-id read per library.
+    file_index: HashMap<(String, u64), usize>,
     kernel: HashMap<u64, Arc<[Frame]>>,
     stats: SymbolizeStats,
 }
@@ -90,6 +93,7 @@ impl Symbolizer {
             processes: HashMap::new(),
             modules: Vec::new(),
             module_index: HashMap::new(),
+            file_index: HashMap::new(),
             kernel: HashMap::new(),
             stats: SymbolizeStats::default(),
         }
@@ -144,6 +148,20 @@ impl Symbolizer {
     }
 
     fn module_for(&mut self, pid: u32, entry: &MapsEntry) -> usize {
+        let file = (entry.path.clone(), entry.inode);
+        if entry.inode != 0
+            && let Some(&index) = self.file_index.get(&file)
+        {
+            return index;
+        }
+        let index = self.new_module(pid, entry);
+        if entry.inode != 0 {
+            self.file_index.insert(file, index);
+        }
+        index
+    }
+
+    fn new_module(&mut self, pid: u32, entry: &MapsEntry) -> usize {
         let open_path = if entry.path.starts_with('/')
             && sys::inode_of(Path::new(&entry.path)) == Some(entry.inode)
         {
@@ -285,6 +303,15 @@ impl Symbolizer {
         frames
     }
 
+    /// Loads the kernel's symbols now (tens of milliseconds to parse kallsyms) rather than at
+    /// the first kernel sample, so the cost lands at start-up, not in the middle of a recording.
+    pub fn preload_kernel(&mut self) {
+        // Any address loads the symbol table; the answer is discarded.
+        let _ = self
+            .blaze
+            .symbolize(&kernel_source(), Input::AbsAddr(&[0xffff_ffff_8100_0000]));
+    }
+
     /// Symbolizes a kernel stack, innermost first, appending frames innermost first.
     pub fn symbolize_kernel(&mut self, addrs: &[u64], out: &mut Vec<Frame>) {
         let missing: Vec<u64> = addrs
@@ -294,14 +321,9 @@ impl Symbolizer {
             .filter(|a| !self.kernel.contains_key(a))
             .collect();
         if !missing.is_empty() {
-            let src = Source::Kernel(Kernel {
-                vmlinux: blazesym::MaybeDefault::None,
-                debug_syms: false,
-                ..Kernel::default()
-            });
             let resolved = self
                 .blaze
-                .symbolize(&src, Input::AbsAddr(&missing))
+                .symbolize(&kernel_source(), Input::AbsAddr(&missing))
                 .unwrap_or_default();
             for (i, &addr) in missing.iter().enumerate() {
                 let frames: Arc<[Frame]> = match resolved.get(i) {
@@ -337,6 +359,16 @@ impl Symbolizer {
             }
         }
     }
+}
+
+/// Kernel symbols come from kallsyms (vmlinux images are rarely installed; they would add file
+/// and line information).
+fn kernel_source() -> Source<'static> {
+    Source::Kernel(Kernel {
+        vmlinux: blazesym::MaybeDefault::None,
+        debug_syms: false,
+        ..Kernel::default()
+    })
 }
 
 /// A symbol and its inlined callees as frames, outermost first.

@@ -1,0 +1,79 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Path of a workload binary of this package.
+pub fn workload(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_cpu_ratio"));
+    dir.with_file_name(name)
+}
+
+/// Path of the `critpath` binary, built into the same target directory as the workloads
+/// (`cargo build --bins` builds it; `make test` does that first).
+pub fn critpath() -> PathBuf {
+    let path = workload("critpath");
+    assert!(
+        path.exists(),
+        "{} not found: build the workspace's binaries first (`cargo build --bins`, which `make test` runs)",
+        path.display()
+    );
+    path
+}
+
+/// Whether kernel tests can run here. Prints why not; panics under `CI=true`, where every
+/// kernel test must run.
+pub fn kernel_tests_enabled() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    let reason = "not root: loading eBPF programs needs root or CAP_BPF + CAP_PERFMON";
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "kernel test cannot run under CI: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+    false
+}
+
+/// Runs critpath with `args`, asserting success; returns its output.
+pub fn run_critpath(args: &[&str]) -> Output {
+    let output = Command::new(critpath())
+        .args(args)
+        .output()
+        .expect("running critpath");
+    assert!(
+        output.status.success(),
+        "critpath {args:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The "N samples" figure critpath record prints on stderr.
+pub fn reported_samples(stderr: &[u8]) -> i64 {
+    let text = String::from_utf8_lossy(stderr);
+    text.split_once(" samples in ")
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample count in critpath's output:\n{text}"))
+}
+
+/// A collapsed-stacks profile: (frames root first, value).
+pub type Folded = Vec<(Vec<String>, i64)>;
+
+/// Total value of stacks that contain a frame whose name ends with `suffix` (each stack once).
+pub fn inclusive(folded: &Folded, suffix: &str) -> i64 {
+    folded
+        .iter()
+        .filter(|(stack, _)| stack.iter().any(|f| f.ends_with(suffix)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Position of the first frame ending with `suffix` in a stack.
+pub fn position(stack: &[String], suffix: &str) -> Option<usize> {
+    stack.iter().position(|f| f.ends_with(suffix))
+}

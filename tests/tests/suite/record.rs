@@ -1,0 +1,162 @@
+//! `critpath record`: names, shares, kernel frames, system-wide capture, and the output formats.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use critpath_analyzer::export::{folded, pprof};
+
+use super::common::{
+    Folded, inclusive, kernel_tests_enabled, position, reported_samples, run_critpath, workload,
+};
+
+fn record_folded(args: &[&str]) -> (Folded, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("profile.folded");
+    let mut all = vec!["record", "--format", "folded", "-o", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = run_critpath(&all);
+    let text = std::fs::read_to_string(&out).unwrap();
+    (folded::parse(&text).unwrap(), reported_samples(&output.stderr))
+}
+
+/// Hot functions A:B doing 3:1 of the work appear by name with a 3:1 share (±20%), rooted
+/// main → run_cpu_ratio → hot_a.
+#[test]
+fn cpu_ratio_names_shares_and_roots() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let exe = workload("cpu_ratio");
+    let (profile, samples) = record_folded(&["-F", "99", "--", exe.to_str().unwrap(), "3"]);
+    let total: i64 = profile.iter().map(|(_, v)| v).sum();
+    assert_eq!(total, samples, "the folded total is every sample recorded");
+    assert!(samples >= 150, "3 s at 99 Hz gave only {samples} samples");
+    let (a, b) = (
+        inclusive(&profile, "::hot_a"),
+        inclusive(&profile, "::hot_b"),
+    );
+    assert!(a > 0 && b > 0, "hot_a={a} hot_b={b}");
+    let ratio = a as f64 / b as f64;
+    assert!(
+        (2.4..=3.6).contains(&ratio),
+        "hot_a:hot_b = {a}:{b} = {ratio:.2}, expected 3 ± 20%"
+    );
+    assert!(
+        (a + b) as f64 >= 0.8 * total as f64,
+        "hot functions hold most samples"
+    );
+    for (stack, _) in profile.iter().filter(|(s, _)| position(s, "::hot_a").is_some()) {
+        assert_eq!(stack[0], "cpu_ratio", "thread name is the root: {stack:?}");
+        let main = position(stack, "cpu_ratio::main").expect("main in every hot_a stack");
+        let run = position(stack, "::run_cpu_ratio").expect("run_cpu_ratio above hot_a");
+        let hot = position(stack, "::hot_a").unwrap();
+        assert!(main < run && run < hot, "order main → run → hot_a: {stack:?}");
+        assert_eq!(hot, run + 1, "hot_a is called directly by run_cpu_ratio");
+    }
+}
+
+/// Kernel frames are named under a write(2)-heavy workload, below the user function that calls.
+#[test]
+fn kernel_frames_named() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let exe = workload("syscall_heavy");
+    let (profile, _) = record_folded(&["-F", "99", "--", exe.to_str().unwrap(), "2"]);
+    let kernel_write = inclusive(&profile, "ksys_write_[k]") + inclusive(&profile, "vfs_write_[k]");
+    assert!(kernel_write > 0, "no ksys_write/vfs_write frame: {profile:?}");
+    let under_loop = profile.iter().any(|(stack, _)| {
+        matches!(
+            (position(stack, "::write_devnull_loop"), position(stack, "vfs_write_[k]")),
+            (Some(u), Some(k)) if u < k
+        )
+    });
+    assert!(under_loop, "vfs_write sits under write_devnull_loop");
+}
+
+/// Children of the recorded command are followed: a workload started by a shell is profiled.
+#[test]
+fn follows_children() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let exe = workload("cpu_ratio");
+    let script = format!("{} 1.5; true", exe.display());
+    let (profile, _) = record_folded(&["-F", "99", "--", "/bin/sh", "-c", &script]);
+    assert!(
+        inclusive(&profile, "::hot_a") > 50,
+        "the shell's child was not sampled: {profile:?}"
+    );
+}
+
+/// `-a` for 3 s samples every process: both of two workloads started beside it are caught, and
+/// the pprof output decodes with totals equal to the samples recorded and to its folded form.
+#[test]
+fn system_wide_pprof() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let spawn = |name: &str| {
+        Command::new(workload(name))
+            .arg("5")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("cpu_ratio");
+    let mut b = spawn("multi_thread");
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("all.pb.gz");
+    let output = run_critpath(&[
+        "record",
+        "-a",
+        "-d",
+        "3",
+        "-F",
+        "49",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let _ = (a.kill(), b.kill(), a.wait(), b.wait());
+
+    let bytes = std::fs::read(&out).unwrap();
+    let raw = pprof::decode_proto(&bytes).unwrap();
+    let sample_types: Vec<_> = raw
+        .sample_type
+        .iter()
+        .map(|t| raw.string_table[t.r#type as usize].as_str())
+        .collect();
+    assert_eq!(sample_types, ["samples", "cpu"]);
+    assert!(raw.mapping.iter().any(|m| m.build_id != 0), "mappings carry build ids");
+
+    let profile = pprof::decode(&bytes).unwrap();
+    let totals = profile.totals();
+    assert_eq!(totals[0], reported_samples(&output.stderr));
+    assert_eq!(totals[1], totals[0] * profile.period, "cpu ns = samples × period");
+    let folded = folded::parse(&folded::to_string(&profile, 0)).unwrap();
+    assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), totals[0]);
+
+    let pids: std::collections::BTreeSet<u32> =
+        profile.samples().iter().map(|s| s.labels.pid).collect();
+    assert!(pids.contains(&a.id()), "cpu_ratio (pid {}) not sampled: {pids:?}", a.id());
+    assert!(pids.contains(&b.id()), "multi_thread (pid {}) not sampled: {pids:?}", b.id());
+    assert!(inclusive(&folded, "::mt_worker_alpha") > 0);
+}
+
+/// Bad input is refused with a message naming the problem.
+#[test]
+fn rejects_bad_input() {
+    let output = Command::new(super::common::critpath())
+        .args(["record", "-p", "999999999"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no process with pid 999999999"), "{stderr}");
+    let output = Command::new(super::common::critpath())
+        .args(["record", "-a", "-d", "-1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
