@@ -19,8 +19,7 @@ build: setup
 # hottest stacks. (`critpath run`, the always-on agent + server, replaces this when it lands.)
 run: build
 	$(RELEASE)/critpath record -F 99 --format folded -o critpath-demo.folded -- $(RELEASE)/cpu_ratio 5
-	@echo "hottest stacks (critpath-demo.folded):"
-	@sort -t' ' -k2 -nr critpath-demo.folded | head -5 | awk '{n=split($$0,f,";"); print "  " $$NF " samples: ... " f[n-2] " -> " f[n-1] " -> " f[n]}' | sed 's/ [0-9]*$$//'
+	@python3 -c 'import sys; rows = sorted((l.rsplit(" ", 1) for l in open("critpath-demo.folded")), key=lambda r: -int(r[1])); total = sum(int(v) for _, v in rows); print("hottest stacks (leaf last) of", total, "samples:"); [print(f"  {int(v) / total:6.1%}  ... > " + " > ".join(s.split(";")[-3:])) for s, v in rows[:5]]'
 
 lint: setup
 	cargo fmt --all -- --check

@@ -28,6 +28,9 @@ fn main() {
     let elapsed = start.elapsed();
     print_summary(
         "cpu_bench",
-        &[("threads", threads), ("elapsed_ns", elapsed.as_nanos() as u64)],
+        &[
+            ("threads", threads),
+            ("elapsed_ns", elapsed.as_nanos() as u64),
+        ],
     );
 }

@@ -16,7 +16,10 @@ fn record_folded(args: &[&str]) -> (Folded, i64) {
     all.extend_from_slice(args);
     let output = run_critpath(&all);
     let text = std::fs::read_to_string(&out).unwrap();
-    (folded::parse(&text).unwrap(), reported_samples(&output.stderr))
+    (
+        folded::parse(&text).unwrap(),
+        reported_samples(&output.stderr),
+    )
 }
 
 /// Hot functions A:B doing 3:1 of the work appear by name with a 3:1 share (±20%), rooted
@@ -45,12 +48,18 @@ fn cpu_ratio_names_shares_and_roots() {
         (a + b) as f64 >= 0.8 * total as f64,
         "hot functions hold most samples"
     );
-    for (stack, _) in profile.iter().filter(|(s, _)| position(s, "::hot_a").is_some()) {
+    for (stack, _) in profile
+        .iter()
+        .filter(|(s, _)| position(s, "::hot_a").is_some())
+    {
         assert_eq!(stack[0], "cpu_ratio", "thread name is the root: {stack:?}");
         let main = position(stack, "cpu_ratio::main").expect("main in every hot_a stack");
         let run = position(stack, "::run_cpu_ratio").expect("run_cpu_ratio above hot_a");
         let hot = position(stack, "::hot_a").unwrap();
-        assert!(main < run && run < hot, "order main → run → hot_a: {stack:?}");
+        assert!(
+            main < run && run < hot,
+            "order main → run → hot_a: {stack:?}"
+        );
         assert_eq!(hot, run + 1, "hot_a is called directly by run_cpu_ratio");
     }
 }
@@ -64,7 +73,10 @@ fn kernel_frames_named() {
     let exe = workload("syscall_heavy");
     let (profile, _) = record_folded(&["-F", "99", "--", exe.to_str().unwrap(), "2"]);
     let kernel_write = inclusive(&profile, "ksys_write_[k]") + inclusive(&profile, "vfs_write_[k]");
-    assert!(kernel_write > 0, "no ksys_write/vfs_write frame: {profile:?}");
+    assert!(
+        kernel_write > 0,
+        "no ksys_write/vfs_write frame: {profile:?}"
+    );
     let under_loop = profile.iter().any(|(stack, _)| {
         matches!(
             (position(stack, "::write_devnull_loop"), position(stack, "vfs_write_[k]")),
@@ -128,19 +140,34 @@ fn system_wide_pprof() {
         .map(|t| raw.string_table[t.r#type as usize].as_str())
         .collect();
     assert_eq!(sample_types, ["samples", "cpu"]);
-    assert!(raw.mapping.iter().any(|m| m.build_id != 0), "mappings carry build ids");
+    assert!(
+        raw.mapping.iter().any(|m| m.build_id != 0),
+        "mappings carry build ids"
+    );
 
     let profile = pprof::decode(&bytes).unwrap();
     let totals = profile.totals();
     assert_eq!(totals[0], reported_samples(&output.stderr));
-    assert_eq!(totals[1], totals[0] * profile.period, "cpu ns = samples × period");
+    assert_eq!(
+        totals[1],
+        totals[0] * profile.period,
+        "cpu ns = samples × period"
+    );
     let folded = folded::parse(&folded::to_string(&profile, 0)).unwrap();
     assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), totals[0]);
 
     let pids: std::collections::BTreeSet<u32> =
         profile.samples().iter().map(|s| s.labels.pid).collect();
-    assert!(pids.contains(&a.id()), "cpu_ratio (pid {}) not sampled: {pids:?}", a.id());
-    assert!(pids.contains(&b.id()), "multi_thread (pid {}) not sampled: {pids:?}", b.id());
+    assert!(
+        pids.contains(&a.id()),
+        "cpu_ratio (pid {}) not sampled: {pids:?}",
+        a.id()
+    );
+    assert!(
+        pids.contains(&b.id()),
+        "multi_thread (pid {}) not sampled: {pids:?}",
+        b.id()
+    );
     assert!(inclusive(&folded, "::mt_worker_alpha") > 0);
 }
 
