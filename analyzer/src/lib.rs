@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::undocumented_unsafe_blocks))]
 
 pub mod export;
+pub mod offcpu;
 mod profile;
 mod types;
 

@@ -52,6 +52,28 @@ pub struct RecordArgs {
     /// Ring buffer size in bytes between the kernel and critpath (rounded up to a power of two).
     #[arg(long, default_value_t = critpath_sampler::SamplerConfig::default().ring_bytes, value_name = "BYTES")]
     pub ring_bytes: u32,
+    /// Also trace off-CPU waits (blocked stacks, durations, causes) and who woke them.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Shortest off-CPU wait recorded, in microseconds (shorter ones are counted, not kept).
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_name = "MICROSECONDS",
+        requires = "off_cpu"
+    )]
+    pub off_cpu_min_us: u64,
+    /// Waits whose stacks may be captured per second per CPU; beyond it waits are sampled and
+    /// weighted so totals stay unbiased.
+    #[arg(long, default_value_t = 2000, value_name = "N", requires = "off_cpu", value_parser = clap::value_parser!(u32).range(1..))]
+    pub off_cpu_budget: u32,
+    /// Value written to folded and speedscope output: samples, cpu, off_cpu or wall (on + off CPU
+    /// time). Default: wall with --off-cpu, otherwise samples (folded) / cpu (speedscope).
+    #[arg(long, value_name = "VALUE", value_parser = ["samples", "cpu", "off_cpu", "wall"])]
+    pub value: Option<String>,
+    /// Write the wakeup edges (who woke whom, with both stacks) to this file as JSON.
+    #[arg(long, value_name = "FILE", requires = "off_cpu")]
+    pub wakeups: Option<PathBuf>,
     /// Run this command and profile it and its children until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -88,5 +110,10 @@ mod tests {
         assert_eq!(r.format, Format::Folded);
         assert!(Cli::try_parse_from(["critpath", "record", "-a", "--format", "svg"]).is_err());
         assert!(Cli::try_parse_from(["critpath", "record", "-a", "-F", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["critpath", "record", "-a", "--wakeups", "w.json"]).is_err(),
+            "--wakeups needs --off-cpu"
+        );
+        assert!(Cli::try_parse_from(["critpath", "record", "-a", "--value", "bogus"]).is_err());
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser as _;
+use critpath_analyzer::export::Format;
+use critpath_sampler::OffCpuConfig;
 
 use cli::{Cli, Command, RecordArgs};
 use record::{RecordConfig, RecordTarget};
@@ -54,8 +56,26 @@ fn record_config(args: RecordArgs) -> anyhow::Result<RecordConfig> {
             args.format.extension()
         ))),
     };
+    let off_cpu = args.off_cpu.then(|| OffCpuConfig {
+        min_duration: Duration::from_micros(args.off_cpu_min_us),
+        budget_per_second: args.off_cpu_budget,
+    });
+    let value = args.value.unwrap_or_else(|| {
+        match (off_cpu.is_some(), args.format) {
+            (true, _) => "wall",
+            (false, Format::Speedscope) => "cpu",
+            (false, _) => "samples",
+        }
+        .to_owned()
+    });
+    if matches!(value.as_str(), "off_cpu" | "wall") && off_cpu.is_none() {
+        bail!("--value {value} needs --off-cpu");
+    }
     Ok(RecordConfig {
         frequency_hz: args.frequency,
+        off_cpu,
+        value,
+        wakeups: args.wakeups,
         duration,
         output,
         format: args.format,

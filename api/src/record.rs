@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
+use critpath_analyzer::offcpu::{Cause, OffCpuWait, WakeupEdge};
 use critpath_analyzer::{Profile, SampleLabels, ValueType, export};
-use critpath_sampler::{Counter, Sampler, SamplerConfig, Symbolizer, Target};
+use critpath_sampler::{
+    Counter, Event, OffCpuConfig, OffCpuEvent, Sampler, SamplerConfig, Symbolizer, Target,
+};
 
 /// What to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +39,12 @@ pub struct RecordConfig {
     pub target: RecordTarget,
     /// Ring buffer size in bytes.
     pub ring_bytes: u32,
+    /// Off-CPU tracing, when on.
+    pub off_cpu: Option<OffCpuConfig>,
+    /// Sample type written to folded and speedscope output (`samples`, `cpu`, `off_cpu`, `wall`).
+    pub value: String,
+    /// Where to write wakeup edges as JSON.
+    pub wakeups: Option<PathBuf>,
 }
 
 /// Runs a recording and writes the profile.
@@ -69,43 +78,26 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         frequency_hz: config.frequency_hz,
         target,
         ring_bytes: config.ring_bytes,
+        off_cpu: config.off_cpu.clone(),
     })
     .context("starting the sampler")?;
+    let unix_offset_ns = critpath_sampler::sys::monotonic_to_unix_offset_ns();
     // The command may exec only now that its pid is in the filter.
     if let Some(c) = child.as_mut() {
         c.release();
     }
 
-    let period_ns = 1_000_000_000 / config.frequency_hz as i64;
-    let mut profile = Profile::new(vec![
-        ValueType::new("samples", "count"),
-        ValueType::new("cpu", "nanoseconds"),
-    ]);
-    profile.period_type = Some(ValueType::new("cpu", "nanoseconds"));
-    profile.period = period_ns;
+    let mut rec = Recording::new(&config, symbolizer, unix_offset_ns);
     let started = Instant::now();
-    profile.start_unix_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-
-    let mut samples = 0u64;
     let progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
     let mut last_prune = Instant::now();
-    let mut handle = |event: &critpath_sampler::SampleEvent| {
-        let frames = symbolizer.symbolize_event(event);
-        let comm = String::from_utf8_lossy(event.comm_bytes()).into_owned();
-        profile.add(
-            frames,
-            &[1, period_ns],
-            SampleLabels::new(event.pid, event.tid, comm),
-        );
-    };
     let mut target_exited = false;
     loop {
-        samples += sampler
-            .poll(Duration::from_millis(100), &mut handle)
+        rec.events += sampler
+            .poll(Duration::from_millis(100), |e| rec.on_event(e))
             .context("reading samples")? as u64;
+        rec.resolve_off_cpu(&mut sampler);
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -129,18 +121,20 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         }
         if progress && last_progress.elapsed() >= Duration::from_secs(1) {
             eprint!(
-                "\rrecording: {:.0} s, {samples} samples",
-                started.elapsed().as_secs_f64()
+                "\rrecording: {:.0} s, {} samples",
+                started.elapsed().as_secs_f64(),
+                rec.samples
             );
             last_progress = Instant::now();
         }
     }
     // What is still in the ring buffer belongs to the recording.
-    samples += sampler
-        .poll(Duration::ZERO, &mut handle)
+    rec.events += sampler
+        .poll(Duration::ZERO, |e| rec.on_event(e))
         .context("reading samples")? as u64;
+    rec.resolve_off_cpu(&mut sampler);
     let elapsed = started.elapsed();
-    profile.duration_ns = elapsed.as_nanos() as i64;
+    rec.profile.duration_ns = elapsed.as_nanos() as i64;
     if progress {
         eprintln!();
     }
@@ -160,9 +154,10 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         .counters()
         .context("reading the sampler's counters")?;
     let lost = counters.get(Counter::RingFull);
-    let stats = symbolizer.stats();
+    let stats = rec.symbolizer.stats();
     eprintln!(
-        "critpath: {samples} samples in {:.1} s at {} Hz ({} lost to a full ring buffer, {} user / {} kernel stack errors, {} unresolved frames)",
+        "critpath: {} samples in {:.1} s at {} Hz ({} events lost to a full ring buffer, {} user / {} kernel stack errors, {} unresolved frames)",
+        rec.samples,
         elapsed.as_secs_f64(),
         config.frequency_hz,
         lost,
@@ -171,14 +166,40 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         stats.unresolved + stats.unmapped,
     );
     if lost > 0 {
-        eprintln!("critpath: samples were lost; raise --ring-bytes");
+        eprintln!("critpath: events were lost; raise --ring-bytes");
+    }
+    if config.off_cpu.is_some() {
+        eprintln!(
+            "critpath: off-CPU: {} waits kept, {} wakeup edges; {} switch-outs, {} sampled out by the budget, {} shorter than the minimum (~{:.3} s in all), {} stack collisions, {} dropped with the thread table full",
+            rec.waits,
+            rec.edges.len(),
+            counters.get(Counter::OffCpuSwitches),
+            counters.get(Counter::OffCpuUnsampled),
+            counters.get(Counter::OffCpuBelowMin),
+            counters.get(Counter::OffCpuBelowMinNs) as f64 / 1e9,
+            counters.get(Counter::StackCollisions),
+            counters.get(Counter::OffCpuStateFull),
+        );
+    }
+    if let Some(path) = &config.wakeups {
+        let json = serde_json::to_vec_pretty(&rec.edges).context("encoding wakeup edges")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "critpath: wrote {} wakeup edges to {}",
+            rec.edges.len(),
+            path.display()
+        );
     }
 
+    let profile = &rec.profile;
+    let value = profile
+        .sample_type_index(&config.value)
+        .with_context(|| format!("the profile has no {:?} values", config.value))?;
     let bytes = match config.format {
-        export::Format::Pprof => export::pprof::encode(&profile),
-        export::Format::Folded => export::folded::to_string(&profile, 0).into_bytes(),
+        export::Format::Pprof => export::pprof::encode(profile),
+        export::Format::Folded => export::folded::to_string(profile, value).into_bytes(),
         export::Format::Speedscope => {
-            export::speedscope::to_string(&profile, 1, "critpath record").into_bytes()
+            export::speedscope::to_string(profile, value, "critpath record").into_bytes()
         }
     };
     match &config.output {
@@ -191,6 +212,101 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
             .context("writing to standard output")?,
     }
     Ok(())
+}
+
+/// What a recording accumulates.
+struct Recording {
+    profile: Profile,
+    symbolizer: Symbolizer,
+    on_cpu_values: Vec<i64>,
+    unix_offset_ns: i64,
+    /// Off-CPU events waiting for their stack ids to be resolved (that needs the sampler, which
+    /// is busy while polling).
+    pending: Vec<OffCpuEvent>,
+    /// Events read from the ring buffer.
+    events: u64,
+    /// On-CPU samples.
+    samples: u64,
+    /// Off-CPU waits.
+    waits: u64,
+    edges: Vec<WakeupEdge>,
+}
+
+impl Recording {
+    fn new(config: &RecordConfig, symbolizer: Symbolizer, unix_offset_ns: i64) -> Self {
+        let period_ns = 1_000_000_000 / config.frequency_hz as i64;
+        let mut sample_types = vec![
+            ValueType::new("samples", "count"),
+            ValueType::new("cpu", "nanoseconds"),
+        ];
+        if config.off_cpu.is_some() {
+            sample_types.push(ValueType::new("off_cpu", "nanoseconds"));
+            sample_types.push(ValueType::new("wall", "nanoseconds"));
+        }
+        let on_cpu_values = [1, period_ns, 0, period_ns][..sample_types.len()].to_vec();
+        let mut profile = Profile::new(sample_types);
+        profile.period_type = Some(ValueType::new("cpu", "nanoseconds"));
+        profile.period = period_ns;
+        profile.start_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Self {
+            profile,
+            symbolizer,
+            on_cpu_values,
+            unix_offset_ns,
+            pending: Vec::new(),
+            events: 0,
+            samples: 0,
+            waits: 0,
+            edges: Vec::new(),
+        }
+    }
+
+    fn on_event(&mut self, event: Event<'_>) {
+        match event {
+            Event::OnCpu(event) => {
+                self.samples += 1;
+                let frames = self.symbolizer.symbolize_event(event);
+                let comm = String::from_utf8_lossy(event.comm_bytes()).into_owned();
+                self.profile.add(
+                    frames,
+                    &self.on_cpu_values,
+                    SampleLabels::new(event.pid, event.tid, comm),
+                );
+            }
+            Event::OffCpu(event) => self.pending.push(*event),
+        }
+    }
+
+    fn resolve_off_cpu(&mut self, sampler: &mut Sampler) {
+        for event in std::mem::take(&mut self.pending) {
+            let wait = critpath_sampler::offcpu::resolve(
+                sampler,
+                &mut self.symbolizer,
+                &event,
+                self.unix_offset_ns,
+            );
+            self.add_wait(&wait);
+        }
+    }
+
+    /// Adds a wait to the profile: its blocked time under `[off-cpu: <cause>]` and its run-queue
+    /// delay under `[off-cpu: runqueue]`, both as off-CPU and as wall time.
+    fn add_wait(&mut self, wait: &OffCpuWait) {
+        self.waits += 1;
+        let labels = SampleLabels::new(wait.thread.pid, wait.thread.tid, wait.thread.comm.clone());
+        for (cause, ns) in [
+            (wait.cause, wait.weighted_blocked_ns()),
+            (Cause::RunQueue, wait.weighted_runq_ns()),
+        ] {
+            if ns > 0 {
+                let frames = wait.frames.iter().cloned().chain([cause.frame()]);
+                self.profile.add(frames, &[0, 0, ns, ns], labels.clone());
+            }
+        }
+        self.edges.extend(wait.edge());
+    }
 }
 
 /// A command started by `record`, held before `exec` until released.

@@ -1,19 +1,22 @@
 //! Loading, attaching and draining the eBPF programs.
 
+use std::collections::HashMap as StdHashMap;
 use std::os::fd::{AsRawFd as _, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
         PerfEvent, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
 use critpath_common::{
-    Config, Counter, EventKind, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_PID_FILTER,
-    SampleEvent, programs,
+    Config, Counter, EventKind, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_OFFCPU_RATE,
+    MAP_OFFCPU_STACKS, MAP_PID_FILTER, OFFCPU_WINDOW_NS, OffCpuEvent, OffCpuRate, SampleEvent,
+    programs,
 };
 
 use crate::{Error, sys};
@@ -30,6 +33,41 @@ pub enum Target {
     Processes(Vec<u32>),
 }
 
+/// Off-CPU tracing settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffCpuConfig {
+    /// Shortest off-CPU time (switch-out to switch-in) emitted. Default: 1 ms. Shorter waits are
+    /// counted, and their estimated total time reported, but not emitted one by one: at 1 ms even
+    /// a context-switch storm (hundreds of thousands of switches per second, microseconds each)
+    /// emits nothing, while the waits that make a request slow (lock convoys, I/O, queues,
+    /// sleeps) are milliseconds long. Lower it to see short waits that add up.
+    pub min_duration: Duration,
+    /// Waits whose stacks may be captured per second per CPU. Default: 2000. Below this rate
+    /// every wait is captured; above it, waits are sampled with a probability that keeps the
+    /// capture rate at the budget, and each emitted wait is weighted by 1/probability so totals
+    /// stay unbiased. Capturing costs about 2 stack walks, so the default bounds the kernel-side
+    /// cost to a few milliseconds per second per CPU whatever the switch rate.
+    pub budget_per_second: u32,
+}
+
+impl Default for OffCpuConfig {
+    fn default() -> Self {
+        Self {
+            min_duration: Duration::from_millis(1),
+            budget_per_second: 2000,
+        }
+    }
+}
+
+/// One event drained from the ring buffer.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// An on-CPU sample.
+    OnCpu(&'a SampleEvent),
+    /// A finished off-CPU wait; resolve its stack ids with [`Sampler::stack`].
+    OffCpu(&'a OffCpuEvent),
+}
+
 /// How the sampler is set up.
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
@@ -41,6 +79,8 @@ pub struct SamplerConfig {
     /// Ring buffer size in bytes, rounded up to a power of two pages. Default: 4 MiB (about
     /// 2000 events; at 19 Hz on 64 CPUs that is over a second of slack for the reader).
     pub ring_bytes: u32,
+    /// Off-CPU waits and wakeups; `None` turns them off. Default: on, with default settings.
+    pub off_cpu: Option<OffCpuConfig>,
 }
 
 impl Default for SamplerConfig {
@@ -49,6 +89,7 @@ impl Default for SamplerConfig {
             frequency_hz: 19,
             target: Target::AllProcesses,
             ring_bytes: critpath_common::DEFAULT_RING_BYTES,
+            off_cpu: Some(OffCpuConfig::default()),
         }
     }
 }
@@ -78,6 +119,10 @@ pub struct Sampler {
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pid_filter: HashMap<MapData, u32, u8>,
+    stacks: StackTraceMap<MapData>,
+    rate: PerCpuArray<MapData, OffCpuRate>,
+    /// Stacks already read, by id. Ids are stable: the programs never reuse a bucket.
+    stack_cache: StdHashMap<i32, Arc<[u64]>>,
     config: SamplerConfig,
     cpus: Vec<u32>,
 }
@@ -97,22 +142,39 @@ impl Sampler {
         sys::raise_memlock_rlimit();
         let tracefs = sys::ensure_tracefs()?;
         let filter = matches!(config.target, Target::Processes(_));
+        let offset = |event, field| sys::tracepoint_field_offset(&tracefs, "sched", event, field);
+        let off_cpu = config.off_cpu.clone().unwrap_or_default();
+        let windows_per_second = 1_000_000_000 / OFFCPU_WINDOW_NS;
         let bpf_config = Config {
             filter_pids: u32::from(filter),
-            fork_parent_pid_offset: sys::tracepoint_field_offset(
-                &tracefs,
-                "sched",
-                "sched_process_fork",
-                "parent_pid",
-            )?,
-            fork_child_pid_offset: sys::tracepoint_field_offset(
-                &tracefs,
-                "sched",
-                "sched_process_fork",
-                "child_pid",
-            )?,
+            fork_parent_pid_offset: offset("sched_process_fork", "parent_pid")?,
+            fork_child_pid_offset: offset("sched_process_fork", "child_pid")?,
+            off_cpu: u32::from(config.off_cpu.is_some()),
+            off_cpu_min_ns: off_cpu.min_duration.as_nanos().min(u64::MAX as u128) as u64,
+            off_cpu_budget: (u64::from(off_cpu.budget_per_second) / windows_per_second).max(1)
+                as u32,
             _pad: 0,
         };
+        if config.off_cpu.is_some() {
+            use critpath_common::tracepoint_offsets as tp;
+            for (event, field, expected) in [
+                ("sched_switch", "prev_pid", tp::SWITCH_PREV_PID),
+                ("sched_switch", "prev_state", tp::SWITCH_PREV_STATE),
+                ("sched_switch", "next_pid", tp::SWITCH_NEXT_PID),
+                ("sched_waking", "pid", tp::WAKING_PID),
+            ] {
+                let found = offset(event, field)?;
+                if found as usize != expected {
+                    return Err(Error::TracepointFormat {
+                        tracepoint: format!("sched:{event}"),
+                        reason: format!(
+                            "field {field} is at offset {found} on this kernel, but critpath's \
+                             off-CPU programs read it at {expected}; run without --off-cpu"
+                        ),
+                    });
+                }
+            }
+        }
         let ring_bytes = ring_size(config.ring_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_CONFIG, &bpf_config, true)
@@ -125,6 +187,10 @@ impl Sampler {
             PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?).map_err(Error::map)?;
         let mut pid_filter =
             HashMap::try_from(take_map(&mut ebpf, MAP_PID_FILTER)?).map_err(Error::map)?;
+        let stacks =
+            StackTraceMap::try_from(take_map(&mut ebpf, MAP_OFFCPU_STACKS)?).map_err(Error::map)?;
+        let rate =
+            PerCpuArray::try_from(take_map(&mut ebpf, MAP_OFFCPU_RATE)?).map_err(Error::map)?;
         if let Target::Processes(pids) = &config.target {
             for &pid in pids {
                 insert_pid(&mut pid_filter, pid)?;
@@ -134,6 +200,18 @@ impl Sampler {
                 .map_err(Error::program("load", programs::FOLLOW_FORK))?;
             fork.attach("sched", "sched_process_fork")
                 .map_err(Error::program("attach", programs::FOLLOW_FORK))?;
+        }
+
+        if config.off_cpu.is_some() {
+            for (name, event) in [
+                (programs::SCHED_SWITCH, "sched_switch"),
+                (programs::SCHED_WAKING, "sched_waking"),
+            ] {
+                let tp: &mut TracePoint = program(&mut ebpf, name)?;
+                tp.load().map_err(Error::program("load", name))?;
+                tp.attach("sched", event)
+                    .map_err(Error::program("attach", name))?;
+            }
         }
 
         let cpus = aya::util::online_cpus().map_err(|(path, source)| Error::Io {
@@ -155,19 +233,23 @@ impl Sampler {
                 .map_err(Error::program("attach", programs::ON_CPU))?;
         }
         log::info!(
-            "sampling {} at {} Hz on {} CPUs",
+            "sampling {} at {} Hz on {} CPUs, off-CPU {:?}",
             match &config.target {
                 Target::AllProcesses => "all processes".to_owned(),
                 Target::Processes(p) => format!("pids {p:?} and their children"),
             },
             config.frequency_hz,
-            cpus.len()
+            cpus.len(),
+            config.off_cpu,
         );
         Ok(Self {
             _ebpf: ebpf,
             events,
             counters,
             pid_filter,
+            stacks,
+            rate,
+            stack_cache: StdHashMap::new(),
             config,
             cpus,
         })
@@ -213,28 +295,50 @@ impl Sampler {
     pub fn poll(
         &mut self,
         timeout: Duration,
-        mut f: impl FnMut(&SampleEvent),
+        mut f: impl FnMut(Event<'_>),
     ) -> Result<usize, Error> {
         wait_readable(self.events.as_raw_fd(), timeout)?;
         let mut n = 0;
         while let Some(item) = self.events.next() {
-            if item.len() < size_of::<SampleEvent>() {
-                log::warn!("short event of {} bytes ignored", item.len());
-                continue;
+            let kind = item
+                .get(..4)
+                .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
+            match kind.and_then(EventKind::from_u32) {
+                Some(EventKind::OnCpu) => {
+                    let Some(event) = read_record::<SampleEvent>(&item) else {
+                        continue;
+                    };
+                    f(Event::OnCpu(&event));
+                }
+                Some(EventKind::OffCpu) => {
+                    let Some(event) = read_record::<OffCpuEvent>(&item) else {
+                        continue;
+                    };
+                    f(Event::OffCpu(&event));
+                }
+                None => {
+                    log::warn!("event of unknown kind {kind:?} ignored");
+                    continue;
+                }
             }
-            // SAFETY: the record holds at least size_of::<SampleEvent>() bytes written by the
-            // eBPF program as a SampleEvent (repr(C), integers only, any bit pattern valid);
-            // read_unaligned copes with the ring buffer's 8-byte record alignment.
-            let event: SampleEvent =
-                unsafe { item.as_ptr().cast::<SampleEvent>().read_unaligned() };
-            if EventKind::from_u32(event.kind).is_none() {
-                log::warn!("event of unknown kind {} ignored", event.kind);
-                continue;
-            }
-            f(&event);
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The frames of an off-CPU stack id, innermost first; `None` for a negative id (the stack
+    /// was not stored: collision or no user stack) or one that cannot be read.
+    pub fn stack(&mut self, id: i32) -> Option<Arc<[u64]>> {
+        if id < 0 {
+            return None;
+        }
+        if let Some(frames) = self.stack_cache.get(&id) {
+            return Some(Arc::clone(frames));
+        }
+        let trace = self.stacks.get(&(id as u32), 0).ok()?;
+        let frames: Arc<[u64]> = trace.frames().iter().map(|f| f.ip).collect();
+        self.stack_cache.insert(id, Arc::clone(&frames));
+        Some(frames)
     }
 
     /// The kernel-side counters, summed over CPUs.
@@ -250,8 +354,24 @@ impl Sampler {
                 .map_err(Error::map)?;
             out.values[counter as usize] = per_cpu.iter().sum();
         }
+        let rates = self.rate.get(&0, 0).map_err(Error::map)?;
+        out.values[Counter::OffCpuSwitches as usize] = rates.iter().map(|r| r.switches_total).sum();
+        out.values[Counter::OffCpuUnsampled as usize] =
+            rates.iter().map(|r| r.unsampled_total).sum();
         Ok(out)
     }
+}
+
+/// Copies a ring buffer record into a `T`, if it is long enough.
+fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        log::warn!("short event of {} bytes ignored", bytes.len());
+        return None;
+    }
+    // SAFETY: the record holds at least size_of::<T>() bytes written by the eBPF program as a T
+    // (a Pod: repr(C), integers only, any bit pattern valid); read_unaligned copes with the ring
+    // buffer's 8-byte record alignment.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, Error> {

@@ -296,9 +296,16 @@ impl Symbolizer {
     /// The full stack of an event as frames, root first: user frames from the outermost caller
     /// down, then kernel frames from the system call entry down to the sampled instruction.
     pub fn symbolize_event(&mut self, event: &SampleEvent) -> Vec<Frame> {
+        self.symbolize_stacks(event.pid, event.user_frames(), event.kernel_frames())
+    }
+
+    /// A user and a kernel stack of process `pid` (each innermost first) as frames, root first.
+    pub fn symbolize_stacks(&mut self, pid: u32, user: &[u64], kernel: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(32);
-        self.symbolize_kernel(event.kernel_frames(), &mut frames);
-        self.symbolize_user(event.pid, event.user_frames(), &mut frames);
+        self.symbolize_kernel(kernel, &mut frames);
+        if !user.is_empty() {
+            self.symbolize_user(pid, user, &mut frames);
+        }
         frames.reverse();
         frames
     }

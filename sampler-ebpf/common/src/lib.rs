@@ -25,6 +25,33 @@ pub const MAP_PID_FILTER: &str = "PID_FILTER";
 /// Name of the read-only global holding the [`Config`].
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 
+/// Name of the stack-trace map holding the stacks of off-CPU waits and their wakers.
+pub const MAP_OFFCPU_STACKS: &str = "OFFCPU_STACKS";
+/// Buckets of [`MAP_OFFCPU_STACKS`]: distinct blocked/waker stacks kept (about 1 KiB each, so
+/// 16 MiB of kernel memory). A new stack that hashes to an occupied bucket is not stored; the
+/// wait is still emitted, its stack id set to the error, and [`Counter::StackCollisions`] counts it.
+pub const OFFCPU_STACKS_CAPACITY: u32 = 16384;
+/// Slots of the per-thread wait table, a direct-mapped array indexed by `tid % capacity`
+/// (5.8 MiB). Array lookups are inlined by the verifier, unlike hash lookups, and every context
+/// switch and wakeup does one. With `kernel.pid_max` at or below it (32768 by default) no two
+/// threads share a slot; above it, two threads whose ids collide and that wait at the same time
+/// share one: the newer wait wins and [`Counter::OffCpuStateFull`] counts the lost one.
+pub const OFFCPU_THREADS_CAPACITY: u32 = 65536;
+/// Length of one window of the off-CPU capture budget.
+pub const OFFCPU_WINDOW_NS: u64 = 10_000_000;
+/// `sample_prob` of a wait captured with certainty.
+pub const PROB_ONE: u32 = u32::MAX;
+
+/// `prev_state` bits of `sched_switch`: a preempted task reports `TASK_REPORT_MAX` (0x100), a
+/// task that yielded reports 0 (`R`); anything in the low byte is a blocking state (`S`, `D`, ...).
+pub const STATE_PREEMPTED: u64 = 0x100;
+/// Mask of the blocking states in `prev_state`.
+pub const STATE_BLOCKED_MASK: u64 = 0xff;
+/// `TASK_INTERRUPTIBLE` as `sched_switch` reports it (`S`).
+pub const STATE_INTERRUPTIBLE: u32 = 0x1;
+/// `TASK_UNINTERRUPTIBLE` as `sched_switch` reports it (`D`).
+pub const STATE_UNINTERRUPTIBLE: u32 = 0x2;
+
 /// Default ring buffer size in bytes (a power of two multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Capacity of [`MAP_PID_FILTER`]: processes followed by `-p`/`-- CMD`, children included.
@@ -36,14 +63,20 @@ pub mod programs {
     pub const ON_CPU: &str = "on_cpu";
     /// `sched:sched_process_fork` tracepoint that extends the pid filter to children.
     pub const FOLLOW_FORK: &str = "follow_fork";
+    /// `sched:sched_switch` tracepoint: off-CPU waits start and end here.
+    pub const SCHED_SWITCH: &str = "sched_switch";
+    /// `sched:sched_waking` tracepoint: who woke a sampled wait.
+    pub const SCHED_WAKING: &str = "sched_waking";
 }
 
 /// What a [`SampleEvent`] records.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A timer sample of a running task.
+    /// A timer sample of a running task ([`SampleEvent`]).
     OnCpu = 1,
+    /// A finished off-CPU wait with its waker ([`OffCpuEvent`]).
+    OffCpu = 2,
 }
 
 impl EventKind {
@@ -51,6 +84,7 @@ impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::OnCpu),
+            2 => Some(Self::OffCpu),
             _ => None,
         }
     }
@@ -74,11 +108,31 @@ pub enum Counter {
     KernelStackErrors = 5,
     /// Children that could not be added to a full pid filter.
     PidFilterFull = 6,
+    /// Switch-outs of followed threads (blocking or preempted) seen by `sched_switch` (counted in
+    /// [`OffCpuRate::switches_total`]).
+    OffCpuSwitches = 7,
+    /// Switch-outs skipped by the capture budget (sampled out; their time is represented by the
+    /// weight of the sampled ones); counted in [`OffCpuRate::unsampled_total`].
+    OffCpuUnsampled = 8,
+    /// Waits whose stacks were captured at switch-out.
+    OffCpuSampled = 9,
+    /// Sampled waits shorter than the minimum duration, not emitted.
+    OffCpuBelowMin = 10,
+    /// Estimated nanoseconds of those short waits (each weighted by 1 / its sampling probability).
+    OffCpuBelowMinNs = 11,
+    /// Off-CPU events written to the ring buffer.
+    OffCpuEmitted = 12,
+    /// Sampled waits lost because another thread's wait took their slot of the wait table.
+    OffCpuStateFull = 13,
+    /// Stacks not stored because their bucket in the stack map held another stack.
+    StackCollisions = 14,
+    /// Wakeups of sampled waits recorded.
+    Wakeups = 15,
 }
 
 impl Counter {
     /// Number of counters (the size of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 16;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::OnCpuSamples,
@@ -88,6 +142,15 @@ impl Counter {
         Self::UserStackErrors,
         Self::KernelStackErrors,
         Self::PidFilterFull,
+        Self::OffCpuSwitches,
+        Self::OffCpuUnsampled,
+        Self::OffCpuSampled,
+        Self::OffCpuBelowMin,
+        Self::OffCpuBelowMinNs,
+        Self::OffCpuEmitted,
+        Self::OffCpuStateFull,
+        Self::StackCollisions,
+        Self::Wakeups,
     ];
 
     /// A stable snake_case name, used in metrics and reports.
@@ -100,11 +163,23 @@ impl Counter {
             Self::UserStackErrors => "user_stack_errors",
             Self::KernelStackErrors => "kernel_stack_errors",
             Self::PidFilterFull => "pid_filter_full",
+            Self::OffCpuSwitches => "off_cpu_switches",
+            Self::OffCpuUnsampled => "off_cpu_unsampled",
+            Self::OffCpuSampled => "off_cpu_sampled",
+            Self::OffCpuBelowMin => "off_cpu_below_min",
+            Self::OffCpuBelowMinNs => "off_cpu_below_min_ns",
+            Self::OffCpuEmitted => "off_cpu_emitted",
+            Self::OffCpuStateFull => "off_cpu_state_full",
+            Self::StackCollisions => "stack_collisions",
+            Self::Wakeups => "wakeups",
         }
     }
 }
 
 /// Settings the programs read; set by the loader before load (a read-only global).
+///
+/// Tracepoint field offsets are read from this kernel's tracefs format files at load time, so
+/// the programs do not depend on one kernel's record layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
@@ -114,8 +189,142 @@ pub struct Config {
     pub fork_parent_pid_offset: u32,
     /// Offset of `child_pid` in the `sched_process_fork` tracepoint record.
     pub fork_child_pid_offset: u32,
+    /// 1: trace off-CPU waits and wakeups.
+    pub off_cpu: u32,
+    /// Minimum off-CPU time (switch-out to switch-in) of an emitted wait, in ns.
+    pub off_cpu_min_ns: u64,
+    /// Waits whose stacks may be captured per CPU per [`OFFCPU_WINDOW_NS`]; beyond it, each
+    /// switch-out is captured with probability budget / switch-outs of the previous window.
+    pub off_cpu_budget: u32,
     /// Padding; keep zero.
     pub _pad: u32,
+}
+
+/// Record offsets of the scheduler tracepoints, read by the off-CPU programs as constants.
+///
+/// They run on every context switch, so they read the record directly (the verifier only allows
+/// constant offsets into a tracepoint context) instead of through `bpf_probe_read_kernel`. These
+/// layouts have been stable for many kernel releases; the loader checks them against this
+/// kernel's tracefs format files and refuses off-CPU tracing with a clear error if they differ.
+pub mod tracepoint_offsets {
+    /// `sched_switch.prev_pid` (`pid_t`).
+    pub const SWITCH_PREV_PID: usize = 24;
+    /// `sched_switch.prev_state` (`long`).
+    pub const SWITCH_PREV_STATE: usize = 32;
+    /// `sched_switch.next_pid` (`pid_t`).
+    pub const SWITCH_NEXT_PID: usize = 56;
+    /// `sched_waking.pid` (`pid_t`, the wakee's thread id).
+    pub const WAKING_PID: usize = 24;
+}
+
+/// Per-CPU state of the off-CPU capture budget, with the per-switch counters (kept here rather
+/// than in [`MAP_COUNTERS`] so a context switch costs one map lookup, not three).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuRate {
+    /// Start of the current window (ktime ns); 0 before the first switch.
+    pub window_start_ns: u64,
+    /// Switch-outs seen in the current window.
+    pub switches: u32,
+    /// Capture probability in this window, as a fraction of [`PROB_ONE`].
+    pub prob: u32,
+    /// All switch-outs of followed threads ([`Counter::OffCpuSwitches`]).
+    pub switches_total: u64,
+    /// Switch-outs sampled out by the budget ([`Counter::OffCpuUnsampled`]).
+    pub unsampled_total: u64,
+}
+
+/// Name of the per-CPU [`OffCpuRate`] array (one entry).
+pub const MAP_OFFCPU_RATE: &str = "OFFCPU_RATE";
+
+/// Per-thread state of a sampled wait, from switch-out to switch-in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OffCpuState {
+    /// Switch-out time, ktime ns; 0 marks a free slot.
+    pub start_ns: u64,
+    /// Time of the first `sched_waking` for this wait, 0 if none (preempted, or not seen).
+    pub wakeup_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// `prev_state` at switch-out (see [`STATE_PREEMPTED`]).
+    pub state: u32,
+    /// Probability the wait was captured with ([`PROB_ONE`] = certainly).
+    pub prob: u32,
+    /// Blocked user stack id in [`MAP_OFFCPU_STACKS`] (negative errno when not stored).
+    pub user_stack_id: i32,
+    /// Blocked kernel stack id.
+    pub kernel_stack_id: i32,
+    /// Waker process id.
+    pub waker_pid: u32,
+    /// Waker thread id.
+    pub waker_tid: u32,
+    /// Waker user stack id (negative when absent).
+    pub waker_user_stack_id: i32,
+    /// Waker kernel stack id (negative when absent).
+    pub waker_kernel_stack_id: i32,
+    /// Thread id owning the slot (the table is indexed by `tid % capacity`). There is no
+    /// interrupt flag: a trace record's `common_flags` would tell, but BPF programs see the
+    /// record's first 8 bytes overwritten with a pt_regs pointer, so user space recognizes
+    /// interrupts by the waker's kernel stack instead.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: [u8; COMM_LEN],
+    /// Waker thread name.
+    pub waker_comm: [u8; COMM_LEN],
+}
+
+/// A finished off-CPU wait, emitted at switch-in when it lasted at least the minimum.
+///
+/// Stacks travel as ids into [`MAP_OFFCPU_STACKS`]: they are captured at switch-out and must
+/// live in the per-thread state until switch-in, where 8 bytes of ids beat 2 KiB of frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OffCpuEvent {
+    /// [`EventKind::OffCpu`].
+    pub kind: u32,
+    /// CPU of the switch-in.
+    pub cpu: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Switch-out (block start), ktime ns.
+    pub start_ns: u64,
+    /// Switch-in, ktime ns.
+    pub end_ns: u64,
+    /// Wakeup, ktime ns; 0 when not seen.
+    pub wakeup_ns: u64,
+    /// `prev_state` at switch-out.
+    pub state: u32,
+    /// Capture probability as a fraction of [`PROB_ONE`]; the wait stands for 1/p of its kind.
+    pub sample_prob: u32,
+    /// Thread name.
+    pub comm: [u8; COMM_LEN],
+    /// Blocked user stack id (negative errno when absent).
+    pub user_stack_id: i32,
+    /// Blocked kernel stack id.
+    pub kernel_stack_id: i32,
+    /// Waker process id (0 when no wakeup was seen).
+    pub waker_pid: u32,
+    /// Waker thread id.
+    pub waker_tid: u32,
+    /// Waker thread name.
+    pub waker_comm: [u8; COMM_LEN],
+    /// Waker user stack id (negative when absent).
+    pub waker_user_stack_id: i32,
+    /// Waker kernel stack id (negative when absent).
+    pub waker_kernel_stack_id: i32,
+    /// Reserved; zero.
+    pub _reserved: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+}
+
+/// Reads a NUL-padded comm up to its first NUL.
+pub fn comm_str(comm: &[u8; COMM_LEN]) -> &[u8] {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    &comm[..end]
 }
 
 /// One sample with its stacks, as written to the ring buffer.
@@ -183,7 +392,16 @@ mod user {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SampleEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for OffCpuEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for OffCpuState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for OffCpuRate {}
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<OffCpuState>() == 88);
+const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 32);
 const _: () = assert!(core::mem::size_of::<SampleEvent>() == 48 + 2 * 8 * MAX_STACK_DEPTH);

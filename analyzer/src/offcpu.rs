@@ -1,0 +1,396 @@
+//! Off-CPU waits: why a thread was off CPU (the cause, from its kernel stack and state) and who
+//! woke it (wakeup edges).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Frame;
+
+/// Why a thread was off CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// Waiting for a lock: futex (pthread/Rust mutexes, condition variables), kernel mutexes,
+    /// rwsems.
+    Lock,
+    /// Waiting for I/O: block devices, page cache, network sockets, pipes, terminals.
+    Io,
+    /// Sleeping: nanosleep, timers.
+    Sleep,
+    /// Waiting in poll, select or epoll for any of several events.
+    Poll,
+    /// Runnable but not running: preempted, or woken and waiting for a CPU.
+    RunQueue,
+    /// Anything else (waiting for a child, signals, ...).
+    Other,
+}
+
+impl Cause {
+    /// Every cause.
+    pub const ALL: [Cause; 6] = [
+        Self::Lock,
+        Self::Io,
+        Self::Sleep,
+        Self::Poll,
+        Self::RunQueue,
+        Self::Other,
+    ];
+
+    /// The snake_case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Lock => "lock",
+            Self::Io => "io",
+            Self::Sleep => "sleep",
+            Self::Poll => "poll",
+            Self::RunQueue => "runqueue",
+            Self::Other => "other",
+        }
+    }
+
+    /// The pseudo frame that ends an off-CPU stack in profiles: `[off-cpu: lock]`.
+    pub fn frame(self) -> Frame {
+        let mut frame = Frame::kernel(format!("[off-cpu: {}]", self.name()));
+        frame.module = Some(OFF_CPU_MODULE.to_owned());
+        frame
+    }
+}
+
+/// Module of the pseudo frames that name off-CPU causes.
+pub const OFF_CPU_MODULE: &str = "[off-cpu]";
+
+/// Kernel function name prefixes that identify a cause, matched from the innermost kernel frame
+/// outwards; the first frame matching any rule decides. Generic scheduler frames (`schedule`,
+/// `schedule_timeout`, `schedule_hrtimeout_range`) match nothing, so the caller that chose to
+/// wait decides: `poll_schedule_timeout` → poll, not sleep.
+pub const RULES: &[(&str, Cause)] = &[
+    // Locks.
+    ("futex_wait", Cause::Lock),
+    ("__futex_wait", Cause::Lock),
+    ("futex_lock_pi", Cause::Lock),
+    ("__mutex_lock", Cause::Lock),
+    ("mutex_lock", Cause::Lock),
+    ("rwsem_down_", Cause::Lock),
+    ("rt_mutex_", Cause::Lock),
+    ("percpu_rwsem_wait", Cause::Lock),
+    ("__down", Cause::Lock),
+    // Poll / select / epoll, before the I/O rules: a poll on a socket is a poll.
+    ("ep_poll", Cause::Poll),
+    ("do_epoll_wait", Cause::Poll),
+    ("poll_schedule_timeout", Cause::Poll),
+    ("do_sys_poll", Cause::Poll),
+    ("do_select", Cause::Poll),
+    ("io_cqring_wait", Cause::Poll),
+    // Sleeps and timers.
+    ("do_nanosleep", Cause::Sleep),
+    ("hrtimer_nanosleep", Cause::Sleep),
+    ("msleep", Cause::Sleep),
+    ("usleep_range", Cause::Sleep),
+    ("timerfd_read", Cause::Sleep),
+    // I/O: block and page cache, pipes, sockets, terminals.
+    ("io_schedule", Cause::Io),
+    ("bit_wait_io", Cause::Io),
+    ("folio_wait", Cause::Io),
+    ("wait_on_page", Cause::Io),
+    ("submit_bio_wait", Cause::Io),
+    ("blk_", Cause::Io),
+    ("jbd2_", Cause::Io),
+    ("pipe_read", Cause::Io),
+    ("pipe_write", Cause::Io),
+    ("sk_wait_data", Cause::Io),
+    ("sk_stream_wait", Cause::Io),
+    ("inet_csk_accept", Cause::Io),
+    ("unix_stream_read", Cause::Io),
+    ("unix_stream_data_wait", Cause::Io),
+    ("__skb_wait_for_more_packets", Cause::Io),
+    ("n_tty_read", Cause::Io),
+    ("wait_woken", Cause::Io),
+    // Other waits worth naming apart from "other" would go here.
+];
+
+/// Classifies a wait from its kernel frames, innermost first, and its `sched_switch` state.
+///
+/// `runnable` (preempted or yielded) is run-queue time whatever the stack says; an
+/// uninterruptible wait (`D`) that no rule names is taken for I/O, which it nearly always is.
+pub fn classify<'a>(
+    kernel_innermost_first: impl IntoIterator<Item = &'a str>,
+    state: u32,
+) -> Cause {
+    if state_is_runnable(state) {
+        return Cause::RunQueue;
+    }
+    for function in kernel_innermost_first {
+        if let Some(&(_, cause)) = RULES.iter().find(|(p, _)| function.starts_with(p)) {
+            return cause;
+        }
+    }
+    if state & STATE_UNINTERRUPTIBLE != 0 {
+        Cause::Io
+    } else {
+        Cause::Other
+    }
+}
+
+/// Kernel functions that only run in interrupt context (hard IRQ, softirq, timers): a wakeup
+/// with one of them on the waker's stack came from an interrupt, not from the task it hit.
+pub const INTERRUPT_FUNCTIONS: &[&str] = &[
+    "asm_sysvec_",
+    "sysvec_",
+    "__sysvec_",
+    "asm_common_interrupt",
+    "common_interrupt",
+    "handle_softirqs",
+    "__do_softirq",
+    "irq_exit_rcu",
+    "hrtimer_interrupt",
+    "__hrtimer_run_queues",
+    "hrtimer_wakeup",
+    "run_timer_softirq",
+    "blk_mq_complete_request",
+    "net_rx_action",
+];
+
+/// Whether a waker's kernel stack shows interrupt context.
+pub fn is_interrupt_stack<'a>(kernel_functions: impl IntoIterator<Item = &'a str>) -> bool {
+    kernel_functions
+        .into_iter()
+        .any(|f| INTERRUPT_FUNCTIONS.iter().any(|p| f.starts_with(p)))
+}
+
+/// `sched_switch` reports a preempted task as `TASK_REPORT_MAX` (0x100) and a yielding one as 0.
+pub fn state_is_runnable(state: u32) -> bool {
+    state & 0x100 != 0 || state & 0xff == 0
+}
+
+const STATE_UNINTERRUPTIBLE: u32 = 0x2;
+
+/// A thread, as wakeup edges name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ThreadRef {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: String,
+}
+
+/// "Who woke whom": one off-CPU wait and the thread (or interrupt) that ended it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WakeupEdge {
+    /// When the wakeup happened, Unix ns.
+    pub time_unix_ns: i64,
+    /// How long the wakee had been blocked when woken, ns.
+    pub blocked_ns: u64,
+    /// Wakeup to running again (run-queue delay), ns.
+    pub runq_delay_ns: u64,
+    /// Why the wakee waited.
+    pub cause: Cause,
+    /// How many waits this one stands for (1 / capture probability).
+    pub weight: f64,
+    /// The thread that waited.
+    pub wakee: ThreadRef,
+    /// Its blocked stack, function names root first.
+    pub wakee_stack: Vec<String>,
+    /// The waking thread; in an interrupt, the interrupted one.
+    pub waker: ThreadRef,
+    /// The wakeup came from interrupt context (timer, device): the waker is the kernel.
+    pub waker_in_interrupt: bool,
+    /// The waker's stack, function names root first (kernel side only in an interrupt).
+    pub waker_stack: Vec<String>,
+}
+
+/// One off-CPU wait, symbolized: the unit the sampler hands to profiles, edges and graphs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OffCpuWait {
+    /// The thread that waited.
+    pub thread: ThreadRef,
+    /// Switch-out, Unix ns.
+    pub start_unix_ns: i64,
+    /// Blocked time: switch-out to wakeup (to switch-in when no wakeup was seen), ns.
+    pub blocked_ns: u64,
+    /// Wakeup to switch-in, ns (all of the time off CPU for a preempted thread).
+    pub runq_delay_ns: u64,
+    /// Why it waited.
+    pub cause: Cause,
+    /// How many waits this one stands for (1 / capture probability).
+    pub weight: f64,
+    /// The blocked stack, root first (user frames, then kernel frames).
+    pub frames: Vec<Frame>,
+    /// Who woke it, when a wakeup was seen.
+    pub waker: Option<Waker>,
+}
+
+/// The waking side of a wait.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waker {
+    /// The waking thread (in an interrupt: the interrupted one).
+    pub thread: ThreadRef,
+    /// The wakeup came from interrupt context.
+    pub in_interrupt: bool,
+    /// The waker's stack, root first; empty when it was not captured.
+    pub frames: Vec<Frame>,
+}
+
+impl OffCpuWait {
+    /// Weighted blocked time, ns.
+    pub fn weighted_blocked_ns(&self) -> i64 {
+        (self.blocked_ns as f64 * self.weight).round() as i64
+    }
+
+    /// Weighted run-queue delay, ns.
+    pub fn weighted_runq_ns(&self) -> i64 {
+        (self.runq_delay_ns as f64 * self.weight).round() as i64
+    }
+
+    /// The wait as a wakeup edge, when a waker was seen.
+    pub fn edge(&self) -> Option<WakeupEdge> {
+        let waker = self.waker.as_ref()?;
+        let names = |frames: &[Frame]| frames.iter().map(|f| f.function.clone()).collect();
+        Some(WakeupEdge {
+            time_unix_ns: self.start_unix_ns + self.blocked_ns as i64,
+            blocked_ns: self.blocked_ns,
+            runq_delay_ns: self.runq_delay_ns,
+            cause: self.cause,
+            weight: self.weight,
+            wakee: self.thread.clone(),
+            wakee_stack: names(&self.frames),
+            waker: waker.thread.clone(),
+            waker_in_interrupt: waker.in_interrupt,
+            waker_stack: names(&waker.frames),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cause(stack: &[&str], state: u32) -> Cause {
+        classify(stack.iter().copied(), state)
+    }
+
+    /// Each kind of wait is named by the kernel function that chose to wait, whatever generic
+    /// scheduler frames sit below it.
+    #[test]
+    fn classifies_by_kernel_stack() {
+        let s = 0x1;
+        assert_eq!(
+            cause(
+                &[
+                    "__schedule",
+                    "schedule",
+                    "futex_wait_queue",
+                    "__futex_wait",
+                    "futex_wait"
+                ],
+                s
+            ),
+            Cause::Lock
+        );
+        assert_eq!(
+            cause(
+                &[
+                    "__schedule",
+                    "schedule",
+                    "do_nanosleep",
+                    "hrtimer_nanosleep"
+                ],
+                s
+            ),
+            Cause::Sleep
+        );
+        assert_eq!(
+            cause(
+                &[
+                    "__schedule",
+                    "schedule",
+                    "schedule_hrtimeout_range_clock",
+                    "poll_schedule_timeout",
+                    "do_sys_poll"
+                ],
+                s
+            ),
+            Cause::Poll
+        );
+        assert_eq!(
+            cause(
+                &[
+                    "__schedule",
+                    "schedule",
+                    "schedule_hrtimeout_range",
+                    "ep_poll",
+                    "do_epoll_wait"
+                ],
+                s
+            ),
+            Cause::Poll
+        );
+        assert_eq!(
+            cause(&["__schedule", "schedule", "pipe_read", "vfs_read"], s),
+            Cause::Io
+        );
+        assert_eq!(
+            cause(
+                &[
+                    "__schedule",
+                    "schedule",
+                    "schedule_timeout",
+                    "wait_woken",
+                    "sk_wait_data",
+                    "tcp_recvmsg_locked"
+                ],
+                s
+            ),
+            Cause::Io
+        );
+        assert_eq!(
+            cause(&["__schedule", "io_schedule", "folio_wait_bit_common"], 0x2),
+            Cause::Io
+        );
+        assert_eq!(
+            cause(&["__schedule", "schedule", "do_wait"], s),
+            Cause::Other
+        );
+    }
+
+    /// Preempted and yielding switch-outs are run-queue time; an unnamed `D` wait is I/O.
+    #[test]
+    fn classifies_by_state() {
+        assert_eq!(cause(&["futex_wait"], 0x100), Cause::RunQueue);
+        assert_eq!(cause(&["__schedule"], 0), Cause::RunQueue);
+        assert_eq!(
+            cause(&["__schedule", "schedule", "mystery"], 0x2),
+            Cause::Io
+        );
+        assert_eq!(cause(&[], 0x1), Cause::Other);
+    }
+
+    /// Timer and device wakeups are recognized as interrupts; a futex_wake from a syscall is not.
+    #[test]
+    fn interrupt_wakers() {
+        assert!(is_interrupt_stack([
+            "asm_sysvec_apic_timer_interrupt",
+            "hrtimer_interrupt",
+            "__hrtimer_run_queues",
+            "hrtimer_wakeup",
+            "try_to_wake_up"
+        ]));
+        assert!(!is_interrupt_stack([
+            "entry_SYSCALL_64_after_hwframe",
+            "do_syscall_64",
+            "__x64_sys_futex",
+            "futex_wake",
+            "try_to_wake_up"
+        ]));
+    }
+
+    /// The cause's pseudo frame names it.
+    #[test]
+    fn pseudo_frames() {
+        assert_eq!(Cause::Lock.frame().function, "[off-cpu: lock]");
+        assert_eq!(
+            Cause::RunQueue.frame().module.as_deref(),
+            Some(OFF_CPU_MODULE)
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! Off-CPU waits (`sched:sched_switch`) and their wakeups (`sched:sched_waking`).
+//!
+//! At switch-out a followed thread's wait is *sampled*: its blocked stacks are captured into
+//! `OFFCPU_STACKS` and its state kept in `OFFCPU_THREADS` until switch-in, where it is emitted
+//! if it lasted at least `off_cpu_min_ns`. Capturing stacks is what costs (two stack walks), so
+//! each CPU has a capture budget per 10 ms window: while switch-outs stay under it every wait is
+//! captured (probability 1); above it, each switch-out is captured with probability
+//! budget / (switch-outs in the previous window), and the emitted wait carries that probability so
+//! user space weights it by 1/p: blocked time stays an unbiased estimate under context-switch
+//! storms, at a bounded cost.
+//!
+//! Wakers are joined here, in the kernel: `sched_waking` looks up the wakee's sampled wait and
+//! records who woke it (and, for waits already past the minimum, the waker's stacks). One event
+//! per wait then carries both sides, and wakeups of unsampled or short waits cost one map miss.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::BPF_F_USER_STACK,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
+        bpf_get_smp_processor_id,
+    },
+    macros::{map, tracepoint},
+    maps::{Array, PerCpuArray, StackTrace},
+    programs::{TracePointContext, tracing::StackIdContext as _},
+};
+use critpath_common::{
+    Config, Counter, EventKind, OFFCPU_STACKS_CAPACITY, OFFCPU_THREADS_CAPACITY, OFFCPU_WINDOW_NS,
+    OffCpuEvent, OffCpuRate, OffCpuState, PROB_ONE, STATE_BLOCKED_MASK, STATE_PREEMPTED,
+    tracepoint_offsets,
+};
+
+use super::{EVENTS, add, config, count, ktime, wanted};
+
+#[map(name = "OFFCPU_STACKS")]
+static OFFCPU_STACKS: StackTrace = StackTrace::with_max_entries(OFFCPU_STACKS_CAPACITY, 0);
+
+#[map(name = "OFFCPU_THREADS")]
+static OFFCPU_THREADS: Array<OffCpuState> = Array::with_max_entries(OFFCPU_THREADS_CAPACITY, 0);
+
+/// The wait-table slot of a thread (see `OFFCPU_THREADS_CAPACITY`).
+#[inline(always)]
+fn slot(tid: u32) -> Option<&'static mut OffCpuState> {
+    let ptr = OFFCPU_THREADS.get_ptr_mut(tid % OFFCPU_THREADS_CAPACITY)?;
+    // SAFETY: array values live as long as the map; a slot is written by its thread's
+    // switch-out and read at its switch-in, which the scheduler orders; wakers racing on one
+    // slot can at worst leave stale waker fields, never invalid memory.
+    Some(unsafe { &mut *ptr })
+}
+
+#[map(name = "OFFCPU_RATE")]
+static OFFCPU_RATE: PerCpuArray<OffCpuRate> = PerCpuArray::with_max_entries(1, 0);
+
+const EEXIST: i64 = 17;
+
+/// Reads a field of the tracepoint record directly (no helper call).
+///
+/// # Safety
+/// `offset` must be a constant offset of a `T` inside the record.
+#[inline(always)]
+unsafe fn read_ctx<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: per the contract; the verifier rejects out-of-record or misaligned reads at load.
+    unsafe { ctx.as_ptr().cast::<u8>().add(offset).cast::<T>().read() }
+}
+
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    if cfg.off_cpu == 0 {
+        return 0;
+    }
+    let now = ktime();
+    // SAFETY: constant offsets inside the sched_switch record, checked against this kernel's
+    // format file by the loader; the verifier checks each direct context read.
+    let (prev, state, next) = unsafe {
+        (
+            read_ctx::<i32>(&ctx, tracepoint_offsets::SWITCH_PREV_PID),
+            read_ctx::<i64>(&ctx, tracepoint_offsets::SWITCH_PREV_STATE),
+            read_ctx::<i32>(&ctx, tracepoint_offsets::SWITCH_NEXT_PID),
+        )
+    };
+    if prev > 0 {
+        switch_out(&ctx, &cfg, prev as u32, state as u64, now);
+    }
+    if next > 0 {
+        switch_in(&cfg, next as u32, now);
+    }
+    0
+}
+
+#[inline(always)]
+fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: u64) {
+    // Every context switch runs this: helper calls are kept off the common path (no pid filter,
+    // switch-out sampled out by the budget).
+    if cfg.filter_pids != 0 && !wanted((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return;
+    }
+    let Some(prob) = capture_probability(cfg, now) else {
+        return;
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let user = stack_id(ctx, BPF_F_USER_STACK as u64);
+    let kernel = stack_id(ctx, 0);
+    let Some(slot) = slot(tid) else {
+        return;
+    };
+    if slot.start_ns != 0 && slot.tid != tid {
+        count(Counter::OffCpuStateFull);
+    }
+    *slot = OffCpuState {
+        start_ns: now,
+        wakeup_ns: 0,
+        pid: tgid,
+        state: state as u32,
+        prob,
+        user_stack_id: user,
+        kernel_stack_id: kernel,
+        waker_pid: 0,
+        waker_tid: 0,
+        waker_user_stack_id: -1,
+        waker_kernel_stack_id: -1,
+        tid,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        waker_comm: [0; 16],
+    };
+    count(Counter::OffCpuSampled);
+}
+
+/// Decides whether this switch-out is captured; returns the probability it was captured with.
+/// Counts the switch-out, and it if it is sampled out.
+#[inline(always)]
+fn capture_probability(cfg: &Config, now: u64) -> Option<u32> {
+    let rate = OFFCPU_RATE.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot, valid for this CPU; BPF programs are not preempted on it.
+    let rate = unsafe { &mut *rate };
+    if rate.window_start_ns == 0 {
+        rate.prob = PROB_ONE;
+        rate.window_start_ns = now;
+    } else if now.wrapping_sub(rate.window_start_ns) >= OFFCPU_WINDOW_NS {
+        let budget = cfg.off_cpu_budget as u64;
+        let seen = rate.switches as u64;
+        rate.prob = if seen <= budget {
+            PROB_ONE
+        } else {
+            // seen > budget ≥ 0, so the quotient is below 2^32.
+            ((budget << 32) / seen) as u32
+        };
+        rate.switches = 0;
+        rate.window_start_ns = now;
+    }
+    rate.switches = rate.switches.saturating_add(1);
+    rate.switches_total += 1;
+    let prob = rate.prob;
+    // SAFETY: no preconditions.
+    if prob == PROB_ONE || unsafe { bpf_get_prandom_u32() } < prob {
+        Some(prob)
+    } else {
+        rate.unsampled_total += 1;
+        None
+    }
+}
+
+#[inline(always)]
+fn stack_id(ctx: &TracePointContext, flags: u64) -> i32 {
+    match ctx.get_stackid(&OFFCPU_STACKS, flags) {
+        Ok(id) => id as i32,
+        Err(err) => {
+            if err as i64 == -EEXIST {
+                count(Counter::StackCollisions);
+            }
+            err
+        }
+    }
+}
+
+#[inline(always)]
+fn switch_in(cfg: &Config, tid: u32, now: u64) {
+    let Some(slot) = slot(tid) else {
+        return;
+    };
+    if slot.start_ns == 0 || slot.tid != tid {
+        return;
+    }
+    let st = *slot;
+    slot.start_ns = 0;
+    let off = now.wrapping_sub(st.start_ns);
+    if off < cfg.off_cpu_min_ns {
+        count(Counter::OffCpuBelowMin);
+        // Weight 1/p, in ns: off < min (well below 2^31 ns) so the shift cannot overflow.
+        let prob = st.prob.max(1) as u64;
+        add(Counter::OffCpuBelowMinNs, (off << 32) / prob);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<OffCpuEvent>(0) else {
+        count(Counter::RingFull);
+        return;
+    };
+    entry.write(OffCpuEvent {
+        kind: EventKind::OffCpu as u32,
+        // SAFETY: no preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        pid: st.pid,
+        tid,
+        start_ns: st.start_ns,
+        end_ns: now,
+        wakeup_ns: st.wakeup_ns,
+        state: st.state,
+        sample_prob: st.prob,
+        comm: st.comm,
+        user_stack_id: st.user_stack_id,
+        kernel_stack_id: st.kernel_stack_id,
+        waker_pid: st.waker_pid,
+        waker_tid: st.waker_tid,
+        waker_comm: st.waker_comm,
+        waker_user_stack_id: st.waker_user_stack_id,
+        waker_kernel_stack_id: st.waker_kernel_stack_id,
+        _reserved: 0,
+        _pad: 0,
+    });
+    entry.submit(0);
+    count(Counter::OffCpuEmitted);
+}
+
+/// `sched:sched_waking`, in the waker's context (or an interrupt's).
+#[tracepoint]
+pub fn sched_waking(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    if cfg.off_cpu == 0 {
+        return 0;
+    }
+    // SAFETY: constant offset inside the sched_waking record, checked by the loader.
+    let wakee = unsafe { read_ctx::<i32>(&ctx, tracepoint_offsets::WAKING_PID) };
+    let Some(st) = slot(wakee as u32) else {
+        return 0;
+    };
+    let state = st.state as u64;
+    if st.start_ns == 0
+        || st.tid != wakee as u32
+        || state & STATE_PREEMPTED != 0
+        || state & STATE_BLOCKED_MASK == 0
+        || st.wakeup_ns != 0
+    {
+        return 0;
+    }
+    let now = ktime();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    st.wakeup_ns = now;
+    st.waker_pid = (pid_tgid >> 32) as u32;
+    st.waker_tid = pid_tgid as u32;
+    st.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    if now.wrapping_sub(st.start_ns) >= cfg.off_cpu_min_ns {
+        // Only waits that will be emitted pay for the waker's stacks. (In an interrupt the user
+        // stack is the interrupted task's; user space sees that in the kernel stack and drops it.)
+        st.waker_user_stack_id = stack_id(&ctx, BPF_F_USER_STACK as u64);
+        st.waker_kernel_stack_id = stack_id(&ctx, 0);
+    }
+    count(Counter::Wakeups);
+    0
+}
