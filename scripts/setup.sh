@@ -8,9 +8,10 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: LLVM 22 for bpf-linker (nightly rustc uses LLVM 22), protoc is not needed (prost
-# messages are written by hand with derive), linux-perf for the overhead benchmarks.
-APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libelf-dev pkg-config)
+# Debian packages: LLVM 22 (and its link dependencies) for bpf-linker, since nightly rustc uses
+# LLVM 22; golang-go for `go tool pprof`, which the tests use to prove pprof output opens in the
+# reference reader. (No protoc: the pprof messages are declared with prost derives.)
+APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libelf-dev pkg-config golang-go)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

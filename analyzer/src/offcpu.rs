@@ -96,6 +96,8 @@ pub const RULES: &[(&str, Cause)] = &[
     ("jbd2_", Cause::Io),
     ("pipe_read", Cause::Io),
     ("pipe_write", Cause::Io),
+    ("anon_pipe_read", Cause::Io),
+    ("anon_pipe_write", Cause::Io),
     ("sk_wait_data", Cause::Io),
     ("sk_stream_wait", Cause::Io),
     ("inet_csk_accept", Cause::Io),
@@ -104,7 +106,10 @@ pub const RULES: &[(&str, Cause)] = &[
     ("__skb_wait_for_more_packets", Cause::Io),
     ("n_tty_read", Cause::Io),
     ("wait_woken", Cause::Io),
-    // Other waits worth naming apart from "other" would go here.
+    ("wait_for_completion_io", Cause::Io),
+    // Generic waits that must not fall through to the uninterruptible → I/O fallback.
+    ("wait_for_completion", Cause::Other),
+    ("do_wait", Cause::Other),
 ];
 
 /// Classifies a wait from its kernel frames, innermost first, and its `sched_switch` state.

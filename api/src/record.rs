@@ -275,7 +275,14 @@ impl Recording {
                     SampleLabels::new(event.pid, event.tid, comm),
                 );
             }
-            Event::OffCpu(event) => self.pending.push(*event),
+            Event::OffCpu(event) => {
+                // Read the mappings while the process surely lives; symbolizing waits (and the
+                // waker) comes after the poll.
+                self.symbolizer.observe_process(event.pid);
+                self.symbolizer.observe_process(event.waker_pid);
+                self.pending.push(*event);
+            }
+            Event::Exec { pid } => self.symbolizer.process_exec(pid),
         }
     }
 

@@ -14,9 +14,9 @@ use aya::{
     },
 };
 use critpath_common::{
-    Config, Counter, EventKind, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_OFFCPU_RATE,
-    MAP_OFFCPU_STACKS, MAP_PID_FILTER, OFFCPU_WINDOW_NS, OffCpuEvent, OffCpuRate, SampleEvent,
-    programs,
+    Config, Counter, EventKind, ExecEvent, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
+    MAP_OFFCPU_RATE, MAP_OFFCPU_STACKS, MAP_PID_FILTER, OFFCPU_WINDOW_NS, OffCpuEvent, OffCpuRate,
+    SampleEvent, programs,
 };
 
 use crate::{Error, sys};
@@ -66,6 +66,11 @@ pub enum Event<'a> {
     OnCpu(&'a SampleEvent),
     /// A finished off-CPU wait; resolve its stack ids with [`Sampler::stack`].
     OffCpu(&'a OffCpuEvent),
+    /// This process exec'd: its mappings changed (see [`crate::Symbolizer::process_exec`]).
+    Exec {
+        /// Process id.
+        pid: u32,
+    },
 }
 
 /// How the sampler is set up.
@@ -202,6 +207,11 @@ impl Sampler {
                 .map_err(Error::program("attach", programs::FOLLOW_FORK))?;
         }
 
+        let exec: &mut TracePoint = program(&mut ebpf, programs::ON_EXEC)?;
+        exec.load()
+            .map_err(Error::program("load", programs::ON_EXEC))?;
+        exec.attach("sched", "sched_process_exec")
+            .map_err(Error::program("attach", programs::ON_EXEC))?;
         if config.off_cpu.is_some() {
             for (name, event) in [
                 (programs::SCHED_SWITCH, "sched_switch"),
@@ -315,6 +325,12 @@ impl Sampler {
                         continue;
                     };
                     f(Event::OffCpu(&event));
+                }
+                Some(EventKind::Exec) => {
+                    let Some(event) = read_record::<ExecEvent>(&item) else {
+                        continue;
+                    };
+                    f(Event::Exec { pid: event.pid });
                 }
                 None => {
                     log::warn!("event of unknown kind {kind:?} ignored");

@@ -32,6 +32,12 @@ pub fn resolve(
             .map(|f| f.function.as_str()),
         event.state,
     );
+    // A wait captured at switch-out starts after its stack walks; clamp in case the switch-in
+    // raced ahead of that timestamp.
+    let event = &OffCpuEvent {
+        start_ns: event.start_ns.min(event.end_ns),
+        ..*event
+    };
     let woke_at = if event.wakeup_ns != 0 && cause != Cause::RunQueue {
         event.wakeup_ns.clamp(event.start_ns, event.end_ns)
     } else if cause == Cause::RunQueue {
@@ -73,7 +79,7 @@ pub fn resolve(
         },
         start_unix_ns: event.start_ns as i64 + unix_offset_ns,
         blocked_ns: woke_at - event.start_ns,
-        runq_delay_ns: event.end_ns - woke_at,
+        runq_delay_ns: (event.end_ns - woke_at).saturating_sub(u64::from(event.waker_capture_ns)),
         cause,
         weight: if event.sample_prob == PROB_ONE {
             1.0

@@ -6,7 +6,7 @@
 //! are then memoized per module, keyed by build-id (or path, inode and mtime when there is none),
 //! so each distinct address of a library is symbolized once, whichever process ran it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,9 @@ use critpath_common::SampleEvent;
 use crate::sys::{self, MapsEntry};
 
 /// How often a live process's mappings are re-read at most (new `dlopen`s, `exec`).
-const MAPS_REFRESH: Duration = Duration::from_secs(2);
+const MAPS_REFRESH: Duration = Duration::from_secs(1);
+/// How soon a new address outside every known mapping may trigger another re-read.
+const MISS_REFRESH: Duration = Duration::from_millis(20);
 
 /// Identity of a module's contents.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +51,10 @@ struct Process {
     /// Index into `Symbolizer::modules` for each entry of `maps`.
     modules: Vec<usize>,
     read_at: Instant,
+    /// Addresses outside every mapping even after a re-read: frame-pointer walks through code
+    /// without frame pointers yield the same garbage on every stack, which must not cause a
+    /// re-read each time. A new address (after an `exec` or `dlopen`) still does.
+    misses: HashSet<u64>,
 }
 
 /// Counters of what could not be resolved.
@@ -107,6 +113,9 @@ impl Symbolizer {
     /// Reads (or refreshes) a process's mappings now, e.g. as soon as it is first seen, so that
     /// its samples stay symbolizable after it exits.
     pub fn observe_process(&mut self, pid: u32) {
+        if pid == 0 {
+            return;
+        }
         let stale = self
             .processes
             .get(&pid)
@@ -114,6 +123,14 @@ impl Symbolizer {
         if stale {
             self.refresh_maps(pid);
         }
+    }
+
+    /// A process exec'd: re-reads its mappings now (its old image is gone).
+    pub fn process_exec(&mut self, pid: u32) {
+        log::debug!("pid {pid} exec'd: its mappings will be re-read");
+        // Re-read at the next sample rather than now: the new image's libraries are still being
+        // mapped by its dynamic loader.
+        self.processes.remove(&pid);
     }
 
     /// Forgets a process's mappings (after it exited and its samples were symbolized).
@@ -135,6 +152,15 @@ impl Symbolizer {
                 return false;
             }
         };
+        log::trace!("pid {pid}: {} executable mappings", maps.len());
+        if maps.is_empty()
+            && let Some(p) = self.processes.get_mut(&pid)
+        {
+            // An exiting process (or zombie) shows no mappings: keep the last ones, its samples
+            // are still being symbolized.
+            p.read_at = Instant::now();
+            return false;
+        }
         let modules = maps.iter().map(|m| self.module_for(pid, m)).collect();
         self.processes.insert(
             pid,
@@ -142,6 +168,7 @@ impl Symbolizer {
                 maps,
                 modules,
                 read_at: Instant::now(),
+                misses: HashSet::new(),
             },
         );
         true
@@ -219,17 +246,30 @@ impl Symbolizer {
 
     fn symbolize_user_addr(&mut self, pid: u32, addr: u64, out: &mut Vec<Frame>) {
         let mut located = self.locate(pid, addr);
+        let mut fresh = false;
         if located.is_none()
             && self
                 .processes
                 .get(&pid)
-                .is_some_and(|p| p.read_at.elapsed() >= Duration::from_millis(100))
+                .is_some_and(|p| !p.misses.contains(&addr) && p.read_at.elapsed() >= MISS_REFRESH)
             && self.refresh_maps(pid)
         {
+            fresh = true;
             located = self.locate(pid, addr);
         }
         let Some((module, file_offset)) = located else {
             self.stats.unmapped += 1;
+            if log::log_enabled!(log::Level::Trace) {
+                let p = self.processes.get(&pid);
+                log::trace!(
+                    "pid {pid}: {addr:#x} unmapped (fresh: {fresh}, maps read {:?} ago: {:x?})",
+                    p.map(|p| p.read_at.elapsed()),
+                    p.map(|p| p.maps.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>())
+                );
+            }
+            if fresh && let Some(p) = self.processes.get_mut(&pid) {
+                p.misses.insert(addr);
+            }
             out.push(Frame::unknown(FrameKind::User, None, addr));
             return;
         };

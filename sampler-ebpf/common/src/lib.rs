@@ -67,6 +67,8 @@ pub mod programs {
     pub const SCHED_SWITCH: &str = "sched_switch";
     /// `sched:sched_waking` tracepoint: who woke a sampled wait.
     pub const SCHED_WAKING: &str = "sched_waking";
+    /// `sched:sched_process_exec` tracepoint: tells user space to re-read a process's mappings.
+    pub const ON_EXEC: &str = "on_exec";
 }
 
 /// What a [`SampleEvent`] records.
@@ -77,6 +79,8 @@ pub enum EventKind {
     OnCpu = 1,
     /// A finished off-CPU wait with its waker ([`OffCpuEvent`]).
     OffCpu = 2,
+    /// A followed process called exec ([`ExecEvent`]): its mappings changed.
+    Exec = 3,
 }
 
 impl EventKind {
@@ -85,6 +89,7 @@ impl EventKind {
         match v {
             1 => Some(Self::OnCpu),
             2 => Some(Self::OffCpu),
+            3 => Some(Self::Exec),
             _ => None,
         }
     }
@@ -241,7 +246,8 @@ pub const MAP_OFFCPU_RATE: &str = "OFFCPU_RATE";
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OffCpuState {
-    /// Switch-out time, ktime ns; 0 marks a free slot.
+    /// Switch-out time, ktime ns, taken after the blocked stacks were captured (so the capture
+    /// is not counted as waiting); 0 marks a free slot.
     pub start_ns: u64,
     /// Time of the first `sched_waking` for this wait, 0 if none (preempted, or not seen).
     pub wakeup_ns: u64,
@@ -272,6 +278,11 @@ pub struct OffCpuState {
     pub comm: [u8; COMM_LEN],
     /// Waker thread name.
     pub waker_comm: [u8; COMM_LEN],
+    /// Time spent capturing the waker's stacks, ns: it delays the wakee, and is taken off its
+    /// run-queue delay so that critpath does not report its own cost as the workload's.
+    pub waker_capture_ns: u32,
+    /// Padding; zero.
+    pub _pad: u32,
 }
 
 /// A finished off-CPU wait, emitted at switch-in when it lasted at least the minimum.
@@ -315,10 +326,21 @@ pub struct OffCpuEvent {
     pub waker_user_stack_id: i32,
     /// Waker kernel stack id (negative when absent).
     pub waker_kernel_stack_id: i32,
-    /// Reserved; zero.
-    pub _reserved: u32,
+    /// Time spent capturing the waker's stacks, ns (see [`OffCpuState::waker_capture_ns`]).
+    pub waker_capture_ns: u32,
     /// Padding; zero.
     pub _pad: u32,
+}
+
+/// A followed process replaced its image (`exec`): user space must re-read its mappings before
+/// symbolizing anything it sampled afterwards.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// [`EventKind::Exec`].
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
 }
 
 /// Reads a NUL-padded comm up to its first NUL.
@@ -395,6 +417,8 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for ExecEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuRate {}
@@ -402,6 +426,6 @@ mod user {
 
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
 const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
-const _: () = assert!(core::mem::size_of::<OffCpuState>() == 88);
+const _: () = assert!(core::mem::size_of::<OffCpuState>() == 96);
 const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 32);
 const _: () = assert!(core::mem::size_of::<SampleEvent>() == 48 + 2 * 8 * MAX_STACK_DEPTH);

@@ -6,7 +6,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use critpath_common::{Config, Counter, DEFAULT_RING_BYTES, PID_FILTER_CAPACITY};
+use critpath_common::{
+    Config, Counter, DEFAULT_RING_BYTES, EventKind, ExecEvent, PID_FILTER_CAPACITY,
+};
 
 mod off_cpu;
 mod on_cpu;
@@ -91,6 +93,24 @@ pub fn follow_fork(ctx: TracePointContext) -> u32 {
     };
     if PID_FILTER.insert(&(child as u32), &1, 0).is_err() {
         count(Counter::PidFilterFull);
+    }
+    0
+}
+
+/// `sched:sched_process_exec`: a followed process has a new image; user space re-reads its
+/// mappings at once, while samples of the new image are still on their way.
+#[tracepoint]
+pub fn on_exec(_ctx: TracePointContext) -> u32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !wanted(pid) {
+        return 0;
+    }
+    let event = ExecEvent {
+        kind: EventKind::Exec as u32,
+        pid,
+    };
+    if EVENTS.output::<ExecEvent>(&event, 0).is_err() {
+        count(Counter::RingFull);
     }
     0
 }

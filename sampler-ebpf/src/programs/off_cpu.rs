@@ -108,7 +108,8 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
         count(Counter::OffCpuStateFull);
     }
     *slot = OffCpuState {
-        start_ns: now,
+        // After the stack walks: their cost is ours, not the thread's wait.
+        start_ns: ktime(),
         wakeup_ns: 0,
         pid: tgid,
         state: state as u32,
@@ -122,6 +123,8 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
         tid,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         waker_comm: [0; 16],
+        waker_capture_ns: 0,
+        _pad: 0,
     };
     count(Counter::OffCpuSampled);
 }
@@ -214,7 +217,7 @@ fn switch_in(cfg: &Config, tid: u32, now: u64) {
         waker_comm: st.waker_comm,
         waker_user_stack_id: st.waker_user_stack_id,
         waker_kernel_stack_id: st.waker_kernel_stack_id,
-        _reserved: 0,
+        waker_capture_ns: st.waker_capture_ns,
         _pad: 0,
     });
     entry.submit(0);
@@ -253,6 +256,7 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
         // stack is the interrupted task's; user space sees that in the kernel stack and drops it.)
         st.waker_user_stack_id = stack_id(&ctx, BPF_F_USER_STACK as u64);
         st.waker_kernel_stack_id = stack_id(&ctx, 0);
+        st.waker_capture_ns = ktime().wrapping_sub(now).min(u32::MAX as u64) as u32;
     }
     count(Counter::Wakeups);
     0

@@ -1,3 +1,4 @@
 mod common;
+mod offcpu;
 mod record;
 mod workloads;

@@ -1,0 +1,289 @@
+//! `critpath record --off-cpu`: blocked time, causes and wakeup edges on workloads whose waits
+//! are known.
+
+use std::process::Output;
+
+use critpath_analyzer::export::folded;
+use serde_json::Value;
+
+use super::common::{Folded, kernel_tests_enabled, position, run_critpath, workload};
+
+/// An off-CPU recording: the off-CPU folded profile (ns), the wakeup edges, the workload's
+/// summary line and critpath's output.
+struct OffCpuRecording {
+    profile: Folded,
+    edges: Vec<Value>,
+    summary: Value,
+    output: Output,
+}
+
+fn record_off_cpu(frequency: &str, extra: &[&str], workload_args: &[&str]) -> OffCpuRecording {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("off.folded");
+    let wakeups = dir.path().join("wakeups.json");
+    let exe = workload(workload_args[0]);
+    let mut args = vec![
+        "record",
+        "-F",
+        frequency,
+        "--off-cpu",
+        "--format",
+        "folded",
+        "--value",
+        "off_cpu",
+        "-o",
+        out.to_str().unwrap(),
+        "--wakeups",
+        wakeups.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.push(exe.to_str().unwrap());
+    args.extend_from_slice(&workload_args[1..]);
+    let output = run_critpath(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no workload summary in {stdout:?}"));
+    OffCpuRecording {
+        profile: folded::parse(&std::fs::read_to_string(&out).unwrap()).unwrap(),
+        edges: serde_json::from_slice(&std::fs::read(&wakeups).unwrap()).unwrap(),
+        summary,
+        output,
+    }
+}
+
+/// Off-CPU ns of stacks matching `pred`.
+fn total(profile: &Folded, pred: impl Fn(&[String]) -> bool) -> i64 {
+    profile
+        .iter()
+        .filter(|(s, _)| pred(s))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The `n` heaviest stacks, tail frames only, for failure messages.
+fn top(profile: &Folded, n: usize) -> Vec<(i64, String)> {
+    let mut rows: Vec<_> = profile
+        .iter()
+        .map(|(s, v)| {
+            (
+                *v,
+                format!("{} … {}", s[0], s[s.len().saturating_sub(6)..].join(" > ")),
+            )
+        })
+        .collect();
+    rows.sort_by_key(|(v, _)| -v);
+    rows.truncate(n);
+    rows
+}
+
+fn has(stack: &[String], suffix: &str) -> bool {
+    position(stack, suffix).is_some()
+}
+
+fn leaf_is(stack: &[String], cause: &str) -> bool {
+    stack.last().map(String::as_str) == Some(&format!("[off-cpu: {cause}]_[k]"))
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// On the mutex workload, the waiters' blocked time sits in the function that takes the lock,
+/// as lock waits, and the lock holder's function is what wakes them.
+#[test]
+fn mutex_waits_are_lock_waits_woken_by_the_holder() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let r = record_off_cpu("49", &[], &["mutex_contention", "3", "--red-herring"]);
+    // Blocked time: off CPU less the run-queue part, which grows when other tests load the
+    // machine and is CPU contention, not waiting.
+    let waiters = |s: &[String]| s[0].starts_with("lock-waiter") && !leaf_is(s, "runqueue");
+    let blocked = total(&r.profile, waiters);
+    let in_acquire_as_lock = total(&r.profile, |s| {
+        waiters(s) && has(s, "::acquire_shared_lock") && leaf_is(s, "lock")
+    });
+    assert!(
+        blocked > 1_000_000_000,
+        "waiters were blocked for only {blocked} ns"
+    );
+    assert!(
+        in_acquire_as_lock * 2 > blocked,
+        "lock waits in acquire_shared_lock are {in_acquire_as_lock} of the waiters' {blocked} ns; top stacks: {:#?}",
+        top(&r.profile, 6)
+    );
+
+    let waits: Vec<&Value> = r
+        .edges
+        .iter()
+        .filter(|e| {
+            e["wakee"]["comm"]
+                .as_str()
+                .unwrap()
+                .starts_with("lock-waiter")
+                && has(&names(&e["wakee_stack"]), "::acquire_shared_lock")
+        })
+        .collect();
+    let blocked = |e: &&Value| e["blocked_ns"].as_f64().unwrap() * e["weight"].as_f64().unwrap();
+    let woken_by_holder: f64 = waits
+        .iter()
+        .filter(|e| {
+            e["waker"]["comm"] == "lock-holder" && has(&names(&e["waker_stack"]), "::lock_holder")
+        })
+        .map(blocked)
+        .sum();
+    let all_edges: f64 = waits.iter().map(blocked).sum();
+    assert!(all_edges > 0.0, "no wakeup edges for the waiters");
+    assert!(
+        woken_by_holder * 2.0 > all_edges,
+        "the holder's lock_holder woke {woken_by_holder} of {all_edges} ns of waits"
+    );
+    assert!(waits.iter().all(|e| e["cause"] == "lock"));
+    assert!(waits.iter().all(|e| e["waker_in_interrupt"] == false));
+}
+
+/// A thread that sleeps is off CPU for as long as it measured itself sleeping (±10%), as sleep.
+#[test]
+fn sleep_time_matches_wall_time() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let r = record_off_cpu("49", &[], &["sleeper", "2", "--interval-ms", "10"]);
+    let slept = r.summary["total_sleep_ns"].as_i64().unwrap();
+    let off = total(&r.profile, |s| has(s, "::sleep_wait"));
+    let as_sleep = total(&r.profile, |s| {
+        has(s, "::sleep_wait") && leaf_is(s, "sleep")
+    });
+    let ratio = off as f64 / slept as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "off-CPU in sleep_wait {off} ns vs measured sleep {slept} ns (ratio {ratio:.3}); {}",
+        String::from_utf8_lossy(&r.output.stderr)
+    );
+    assert!(
+        as_sleep as f64 >= 0.9 * off as f64,
+        "cause sleep: {as_sleep} of {off}"
+    );
+    let timer_wakeups = r
+        .edges
+        .iter()
+        .filter(|e| e["cause"] == "sleep" && e["waker_in_interrupt"] == true)
+        .count();
+    assert!(
+        timer_wakeups > 50,
+        "sleeps are ended by timer interrupts: {timer_wakeups}"
+    );
+}
+
+/// The consumer's waits for items are woken by the producer's function.
+#[test]
+fn consumer_woken_by_producer() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let r = record_off_cpu("49", &[], &["producer_consumer", "2"]);
+    let consumer: Vec<&Value> = r
+        .edges
+        .iter()
+        .filter(|e| has(&names(&e["wakee_stack"]), "::consume_items"))
+        .collect();
+    assert!(consumer.len() > 50, "{} consumer waits", consumer.len());
+    let by_producer = consumer
+        .iter()
+        .filter(|e| has(&names(&e["waker_stack"]), "::produce_items"))
+        .count();
+    assert!(
+        by_producer * 10 >= consumer.len() * 9,
+        "{by_producer} of {} consumer waits woken by produce_items",
+        consumer.len()
+    );
+}
+
+/// Reading a pipe fed by a device thread is I/O, woken by the device's function.
+#[test]
+fn pipe_reads_are_io_woken_by_the_device() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let r = record_off_cpu("49", &[], &["pipe_io", "2", "--service-ms", "5"]);
+    let reads = total(&r.profile, |s| has(s, "::read_device"));
+    let as_io = total(&r.profile, |s| has(s, "::read_device") && leaf_is(s, "io"));
+    assert!(reads > 1_000_000_000, "read_device off CPU {reads} ns");
+    assert!(as_io as f64 >= 0.8 * reads as f64, "io: {as_io} of {reads}");
+    let woken_by_device = r
+        .edges
+        .iter()
+        .filter(|e| {
+            has(&names(&e["wakee_stack"]), "::read_device")
+                && has(&names(&e["waker_stack"]), "::device_service")
+        })
+        .count();
+    assert!(
+        woken_by_device > 100,
+        "{woken_by_device} reads woken by device_service"
+    );
+}
+
+/// A ring buffer too small for the event rate loses events: they are counted and reported, and
+/// the recording still completes with what it kept.
+#[test]
+fn tiny_ring_buffer_counts_drops() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let r = record_off_cpu(
+        "997",
+        &["--ring-bytes", "4096", "--off-cpu-min-us", "0"],
+        &["mutex_contention", "1.5"],
+    );
+    let stderr = String::from_utf8_lossy(&r.output.stderr);
+    let lost: u64 = stderr
+        .split_once(" events lost")
+        .and_then(|(head, _)| head.rsplit('(').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no lost-event count in: {stderr}"));
+    assert!(
+        lost > 0,
+        "nothing lost with a one-page ring buffer: {stderr}"
+    );
+    assert!(stderr.contains("raise --ring-bytes"), "{stderr}");
+    assert!(!r.profile.is_empty(), "the events that fit were kept");
+}
+
+/// Under a context-switch storm the capture budget samples waits out, and the sampled ones,
+/// weighted by 1/p, still add up to the time the two ping-pong threads really spent blocked:
+/// together about the run's wall time, since at any moment one of them waits for the other
+/// (run-queue time is left out: under load both can be off CPU at once).
+#[test]
+fn budget_sampling_stays_unbiased() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let r = record_off_cpu(
+        "49",
+        &["--off-cpu-min-us", "0", "--off-cpu-budget", "1000"],
+        &["pingpong", "--rounds", "60000"],
+    );
+    let stderr = String::from_utf8_lossy(&r.output.stderr);
+    let sampled_out: u64 = stderr
+        .split_once(" sampled out by the budget")
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no budget figure in: {stderr}"));
+    assert!(sampled_out > 10_000, "the storm was not sampled: {stderr}");
+    let elapsed = r.summary["elapsed_ns"].as_i64().unwrap();
+    let blocked = total(&r.profile, |s| {
+        (has(s, "pingpong::ping") || has(s, "pingpong::pong")) && !leaf_is(s, "runqueue")
+    });
+    let ratio = blocked as f64 / elapsed as f64;
+    assert!(
+        (0.6..=1.5).contains(&ratio),
+        "weighted blocked time {blocked} ns vs wall {elapsed} ns (ratio {ratio:.2}); top stacks: {:#?}",
+        top(&r.profile, 6)
+    );
+}
