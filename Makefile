@@ -7,7 +7,7 @@ SHELL := /bin/bash
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),/var/tmp/critpath-target)
 RELEASE := $(TARGET_DIR)/release
 
-.PHONY: setup build run test lint unit bench-overhead
+.PHONY: setup build run test lint bench-overhead bench-offcpu
 
 setup:
 	@bash scripts/setup.sh
@@ -30,5 +30,10 @@ test: lint
 	cargo build --bins
 	cargo test --workspace
 
+# On-CPU sampling cost on a CPU-bound benchmark (README: Performance).
 bench-overhead: build
 	python3 bench/overhead.py --pairs 10 --settle 1.5 -- $(RELEASE)/cpu_bench --millions 1500
+
+# Off-CPU tracing cost on a context-switch storm (README: Performance).
+bench-offcpu: build
+	python3 bench/overhead.py --pairs 12 --record-args "-a -F 19 --off-cpu" -- taskset -c 0 $(RELEASE)/pingpong
