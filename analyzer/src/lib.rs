@@ -14,6 +14,7 @@
 pub mod export;
 pub mod offcpu;
 mod profile;
+pub mod query;
 mod types;
 
 pub use profile::{Profile, ProfileSample, SampleLabels, StackId, ValueType};
