@@ -15,6 +15,7 @@ pub mod export;
 pub mod offcpu;
 mod profile;
 pub mod query;
+pub mod store;
 mod types;
 
 pub use profile::{Profile, ProfileSample, SampleLabels, StackId, ValueType};

@@ -247,6 +247,23 @@ impl OffCpuWait {
         (self.runq_delay_ns as f64 * self.weight).round() as i64
     }
 
+    /// The wait's stacks with their weighted time: the blocked time under the cause's pseudo
+    /// frame, the run-queue delay under `[off-cpu: runqueue]` (each only when non-zero).
+    pub fn split_by_cause(&self) -> impl Iterator<Item = (Vec<Frame>, i64)> + '_ {
+        [
+            (self.cause, self.weighted_blocked_ns()),
+            (Cause::RunQueue, self.weighted_runq_ns()),
+        ]
+        .into_iter()
+        .filter(|&(_, ns)| ns > 0)
+        .map(|(cause, ns)| {
+            let mut frames = Vec::with_capacity(self.frames.len() + 1);
+            frames.extend(self.frames.iter().cloned());
+            frames.push(cause.frame());
+            (frames, ns)
+        })
+    }
+
     /// The wait as a wakeup edge, when a waker was seen.
     pub fn edge(&self) -> Option<WakeupEdge> {
         let waker = self.waker.as_ref()?;

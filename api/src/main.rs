@@ -1,6 +1,8 @@
 //! The `critpath` command.
 
+mod agent;
 mod cli;
+mod query;
 mod record;
 
 use std::path::PathBuf;
@@ -10,9 +12,10 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Parser as _;
 use critpath_analyzer::export::Format;
+use critpath_analyzer::store::SampleKind;
 use critpath_sampler::OffCpuConfig;
 
-use cli::{Cli, Command, RecordArgs};
+use cli::{AgentArgs, Cli, Command, QueryCommand, RecordArgs, default_data_dir};
 use record::{RecordConfig, RecordTarget};
 
 fn main() -> ExitCode {
@@ -25,6 +28,34 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         Command::Record(args) => record_config(args).and_then(record::run),
+        Command::Agent(args) => agent::run(agent_config(args)),
+        Command::Query(QueryCommand::Profile(args)) => {
+            let w = args.window;
+            query::Window::new(
+                w.data_dir.unwrap_or_else(default_data_dir),
+                &w.from,
+                &w.to,
+                &w.query,
+            )
+            .and_then(|window| {
+                let kind = if args.kind == "offcpu" {
+                    SampleKind::OffCpu
+                } else {
+                    SampleKind::Cpu
+                };
+                query::profile(&window, kind, args.format, args.output)
+            })
+        }
+        Command::Query(QueryCommand::Labels(args)) => {
+            let w = args.window;
+            query::Window::new(
+                w.data_dir.unwrap_or_else(default_data_dir),
+                &w.from,
+                &w.to,
+                &w.query,
+            )
+            .and_then(|window| query::labels(&window, args.name.as_deref()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,6 +63,21 @@ fn main() -> ExitCode {
             eprintln!("critpath: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn agent_config(args: AgentArgs) -> agent::AgentConfig {
+    agent::AgentConfig {
+        data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+        frequency_hz: args.frequency,
+        interval: args.interval,
+        off_cpu: (!args.no_off_cpu).then(|| OffCpuConfig {
+            min_duration: Duration::from_micros(args.off_cpu_min_us),
+            budget_per_second: args.off_cpu_budget,
+        }),
+        host: args.host.unwrap_or_else(agent::hostname),
+        duration: args.duration,
+        ring_bytes: args.ring_bytes,
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use critpath_analyzer::offcpu::{Cause, OffCpuWait, WakeupEdge};
+use critpath_analyzer::offcpu::{OffCpuWait, WakeupEdge};
 use critpath_analyzer::{Profile, SampleLabels, ValueType, export};
 use critpath_sampler::{
-    Counter, Event, OffCpuConfig, OffCpuEvent, Sampler, SamplerConfig, Symbolizer, Target,
+    Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
 };
 
 /// What to record.
@@ -81,23 +81,22 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         off_cpu: config.off_cpu.clone(),
     })
     .context("starting the sampler")?;
-    let unix_offset_ns = critpath_sampler::sys::monotonic_to_unix_offset_ns();
     // The command may exec only now that its pid is in the filter.
     if let Some(c) = child.as_mut() {
         c.release();
     }
 
-    let mut rec = Recording::new(&config, symbolizer, unix_offset_ns);
+    let mut rec = Recording::new(&config);
+    let mut collector = Collector::new(symbolizer);
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
     let mut last_prune = Instant::now();
     let mut target_exited = false;
     loop {
-        rec.events += sampler
-            .poll(Duration::from_millis(100), |e| rec.on_event(e))
+        rec.events += collector
+            .poll(&mut sampler, Duration::from_millis(100), |o| rec.observe(o))
             .context("reading samples")? as u64;
-        rec.resolve_off_cpu(&mut sampler);
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -129,10 +128,9 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         }
     }
     // What is still in the ring buffer belongs to the recording.
-    rec.events += sampler
-        .poll(Duration::ZERO, |e| rec.on_event(e))
+    rec.events += collector
+        .poll(&mut sampler, Duration::ZERO, |o| rec.observe(o))
         .context("reading samples")? as u64;
-    rec.resolve_off_cpu(&mut sampler);
     let elapsed = started.elapsed();
     rec.profile.duration_ns = elapsed.as_nanos() as i64;
     if progress {
@@ -154,7 +152,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         .counters()
         .context("reading the sampler's counters")?;
     let lost = counters.get(Counter::RingFull);
-    let stats = rec.symbolizer.stats();
+    let stats = collector.symbolizer().stats();
     eprintln!(
         "critpath: {} samples in {:.1} s at {} Hz ({} events lost to a full ring buffer, {} user / {} kernel stack errors, {} unresolved frames)",
         rec.samples,
@@ -217,12 +215,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
 /// What a recording accumulates.
 struct Recording {
     profile: Profile,
-    symbolizer: Symbolizer,
     on_cpu_values: Vec<i64>,
-    unix_offset_ns: i64,
-    /// Off-CPU events waiting for their stack ids to be resolved (that needs the sampler, which
-    /// is busy while polling).
-    pending: Vec<OffCpuEvent>,
     /// Events read from the ring buffer.
     events: u64,
     /// On-CPU samples.
@@ -233,7 +226,7 @@ struct Recording {
 }
 
 impl Recording {
-    fn new(config: &RecordConfig, symbolizer: Symbolizer, unix_offset_ns: i64) -> Self {
+    fn new(config: &RecordConfig) -> Self {
         let period_ns = 1_000_000_000 / config.frequency_hz as i64;
         let mut sample_types = vec![
             ValueType::new("samples", "count"),
@@ -252,10 +245,7 @@ impl Recording {
             .map_or(0, |d| d.as_nanos() as i64);
         Self {
             profile,
-            symbolizer,
             on_cpu_values,
-            unix_offset_ns,
-            pending: Vec::new(),
             events: 0,
             samples: 0,
             waits: 0,
@@ -263,38 +253,23 @@ impl Recording {
         }
     }
 
-    fn on_event(&mut self, event: Event<'_>) {
-        match event {
-            Event::OnCpu(event) => {
+    fn observe(&mut self, observation: Observation) {
+        match observation {
+            Observation::OnCpu {
+                pid,
+                tid,
+                comm,
+                frames,
+                ..
+            } => {
                 self.samples += 1;
-                let frames = self.symbolizer.symbolize_event(event);
-                let comm = String::from_utf8_lossy(event.comm_bytes()).into_owned();
                 self.profile.add(
                     frames,
                     &self.on_cpu_values,
-                    SampleLabels::new(event.pid, event.tid, comm),
+                    SampleLabels::new(pid, tid, comm),
                 );
             }
-            Event::OffCpu(event) => {
-                // Read the mappings while the process surely lives; symbolizing waits (and the
-                // waker) comes after the poll.
-                self.symbolizer.observe_process(event.pid);
-                self.symbolizer.observe_process(event.waker_pid);
-                self.pending.push(*event);
-            }
-            Event::Exec { pid } => self.symbolizer.process_exec(pid),
-        }
-    }
-
-    fn resolve_off_cpu(&mut self, sampler: &mut Sampler) {
-        for event in std::mem::take(&mut self.pending) {
-            let wait = critpath_sampler::offcpu::resolve(
-                sampler,
-                &mut self.symbolizer,
-                &event,
-                self.unix_offset_ns,
-            );
-            self.add_wait(&wait);
+            Observation::OffCpu(wait) => self.add_wait(&wait),
         }
     }
 
@@ -303,14 +278,8 @@ impl Recording {
     fn add_wait(&mut self, wait: &OffCpuWait) {
         self.waits += 1;
         let labels = SampleLabels::new(wait.thread.pid, wait.thread.tid, wait.thread.comm.clone());
-        for (cause, ns) in [
-            (wait.cause, wait.weighted_blocked_ns()),
-            (Cause::RunQueue, wait.weighted_runq_ns()),
-        ] {
-            if ns > 0 {
-                let frames = wait.frames.iter().cloned().chain([cause.frame()]);
-                self.profile.add(frames, &[0, 0, ns, ns], labels.clone());
-            }
+        for (frames, ns) in wait.split_by_cause() {
+            self.profile.add(frames, &[0, 0, ns, ns], labels.clone());
         }
         self.edges.extend(wait.edge());
     }

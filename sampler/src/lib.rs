@@ -17,12 +17,14 @@
 //! ```
 
 mod bpf;
+mod collect;
 mod error;
 pub mod offcpu;
 mod symbolize;
 pub mod sys;
 
 pub use bpf::{Counters, Event, OffCpuConfig, Sampler, SamplerConfig, Target};
+pub use collect::{Collector, Observation};
 pub use critpath_common::{Counter, EventKind, OffCpuEvent, SampleEvent};
 pub use error::Error;
 pub use symbolize::{SymbolizeStats, Symbolizer};

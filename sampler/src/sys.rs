@@ -151,6 +151,15 @@ fn parse_maps_line(line: &str) -> Option<MapsEntry> {
     })
 }
 
+/// The GNU build-id of an ELF file as lowercase hex; empty when it has none or cannot be read.
+pub fn build_id(path: &str) -> String {
+    blazesym::helper::read_elf_build_id(path)
+        .ok()
+        .flatten()
+        .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default()
+}
+
 /// Inode of a path, if it can be stat'ed.
 pub fn inode_of(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt as _;

@@ -1,3 +1,4 @@
+mod agent;
 mod common;
 mod offcpu;
 mod record;

@@ -1,0 +1,226 @@
+//! `critpath agent`: samples the whole machine (on-CPU and off-CPU) until stopped, aggregates
+//! per interval and writes the store's write-ahead log.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use critpath_analyzer::store::{Aggregator, Batch, SampleKind, SeriesLabels, Store};
+use critpath_sampler::{
+    Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
+};
+
+/// Settings of `critpath agent`.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The store directory. Default: `$XDG_DATA_HOME/critpath`, else `./critpath-data`.
+    pub data_dir: PathBuf,
+    /// On-CPU sampling frequency per CPU in Hz. Default: 19.
+    pub frequency_hz: u64,
+    /// Aggregation interval. Default: 10 s.
+    pub interval: Duration,
+    /// Off-CPU tracing; `None` turns it off. Default: on.
+    pub off_cpu: Option<OffCpuConfig>,
+    /// The `host` label. Default: this machine's host name.
+    pub host: String,
+    /// Stop after this long; `None` runs until SIGINT/SIGTERM.
+    pub duration: Option<Duration>,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
+}
+
+/// How often a process's labels (exe, build-id, service) are re-read.
+const PROCESS_INFO_TTL: Duration = Duration::from_secs(30);
+
+/// Runs the agent until stopped; every accepted sample is in the store's log when it returns.
+pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+    let (mut store, recovery) = Store::open(&config.data_dir)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    if recovery.truncated_segments > 0 {
+        log::warn!(
+            "recovered the log: cut {} torn bytes from {} segment(s)",
+            recovery.truncated_bytes,
+            recovery.truncated_segments
+        );
+    }
+    let mut symbolizer = Symbolizer::new();
+    symbolizer.preload_kernel();
+    let mut sampler = Sampler::start(SamplerConfig {
+        frequency_hz: config.frequency_hz,
+        target: Target::AllProcesses,
+        ring_bytes: config.ring_bytes,
+        off_cpu: config.off_cpu.clone(),
+    })
+    .context("starting the sampler")?;
+    let mut collector = Collector::new(symbolizer);
+    let period_ns = 1_000_000_000 / config.frequency_hz as i64;
+    let mut agg = Aggregator::new(config.interval.as_millis().max(1) as i64, period_ns);
+    let mut processes = ProcessInfo::new(config.host.clone());
+    let mut finished: Vec<Batch> = Vec::new();
+    let mut stats = AgentStats::default();
+    eprintln!(
+        "critpath agent: sampling all processes at {} Hz{}, {} s intervals, store {}",
+        config.frequency_hz,
+        if config.off_cpu.is_some() {
+            " with off-CPU waits"
+        } else {
+            ""
+        },
+        config.interval.as_secs_f64(),
+        config.data_dir.display()
+    );
+    let started = Instant::now();
+    loop {
+        let timeout = Duration::from_millis(100);
+        collector
+            .poll(&mut sampler, timeout, |o| {
+                observe(&mut agg, &mut processes, &mut finished, o)
+            })
+            .context("reading samples")?;
+        if agg.due(now_ms()) {
+            finished.extend(agg.flush());
+        }
+        write(&mut store, &mut finished, &mut stats);
+        if stop.load(Ordering::Relaxed) || config.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+    }
+    collector
+        .poll(&mut sampler, Duration::ZERO, |o| {
+            observe(&mut agg, &mut processes, &mut finished, o)
+        })
+        .context("reading samples")?;
+    finished.extend(agg.flush());
+    write(&mut store, &mut finished, &mut stats);
+    let counters = sampler
+        .counters()
+        .context("reading the sampler's counters")?;
+    eprintln!(
+        "critpath agent: stopped; {} batches ({} bytes) written, {} failed writes, {} events lost to a full ring buffer",
+        stats.batches,
+        store.wal_bytes(),
+        stats.failed,
+        counters.get(Counter::RingFull)
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct AgentStats {
+    batches: u64,
+    failed: u64,
+}
+
+/// Appends finished batches. A failed write (a full disk, say) is logged and the batch dropped:
+/// the agent keeps sampling, and the log stays readable.
+fn write(store: &mut Store, finished: &mut Vec<Batch>, stats: &mut AgentStats) {
+    for batch in finished.drain(..) {
+        match store.append(&batch) {
+            Ok(()) => stats.batches += 1,
+            Err(err) => {
+                stats.failed += 1;
+                log::error!("dropping a batch of {} rows: {err}", batch.rows.len());
+            }
+        }
+    }
+}
+
+fn observe(
+    agg: &mut Aggregator,
+    processes: &mut ProcessInfo,
+    finished: &mut Vec<Batch>,
+    observation: Observation,
+) {
+    match observation {
+        Observation::OnCpu {
+            time_unix_ns,
+            pid,
+            comm,
+            frames,
+            ..
+        } => {
+            let labels = processes.labels(pid, comm);
+            finished.extend(agg.add(
+                time_unix_ns / 1_000_000,
+                &labels,
+                &frames,
+                SampleKind::Cpu,
+                1,
+            ));
+        }
+        Observation::OffCpu(wait) => {
+            let labels = processes.labels(wait.thread.pid, wait.thread.comm.clone());
+            let time_ms = wait.start_unix_ns / 1_000_000;
+            for (frames, ns) in wait.split_by_cause() {
+                finished.extend(agg.add(time_ms, &labels, &frames, SampleKind::OffCpu, ns));
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Per-process labels, read from /proc and cached.
+struct ProcessInfo {
+    host: String,
+    cache: HashMap<u32, (Instant, String, String, String)>,
+}
+
+impl ProcessInfo {
+    fn new(host: String) -> Self {
+        Self {
+            host,
+            cache: HashMap::new(),
+        }
+    }
+
+    fn labels(&mut self, pid: u32, comm: String) -> SeriesLabels {
+        let fresh = self
+            .cache
+            .get(&pid)
+            .is_some_and(|(at, ..)| at.elapsed() < PROCESS_INFO_TTL);
+        if !fresh {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let build_id = if exe.is_empty() {
+                String::new()
+            } else {
+                critpath_sampler::sys::build_id(&format!("/proc/{pid}/exe"))
+            };
+            let service = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| comm.clone());
+            self.cache
+                .insert(pid, (Instant::now(), exe, build_id, service));
+        }
+        let (_, exe, build_id, service) = &self.cache[&pid];
+        SeriesLabels {
+            host: self.host.clone(),
+            pid,
+            comm,
+            exe: exe.clone(),
+            build_id: build_id.clone(),
+            service: service.clone(),
+        }
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}

@@ -1,0 +1,92 @@
+//! Draining the sampler into symbolized observations: what `record` and the agent consume.
+
+use std::time::Duration;
+
+use critpath_analyzer::Frame;
+use critpath_analyzer::offcpu::OffCpuWait;
+use critpath_common::OffCpuEvent;
+
+use crate::{Error, Event, Sampler, Symbolizer, offcpu, sys};
+
+/// One symbolized observation.
+#[derive(Clone, Debug)]
+pub enum Observation {
+    /// An on-CPU sample.
+    OnCpu {
+        /// When it was taken, Unix ns.
+        time_unix_ns: i64,
+        /// Process id.
+        pid: u32,
+        /// Thread id.
+        tid: u32,
+        /// Thread name.
+        comm: String,
+        /// The stack, root first.
+        frames: Vec<Frame>,
+    },
+    /// A finished off-CPU wait.
+    OffCpu(OffCpuWait),
+}
+
+/// Turns the sampler's raw events into [`Observation`]s: symbolizes stacks, resolves off-CPU
+/// stack ids, and re-reads a process's mappings when it execs.
+pub struct Collector {
+    symbolizer: Symbolizer,
+    /// Off-CPU events waiting for their stack ids (which need the sampler, busy while polling).
+    pending: Vec<OffCpuEvent>,
+    unix_offset_ns: i64,
+}
+
+impl Collector {
+    /// A collector symbolizing with `symbolizer`.
+    pub fn new(symbolizer: Symbolizer) -> Self {
+        Self {
+            symbolizer,
+            pending: Vec::new(),
+            unix_offset_ns: sys::monotonic_to_unix_offset_ns(),
+        }
+    }
+
+    /// The symbolizer, for its statistics.
+    pub fn symbolizer(&self) -> &Symbolizer {
+        &self.symbolizer
+    }
+
+    /// Waits up to `timeout` for events and hands every resulting observation to `f`, in order
+    /// (off-CPU waits of a poll after its on-CPU samples). Returns the number of events read.
+    ///
+    /// # Errors
+    /// As [`Sampler::poll`].
+    pub fn poll(
+        &mut self,
+        sampler: &mut Sampler,
+        timeout: Duration,
+        mut f: impl FnMut(Observation),
+    ) -> Result<usize, Error> {
+        let n = sampler.poll(timeout, |event| match event {
+            Event::OnCpu(event) => f(Observation::OnCpu {
+                time_unix_ns: event.time_ns as i64 + self.unix_offset_ns,
+                pid: event.pid,
+                tid: event.tid,
+                comm: String::from_utf8_lossy(event.comm_bytes()).into_owned(),
+                frames: self.symbolizer.symbolize_event(event),
+            }),
+            Event::OffCpu(event) => {
+                // Read the mappings now, while the processes surely live.
+                self.symbolizer.observe_process(event.pid);
+                self.symbolizer.observe_process(event.waker_pid);
+                self.pending.push(*event);
+            }
+            Event::Exec { pid } => self.symbolizer.process_exec(pid),
+        })?;
+        for event in std::mem::take(&mut self.pending) {
+            f(Observation::OffCpu(offcpu::resolve(
+                sampler,
+                &mut self.symbolizer,
+                &event,
+                self.unix_offset_ns,
+            )));
+        }
+        Ok(n)
+    }
+}
