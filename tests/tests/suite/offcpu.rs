@@ -264,7 +264,7 @@ fn tiny_ring_buffer_counts_drops() {
 /// Under a context-switch storm the capture budget samples waits out, and the sampled ones,
 /// weighted by 1/p, still add up to the time the two ping-pong threads really spent off CPU:
 /// pinned to one CPU, one of them is always off it, so together about the run's wall time (more
-/// when other tests load that CPU). Unweighted, the figure would be p ≈ 1/200 of that.
+/// when other tests load that CPU: up to 3×). Unweighted, it would be p ≈ 1/200 of that.
 #[test]
 fn budget_sampling_stays_unbiased() {
     if !kernel_tests_enabled() {
@@ -291,7 +291,7 @@ fn budget_sampling_stays_unbiased() {
     });
     let ratio = off as f64 / elapsed as f64;
     assert!(
-        (0.6..=2.0).contains(&ratio),
+        (0.5..=3.0).contains(&ratio),
         "weighted off-CPU time {off} ns vs wall {elapsed} ns (ratio {ratio:.2}); top stacks: {:#?}",
         top(&r.profile, 6)
     );
