@@ -103,10 +103,14 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     let counters = sampler
         .counters()
         .context("reading the sampler's counters")?;
+    let wal_bytes = store.wal_bytes();
+    if let Err(err) = store.close() {
+        log::error!("compacting the log at shutdown: {err}; it is compacted at the next start");
+    }
     eprintln!(
         "critpath agent: stopped; {} batches ({} bytes) written, {} failed writes, {} events lost to a full ring buffer",
         stats.batches,
-        store.wal_bytes(),
+        wal_bytes,
         stats.failed,
         counters.get(Counter::RingFull)
     );

@@ -14,16 +14,19 @@
 //! a torn record at a segment's tail is cut off on the next open (and reported), never read.
 //! Every agent start opens a new segment.
 //!
-//! Compaction of the log into time-partitioned Parquet files, and the query layer over them,
-//! come next; [`Store::batches`] reads the log meanwhile.
+//! Closed segments are compacted into time-partitioned Parquet parts (see the `parquet`
+//! module's docs for their schema) when a store is opened for writing and when the writer
+//! closes it; [`Store::batches`] reads the parts (pruning hours outside the window) and the
+//! segments not compacted yet. One writer at a time holds `DIR/LOCK`.
 
 mod batch;
+mod parquet;
 mod wal;
 
 use std::path::{Path, PathBuf};
 
 pub use batch::{Aggregator, Batch, Row, SampleKind, SeriesLabels};
-pub use wal::{Recovery, Wal, WalError};
+pub use wal::{Recovery, StoreError, Wal};
 
 /// The store schema version this code reads and writes.
 pub const STORE_VERSION: u32 = 1;
@@ -32,6 +35,7 @@ pub const STORE_VERSION: u32 = 1;
 pub struct Store {
     dir: PathBuf,
     wal: Wal,
+    _lock: std::fs::File,
 }
 
 impl Store {
@@ -40,12 +44,38 @@ impl Store {
     ///
     /// # Errors
     /// I/O errors, or a directory written by an incompatible schema version.
-    pub fn open(dir: impl Into<PathBuf>) -> Result<(Self, Recovery), WalError> {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<(Self, Recovery), StoreError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| WalError::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         check_version(&dir, true)?;
-        let (wal, recovery) = Wal::open(dir.join("wal"))?;
-        Ok((Self { dir, wal }, recovery))
+        let lock = lock(&dir)?;
+        let next_seq = parquet::max_part_seq(&dir).map_or(1, |s| s + 1);
+        let (wal, recovery) = Wal::open(dir.join("wal"), next_seq)?;
+        // Earlier segments are closed (each writer starts its own): compact them now.
+        for segment in wal::segments(&dir.join("wal"))? {
+            if segment != wal.path() {
+                parquet::compact_segment(&dir, &segment)?;
+            }
+        }
+        Ok((
+            Self {
+                dir,
+                wal,
+                _lock: lock,
+            },
+            recovery,
+        ))
+    }
+
+    /// Closes the store: compacts this writer's segment into Parquet.
+    ///
+    /// # Errors
+    /// Compaction failures; the segment then stays and is compacted at the next open.
+    pub fn close(self) -> Result<(), StoreError> {
+        let Self { dir, wal, _lock } = self;
+        let segment = wal.path().to_owned();
+        drop(wal);
+        parquet::compact_segment(&dir, &segment).map(|_| ())
     }
 
     /// The store's directory.
@@ -57,7 +87,7 @@ impl Store {
     ///
     /// # Errors
     /// Write or fsync failures (a full disk among them); the store stays readable.
-    pub fn append(&mut self, batch: &Batch) -> Result<(), WalError> {
+    pub fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
         self.wal.append(batch)
     }
 
@@ -71,10 +101,14 @@ impl Store {
     ///
     /// # Errors
     /// A missing directory or an incompatible schema version.
-    pub fn batches(dir: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Batch>, WalError> {
+    pub fn batches(dir: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Batch>, StoreError> {
         check_version(dir, false)?;
-        let mut out = Vec::new();
+        let mut out = parquet::read_parts(dir, from_ms, to_ms)?;
         for segment in wal::segments(&dir.join("wal"))? {
+            if segment.with_extension("done").exists() {
+                // Compacted; its Parquet parts are read instead.
+                continue;
+            }
             let (batches, _) = wal::read_segment(&segment)?;
             out.extend(
                 batches
@@ -86,13 +120,30 @@ impl Store {
     }
 }
 
-fn check_version(dir: &Path, create: bool) -> Result<(), WalError> {
+/// Takes the writer's lock on a store directory.
+fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd as _;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    // SAFETY: flock on a valid open file descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(StoreError::Locked(dir.to_owned()));
+    }
+    Ok(file)
+}
+
+fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> {
     let path = dir.join("STORE_VERSION");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let found = text.trim();
             if found != STORE_VERSION.to_string() {
-                return Err(WalError::Version {
+                return Err(StoreError::Version {
                     dir: dir.to_owned(),
                     found: found.to_owned(),
                 });
@@ -101,13 +152,13 @@ fn check_version(dir: &Path, create: bool) -> Result<(), WalError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             if dir.join("wal").exists() {
-                return Err(WalError::Version {
+                return Err(StoreError::Version {
                     dir: dir.to_owned(),
                     found: "none".into(),
                 });
             }
             wal::write_atomic(&path, format!("{STORE_VERSION}\n").as_bytes())
         }
-        Err(e) => Err(WalError::io(&path, e)),
+        Err(e) => Err(StoreError::io(&path, e)),
     }
 }

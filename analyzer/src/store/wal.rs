@@ -13,7 +13,7 @@ const MAX_RECORD: usize = 1 << 30;
 
 /// Write-ahead log errors.
 #[derive(Debug, thiserror::Error)]
-pub enum WalError {
+pub enum StoreError {
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -37,9 +37,21 @@ pub enum WalError {
     /// A batch could not be encoded.
     #[error("encoding a batch: {0}")]
     Encode(#[source] postcard::Error),
+    /// A Parquet file could not be written or read.
+    #[error("{path}: {source}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: polars::error::PolarsError,
+    },
+    /// Another process writes this store.
+    #[error("{0} is in use by another critpath agent (it holds {0}/LOCK)")]
+    Locked(PathBuf),
 }
 
-impl WalError {
+impl StoreError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
@@ -69,30 +81,32 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens the log directory: repairs torn tails of existing segments and starts a new one.
+    /// Opens the log directory: repairs torn tails of existing segments and starts a new one,
+    /// numbered after every existing segment and at least `min_seq` (sequence numbers name the
+    /// Parquet parts compacted from segments, so they are never reused).
     ///
     /// # Errors
     /// I/O errors on the directory or its segments.
-    pub fn open(dir: PathBuf) -> Result<(Self, Recovery), WalError> {
-        std::fs::create_dir_all(&dir).map_err(|e| WalError::io(&dir, e))?;
+    pub fn open(dir: PathBuf, min_seq: u64) -> Result<(Self, Recovery), StoreError> {
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let mut recovery = Recovery::default();
-        let mut next = 1;
+        let mut next = min_seq.max(1);
         for segment in segments(&dir)? {
             let (batches, valid_len) = read_segment(&segment)?;
             recovery.segments += 1;
             recovery.batches += batches.len();
             let len = std::fs::metadata(&segment)
-                .map_err(|e| WalError::io(&segment, e))?
+                .map_err(|e| StoreError::io(&segment, e))?
                 .len();
             if valid_len < len {
                 // A crash mid-append: cut the torn record so the segment reads cleanly.
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&segment)
-                    .map_err(|e| WalError::io(&segment, e))?;
+                    .map_err(|e| StoreError::io(&segment, e))?;
                 f.set_len(valid_len)
-                    .map_err(|e| WalError::io(&segment, e))?;
-                f.sync_all().map_err(|e| WalError::io(&segment, e))?;
+                    .map_err(|e| StoreError::io(&segment, e))?;
+                f.sync_all().map_err(|e| StoreError::io(&segment, e))?;
                 recovery.truncated_segments += 1;
                 recovery.truncated_bytes += len - valid_len;
             }
@@ -103,7 +117,7 @@ impl Wal {
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|e| WalError::io(&path, e))?;
+            .map_err(|e| StoreError::io(&path, e))?;
         sync_dir(&dir)?;
         Ok((
             Self {
@@ -120,8 +134,8 @@ impl Wal {
     /// # Errors
     /// Encoding, write or fsync failures. A failed append may leave a partial record, which the
     /// next open cuts off; readers skip it meanwhile.
-    pub fn append(&mut self, batch: &Batch) -> Result<(), WalError> {
-        let payload = postcard::to_stdvec(batch).map_err(WalError::Encode)?;
+    pub fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let payload = postcard::to_stdvec(batch).map_err(StoreError::Encode)?;
         let mut record = Vec::with_capacity(HEADER + payload.len());
         record.extend_from_slice(&MAGIC);
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -130,7 +144,7 @@ impl Wal {
         self.file
             .write_all(&record)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| WalError::io(&self.path, e))?;
+            .map_err(|e| StoreError::io(&self.path, e))?;
         self.bytes += record.len() as u64;
         Ok(())
     }
@@ -139,14 +153,19 @@ impl Wal {
     pub fn bytes_written(&self) -> u64 {
         self.bytes
     }
+
+    /// The segment this process appends to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// The segments of a log directory, oldest first.
-pub(crate) fn segments(dir: &Path) -> Result<Vec<PathBuf>, WalError> {
+pub(crate) fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(WalError::io(dir, e)),
+        Err(e) => return Err(StoreError::io(dir, e)),
     };
     let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -157,18 +176,18 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<PathBuf>, WalError> {
     Ok(out)
 }
 
-fn segment_seq(path: &Path) -> Option<u64> {
+pub(crate) fn segment_seq(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
     name.strip_suffix(".wal")?.parse().ok()
 }
 
 /// Reads a segment's valid records; returns them and the length of the valid prefix. Reading
 /// stops at the first torn or corrupt record (a crash mid-append, or an append in progress).
-pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), WalError> {
+pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), StoreError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| WalError::io(path, e))?;
+        .map_err(|e| StoreError::io(path, e))?;
     let mut batches = Vec::new();
     let mut pos = 0;
     while let Some(header) = bytes.get(pos..pos + HEADER) {
@@ -196,23 +215,23 @@ pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), WalError> {
 }
 
 /// Writes a small file atomically: a temporary file, fsynced, renamed over the target.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WalError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| WalError::io(&tmp, e))?;
+    let mut f = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
     f.write_all(contents)
         .and_then(|()| f.sync_all())
-        .map_err(|e| WalError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| WalError::io(path, e))?;
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
     }
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| WalError::io(dir, e))
+        .map_err(|e| StoreError::io(dir, e))
 }
 
 #[cfg(test)]
@@ -240,23 +259,77 @@ mod tests {
         agg.flush().unwrap()
     }
 
-    /// Appended batches read back whole, and a reopened store appends to a new segment while
-    /// the old one stays readable.
+    fn cpu_total(batches: &[Batch]) -> i64 {
+        batches.iter().map(|b| b.total(SampleKind::Cpu)).sum()
+    }
+
+    /// Appended batches read back whole; reopening compacts the closed segment into Parquet
+    /// parts, which read back the same rows, while new appends go to a new segment.
     #[test]
-    fn append_and_reopen() {
+    fn append_reopen_and_compact() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, recovery) = Store::open(dir.path()).unwrap();
         assert_eq!(recovery, Recovery::default());
         store.append(&batch(0, 3)).unwrap();
         store.append(&batch(10_000, 2)).unwrap();
+        let all = Store::batches(dir.path(), 0, i64::MAX).unwrap();
+        assert_eq!(
+            all,
+            vec![batch(0, 3), batch(10_000, 2)],
+            "read from the log"
+        );
         drop(store);
+
         let (mut store, recovery) = Store::open(dir.path()).unwrap();
         assert_eq!((recovery.segments, recovery.batches), (1, 2));
+        assert_eq!(
+            segments(&dir.path().join("wal")).unwrap().len(),
+            1,
+            "compacted"
+        );
+        let parts: Vec<_> = std::fs::read_dir(dir.path().join("data/1970010100"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            parts.iter().any(|p| p.ends_with(".samples.parquet")),
+            "{parts:?}"
+        );
+        assert!(
+            parts.iter().any(|p| p.ends_with(".stacks.parquet")),
+            "{parts:?}"
+        );
         store.append(&batch(20_000, 1)).unwrap();
+
         let all = Store::batches(dir.path(), 0, i64::MAX).unwrap();
-        assert_eq!(all.len(), 3);
-        assert_eq!(all[0], batch(0, 3));
-        assert_eq!(Store::batches(dir.path(), 10_000, 20_000).unwrap().len(), 1);
+        assert_eq!(cpu_total(&all), 6);
+        let profile = Aggregator::profile(&all, SampleKind::Cpu, |s| s.pid == 7);
+        assert_eq!(profile.inclusive_value(0, |f| f.function == "f2"), 1);
+        assert_eq!(profile.inclusive_value(0, |f| f.function == "f0"), 3);
+        assert_eq!(
+            cpu_total(&Store::batches(dir.path(), 10_000, 20_000).unwrap()),
+            2
+        );
+        assert_eq!(
+            cpu_total(&Store::batches(dir.path(), 20_000, 30_000).unwrap()),
+            1
+        );
+
+        store.close().unwrap();
+        assert!(segments(&dir.path().join("wal")).unwrap().is_empty());
+        assert_eq!(
+            cpu_total(&Store::batches(dir.path(), 0, i64::MAX).unwrap()),
+            6
+        );
+    }
+
+    /// A second writer is refused while the first holds the store.
+    #[test]
+    fn one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, _) = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("in use by another critpath agent"), "{err}");
     }
 
     /// A torn record at the tail (a crash mid-append) is skipped by readers and cut off at the
@@ -270,20 +343,23 @@ mod tests {
         drop(store);
         let segment = segments(&dir.path().join("wal")).unwrap().remove(0);
         let len = std::fs::metadata(&segment).unwrap().len();
+
+        // Corruption inside a record is caught by its checksum.
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[len as usize - 10] ^= 0xff;
+        std::fs::write(&segment, &bytes).unwrap();
+        assert_eq!(Store::batches(dir.path(), 0, i64::MAX).unwrap().len(), 1);
+
         let f = OpenOptions::new().write(true).open(&segment).unwrap();
         f.set_len(len - 5).unwrap();
         assert_eq!(Store::batches(dir.path(), 0, i64::MAX).unwrap().len(), 1);
         let (_, recovery) = Store::open(dir.path()).unwrap();
         assert_eq!(recovery.truncated_segments, 1);
         assert_eq!(recovery.batches, 1);
-        assert!(std::fs::metadata(&segment).unwrap().len() < len - 5);
-
-        // Corruption inside a record is caught by its checksum.
-        let mut bytes = std::fs::read(&segment).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&segment, bytes).unwrap();
-        assert_eq!(Store::batches(dir.path(), 0, i64::MAX).unwrap().len(), 0);
+        assert_eq!(
+            cpu_total(&Store::batches(dir.path(), 0, i64::MAX).unwrap()),
+            3
+        );
     }
 
     /// A directory of another schema version is refused with a message naming it.

@@ -86,6 +86,22 @@ fn samples_survive_restart() {
     run_workload("multi_thread", "2.5");
     stop(&mut agent, libc::SIGINT);
 
+    // A clean stop compacts the log: real Parquet files, no segment left.
+    let parts: Vec<_> = walk(&dir.path().join("data"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".samples.parquet"))
+        .collect();
+    assert!(parts.len() >= 2, "one part per run at least: {parts:?}");
+    assert_eq!(
+        &std::fs::read(&parts[0]).unwrap()[..4],
+        b"PAR1",
+        "Parquet magic"
+    );
+    assert!(
+        walk(&dir.path().join("wal")).is_empty(),
+        "segments compacted away"
+    );
+
     let first = query(dir.path(), r#"{service="cpu_ratio"}"#);
     let second = query(dir.path(), r#"{service="multi_thread"}"#);
     assert!(
@@ -168,6 +184,20 @@ fn survives_sigkill() {
         "{samples} samples kept across 3 kills, expected at least {floor}"
     );
     let _ = burner.0.kill();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
 }
 
 fn now_ms() -> i64 {

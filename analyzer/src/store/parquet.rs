@@ -1,0 +1,514 @@
+//! Compaction of write-ahead log segments into time-partitioned Parquet parts (written with
+//! polars), and reading them back.
+//!
+//! A segment `N` becomes one part per hour its batches cover:
+//!
+//! ```text
+//! DIR/data/<YYYYMMDDHH>/<N>.frames.parquet    frame_id u32, function, module, build_id, file: str, line u32, kernel, inlined: bool
+//! DIR/data/<YYYYMMDDHH>/<N>.stacks.parquet    stack_id u32, depth u32, frame_id u32   (one row per frame, root first)
+//! DIR/data/<YYYYMMDDHH>/<N>.series.parquet    series_id u32, host, comm, exe, build_id, service: str, pid u32
+//! DIR/data/<YYYYMMDDHH>/<N>.samples.parquet   start_ms, end_ms, period_ns: i64, series_id, stack_id: u32, off_cpu: bool, value: i64
+//! ```
+//!
+//! Stacks and frames are deduplicated within a part, so each sample row is a few integers.
+//! Every file is written to a temporary name and renamed; the samples file goes last. When all
+//! parts of segment `N` are written, a marker `wal/N.done` is written, the segment deleted, then
+//! the marker. Readers use part `N` only once segment `N` is gone or marked done, and the log
+//! segment otherwise, so a crash at any point never shows a sample twice or not at all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::wal::{read_segment, segment_seq, write_atomic};
+use super::{Batch, Row, SampleKind, SeriesLabels, StoreError};
+use crate::{Frame, FrameKind};
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn hour_dir(data: &Path, start_ms: i64) -> PathBuf {
+    let ts = jiff::Timestamp::from_millisecond(start_ms.div_euclid(HOUR_MS) * HOUR_MS)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    data.join(ts.strftime("%Y%m%d%H").to_string())
+}
+
+fn hour_of(dir_name: &str) -> Option<i64> {
+    let t = jiff::civil::DateTime::strptime("%Y%m%d%H", dir_name).ok()?;
+    Some(
+        jiff::tz::TimeZone::UTC
+            .to_timestamp(t)
+            .ok()?
+            .as_millisecond(),
+    )
+}
+
+/// Compacts one closed segment into Parquet parts and removes it. Idempotent: a compaction cut
+/// short by a crash is simply redone.
+pub(crate) fn compact_segment(store: &Path, segment: &Path) -> Result<usize, StoreError> {
+    let seq = segment_seq(segment).expect("a segment path");
+    let (batches, _) = read_segment(segment)?;
+    let mut by_hour: BTreeMap<PathBuf, Vec<Batch>> = BTreeMap::new();
+    for batch in batches {
+        by_hour
+            .entry(hour_dir(&store.join("data"), batch.start_ms))
+            .or_default()
+            .push(batch);
+    }
+    let parts = by_hour.len();
+    for (dir, batches) in by_hour {
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        write_part(&dir, seq, &batches)?;
+    }
+    let marker = segment.with_extension("done");
+    write_atomic(&marker, b"")?;
+    std::fs::remove_file(segment).map_err(|e| StoreError::io(segment, e))?;
+    std::fs::remove_file(&marker).map_err(|e| StoreError::io(&marker, e))?;
+    Ok(parts)
+}
+
+fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError> {
+    let mut frames: HashMap<&Frame, u32> = HashMap::new();
+    let mut stacks: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut series: HashMap<&SeriesLabels, u32> = HashMap::new();
+    let (mut f_cols, mut s_cols, mut r_cols, mut x_cols) = (
+        FrameCols::default(),
+        StackCols::default(),
+        SeriesCols::default(),
+        SampleCols::default(),
+    );
+    for batch in batches {
+        let frame_ids: Vec<u32> = batch
+            .frames
+            .iter()
+            .map(|f| {
+                let next = frames.len() as u32;
+                *frames.entry(f).or_insert_with(|| {
+                    f_cols.push(next, f);
+                    next
+                })
+            })
+            .collect();
+        let stack_ids: Vec<u32> = batch
+            .stacks
+            .iter()
+            .map(|s| {
+                let global: Vec<u32> = s.iter().map(|&f| frame_ids[f as usize]).collect();
+                let next = stacks.len() as u32;
+                *stacks.entry(global.clone()).or_insert_with(|| {
+                    s_cols.push(next, &global);
+                    next
+                })
+            })
+            .collect();
+        let series_ids: Vec<u32> = batch
+            .series
+            .iter()
+            .map(|s| {
+                let next = series.len() as u32;
+                *series.entry(s).or_insert_with(|| {
+                    r_cols.push(next, s);
+                    next
+                })
+            })
+            .collect();
+        for row in &batch.rows {
+            x_cols.push(
+                batch,
+                series_ids[row.series as usize],
+                stack_ids[row.stack as usize],
+                row,
+            );
+        }
+    }
+    let file = |kind: &str| dir.join(format!("{seq:016}.{kind}.parquet"));
+    write_df(&file("frames"), f_cols.into_df())?;
+    write_df(&file("stacks"), s_cols.into_df())?;
+    write_df(&file("series"), r_cols.into_df())?;
+    // Last: a part is complete once its samples file exists.
+    write_df(&file("samples"), x_cols.into_df())
+}
+
+fn write_df(path: &Path, df: PolarsResult<DataFrame>) -> Result<(), StoreError> {
+    let parquet = |source| StoreError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let mut df = df.map_err(parquet)?;
+    let tmp = path.with_extension("parquet.tmp");
+    let f = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    ParquetWriter::new(&f)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut df)
+        .map_err(parquet)?;
+    f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+}
+
+#[derive(Default)]
+struct FrameCols {
+    id: Vec<u32>,
+    function: Vec<String>,
+    module: Vec<Option<String>>,
+    build_id: Vec<Option<String>>,
+    file: Vec<Option<String>>,
+    line: Vec<Option<u32>>,
+    kernel: Vec<bool>,
+    inlined: Vec<bool>,
+}
+
+impl FrameCols {
+    fn push(&mut self, id: u32, f: &Frame) {
+        self.id.push(id);
+        self.function.push(f.function.clone());
+        self.module.push(f.module.clone());
+        self.build_id.push(f.build_id.clone());
+        self.file.push(f.file.clone());
+        self.line.push(f.line);
+        self.kernel.push(f.kind == FrameKind::Kernel);
+        self.inlined.push(f.inlined);
+    }
+
+    fn into_df(self) -> PolarsResult<DataFrame> {
+        DataFrame::new_infer_height(vec![
+            Column::new("frame_id".into(), self.id),
+            Column::new("function".into(), self.function),
+            Column::new("module".into(), self.module),
+            Column::new("build_id".into(), self.build_id),
+            Column::new("file".into(), self.file),
+            Column::new("line".into(), self.line),
+            Column::new("kernel".into(), self.kernel),
+            Column::new("inlined".into(), self.inlined),
+        ])
+    }
+}
+
+#[derive(Default)]
+struct StackCols {
+    id: Vec<u32>,
+    depth: Vec<u32>,
+    frame: Vec<u32>,
+}
+
+impl StackCols {
+    fn push(&mut self, id: u32, frames: &[u32]) {
+        for (depth, &f) in frames.iter().enumerate() {
+            self.id.push(id);
+            self.depth.push(depth as u32);
+            self.frame.push(f);
+        }
+    }
+
+    fn into_df(self) -> PolarsResult<DataFrame> {
+        DataFrame::new_infer_height(vec![
+            Column::new("stack_id".into(), self.id),
+            Column::new("depth".into(), self.depth),
+            Column::new("frame_id".into(), self.frame),
+        ])
+    }
+}
+
+#[derive(Default)]
+struct SeriesCols {
+    id: Vec<u32>,
+    host: Vec<String>,
+    pid: Vec<u32>,
+    comm: Vec<String>,
+    exe: Vec<String>,
+    build_id: Vec<String>,
+    service: Vec<String>,
+}
+
+impl SeriesCols {
+    fn push(&mut self, id: u32, s: &SeriesLabels) {
+        self.id.push(id);
+        self.host.push(s.host.clone());
+        self.pid.push(s.pid);
+        self.comm.push(s.comm.clone());
+        self.exe.push(s.exe.clone());
+        self.build_id.push(s.build_id.clone());
+        self.service.push(s.service.clone());
+    }
+
+    fn into_df(self) -> PolarsResult<DataFrame> {
+        DataFrame::new_infer_height(vec![
+            Column::new("series_id".into(), self.id),
+            Column::new("host".into(), self.host),
+            Column::new("pid".into(), self.pid),
+            Column::new("comm".into(), self.comm),
+            Column::new("exe".into(), self.exe),
+            Column::new("build_id".into(), self.build_id),
+            Column::new("service".into(), self.service),
+        ])
+    }
+}
+
+#[derive(Default)]
+struct SampleCols {
+    start: Vec<i64>,
+    end: Vec<i64>,
+    period: Vec<i64>,
+    series: Vec<u32>,
+    stack: Vec<u32>,
+    off_cpu: Vec<bool>,
+    value: Vec<i64>,
+}
+
+impl SampleCols {
+    fn push(&mut self, batch: &Batch, series: u32, stack: u32, row: &Row) {
+        self.start.push(batch.start_ms);
+        self.end.push(batch.end_ms);
+        self.period.push(batch.period_ns);
+        self.series.push(series);
+        self.stack.push(stack);
+        self.off_cpu.push(row.kind == SampleKind::OffCpu);
+        self.value.push(row.value);
+    }
+
+    fn into_df(self) -> PolarsResult<DataFrame> {
+        DataFrame::new_infer_height(vec![
+            Column::new("start_ms".into(), self.start),
+            Column::new("end_ms".into(), self.end),
+            Column::new("period_ns".into(), self.period),
+            Column::new("series_id".into(), self.series),
+            Column::new("stack_id".into(), self.stack),
+            Column::new("off_cpu".into(), self.off_cpu),
+            Column::new("value".into(), self.value),
+        ])
+    }
+}
+
+/// The highest segment number any Parquet part was compacted from.
+pub(crate) fn max_part_seq(store: &Path) -> Option<u64> {
+    let hours = std::fs::read_dir(store.join("data")).ok()?;
+    hours
+        .filter_map(Result::ok)
+        .filter_map(|h| std::fs::read_dir(h.path()).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .split('.')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+}
+
+/// Reads the complete, visible Parquet parts overlapping `[from_ms, to_ms)` as batches (one per
+/// part, rows filtered to the window by a lazy scan). Hour directories outside the window are
+/// never opened.
+pub(crate) fn read_parts(store: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Batch>, StoreError> {
+    let data = store.join("data");
+    let Ok(hours) = std::fs::read_dir(&data) else {
+        return Ok(Vec::new());
+    };
+    let wal = store.join("wal");
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = hours.filter_map(Result::ok).map(|e| e.path()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let Some(hour) = dir.file_name().and_then(|n| n.to_str()).and_then(hour_of) else {
+            continue;
+        };
+        if hour >= to_ms || hour + HOUR_MS <= from_ms {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut seqs: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".samples.parquet")
+                    .map(str::to_owned)
+            })
+            .collect();
+        seqs.sort();
+        for seq in seqs {
+            let segment = wal.join(format!("{seq}.wal"));
+            if segment.exists() && !segment.with_extension("done").exists() {
+                // Compaction of this segment has not finished: the log still holds it.
+                continue;
+            }
+            out.push(read_part(&dir, &seq, from_ms, to_ms)?);
+        }
+    }
+    Ok(out)
+}
+
+fn scan(path: &Path) -> Result<LazyFrame, StoreError> {
+    let p = path.to_string_lossy();
+    LazyFrame::scan_parquet(PlRefPath::from(p.as_ref()), ScanArgsParquet::default()).map_err(
+        |source| StoreError::Parquet {
+            path: path.to_owned(),
+            source,
+        },
+    )
+}
+
+fn read_part(dir: &Path, seq: &str, from_ms: i64, to_ms: i64) -> Result<Batch, StoreError> {
+    let file = |kind: &str| dir.join(format!("{seq}.{kind}.parquet"));
+    let err = |path: PathBuf| move |source| StoreError::Parquet { path, source };
+
+    let samples_path = file("samples");
+    let samples = scan(&samples_path)?
+        .filter(
+            col("end_ms")
+                .gt(lit(from_ms))
+                .and(col("start_ms").lt(lit(to_ms))),
+        )
+        .collect()
+        .map_err(err(samples_path.clone()))?;
+    let frames = scan(&file("frames"))?
+        .sort(["frame_id"], Default::default())
+        .collect()
+        .map_err(err(file("frames")))?;
+    let stacks = scan(&file("stacks"))?
+        .sort(["stack_id", "depth"], Default::default())
+        .collect()
+        .map_err(err(file("stacks")))?;
+    let series = scan(&file("series"))?
+        .sort(["series_id"], Default::default())
+        .collect()
+        .map_err(err(file("series")))?;
+    decode(&samples, &frames, &stacks, &series, from_ms, to_ms).map_err(err(samples_path))
+}
+
+fn strs(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<String>>> {
+    Ok(df
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|v| v.map(str::to_owned))
+        .collect())
+}
+
+fn u32s(df: &DataFrame, name: &str) -> PolarsResult<Vec<u32>> {
+    Ok(df
+        .column(name)?
+        .u32()?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect())
+}
+
+fn i64s(df: &DataFrame, name: &str) -> PolarsResult<Vec<i64>> {
+    Ok(df
+        .column(name)?
+        .i64()?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect())
+}
+
+fn bools(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {
+    Ok(df
+        .column(name)?
+        .bool()?
+        .iter()
+        .map(|v| v.unwrap_or(false))
+        .collect())
+}
+
+fn decode(
+    samples: &DataFrame,
+    frames: &DataFrame,
+    stacks: &DataFrame,
+    series: &DataFrame,
+    from_ms: i64,
+    to_ms: i64,
+) -> PolarsResult<Batch> {
+    let (function, module, build_id, file) = (
+        strs(frames, "function")?,
+        strs(frames, "module")?,
+        strs(frames, "build_id")?,
+        strs(frames, "file")?,
+    );
+    let line: Vec<Option<u32>> = frames.column("line")?.u32()?.iter().collect();
+    let (kernel, inlined) = (bools(frames, "kernel")?, bools(frames, "inlined")?);
+    let frames: Vec<Frame> = (0..function.len())
+        .map(|i| Frame {
+            function: function[i].clone().unwrap_or_default(),
+            module: module[i].clone(),
+            build_id: build_id[i].clone(),
+            file: file[i].clone(),
+            line: line[i],
+            kind: if kernel[i] {
+                FrameKind::Kernel
+            } else {
+                FrameKind::User
+            },
+            inlined: inlined[i],
+        })
+        .collect();
+
+    let mut stack_list: Vec<Vec<u32>> = Vec::new();
+    for (id, frame) in u32s(stacks, "stack_id")?
+        .into_iter()
+        .zip(u32s(stacks, "frame_id")?)
+    {
+        let id = id as usize;
+        if stack_list.len() <= id {
+            stack_list.resize(id + 1, Vec::new());
+        }
+        stack_list[id].push(frame);
+    }
+
+    let (host, comm, exe, sbuild, service) = (
+        strs(series, "host")?,
+        strs(series, "comm")?,
+        strs(series, "exe")?,
+        strs(series, "build_id")?,
+        strs(series, "service")?,
+    );
+    let pid = u32s(series, "pid")?;
+    let series_list: Vec<SeriesLabels> = (0..pid.len())
+        .map(|i| SeriesLabels {
+            host: host[i].clone().unwrap_or_default(),
+            pid: pid[i],
+            comm: comm[i].clone().unwrap_or_default(),
+            exe: exe[i].clone().unwrap_or_default(),
+            build_id: sbuild[i].clone().unwrap_or_default(),
+            service: service[i].clone().unwrap_or_default(),
+        })
+        .collect();
+
+    let (start, end, period) = (
+        i64s(samples, "start_ms")?,
+        i64s(samples, "end_ms")?,
+        i64s(samples, "period_ns")?,
+    );
+    let (series_id, stack_id, off_cpu, value) = (
+        u32s(samples, "series_id")?,
+        u32s(samples, "stack_id")?,
+        bools(samples, "off_cpu")?,
+        i64s(samples, "value")?,
+    );
+    let rows = (0..value.len())
+        .map(|i| Row {
+            series: series_id[i],
+            stack: stack_id[i],
+            kind: if off_cpu[i] {
+                SampleKind::OffCpu
+            } else {
+                SampleKind::Cpu
+            },
+            value: value[i],
+        })
+        .collect();
+    Ok(Batch {
+        start_ms: start.iter().copied().min().unwrap_or(from_ms).max(from_ms),
+        end_ms: end.iter().copied().max().unwrap_or(to_ms).min(to_ms),
+        period_ns: period.first().copied().unwrap_or(0),
+        frames,
+        stacks: stack_list,
+        series: series_list,
+        rows,
+    })
+}
