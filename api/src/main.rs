@@ -15,7 +15,7 @@ use critpath_analyzer::export::Format;
 use critpath_analyzer::store::SampleKind;
 use critpath_sampler::OffCpuConfig;
 
-use cli::{AgentArgs, Cli, Command, QueryCommand, RecordArgs, default_data_dir};
+use cli::{AgentArgs, Cli, Command, QueryCommand, RecordArgs, WindowArgs, default_data_dir};
 use record::{RecordConfig, RecordTarget};
 
 fn main() -> ExitCode {
@@ -29,32 +29,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(args) => record_config(args).and_then(record::run),
         Command::Agent(args) => agent::run(agent_config(args)),
-        Command::Query(QueryCommand::Profile(args)) => {
-            let w = args.window;
-            query::Window::new(
-                w.data_dir.unwrap_or_else(default_data_dir),
-                &w.from,
-                &w.to,
-                &w.query,
-            )
-            .and_then(|window| {
-                let kind = if args.kind == "offcpu" {
-                    SampleKind::OffCpu
-                } else {
-                    SampleKind::Cpu
-                };
-                query::profile(&window, kind, args.format, args.output)
-            })
-        }
+        Command::Query(QueryCommand::Profile(args)) => window(args.window).and_then(|w| {
+            let kind = if args.kind == "offcpu" {
+                SampleKind::OffCpu
+            } else {
+                SampleKind::Cpu
+            };
+            query::profile(&w, kind, args.format, args.output)
+        }),
         Command::Query(QueryCommand::Labels(args)) => {
-            let w = args.window;
-            query::Window::new(
-                w.data_dir.unwrap_or_else(default_data_dir),
-                &w.from,
-                &w.to,
-                &w.query,
-            )
-            .and_then(|window| query::labels(&window, args.name.as_deref()))
+            window(args.window).and_then(|w| query::labels(&w, args.name.as_deref()))
         }
     };
     match result {
@@ -64,6 +48,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn window(args: WindowArgs) -> anyhow::Result<query::Window> {
+    query::Window::new(
+        args.data_dir.unwrap_or_else(default_data_dir),
+        &args.from,
+        &args.to,
+        &args.query,
+    )
 }
 
 fn agent_config(args: AgentArgs) -> agent::AgentConfig {
