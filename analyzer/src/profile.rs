@@ -2,6 +2,7 @@
 //! a value for each sample type. Every export reads this one model.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use serde::{Deserialize, Serialize};
 
@@ -139,15 +140,15 @@ impl Profile {
             self.sample_types.len(),
             "one value per sample type"
         );
-        match self.sample_index.get(&(stack, labels.clone())) {
-            Some(&row) => {
-                for (acc, v) in self.samples[row].values.iter_mut().zip(values) {
+        match self.sample_index.entry((stack, labels)) {
+            Entry::Occupied(row) => {
+                for (acc, v) in self.samples[*row.get()].values.iter_mut().zip(values) {
                     *acc += v;
                 }
             }
-            None => {
-                self.sample_index
-                    .insert((stack, labels.clone()), self.samples.len());
+            Entry::Vacant(slot) => {
+                let labels = slot.key().1.clone();
+                slot.insert(self.samples.len());
                 self.samples.push(ProfileSample {
                     stack,
                     labels,

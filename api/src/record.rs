@@ -94,9 +94,9 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     let mut last_prune = Instant::now();
     let mut target_exited = false;
     loop {
-        rec.events += collector
+        collector
             .poll(&mut sampler, Duration::from_millis(100), |o| rec.observe(o))
-            .context("reading samples")? as u64;
+            .context("reading samples")?;
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -128,9 +128,9 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         }
     }
     // What is still in the ring buffer belongs to the recording.
-    rec.events += collector
+    collector
         .poll(&mut sampler, Duration::ZERO, |o| rec.observe(o))
-        .context("reading samples")? as u64;
+        .context("reading samples")?;
     let elapsed = started.elapsed();
     rec.profile.duration_ns = elapsed.as_nanos() as i64;
     if progress {
@@ -216,8 +216,6 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
 struct Recording {
     profile: Profile,
     on_cpu_values: Vec<i64>,
-    /// Events read from the ring buffer.
-    events: u64,
     /// On-CPU samples.
     samples: u64,
     /// Off-CPU waits.
@@ -246,7 +244,6 @@ impl Recording {
         Self {
             profile,
             on_cpu_values,
-            events: 0,
             samples: 0,
             waits: 0,
             edges: Vec::new(),

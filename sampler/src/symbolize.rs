@@ -234,12 +234,9 @@ impl Symbolizer {
     /// Symbolizes a user stack of process `pid`, innermost address first, appending frames
     /// innermost first to `out` (inlined functions expanded, innermost first).
     ///
-    /// Every address after the first is a return address; one is subtracted from it so that it
-    /// falls inside the call instruction.
     pub fn symbolize_user(&mut self, pid: u32, addrs: &[u64], out: &mut Vec<Frame>) {
         self.observe_process(pid);
-        for (i, &addr) in addrs.iter().enumerate() {
-            let addr = if i == 0 { addr } else { addr.saturating_sub(1) };
+        for addr in lookup_addrs(addrs) {
             self.symbolize_user_addr(pid, addr, out);
         }
     }
@@ -361,10 +358,7 @@ impl Symbolizer {
 
     /// Symbolizes a kernel stack, innermost first, appending frames innermost first.
     pub fn symbolize_kernel(&mut self, addrs: &[u64], out: &mut Vec<Frame>) {
-        let missing: Vec<u64> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| if i == 0 { a } else { a.saturating_sub(1) })
+        let missing: Vec<u64> = lookup_addrs(addrs)
             .filter(|a| !self.kernel.contains_key(a))
             .collect();
         if !missing.is_empty() {
@@ -399,13 +393,22 @@ impl Symbolizer {
                 self.kernel.insert(addr, frames);
             }
         }
-        for (i, &a) in addrs.iter().enumerate() {
-            let a = if i == 0 { a } else { a.saturating_sub(1) };
+        for a in lookup_addrs(addrs) {
             if let Some(frames) = self.kernel.get(&a) {
                 out.extend(frames.iter().rev().cloned());
             }
         }
     }
+}
+
+/// The addresses to look up for a stack, innermost first: the first is the sampled instruction,
+/// every later one a return address, moved back by one byte into its call instruction (so a
+/// call ending a function or an inlined range resolves to the caller's line, not the next one).
+fn lookup_addrs(stack: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    stack
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| if i == 0 { a } else { a.saturating_sub(1) })
 }
 
 /// Kernel symbols come from kallsyms (vmlinux images are rarely installed; they would add file

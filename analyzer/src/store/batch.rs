@@ -193,36 +193,11 @@ impl Aggregator {
         let mut stack = std::mem::take(&mut self.stack_buf);
         stack.clear();
         for frame in frames {
-            let id = match self.frames.get(frame) {
-                Some(&id) => id,
-                None => {
-                    let id = self.frame_list.len() as u32;
-                    self.frame_list.push(frame.clone());
-                    self.frames.insert(frame.clone(), id);
-                    id
-                }
-            };
-            stack.push(id);
+            stack.push(intern(&mut self.frames, &mut self.frame_list, frame));
         }
-        let stack_id = match self.stacks.get(&stack) {
-            Some(&id) => id,
-            None => {
-                let id = self.stack_list.len() as u32;
-                self.stack_list.push(stack.clone());
-                self.stacks.insert(stack.clone(), id);
-                id
-            }
-        };
+        let stack_id = intern(&mut self.stacks, &mut self.stack_list, &stack);
         self.stack_buf = stack;
-        let series_id = match self.series.get(series) {
-            Some(&id) => id,
-            None => {
-                let id = self.series_list.len() as u32;
-                self.series_list.push(series.clone());
-                self.series.insert(series.clone(), id);
-                id
-            }
-        };
+        let series_id = intern(&mut self.series, &mut self.series_list, series);
         *self.rows.entry((series_id, stack_id, kind)).or_default() += value;
         finished
     }
@@ -280,6 +255,22 @@ impl Aggregator {
         }
         profile
     }
+}
+
+/// The index of `key` in `list`, appending it (and indexing it in `map`) when new. Clones the
+/// key only the first time it is seen.
+fn intern<K: std::hash::Hash + Eq + Clone>(
+    map: &mut HashMap<K, u32>,
+    list: &mut Vec<K>,
+    key: &K,
+) -> u32 {
+    if let Some(&id) = map.get(key) {
+        return id;
+    }
+    let id = list.len() as u32;
+    list.push(key.clone());
+    map.insert(key.clone(), id);
+    id
 }
 
 #[cfg(test)]
