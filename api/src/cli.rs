@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use critpath_analyzer::export::Format;
+use critpath_analyzer::store::ProfileType;
+
+use crate::query::ProfileFormat;
 
 /// critpath: a continuous profiler for Linux that finds the critical path, not just the CPU top list.
 #[derive(Debug, Parser)]
@@ -79,8 +82,14 @@ pub struct AgentArgs {
 /// `critpath query ...`.
 #[derive(Debug, Subcommand)]
 pub enum QueryCommand {
-    /// A merged profile of a window, as folded stacks (default), pprof or speedscope.
+    /// Values over time per group of series (default: per service), as a table or JSON.
+    Series(QuerySeriesArgs),
+    /// The merged profile of a window: a table of the top functions (default), the call tree
+    /// as JSON, or an export (flamebearer, pprof, folded, speedscope).
     Profile(QueryProfileArgs),
+    /// Compare a window with a baseline (default: the window just before, of equal length):
+    /// functions ordered most grown first, by share of each window's total.
+    Diff(QueryDiffArgs),
     /// Label names, or the values of one label, seen in a window.
     Labels(QueryLabelsArgs),
 }
@@ -91,15 +100,46 @@ pub struct WindowArgs {
     /// Store directory [default: $XDG_DATA_HOME/critpath, else ./critpath-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Window start: RFC 3339, Unix milliseconds, or now-DURATION.
+    /// Window start: RFC 3339 (2026-11-25T10:00:00Z), Unix milliseconds, or now-DURATION
+    /// (now-15m, now-2h, now-1d). Stored intervals overlapping the window count whole.
     #[arg(long, default_value = "now-15m")]
     pub from: String,
     /// Window end (exclusive), same forms.
     #[arg(long, default_value = "now")]
     pub to: String,
-    /// Label selector, e.g. '{service="api", comm=~"post.*"}'; empty selects everything.
+    /// Label selector, e.g. '{service="api", comm=~"post.*", pid!="1"}'; operators =, !=, =~,
+    /// !~; labels host, pid, comm, exe, build_id, service. Empty selects everything.
     #[arg(long, default_value = "")]
     pub query: String,
+}
+
+/// What values a query reads.
+#[derive(Debug, Args)]
+pub struct TypeArgs {
+    /// cpu (on-CPU samples), offcpu (blocked time) or wall (on-CPU time + blocked time).
+    #[arg(long = "type", default_value = "cpu", value_parser = parse_profile_type)]
+    pub profile_type: ProfileType,
+}
+
+/// `critpath query series`.
+#[derive(Debug, Args)]
+pub struct QuerySeriesArgs {
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub kind: TypeArgs,
+    /// Step (e.g. 10s, 1m) [default: the window / 60, in whole seconds, at least 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub step: Option<std::time::Duration>,
+    /// Labels to group by, comma-separated; empty for one series of everything.
+    #[arg(long, default_value = "service", value_delimiter = ',')]
+    pub group_by: Vec<String>,
+    /// Series shown as table columns (the rest are summed into "other").
+    #[arg(long, default_value_t = 6)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `critpath query profile`.
@@ -107,12 +147,55 @@ pub struct WindowArgs {
 pub struct QueryProfileArgs {
     #[command(flatten)]
     pub window: WindowArgs,
-    /// cpu (on-CPU samples) or offcpu (off-CPU nanoseconds).
-    #[arg(long = "type", default_value = "cpu", value_parser = ["cpu", "offcpu"])]
-    pub kind: String,
-    /// Output format: folded, pprof or speedscope.
-    #[arg(long, default_value = "folded", value_parser = parse_format)]
-    pub format: Format,
+    #[command(flatten)]
+    pub kind: TypeArgs,
+    /// table (top functions), tree (JSON call tree), flamebearer (Pyroscope JSON), pprof,
+    /// folded or speedscope.
+    #[arg(long, default_value = "table", value_parser = parse_output_format)]
+    pub format: ProfileFormat,
+    /// The call tree as JSON (the same as --format tree).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Keep at most this many tree nodes, the largest (tree and flamebearer; 0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_nodes: usize,
+    /// Drop tree nodes under this share of the total (tree and flamebearer), e.g. 0.001.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_share: f64,
+    /// Rows of the table.
+    #[arg(long, default_value_t = 25)]
+    pub limit: usize,
+    /// Output file [default: standard output].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `critpath query diff`.
+#[derive(Debug, Args)]
+pub struct QueryDiffArgs {
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub kind: TypeArgs,
+    /// Baseline start [default: --from minus the window's length].
+    #[arg(long)]
+    pub baseline_from: Option<String>,
+    /// Baseline end [default: --from].
+    #[arg(long)]
+    pub baseline_to: Option<String>,
+    /// table (functions, most grown first), tree (JSON diff tree) or flamebearer (Pyroscope's
+    /// double format).
+    #[arg(long, default_value = "table", value_parser = ["table", "tree", "flamebearer"])]
+    pub format: String,
+    /// The diff tree as JSON (the same as --format tree).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Keep at most this many nodes of each window's tree before comparing (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_nodes: usize,
+    /// Rows of the table.
+    #[arg(long, default_value_t = 25)]
+    pub limit: usize,
     /// Output file [default: standard output].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -123,8 +206,26 @@ pub struct QueryProfileArgs {
 pub struct QueryLabelsArgs {
     #[command(flatten)]
     pub window: WindowArgs,
-    /// Print the values of this label instead of the label names.
+    /// Print the values of this label (with their on-CPU samples) instead of the label names.
     pub name: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_output_format(s: &str) -> Result<ProfileFormat, String> {
+    match s {
+        "table" => Ok(ProfileFormat::Table),
+        "tree" => Ok(ProfileFormat::Tree),
+        "flamebearer" => Ok(ProfileFormat::Flamebearer),
+        _ => s.parse().map(ProfileFormat::Export).map_err(|_| {
+            format!("unknown format {s:?}; expected table, tree, flamebearer, pprof, folded or speedscope")
+        }),
+    }
+}
+
+fn parse_profile_type(s: &str) -> Result<ProfileType, String> {
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

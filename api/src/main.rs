@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Parser as _;
 use critpath_analyzer::export::Format;
-use critpath_analyzer::store::SampleKind;
 use critpath_sampler::OffCpuConfig;
 
 use cli::{AgentArgs, Cli, Command, QueryCommand, RecordArgs, WindowArgs, default_data_dir};
@@ -29,16 +28,61 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(args) => record_config(args).and_then(record::run),
         Command::Agent(args) => agent::run(agent_config(args)),
-        Command::Query(QueryCommand::Profile(args)) => window(args.window).and_then(|w| {
-            let kind = if args.kind == "offcpu" {
-                SampleKind::OffCpu
-            } else {
-                SampleKind::Cpu
-            };
-            query::profile(&w, kind, args.format, args.output)
+        Command::Query(QueryCommand::Series(args)) => target(args.window).and_then(|t| {
+            query::series(
+                &t,
+                &query::SeriesConfig {
+                    profile_type: args.kind.profile_type,
+                    step_ms: args.step.map(|d| d.as_millis() as i64),
+                    group_by: args
+                        .group_by
+                        .into_iter()
+                        .filter(|l| !l.is_empty())
+                        .collect(),
+                    limit: args.limit,
+                    json: args.json,
+                },
+            )
+        }),
+        Command::Query(QueryCommand::Profile(args)) => target(args.window).and_then(|t| {
+            query::profile(
+                &t,
+                &query::ProfileConfig {
+                    profile_type: args.kind.profile_type,
+                    format: if args.json {
+                        query::ProfileFormat::Tree
+                    } else {
+                        args.format
+                    },
+                    max_nodes: args.max_nodes,
+                    min_share: args.min_share,
+                    limit: args.limit,
+                    output: args.output,
+                    frequency_hz: DEFAULT_FREQUENCY_HZ,
+                },
+            )
+        }),
+        Command::Query(QueryCommand::Diff(args)) => target(args.window).and_then(|t| {
+            query::diff(
+                &t,
+                &query::DiffConfig {
+                    profile_type: args.kind.profile_type,
+                    baseline_from: args.baseline_from,
+                    baseline_to: args.baseline_to,
+                    format: if args.json {
+                        "tree".to_owned()
+                    } else {
+                        args.format
+                    },
+                    max_nodes: args.max_nodes,
+                    limit: args.limit,
+                    output: args.output,
+                    frequency_hz: DEFAULT_FREQUENCY_HZ,
+                },
+            )
         }),
         Command::Query(QueryCommand::Labels(args)) => {
-            window(args.window).and_then(|w| query::labels(&w, args.name.as_deref()))
+            target(args.window).and_then(|t| query::labels(&t, args.name.as_deref(), args.json))
         }
     };
     match result {
@@ -50,8 +94,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn window(args: WindowArgs) -> anyhow::Result<query::Window> {
-    query::Window::new(
+/// The agent's default sampling frequency (flamebearer's sample rate for CPU counts).
+const DEFAULT_FREQUENCY_HZ: u64 = 19;
+
+fn target(args: WindowArgs) -> anyhow::Result<query::Target> {
+    query::Target::new(
         args.data_dir.unwrap_or_else(default_data_dir),
         &args.from,
         &args.to,

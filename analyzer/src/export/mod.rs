@@ -2,10 +2,13 @@
 //!
 //! - [`pprof`]: gzipped `profile.proto`, for `go tool pprof` and compatible readers;
 //! - [`folded`]: Brendan Gregg's collapsed stacks, for flamegraph.pl and inferno;
-//! - [`speedscope`]: speedscope's JSON file format.
+//! - [`speedscope`]: speedscope's JSON file format;
+//! - [`flamebearer`]: Pyroscope's flame graph JSON, of a [`FlameTree`](crate::query::FlameTree)
+//!   or a [`DiffTree`](crate::query::DiffTree).
 
 use std::str::FromStr;
 
+pub mod flamebearer;
 pub mod folded;
 pub mod pprof;
 pub mod speedscope;

@@ -1,50 +1,145 @@
-//! The embedded store's ingest side: samples aggregated per interval into [`Batch`]es, made
-//! durable in an append-only, checksummed, fsynced write-ahead log.
+//! The embedded store: samples aggregated per interval into [`Batch`]es, made durable in an
+//! append-only, checksummed, fsynced write-ahead log, compacted into hourly Parquet parts
+//! (written with polars), dropped whole by retention, and read by polars lazy scans.
 //!
 //! # On-disk layout (store schema version 1)
 //!
 //! ```text
-//! DIR/STORE_VERSION          "1\n"
-//! DIR/wal/<seq:016>.wal      write-ahead log segments, appended in order
+//! DIR/STORE_VERSION                          "1\n"; a reader or writer of another version refuses
+//! DIR/LOCK                                   flock(2)ed by the one writer
+//! DIR/wal/<seq:016>.wal                      write-ahead log segments
+//! DIR/wal/<seq:016>.done                     marker: segment <seq> is compacted (transient)
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.frames.parquet
+//!     frame_id u32, function str, module str?, build_id str?, file str?, line u32?,
+//!     kernel bool, inlined bool
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.stacks.parquet
+//!     stack_id u32, depth u32, frame_id u32            one row per frame, root first (depth 0)
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.series.parquet
+//!     series_id u32, host str, pid u32, comm str, exe str, build_id str, service str
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.samples.parquet
+//!     start_ms i64, end_ms i64, period_ns i64, series_id u32, stack_id u32, off_cpu bool,
+//!     value i64                                        samples (cpu) or nanoseconds (off-CPU)
 //! ```
 //!
-//! A segment is a sequence of records, each `magic (4 bytes "CPW1") | payload length (u32 LE) |
-//! CRC-32 of the payload (u32 LE) | payload`, the payload a [`Batch`] encoded with postcard. Each
-//! record is fsynced before `append` returns, so a crash loses at most the batch being written;
-//! a torn record at a segment's tail is cut off on the next open (and reported), never read.
-//! Every agent start opens a new segment.
+//! **Log.** A segment is a sequence of records, each `magic "CPW1" | payload length (u32 LE) |
+//! CRC-32 of the payload (u32 LE) | payload`, the payload a [`Batch`] encoded with postcard.
+//! Each record is fsynced before [`Store::append`] returns, so a crash loses at most the
+//! interval being aggregated; a torn record at a segment's tail is cut off on the next open
+//! (and reported), never read. A failed append (a full disk) cuts its partial record off, or
+//! rotates, so later appends stay readable. Every writer starts a new segment, and rotates to
+//! the next one when a batch starts a new hour or the segment reaches
+//! [`StoreOptions::segment_max_bytes`].
 //!
-//! Closed segments are compacted into time-partitioned Parquet parts (see the `parquet`
-//! module's docs for their schema) when a store is opened for writing and when the writer
-//! closes it; [`Store::batches`] reads the parts (pruning hours outside the window) and the
-//! segments not compacted yet. One writer at a time holds `DIR/LOCK`.
+//! **Parts.** A closed segment is compacted, in a background thread, into one part per hour
+//! its batches cover: four Parquet files named after the segment, with frames and stacks
+//! deduplicated within the part so each sample row is a few small integers (zstd). Every file
+//! is written under a temporary name, fsynced and renamed; the samples file goes last. Then the
+//! `.done` marker is written, the segment deleted, and the marker removed. Readers use part
+//! `<seq>` only when segment `<seq>` is gone or marked done, and the segment otherwise, so a
+//! crash at any point never shows a sample twice or not at all, and a query never reads a
+//! half-written file. Segment numbers are never reused.
+//!
+//! **Retention.** After each compaction, hour directories older than [`Retention::max_age`]
+//! are deleted whole, then the oldest ones until the store fits [`Retention::max_bytes`].
 
 mod batch;
 mod parquet;
+mod scan;
 mod wal;
 
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use batch::{Aggregator, Batch, Row, SampleKind, SeriesLabels};
+pub use scan::{ProfileType, Scan, ScanPart, ScanRow};
 pub use wal::{Recovery, StoreError, Wal};
+
+use parquet::HOUR_MS;
 
 /// The store schema version this code reads and writes.
 pub const STORE_VERSION: u32 = 1;
+
+/// How long and how much the store keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Hours older than this are dropped. Default: 30 days; `None` keeps everything.
+    pub max_age: Option<Duration>,
+    /// The oldest hours are dropped while the store is larger than this. Default: 10 GiB;
+    /// `None`: no limit. The newest hour is never dropped.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_bytes: Some(10 << 30),
+        }
+    }
+}
+
+/// Settings of a store opened for writing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// What to keep.
+    pub retention: Retention,
+    /// A log segment is rotated (and compacted) when it reaches this size, or when a batch
+    /// starts a new hour. Default: 256 MiB.
+    pub segment_max_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            retention: Retention::default(),
+            segment_max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What one round of background maintenance did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Segments compacted into Parquet.
+    pub compacted_segments: usize,
+    /// Hour directories dropped by retention.
+    pub dropped_hours: usize,
+    /// Bytes they held.
+    pub dropped_bytes: u64,
+}
 
 /// An open store directory.
 pub struct Store {
     dir: PathBuf,
     wal: Wal,
+    options: StoreOptions,
+    /// The hour (Unix ms) of the current segment's batches.
+    segment_hour: Option<i64>,
+    maintenance: Option<JoinHandle<Result<Maintenance, StoreError>>>,
     _lock: std::fs::File,
 }
 
 impl Store {
-    /// Opens (creating if needed) a store directory for writing: checks its schema version and
-    /// starts a new log segment. Returns what recovery found in existing segments.
+    /// Opens (creating if needed) a store directory for writing with default options.
     ///
     /// # Errors
-    /// I/O errors, or a directory written by an incompatible schema version.
+    /// See [`Store::open_with`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<(Self, Recovery), StoreError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) a store directory for writing: checks its schema version,
+    /// takes the writer's lock, recovers the log, compacts segments left by earlier writers,
+    /// applies retention and starts a new segment. Returns what recovery found.
+    ///
+    /// # Errors
+    /// I/O errors, another writer holding the lock, or a directory written by an incompatible
+    /// schema version.
+    pub fn open_with(
+        dir: impl Into<PathBuf>,
+        options: StoreOptions,
+    ) -> Result<(Self, Recovery), StoreError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         check_version(&dir, true)?;
@@ -52,30 +147,29 @@ impl Store {
         let next_seq = parquet::max_part_seq(&dir).map_or(1, |s| s + 1);
         let (wal, recovery) = Wal::open(dir.join("wal"), next_seq)?;
         // Earlier segments are closed (each writer starts its own): compact them now.
-        for segment in wal::segments(&dir.join("wal"))? {
-            if segment != wal.path() {
-                parquet::compact_segment(&dir, &segment)?;
-            }
-        }
+        maintain(&dir, Some(wal.path()), &options.retention)?;
         Ok((
             Self {
                 dir,
                 wal,
+                options,
+                segment_hour: None,
+                maintenance: None,
                 _lock: lock,
             },
             recovery,
         ))
     }
 
-    /// Closes the store: compacts this writer's segment into Parquet.
+    /// Closes the store: waits for background maintenance, then compacts this writer's last
+    /// segment into Parquet.
     ///
     /// # Errors
     /// Compaction failures; the segment then stays and is compacted at the next open.
-    pub fn close(self) -> Result<(), StoreError> {
-        let Self { dir, wal, _lock } = self;
-        let segment = wal.path().to_owned();
-        drop(wal);
-        parquet::compact_segment(&dir, &segment).map(|_| ())
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.finish_maintenance();
+        // Every segment is closed now, this writer's included.
+        maintain(&self.dir, None, &self.options.retention).map(|_| ())
     }
 
     /// The store's directory.
@@ -83,12 +177,64 @@ impl Store {
         &self.dir
     }
 
-    /// Appends a batch durably (written and fsynced when this returns).
+    /// Appends a batch durably (written and fsynced when this returns). Rotates the log first
+    /// when the batch starts a new hour or the segment is full, and then compacts the closed
+    /// segment in the background.
     ///
     /// # Errors
-    /// Write or fsync failures (a full disk among them); the store stays readable.
+    /// Write or fsync failures (a full disk among them); the store stays readable and later
+    /// appends may succeed.
     pub fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let hour = batch.start_ms.div_euclid(HOUR_MS);
+        let rotate = self.wal.needs_rotation()
+            || (self.wal.segment_len() > 0
+                && (self.segment_hour != Some(hour)
+                    || self.wal.segment_len() >= self.options.segment_max_bytes));
+        if rotate {
+            // The previous round must be over before a segment is closed: it would take the
+            // new segment for a closed one.
+            self.finish_maintenance();
+            match self.wal.rotate() {
+                Ok(_) => self.start_maintenance(),
+                // Keep appending to the current segment; rotation is retried next time.
+                Err(err) => log::warn!("rotating the log: {err}"),
+            }
+        }
+        self.segment_hour = Some(hour);
         self.wal.append(batch)
+    }
+
+    /// Starts compacting closed segments and applying retention in a background thread (after
+    /// the previous round has finished).
+    fn start_maintenance(&mut self) {
+        self.finish_maintenance();
+        let dir = self.dir.clone();
+        let active = self.wal.path().to_owned();
+        let retention = self.options.retention.clone();
+        let spawned = std::thread::Builder::new()
+            .name("critpath-compact".into())
+            .spawn(move || maintain(&dir, Some(&active), &retention));
+        match spawned {
+            Ok(handle) => self.maintenance = Some(handle),
+            Err(err) => log::warn!("starting the compaction thread: {err}"),
+        }
+    }
+
+    /// Waits for the background maintenance round, if any, and logs its outcome.
+    pub fn finish_maintenance(&mut self) {
+        let Some(handle) = self.maintenance.take() else {
+            return;
+        };
+        match handle.join() {
+            Ok(Ok(m)) => log::info!(
+                "compacted {} segment(s), dropped {} hour(s) ({} bytes) by retention",
+                m.compacted_segments,
+                m.dropped_hours,
+                m.dropped_bytes
+            ),
+            Ok(Err(err)) => log::error!("compacting the log: {err}; retried at the next rotation"),
+            Err(_) => log::error!("the compaction thread panicked; retried at the next rotation"),
+        }
     }
 
     /// Bytes written to the log by this process.
@@ -100,24 +246,111 @@ impl Store {
     /// agent writes it: a record being written is not yet valid and is skipped).
     ///
     /// # Errors
-    /// A missing directory or an incompatible schema version.
+    /// A missing directory, an incompatible schema version, or an unreadable file.
     pub fn batches(dir: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Batch>, StoreError> {
-        check_version(dir, false)?;
-        let mut out = parquet::read_parts(dir, from_ms, to_ms)?;
-        for segment in wal::segments(&dir.join("wal"))? {
-            if segment.with_extension("done").exists() {
-                // Compacted; its Parquet parts are read instead.
-                continue;
-            }
-            let (batches, _) = wal::read_segment(&segment)?;
-            out.extend(
-                batches
-                    .into_iter()
-                    .filter(|b| b.end_ms > from_ms && b.start_ms < to_ms),
-            );
-        }
-        Ok(out)
+        scan::batches(dir, from_ms, to_ms)
     }
+
+    /// Sums the values of a window of a store directory, read-only, grouped as `request` says.
+    /// Parquet parts are scanned by polars with the filter and grouping pushed down.
+    ///
+    /// # Errors
+    /// A missing directory, an incompatible schema version, or an unreadable file.
+    pub fn scan(dir: &Path, request: &Scan<'_>) -> Result<Vec<ScanPart>, StoreError> {
+        scan::scan(dir, request)
+    }
+
+    /// Bytes on disk: Parquet parts and log segments.
+    pub fn disk_usage(dir: &Path) -> u64 {
+        dir_size(&dir.join("data")) + dir_size(&dir.join("wal"))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.finish_maintenance();
+    }
+}
+
+/// Compacts every closed segment (those before `active`; all when `active` is `None`), then
+/// applies retention.
+fn maintain(
+    dir: &Path,
+    active: Option<&Path>,
+    retention: &Retention,
+) -> Result<Maintenance, StoreError> {
+    let mut m = Maintenance::default();
+    let active_seq = active.and_then(wal::segment_seq).unwrap_or(u64::MAX);
+    for segment in wal::segments(&dir.join("wal"))? {
+        if wal::segment_seq(&segment).is_some_and(|seq| seq < active_seq) {
+            parquet::compact_segment(dir, &segment)?;
+            m.compacted_segments += 1;
+        }
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (hours, bytes) = apply_retention(dir, retention, now_ms)?;
+    m.dropped_hours = hours;
+    m.dropped_bytes = bytes;
+    Ok(m)
+}
+
+/// Drops hour directories older than the maximum age, then the oldest while the store is over
+/// its size (never the newest hour). Returns the hours and bytes dropped.
+fn apply_retention(
+    dir: &Path,
+    retention: &Retention,
+    now_ms: i64,
+) -> Result<(usize, u64), StoreError> {
+    let hours = parquet::hour_dirs(dir)?;
+    let mut sizes: Vec<(PathBuf, i64, u64)> = hours
+        .into_iter()
+        .map(|(path, hour)| {
+            let size = dir_size(&path);
+            (path, hour, size)
+        })
+        .collect();
+    let mut total: u64 = sizes.iter().map(|h| h.2).sum::<u64>() + dir_size(&dir.join("wal"));
+    let (mut dropped, mut dropped_bytes) = (0, 0);
+    let oldest_kept = retention.max_age.map(|age| now_ms - age.as_millis() as i64);
+    while sizes.len() > 1 {
+        let (path, hour, size) = &sizes[0];
+        let too_old = oldest_kept.is_some_and(|t| hour + HOUR_MS <= t);
+        let too_big = retention.max_bytes.is_some_and(|max| total > max);
+        if !too_old && !too_big {
+            break;
+        }
+        std::fs::remove_dir_all(path).map_err(|e| StoreError::io(path, e))?;
+        log::info!(
+            "retention: dropped {} ({size} bytes, {})",
+            path.display(),
+            if too_old {
+                "too old"
+            } else {
+                "store over its size"
+            }
+        );
+        total -= size;
+        dropped += 1;
+        dropped_bytes += size;
+        sizes.remove(0);
+    }
+    Ok((dropped, dropped_bytes))
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Takes the writer's lock on a store directory.
@@ -137,7 +370,7 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
-fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> {
+pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> {
     let path = dir.join("STORE_VERSION");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -159,6 +392,169 @@ fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> {
             }
             wal::write_atomic(&path, format!("{STORE_VERSION}\n").as_bytes())
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::NoStore(dir.to_owned()))
+        }
         Err(e) => Err(StoreError::io(&path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Frame;
+
+    fn batch(start_ms: i64, n: i64) -> Batch {
+        let mut agg = Aggregator::new(10_000, 1);
+        let s = SeriesLabels {
+            pid: 7,
+            comm: "w".into(),
+            ..Default::default()
+        };
+        for i in 0..n {
+            agg.add(
+                start_ms + i,
+                &s,
+                &[Frame::user(format!("f{i}"), "/x")],
+                SampleKind::Cpu,
+                1,
+            );
+        }
+        agg.flush().unwrap()
+    }
+
+    fn total(dir: &Path) -> i64 {
+        Store::batches(dir, 0, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|b| b.total(SampleKind::Cpu))
+            .sum()
+    }
+
+    fn parts(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for (hour, _) in parquet::hour_dirs(dir).unwrap() {
+            for e in std::fs::read_dir(&hour).unwrap() {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                if let Some(seq) = name.strip_suffix(".samples.parquet") {
+                    out.push(format!(
+                        "{}/{seq}",
+                        hour.file_name().unwrap().to_str().unwrap()
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A batch of a new hour rotates the log, and the closed segment is compacted in the
+    /// background while appends go on; every sample is read exactly once throughout.
+    #[test]
+    fn rotates_per_hour_and_compacts_in_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep_all = StoreOptions {
+            retention: Retention {
+                max_age: None,
+                max_bytes: None,
+            },
+            ..StoreOptions::default()
+        };
+        let (mut store, _) = Store::open_with(dir.path(), keep_all).unwrap();
+        store.append(&batch(0, 3)).unwrap();
+        store.append(&batch(10_000, 2)).unwrap();
+        assert_eq!(total(dir.path()), 5);
+        store.append(&batch(HOUR_MS, 4)).unwrap(); // rotates
+        assert_eq!(total(dir.path()), 9, "during compaction");
+        store.finish_maintenance();
+        assert_eq!(parts(dir.path()), ["1970010100/0000000000000001"]);
+        assert_eq!(wal::segments(&dir.path().join("wal")).unwrap().len(), 1);
+        assert_eq!(total(dir.path()), 9, "after compaction");
+
+        // A full segment rotates too.
+        store.options.segment_max_bytes = 1;
+        store.append(&batch(HOUR_MS + 10_000, 1)).unwrap();
+        store.finish_maintenance();
+        assert_eq!(
+            parts(dir.path()),
+            ["1970010100/0000000000000001", "1970010101/0000000000000002"]
+        );
+        assert_eq!(total(dir.path()), 10);
+        store.close().unwrap();
+        assert_eq!(parts(dir.path()).len(), 3);
+        assert_eq!(total(dir.path()), 10);
+    }
+
+    /// A segment whose compaction was cut short (parts written, no marker) is read from the log
+    /// only; once marked done, from its parts only. Never both, never neither.
+    #[test]
+    fn visibility_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        store.append(&batch(0, 3)).unwrap();
+        drop(store);
+        let segment = wal::segments(&dir.path().join("wal")).unwrap().remove(0);
+        let copy = std::fs::read(&segment).unwrap();
+        parquet::compact_segment(dir.path(), &segment).unwrap();
+        // Back to "parts written, segment still there": as after a crash mid-compaction.
+        std::fs::write(&segment, &copy).unwrap();
+        assert_eq!(parts(dir.path()).len(), 1);
+        assert_eq!(total(dir.path()), 3, "log only");
+        wal::write_atomic(&segment.with_extension("done"), b"").unwrap();
+        assert_eq!(total(dir.path()), 3, "parts only");
+        // The next writer finishes the job.
+        let (store, _) = Store::open(dir.path()).unwrap();
+        assert_eq!(total(dir.path()), 3);
+        store.close().unwrap();
+        assert_eq!(total(dir.path()), 3);
+    }
+
+    /// Retention drops whole hours: those past the maximum age, then the oldest while the
+    /// store is over its size, never the newest.
+    #[test]
+    fn retention_drops_whole_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let hour = |h: i64| (now / HOUR_MS - h) * HOUR_MS;
+        let options = StoreOptions {
+            retention: Retention {
+                max_age: None,
+                max_bytes: None,
+            },
+            ..StoreOptions::default()
+        };
+        let (mut store, _) = Store::open_with(dir.path(), options).unwrap();
+        for h in [50, 30, 3, 2, 1] {
+            store.append(&batch(hour(h), 2)).unwrap();
+        }
+        store.close().unwrap();
+        assert_eq!(parts(dir.path()).len(), 5, "{:?}", parts(dir.path()));
+
+        let by_age = Retention {
+            max_age: Some(Duration::from_secs(24 * 3600)),
+            max_bytes: None,
+        };
+        let (dropped, bytes) = apply_retention(dir.path(), &by_age, now).unwrap();
+        assert_eq!((dropped, parts(dir.path()).len()), (2, 3));
+        assert!(bytes > 0);
+        assert_eq!(total(dir.path()), 6);
+
+        let one_hour = dir_size(&parquet::hour_dirs(dir.path()).unwrap()[2].0);
+        let by_size = Retention {
+            max_age: None,
+            max_bytes: Some(one_hour + one_hour / 2),
+        };
+        apply_retention(dir.path(), &by_size, now).unwrap();
+        assert_eq!(parts(dir.path()).len(), 1, "the newest hour stays");
+        let tiny = Retention {
+            max_age: None,
+            max_bytes: Some(1),
+        };
+        apply_retention(dir.path(), &tiny, now).unwrap();
+        assert_eq!(parts(dir.path()).len(), 1, "never the newest");
+        assert_eq!(total(dir.path()), 2);
     }
 }

@@ -26,7 +26,8 @@ use super::wal::{read_segment, segment_seq, write_atomic};
 use super::{Batch, Row, SampleKind, SeriesLabels, StoreError};
 use crate::{Frame, FrameKind};
 
-const HOUR_MS: i64 = 3_600_000;
+/// Length of a partition.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 
 fn hour_dir(data: &Path, start_ms: i64) -> PathBuf {
     let ts = jiff::Timestamp::from_millisecond(start_ms.div_euclid(HOUR_MS) * HOUR_MS)
@@ -133,7 +134,7 @@ fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError>
 fn write_df(path: &Path, df: PolarsResult<DataFrame>) -> Result<(), StoreError> {
     let parquet = |source| StoreError::Parquet {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut df = df.map_err(parquet)?;
     let tmp = path.with_extension("parquet.tmp");
@@ -298,64 +299,43 @@ pub(crate) fn max_part_seq(store: &Path) -> Option<u64> {
         .max()
 }
 
-/// Reads the complete, visible Parquet parts overlapping `[from_ms, to_ms)` as batches (one per
-/// part, rows filtered to the window by a lazy scan). Hour directories outside the window are
-/// never opened.
-pub(crate) fn read_parts(store: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Batch>, StoreError> {
+/// The hour directories of a store with their start (Unix ms), oldest first.
+pub(crate) fn hour_dirs(store: &Path) -> Result<Vec<(PathBuf, i64)>, StoreError> {
     let data = store.join("data");
-    let Ok(hours) = std::fs::read_dir(&data) else {
-        return Ok(Vec::new());
+    let entries = match std::fs::read_dir(&data) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(&data, e)),
     };
-    let wal = store.join("wal");
-    let mut out = Vec::new();
-    let mut dirs: Vec<PathBuf> = hours.filter_map(Result::ok).map(|e| e.path()).collect();
-    dirs.sort();
-    for dir in dirs {
-        let Some(hour) = dir.file_name().and_then(|n| n.to_str()).and_then(hour_of) else {
-            continue;
-        };
-        if hour >= to_ms || hour + HOUR_MS <= from_ms {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut seqs: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".samples.parquet")
-                    .map(str::to_owned)
-            })
-            .collect();
-        seqs.sort();
-        for seq in seqs {
-            let segment = wal.join(format!("{seq}.wal"));
-            if segment.exists() && !segment.with_extension("done").exists() {
-                // Compaction of this segment has not finished: the log still holds it.
-                continue;
-            }
-            out.push(read_part(&dir, &seq, from_ms, to_ms)?);
-        }
-    }
-    Ok(out)
+    let mut dirs: Vec<(PathBuf, i64)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let hour = hour_of(e.file_name().to_str()?)?;
+            Some((e.path(), hour))
+        })
+        .collect();
+    dirs.sort_by_key(|(_, hour)| *hour);
+    Ok(dirs)
 }
 
-fn scan(path: &Path) -> Result<LazyFrame, StoreError> {
+pub(crate) fn scan(path: &Path) -> Result<LazyFrame, StoreError> {
     let p = path.to_string_lossy();
     LazyFrame::scan_parquet(PlRefPath::from(p.as_ref()), ScanArgsParquet::default()).map_err(
         |source| StoreError::Parquet {
             path: path.to_owned(),
-            source,
+            error: source,
         },
     )
 }
 
-fn read_part(dir: &Path, seq: &str, from_ms: i64, to_ms: i64) -> Result<Batch, StoreError> {
+/// Reads one part's rows overlapping `[from_ms, to_ms)` as a batch (`None` when none does).
+pub(crate) fn read_part(
+    dir: &Path,
+    seq: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Option<Batch>, StoreError> {
     let file = |kind: &str| dir.join(format!("{seq}.{kind}.parquet"));
-    let err = |path: PathBuf| move |source| StoreError::Parquet { path, source };
-
     let samples_path = file("samples");
     let samples = scan(&samples_path)?
         .filter(
@@ -364,20 +344,58 @@ fn read_part(dir: &Path, seq: &str, from_ms: i64, to_ms: i64) -> Result<Batch, S
                 .and(col("start_ms").lt(lit(to_ms))),
         )
         .collect()
-        .map_err(err(samples_path.clone()))?;
-    let frames = scan(&file("frames"))?
-        .sort(["frame_id"], Default::default())
+        .map_err(|source| StoreError::Parquet {
+            path: samples_path.clone(),
+            error: source,
+        })?;
+    if samples.height() == 0 {
+        return Ok(None);
+    }
+    let (frames, stacks) = read_frames_stacks(&file("frames"), &file("stacks"))?;
+    let series = read_series(&file("series"))?;
+    decode_samples(&samples, frames, stacks, series, from_ms, to_ms)
+        .map(Some)
+        .map_err(|source| StoreError::Parquet {
+            path: samples_path,
+            error: source,
+        })
+}
+
+fn collect_sorted(path: &Path, by: &[&str]) -> Result<DataFrame, StoreError> {
+    scan(path)?
+        .sort(by.to_vec(), Default::default())
         .collect()
-        .map_err(err(file("frames")))?;
-    let stacks = scan(&file("stacks"))?
-        .sort(["stack_id", "depth"], Default::default())
-        .collect()
-        .map_err(err(file("stacks")))?;
-    let series = scan(&file("series"))?
-        .sort(["series_id"], Default::default())
-        .collect()
-        .map_err(err(file("series")))?;
-    decode(&samples, &frames, &stacks, &series, from_ms, to_ms).map_err(err(samples_path))
+        .map_err(|source| StoreError::Parquet {
+            path: path.to_owned(),
+            error: source,
+        })
+}
+
+/// Reads a part's frame and stack tables (ids are positions).
+pub(crate) fn read_frames_stacks(
+    frames_path: &Path,
+    stacks_path: &Path,
+) -> Result<(Vec<Frame>, Vec<Vec<u32>>), StoreError> {
+    let frames = collect_sorted(frames_path, &["frame_id"])?;
+    let frames = decode_frames(&frames).map_err(|source| StoreError::Parquet {
+        path: frames_path.to_owned(),
+        error: source,
+    })?;
+    let stacks = collect_sorted(stacks_path, &["stack_id", "depth"])?;
+    let stacks = decode_stacks(&stacks).map_err(|source| StoreError::Parquet {
+        path: stacks_path.to_owned(),
+        error: source,
+    })?;
+    Ok((frames, stacks))
+}
+
+/// Reads a part's series table (ids are positions).
+pub(crate) fn read_series(path: &Path) -> Result<Vec<SeriesLabels>, StoreError> {
+    let df = collect_sorted(path, &["series_id"])?;
+    decode_series(&df).map_err(|source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    })
 }
 
 fn strs(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<String>>> {
@@ -416,14 +434,7 @@ fn bools(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {
         .collect())
 }
 
-fn decode(
-    samples: &DataFrame,
-    frames: &DataFrame,
-    stacks: &DataFrame,
-    series: &DataFrame,
-    from_ms: i64,
-    to_ms: i64,
-) -> PolarsResult<Batch> {
+fn decode_frames(frames: &DataFrame) -> PolarsResult<Vec<Frame>> {
     let (function, module, build_id, file) = (
         strs(frames, "function")?,
         strs(frames, "module")?,
@@ -432,7 +443,7 @@ fn decode(
     );
     let line: Vec<Option<u32>> = frames.column("line")?.u32()?.iter().collect();
     let (kernel, inlined) = (bools(frames, "kernel")?, bools(frames, "inlined")?);
-    let frames: Vec<Frame> = (0..function.len())
+    Ok((0..function.len())
         .map(|i| Frame {
             function: function[i].clone().unwrap_or_default(),
             module: module[i].clone(),
@@ -446,8 +457,10 @@ fn decode(
             },
             inlined: inlined[i],
         })
-        .collect();
+        .collect())
+}
 
+fn decode_stacks(stacks: &DataFrame) -> PolarsResult<Vec<Vec<u32>>> {
     let mut stack_list: Vec<Vec<u32>> = Vec::new();
     for (id, frame) in u32s(stacks, "stack_id")?
         .into_iter()
@@ -459,7 +472,10 @@ fn decode(
         }
         stack_list[id].push(frame);
     }
+    Ok(stack_list)
+}
 
+fn decode_series(series: &DataFrame) -> PolarsResult<Vec<SeriesLabels>> {
     let (host, comm, exe, sbuild, service) = (
         strs(series, "host")?,
         strs(series, "comm")?,
@@ -468,7 +484,7 @@ fn decode(
         strs(series, "service")?,
     );
     let pid = u32s(series, "pid")?;
-    let series_list: Vec<SeriesLabels> = (0..pid.len())
+    Ok((0..pid.len())
         .map(|i| SeriesLabels {
             host: host[i].clone().unwrap_or_default(),
             pid: pid[i],
@@ -477,8 +493,17 @@ fn decode(
             build_id: sbuild[i].clone().unwrap_or_default(),
             service: service[i].clone().unwrap_or_default(),
         })
-        .collect();
+        .collect())
+}
 
+fn decode_samples(
+    samples: &DataFrame,
+    frames: Vec<Frame>,
+    stacks: Vec<Vec<u32>>,
+    series: Vec<SeriesLabels>,
+    from_ms: i64,
+    to_ms: i64,
+) -> PolarsResult<Batch> {
     let (start, end, period) = (
         i64s(samples, "start_ms")?,
         i64s(samples, "end_ms")?,
@@ -507,8 +532,8 @@ fn decode(
         end_ms: end.iter().copied().max().unwrap_or(to_ms).min(to_ms),
         period_ns: period.first().copied().unwrap_or(0),
         frames,
-        stacks: stack_list,
-        series: series_list,
+        stacks,
+        series,
         rows,
     })
 }

@@ -15,14 +15,18 @@ const MAX_RECORD: usize = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, so it is not repeated as a source).
+        error: std::io::Error,
     },
+    /// The directory holds no store.
+    #[error(
+        "no critpath store in {0} (no STORE_VERSION file): run `critpath agent` to create one, or pass --data-dir"
+    )]
+    NoStore(PathBuf),
     /// The directory holds a store of another schema version.
     #[error(
         "{dir} holds a store of schema version {found}, this critpath reads version {}; use another --data-dir",
@@ -38,13 +42,12 @@ pub enum StoreError {
     #[error("encoding a batch: {0}")]
     Encode(#[source] postcard::Error),
     /// A Parquet file could not be written or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parquet {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: polars::error::PolarsError,
+        /// The underlying error (in the message, so it is not repeated as a source).
+        error: polars::error::PolarsError,
     },
     /// Another process writes this store.
     #[error("{0} is in use by another critpath agent (it holds {0}/LOCK)")]
@@ -52,10 +55,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 }
@@ -73,11 +76,18 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
-/// An open log: appends go to a new segment per process.
+/// An open log: appends go to a new segment per process, and to a new one at each rotation.
 pub struct Wal {
+    dir: PathBuf,
     path: PathBuf,
     file: File,
+    /// Bytes written by this process, all segments.
     bytes: u64,
+    /// Length of the valid records in the current segment.
+    len: u64,
+    /// An append failed and its partial record could not be cut off: the next append must go
+    /// to a new segment, or readers would stop at the partial record and miss it.
+    broken: bool,
 }
 
 impl Wal {
@@ -112,21 +122,43 @@ impl Wal {
             }
             next = next.max(segment_seq(&segment).unwrap_or(0) + 1);
         }
-        let path = dir.join(format!("{next:016}.wal"));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        sync_dir(&dir)?;
+        let (path, file) = create_segment(&dir, next)?;
         Ok((
             Self {
+                dir,
                 path,
                 file,
                 bytes: 0,
+                len: 0,
+                broken: false,
             },
             recovery,
         ))
+    }
+
+    /// Closes the current segment and starts the next one; returns the closed segment's path.
+    ///
+    /// # Errors
+    /// The new segment could not be created (appends keep going to the current one).
+    pub fn rotate(&mut self) -> Result<PathBuf, StoreError> {
+        let seq = segment_seq(&self.path).expect("a segment path") + 1;
+        let (path, file) = create_segment(&self.dir, seq)?;
+        let closed = std::mem::replace(&mut self.path, path);
+        self.file = file;
+        self.len = 0;
+        self.broken = false;
+        Ok(closed)
+    }
+
+    /// Length of the valid records in the current segment.
+    pub fn segment_len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the current segment must be rotated before the next append (a failed append
+    /// left a partial record that could not be cut off).
+    pub fn needs_rotation(&self) -> bool {
+        self.broken
     }
 
     /// Appends one batch and fsyncs it.
@@ -141,11 +173,25 @@ impl Wal {
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         record.extend_from_slice(&payload);
-        self.file
+        if let Err(e) = self
+            .file
             .write_all(&record)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        {
+            // Cut the partial record off so later appends stay readable (a full disk may free
+            // up); if that fails too, the next append goes to a new segment.
+            if self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data())
+                .is_err()
+            {
+                self.broken = true;
+            }
+            return Err(StoreError::io(&self.path, e));
+        }
         self.bytes += record.len() as u64;
+        self.len += record.len() as u64;
         Ok(())
     }
 
@@ -158,6 +204,17 @@ impl Wal {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn create_segment(dir: &Path, seq: u64) -> Result<(PathBuf, File), StoreError> {
+    let path = dir.join(format!("{seq:016}.wal"));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok((path, file))
 }
 
 /// The segments of a log directory, oldest first.

@@ -1,0 +1,3 @@
+//! The analyzer's integration tests: queries over small hand-made stores.
+
+mod suite;
