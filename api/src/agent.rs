@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use critpath_analyzer::store::{Aggregator, Batch, SampleKind, SeriesLabels, Store};
+use critpath_analyzer::store::{
+    Aggregator, Batch, Retention, SampleKind, SeriesLabels, Store, StoreOptions,
+};
 use critpath_sampler::{
     Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
 };
+use regex::Regex;
 
 /// Settings of `critpath agent`.
 #[derive(Clone, Debug)]
@@ -28,8 +31,30 @@ pub struct AgentConfig {
     pub host: String,
     /// Stop after this long; `None` runs until SIGINT/SIGTERM.
     pub duration: Option<Duration>,
-    /// Ring buffer size in bytes.
+    /// Ring buffer size in bytes. Default: 4 MiB.
     pub ring_bytes: u32,
+    /// What the store keeps. Default: 30 days, 10 GiB.
+    pub retention: Retention,
+    /// Rules naming the `service` label; the first match wins, else the process name.
+    pub services: Vec<ServiceRule>,
+}
+
+/// Names the `service` of processes whose executable path or cgroup matches.
+#[derive(Clone, Debug)]
+pub struct ServiceRule {
+    /// The service name given.
+    pub name: String,
+    /// Matches the whole executable path.
+    pub exe: Option<Regex>,
+    /// Matches the whole cgroup v2 path (`/system.slice/nginx.service`).
+    pub cgroup: Option<Regex>,
+}
+
+impl ServiceRule {
+    fn matches(&self, exe: &str, cgroup: &str) -> bool {
+        self.exe.as_ref().is_some_and(|r| r.is_match(exe))
+            || self.cgroup.as_ref().is_some_and(|r| r.is_match(cgroup))
+    }
 }
 
 /// How often a process's labels (exe, build-id, service) are re-read.
@@ -42,7 +67,11 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handler")?;
     }
-    let (mut store, recovery) = Store::open(&config.data_dir)
+    let options = StoreOptions {
+        retention: config.retention.clone(),
+        ..StoreOptions::default()
+    };
+    let (mut store, recovery) = Store::open_with(&config.data_dir, options)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     if recovery.truncated_segments > 0 {
         log::warn!(
@@ -63,7 +92,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut collector = Collector::new(symbolizer);
     let period_ns = 1_000_000_000 / config.frequency_hz as i64;
     let mut agg = Aggregator::new(config.interval.as_millis().max(1) as i64, period_ns);
-    let mut processes = ProcessInfo::new(config.host.clone());
+    let mut processes = ProcessInfo::new(config.host.clone(), config.services.clone());
     let mut finished: Vec<Batch> = Vec::new();
     let mut stats = AgentStats::default();
     eprintln!(
@@ -179,13 +208,15 @@ fn now_ms() -> i64 {
 /// Per-process labels, read from /proc and cached.
 struct ProcessInfo {
     host: String,
+    services: Vec<ServiceRule>,
     cache: HashMap<u32, (Instant, String, String, String)>,
 }
 
 impl ProcessInfo {
-    fn new(host: String) -> Self {
+    fn new(host: String, services: Vec<ServiceRule>) -> Self {
         Self {
             host,
+            services,
             cache: HashMap::new(),
         }
     }
@@ -196,6 +227,7 @@ impl ProcessInfo {
             .get(&pid)
             .is_some_and(|(at, ..)| at.elapsed() < PROCESS_INFO_TTL);
         if !fresh {
+            // A process that is gone keeps what it had (or empty labels): never an error.
             let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
@@ -204,9 +236,17 @@ impl ProcessInfo {
             } else {
                 critpath_sampler::sys::build_id(&format!("/proc/{pid}/exe"))
             };
-            let service = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|_| comm.clone());
+            let cgroup = if self.services.iter().any(|r| r.cgroup.is_some()) {
+                cgroup_path(pid)
+            } else {
+                String::new()
+            };
+            let service = match self.services.iter().find(|r| r.matches(&exe, &cgroup)) {
+                Some(rule) => rule.name.clone(),
+                None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| comm.clone()),
+            };
             self.cache
                 .insert(pid, (Instant::now(), exe, build_id, service));
         }
@@ -220,6 +260,17 @@ impl ProcessInfo {
             service: service.clone(),
         }
     }
+}
+
+/// A process's cgroup v2 path (`0::/system.slice/x.service` → `/system.slice/x.service`).
+fn cgroup_path(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        })
+        .unwrap_or_default()
 }
 
 /// This machine's host name.

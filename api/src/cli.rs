@@ -46,37 +46,51 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// `critpath agent`.
+/// `critpath agent`. Every setting can also come from a TOML file (`--config`); a flag given
+/// on the command line wins over the file.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// TOML configuration file: the settings below by their long names (data_dir, frequency,
+    /// interval, off_cpu, off_cpu_min_us, off_cpu_budget, host, ring_bytes), a [retention]
+    /// table (max_age, max_bytes) and [[service]] rules (name, exe or cgroup regex) naming the
+    /// `service` label of matching processes. See README "Agent configuration".
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Store directory [default: $XDG_DATA_HOME/critpath, else ./critpath-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Sampling frequency per CPU, in Hz.
-    #[arg(short = 'F', long = "frequency", default_value_t = 19, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub frequency: u64,
+    /// Sampling frequency per CPU, in Hz [default: 19].
+    #[arg(short = 'F', long = "frequency", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: Option<u64>,
     /// Aggregation interval (e.g. 10s, 1m): samples are summed per process, thread name and
-    /// stack over it, and each interval is written (and fsynced) when it ends.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub interval: std::time::Duration,
-    /// Do not trace off-CPU waits.
+    /// stack over it, and each interval is written (and fsynced) when it ends [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<std::time::Duration>,
+    /// Do not trace off-CPU waits [default: traced].
     #[arg(long)]
     pub no_off_cpu: bool,
-    /// Shortest off-CPU wait kept, in microseconds.
-    #[arg(long, default_value_t = 1000, value_name = "MICROSECONDS")]
-    pub off_cpu_min_us: u64,
-    /// Waits whose stacks may be captured per second per CPU.
-    #[arg(long, default_value_t = 2000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub off_cpu_budget: u32,
+    /// Shortest off-CPU wait kept, in microseconds [default: 1000].
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub off_cpu_min_us: Option<u64>,
+    /// Waits whose stacks may be captured per second per CPU [default: 2000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub off_cpu_budget: Option<u32>,
     /// The `host` label [default: this machine's host name].
     #[arg(long)]
     pub host: Option<String>,
     /// Stop after this long (e.g. 30s) instead of running until a signal.
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
-    /// Ring buffer size in bytes between the kernel and critpath.
-    #[arg(long, default_value_t = critpath_sampler::SamplerConfig::default().ring_bytes, value_name = "BYTES")]
-    pub ring_bytes: u32,
+    /// Ring buffer size in bytes between the kernel and critpath [default: 4 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u32>,
+    /// Drop stored hours older than this (e.g. 7d, 12h; "0" keeps everything) [default: 30d].
+    #[arg(long, value_name = "DURATION")]
+    pub retention_max_age: Option<String>,
+    /// Drop the oldest stored hours while the store is larger than this (e.g. 500MiB, 20GiB;
+    /// "0" for no limit) [default: 10GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub retention_max_bytes: Option<String>,
 }
 
 /// `critpath query ...`.

@@ -2,6 +2,7 @@
 
 mod agent;
 mod cli;
+mod config;
 mod query;
 mod record;
 
@@ -14,7 +15,7 @@ use clap::Parser as _;
 use critpath_analyzer::export::Format;
 use critpath_sampler::OffCpuConfig;
 
-use cli::{AgentArgs, Cli, Command, QueryCommand, RecordArgs, WindowArgs, default_data_dir};
+use cli::{Cli, Command, QueryCommand, RecordArgs, WindowArgs, default_data_dir};
 use record::{RecordConfig, RecordTarget};
 
 fn main() -> ExitCode {
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         Command::Record(args) => record_config(args).and_then(record::run),
-        Command::Agent(args) => agent::run(agent_config(args)),
+        Command::Agent(args) => config::agent_config(args).and_then(agent::run),
         Command::Query(QueryCommand::Series(args)) => target(args.window).and_then(|t| {
             query::series(
                 &t,
@@ -104,21 +105,6 @@ fn target(args: WindowArgs) -> anyhow::Result<query::Target> {
         &args.to,
         &args.query,
     )
-}
-
-fn agent_config(args: AgentArgs) -> agent::AgentConfig {
-    agent::AgentConfig {
-        data_dir: args.data_dir.unwrap_or_else(default_data_dir),
-        frequency_hz: args.frequency,
-        interval: args.interval,
-        off_cpu: (!args.no_off_cpu).then(|| OffCpuConfig {
-            min_duration: Duration::from_micros(args.off_cpu_min_us),
-            budget_per_second: args.off_cpu_budget,
-        }),
-        host: args.host.unwrap_or_else(agent::hostname),
-        duration: args.duration,
-        ring_bytes: args.ring_bytes,
-    }
 }
 
 fn record_config(args: RecordArgs) -> anyhow::Result<RecordConfig> {

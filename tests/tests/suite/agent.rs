@@ -9,6 +9,10 @@ use critpath_analyzer::store::Store;
 use super::common::{Folded, critpath, inclusive, kernel_tests_enabled, run_critpath, workload};
 
 fn start_agent(dir: &std::path::Path) -> Child {
+    start_agent_with(dir, &[])
+}
+
+fn start_agent_with(dir: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(critpath())
         .args([
             "agent",
@@ -17,6 +21,7 @@ fn start_agent(dir: &std::path::Path) -> Child {
             "--data-dir",
             dir.to_str().unwrap(),
         ])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting the agent")
@@ -55,21 +60,75 @@ fn query(dir: &std::path::Path, selector: &str) -> Folded {
         "now-10m",
         "--query",
         selector,
+        "--format",
+        "folded",
     ]);
     folded::parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
 }
 
-fn run_workload(name: &str, seconds: &str) {
-    let status = Command::new(workload(name))
+/// Runs a workload to its end; returns its pid and when it started and ended (Unix ms).
+fn run_workload(name: &str, seconds: &str) -> (u32, i64, i64) {
+    let start = now_ms();
+    let mut child = Command::new(workload(name))
         .arg(seconds)
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    (pid, start, now_ms())
 }
 
-/// An agent run, a clean stop, and a second run: both runs' samples are in the store, found by
-/// function name and by label selector.
+/// `critpath query series` per pid at a 1 s step, as (timestamps, pid → values).
+fn series(
+    dir: &std::path::Path,
+    from_ms: i64,
+    to_ms: i64,
+) -> (Vec<i64>, std::collections::HashMap<String, Vec<f64>>) {
+    let out = run_critpath(&[
+        "query",
+        "series",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--from",
+        &from_ms.to_string(),
+        "--to",
+        &to_ms.to_string(),
+        "--step",
+        "1s",
+        "--group-by",
+        "pid",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let timestamps = v["timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap())
+        .collect();
+    let series = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["labels"]["pid"].as_str().unwrap().to_owned(),
+                s["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
+    (timestamps, series)
+}
+
+/// An agent run, a clean stop, and a second run (configured by a TOML file that names the
+/// workload's service): both runs' samples are in the store, found by function name and by
+/// label selector, and `series` shows each workload's activity only while it ran.
 #[test]
 fn samples_survive_restart() {
     if !kernel_tests_enabled() {
@@ -78,12 +137,19 @@ fn samples_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut agent = start_agent(dir.path());
     wait_ready(&mut agent);
-    run_workload("cpu_ratio", "2.5");
+    let first_run = run_workload("cpu_ratio", "2.5");
     stop(&mut agent, libc::SIGINT);
 
-    let mut agent = start_agent(dir.path());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nname = \"mt-service\"\nexe = \".*/multi_thread\"\n",
+    )
+    .unwrap();
+    let mut agent = start_agent_with(dir.path(), &["--config", config.to_str().unwrap()]);
     wait_ready(&mut agent);
-    run_workload("multi_thread", "2.5");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second_run = run_workload("multi_thread", "2.5");
     stop(&mut agent, libc::SIGINT);
 
     // A clean stop compacts the log: real Parquet files, no segment left.
@@ -103,14 +169,14 @@ fn samples_survive_restart() {
     );
 
     let first = query(dir.path(), r#"{service="cpu_ratio"}"#);
-    let second = query(dir.path(), r#"{service="multi_thread"}"#);
+    let second = query(dir.path(), r#"{service="mt-service"}"#);
     assert!(
         inclusive(&first, "::hot_a") > 10,
         "first run's hot_a: {first:?}"
     );
     assert!(
         inclusive(&second, "::mt_worker_alpha") > 5 && inclusive(&second, "::mt_worker_beta") > 5,
-        "second run's workers"
+        "second run's workers, under the service named by the config file"
     );
     assert_eq!(
         inclusive(&first, "::mt_worker_alpha"),
@@ -128,9 +194,35 @@ fn samples_survive_restart() {
     ]);
     let text = String::from_utf8_lossy(&labels.stdout);
     assert!(
-        text.contains("cpu_ratio\t") && text.contains("multi_thread\t"),
+        text.contains("cpu_ratio\t") && text.contains("mt-service\t"),
         "{text}"
     );
+
+    // Series: each workload's samples fall inside its own run (give or take the 1 s
+    // aggregation interval and the step), none elsewhere.
+    // (Other tests run the same workloads meanwhile: series are told apart by pid.)
+    let (from, to) = (first_run.1 - 10_000, second_run.2 + 10_000);
+    let (timestamps, by_pid) = series(dir.path(), from, to);
+    for (service, (pid, start, end)) in [("cpu_ratio", first_run), ("mt-service", second_run)] {
+        let values = &by_pid[&pid.to_string()];
+        let inside: f64 = values
+            .iter()
+            .zip(&timestamps)
+            .filter(|(_, t)| **t >= start - 2_000 && **t <= end + 1_000)
+            .map(|(v, _)| v)
+            .sum();
+        let outside: Vec<(i64, f64)> = values
+            .iter()
+            .zip(&timestamps)
+            .filter(|(v, t)| **v > 0.0 && (**t < start - 2_000 || **t > end + 1_000))
+            .map(|(v, t)| (*t - start, *v))
+            .collect();
+        assert!(inside >= 20.0, "{service}: {inside} samples during its run");
+        assert!(
+            outside.is_empty(),
+            "{service}: samples outside its run (ms from its start, samples): {outside:?}"
+        );
+    }
 }
 
 /// SIGKILL at random points while the agent writes: every time, the store opens again and
