@@ -133,20 +133,42 @@ impl Batch {
     }
 }
 
+/// The identity of a stack in an interval: a 64-bit hash of its frames' function names,
+/// modules and lines. Hashing the (hot) incoming frames only, instead of comparing them with a
+/// stored stack that is cold in the cache, is what makes a seen stack cheap. A hash hit is
+/// checked against the stored stack's depth and leaf function; a collision that passes that
+/// check (odds ~n²/2⁶⁴ for n distinct stacks) would merge two stacks that differ only inside.
+fn stack_hash(frames: &[Frame]) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = foldhash::quality::FixedState::with_seed(0x6372_6974_7061_7468).build_hasher();
+    h.write_usize(frames.len());
+    for f in frames {
+        h.write(f.function.as_bytes());
+        h.write(f.module.as_deref().unwrap_or("").as_bytes());
+        h.write_u32(f.line.unwrap_or(0));
+    }
+    h.finish()
+}
+
+/// A hash map with a fast (non-DoS-resistant) hasher: keys here come from our own sampler.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Sums samples per (series, stack, kind) over fixed intervals aligned to multiples of the
 /// interval length, and hands out each finished interval as a [`Batch`].
+///
+/// A stack seen before in the interval costs one hash of its frames and one comparison; frames
+/// are interned only when a new stack arrives.
 pub struct Aggregator {
     interval_ms: i64,
     period_ns: i64,
     start_ms: Option<i64>,
-    frames: HashMap<Frame, u32>,
+    frames: FastMap<Frame, u32>,
     frame_list: Vec<Frame>,
-    stacks: HashMap<Vec<u32>, u32>,
+    stacks: FastMap<u64, u32>,
     stack_list: Vec<Vec<u32>>,
-    series: HashMap<SeriesLabels, u32>,
+    series: FastMap<SeriesLabels, u32>,
     series_list: Vec<SeriesLabels>,
-    rows: HashMap<(u32, u32, SampleKind), i64>,
-    stack_buf: Vec<u32>,
+    rows: FastMap<(u32, u32, SampleKind), i64>,
 }
 
 impl Aggregator {
@@ -161,14 +183,13 @@ impl Aggregator {
             interval_ms,
             period_ns,
             start_ms: None,
-            frames: HashMap::new(),
+            frames: FastMap::default(),
             frame_list: Vec::new(),
-            stacks: HashMap::new(),
+            stacks: FastMap::default(),
             stack_list: Vec::new(),
-            series: HashMap::new(),
+            series: FastMap::default(),
             series_list: Vec::new(),
-            rows: HashMap::new(),
-            stack_buf: Vec::new(),
+            rows: FastMap::default(),
         }
     }
 
@@ -190,13 +211,30 @@ impl Aggregator {
         if self.start_ms.is_none() {
             self.start_ms = Some(interval);
         }
-        let mut stack = std::mem::take(&mut self.stack_buf);
-        stack.clear();
-        for frame in frames {
-            stack.push(intern(&mut self.frames, &mut self.frame_list, frame));
-        }
-        let stack_id = intern(&mut self.stacks, &mut self.stack_list, &stack);
-        self.stack_buf = stack;
+        let hash = stack_hash(frames);
+        let seen = self.stacks.get(&hash).copied().filter(|&id| {
+            let stored = &self.stack_list[id as usize];
+            stored.len() == frames.len()
+                && stored
+                    .last()
+                    .map(|&f| &self.frame_list[f as usize].function)
+                    == frames.last().map(|f| &f.function)
+        });
+        let stack_id = match seen {
+            Some(id) => id,
+            None => {
+                let ids = frames
+                    .iter()
+                    .map(|f| intern(&mut self.frames, &mut self.frame_list, f))
+                    .collect();
+                let id = self.stack_list.len() as u32;
+                self.stack_list.push(ids);
+                // On a (detected) collision the first stack keeps the hash; this one stays
+                // uncached, still correct.
+                self.stacks.entry(hash).or_insert(id);
+                id
+            }
+        };
         let series_id = intern(&mut self.series, &mut self.series_list, series);
         *self.rows.entry((series_id, stack_id, kind)).or_default() += value;
         finished
@@ -260,7 +298,7 @@ impl Aggregator {
 /// The index of `key` in `list`, appending it (and indexing it in `map`) when new. Clones the
 /// key only the first time it is seen.
 fn intern<K: std::hash::Hash + Eq + Clone>(
-    map: &mut HashMap<K, u32>,
+    map: &mut FastMap<K, u32>,
     list: &mut Vec<K>,
     key: &K,
 ) -> u32 {
