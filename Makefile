@@ -7,7 +7,7 @@ SHELL := /bin/bash
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),/var/tmp/critpath-target)
 RELEASE := $(TARGET_DIR)/release
 
-.PHONY: setup build run test lint bench-overhead bench-offcpu
+.PHONY: demo setup build run test lint bench-overhead bench-offcpu
 
 setup:
 	@bash scripts/setup.sh
@@ -17,7 +17,13 @@ build: setup
 
 # The main job. For now: profile a demo workload with known hot functions (3:1) and show the
 # hottest stacks. (`critpath run`, the always-on agent + server, replaces this when it lands.)
+# The main job: sample this machine (on-CPU and off-CPU), keep every sample in ./critpath-data
+# and serve the HTTP API on http://127.0.0.1:7070 until Ctrl-C.
 run: build
+	$(RELEASE)/critpath run --data-dir critpath-data
+
+# The earlier demo: record a workload with two hot functions (3:1) and print the hottest stacks.
+demo: build
 	$(RELEASE)/critpath record -F 99 --format folded -o critpath-demo.folded -- $(RELEASE)/cpu_ratio 5
 	@python3 -c 'import sys; rows = sorted((l.rsplit(" ", 1) for l in open("critpath-demo.folded")), key=lambda r: -int(r[1])); total = sum(int(v) for _, v in rows); print("hottest stacks (leaf last) of", total, "samples:"); [print(f"  {int(v) / total:6.1%}  ... > " + " > ".join(s.split(";")[-3:])) for s, v in rows[:5]]'
 

@@ -5,7 +5,11 @@
 //! ```text
 //! cargo run --release -p critpath-analyzer --example synth_store -- generate /var/tmp/critpath-synth
 //! cargo run --release -p critpath-analyzer --example synth_store -- query /var/tmp/critpath-synth
+//! cargo run --release -p critpath-analyzer --example synth_store -- stats /var/tmp/critpath-synth
 //! ```
+//!
+//! `stats` works on any store (it compacts the log first, so it needs the writer's lock): it
+//! prints the bytes per on-CPU sample on disk.
 //!
 //! The host: 40 services (Zipf-distributed CPU), 220 long-lived processes plus short-lived
 //! ones (a new pid every few minutes per churning service), each service with its own call
@@ -373,6 +377,47 @@ fn query(dir: &Path, rounds: usize) -> anyhow_like::Result {
     Ok(())
 }
 
+/// Compacts a store's log (opening it as its writer) and prints its size per sample.
+fn stats(dir: &Path) -> anyhow_like::Result {
+    let keep_all = StoreOptions {
+        retention: Retention {
+            max_age: None,
+            max_bytes: None,
+        },
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open_with(dir, keep_all)?;
+    store.close()?;
+    let reader = Reader::new(dir);
+    let all = Window::new(Selector::default(), 0, i64::MAX)?;
+    let cpu: i64 = reader
+        .label_values(&all, "host")?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let (data, total) = (dir_bytes(&dir.join("data")), Store::disk_usage(dir));
+    println!(
+        "{}: {cpu} on-CPU samples; Parquet {data} bytes ({:.3} bytes/sample), with the log {total} bytes ({:.3} bytes/sample)",
+        dir.display(),
+        data as f64 / cpu as f64,
+        total as f64 / cpu as f64
+    );
+    Ok(())
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Just enough error plumbing for an example (no extra dependency).
 mod anyhow_like {
     pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -383,11 +428,12 @@ fn main() -> std::process::ExitCode {
     let result = match args.as_slice() {
         [cmd, dir] if cmd == "generate" => generate(&PathBuf::from(dir)),
         [cmd, dir] if cmd == "query" => query(&PathBuf::from(dir), 5),
+        [cmd, dir] if cmd == "stats" => stats(&PathBuf::from(dir)),
         [cmd, dir, rounds] if cmd == "query" => match rounds.parse() {
             Ok(n) if n > 0 => query(&PathBuf::from(dir), n),
             _ => Err(format!("rounds must be a positive number, not {rounds:?}").into()),
         },
-        _ => Err("usage: synth_store generate DIR | synth_store query DIR [ROUNDS]".into()),
+        _ => Err("usage: synth_store generate DIR | query DIR [ROUNDS] | stats DIR".into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

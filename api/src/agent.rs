@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -60,13 +60,77 @@ impl ServiceRule {
 /// How often a process's labels (exe, build-id, service) are re-read.
 const PROCESS_INFO_TTL: Duration = Duration::from_secs(30);
 
-/// Runs the agent until stopped; every accepted sample is in the store's log when it returns.
-pub fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
+/// What a running agent has done, shared with the HTTP server (`critpath run`).
+#[derive(Debug, Default)]
+pub struct AgentStatus {
+    running: AtomicBool,
+    frequency_hz: AtomicU64,
+    off_cpu: AtomicBool,
+    samples: AtomicU64,
+    off_cpu_waits: AtomicU64,
+    batches_written: AtomicU64,
+    batches_dropped: AtomicU64,
+    events_lost: AtomicU64,
+    stack_errors: AtomicU64,
+    wal_bytes: AtomicU64,
+}
+
+/// A copy of [`AgentStatus`] at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AgentSnapshot {
+    /// The sampler is attached and being drained.
+    pub running: bool,
+    /// On-CPU sampling frequency per CPU.
+    pub frequency_hz: u64,
+    /// Off-CPU waits are traced.
+    pub off_cpu: bool,
+    /// On-CPU samples aggregated.
+    pub samples: u64,
+    /// Off-CPU waits aggregated.
+    pub off_cpu_waits: u64,
+    /// Batches appended to the log.
+    pub batches_written: u64,
+    /// Batches dropped by failed writes.
+    pub batches_dropped: u64,
+    /// Events lost to a full ring buffer.
+    pub events_lost: u64,
+    /// Failed kernel stack reads (user or kernel part).
+    pub stack_errors: u64,
+    /// Bytes appended to the log.
+    pub wal_bytes: u64,
+}
+
+impl AgentStatus {
+    /// The current values.
+    pub fn snapshot(&self) -> AgentSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AgentSnapshot {
+            running: self.running.load(Ordering::Relaxed),
+            frequency_hz: get(&self.frequency_hz),
+            off_cpu: self.off_cpu.load(Ordering::Relaxed),
+            samples: get(&self.samples),
+            off_cpu_waits: get(&self.off_cpu_waits),
+            batches_written: get(&self.batches_written),
+            batches_dropped: get(&self.batches_dropped),
+            events_lost: get(&self.events_lost),
+            stack_errors: get(&self.stack_errors),
+            wal_bytes: get(&self.wal_bytes),
+        }
+    }
+}
+
+/// Sets `stop` on SIGINT or SIGTERM.
+pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
+        signal_hook::flag::register(signal, Arc::clone(stop))
             .context("installing the signal handler")?;
     }
+    Ok(())
+}
+
+/// Runs the agent until `stop` is set (or its duration ends); every accepted sample is in the
+/// store's log when it returns.
+pub fn run(config: AgentConfig, stop: &AtomicBool, status: &AgentStatus) -> anyhow::Result<()> {
     let options = StoreOptions {
         retention: config.retention.clone(),
         ..StoreOptions::default()
@@ -107,28 +171,42 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     let started = Instant::now();
+    status
+        .frequency_hz
+        .store(config.frequency_hz, Ordering::Relaxed);
+    status
+        .off_cpu
+        .store(config.off_cpu.is_some(), Ordering::Relaxed);
+    status.running.store(true, Ordering::Relaxed);
+    let mut last_status = Instant::now();
     loop {
         let timeout = Duration::from_millis(100);
         collector
             .poll(&mut sampler, timeout, |o| {
-                observe(&mut agg, &mut processes, &mut finished, o)
+                observe(&mut agg, &mut processes, &mut finished, &mut stats, o)
             })
             .context("reading samples")?;
         if agg.due(now_ms()) {
             finished.extend(agg.flush());
         }
         write(&mut store, &mut finished, &mut stats);
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = Instant::now();
+            update_status(status, &sampler, &store, &stats);
+        }
         if stop.load(Ordering::Relaxed) || config.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
     }
     collector
         .poll(&mut sampler, Duration::ZERO, |o| {
-            observe(&mut agg, &mut processes, &mut finished, o)
+            observe(&mut agg, &mut processes, &mut finished, &mut stats, o)
         })
         .context("reading samples")?;
     finished.extend(agg.flush());
     write(&mut store, &mut finished, &mut stats);
+    update_status(status, &sampler, &store, &stats);
+    status.running.store(false, Ordering::Relaxed);
     let counters = sampler
         .counters()
         .context("reading the sampler's counters")?;
@@ -150,6 +228,24 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
 struct AgentStats {
     batches: u64,
     failed: u64,
+    samples: u64,
+    off_cpu_waits: u64,
+}
+
+fn update_status(status: &AgentStatus, sampler: &Sampler, store: &Store, stats: &AgentStats) {
+    let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+    set(&status.samples, stats.samples);
+    set(&status.off_cpu_waits, stats.off_cpu_waits);
+    set(&status.batches_written, stats.batches);
+    set(&status.batches_dropped, stats.failed);
+    set(&status.wal_bytes, store.wal_bytes());
+    if let Ok(c) = sampler.counters() {
+        set(&status.events_lost, c.get(Counter::RingFull));
+        set(
+            &status.stack_errors,
+            c.get(Counter::UserStackErrors) + c.get(Counter::KernelStackErrors),
+        );
+    }
 }
 
 /// Appends finished batches. A failed write (a full disk, say) is logged and the batch dropped:
@@ -170,6 +266,7 @@ fn observe(
     agg: &mut Aggregator,
     processes: &mut ProcessInfo,
     finished: &mut Vec<Batch>,
+    stats: &mut AgentStats,
     observation: Observation,
 ) {
     match observation {
@@ -180,6 +277,7 @@ fn observe(
             frames,
             ..
         } => {
+            stats.samples += 1;
             let labels = processes.labels(pid, comm);
             finished.extend(agg.add(
                 time_unix_ns / 1_000_000,
@@ -190,6 +288,7 @@ fn observe(
             ));
         }
         Observation::OffCpu(wait) => {
+            stats.off_cpu_waits += 1;
             let labels = processes.labels(wait.thread.pid, wait.thread.comm.clone());
             let time_ms = wait.start_unix_ns / 1_000_000;
             for (frames, ns) in wait.split_by_cause() {

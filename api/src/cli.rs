@@ -36,6 +36,13 @@ pub enum Command {
     /// Read the store.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Serve the HTTP API over a store (see README "HTTP API").
+    Serve(ServeArgs),
+    /// The agent and the HTTP API in one process: sample the whole machine, keep every sample
+    /// in the store, and serve it (default http://127.0.0.1:7070).
+    ///
+    /// Needs root, or CAP_BPF + CAP_PERFMON.
+    Run(RunArgs),
 }
 
 /// Where the store lives unless `--data-dir` says otherwise.
@@ -91,6 +98,36 @@ pub struct AgentArgs {
     /// "0" for no limit) [default: 10GiB].
     #[arg(long, value_name = "SIZE")]
     pub retention_max_bytes: Option<String>,
+}
+
+/// How the HTTP server listens.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address to serve on; loopback by default.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Longest a query may take before it is answered 503, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: std::time::Duration,
+}
+
+/// `critpath serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Store directory [default: $XDG_DATA_HOME/critpath, else ./critpath-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+/// `critpath run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 /// `critpath query ...`.

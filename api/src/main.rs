@@ -5,12 +5,16 @@ mod cli;
 mod config;
 mod query;
 mod record;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use critpath_analyzer::export::Format;
 use critpath_sampler::OffCpuConfig;
@@ -28,7 +32,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         Command::Record(args) => record_config(args).and_then(record::run),
-        Command::Agent(args) => config::agent_config(args).and_then(agent::run),
+        Command::Agent(args) => config::agent_config(args).and_then(run_agent),
+        Command::Serve(args) => serve(args),
+        Command::Run(args) => run(args),
         Command::Query(QueryCommand::Series(args)) => target(args.window).and_then(|t| {
             query::series(
                 &t,
@@ -95,8 +101,80 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_agent(config: agent::AgentConfig) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    agent::stop_on_signals(&stop)?;
+    agent::run(config, &stop, &agent::AgentStatus::default())
+}
+
+fn server_config(data_dir: PathBuf, listen: cli::ListenArgs) -> server::ServerConfig {
+    server::ServerConfig {
+        listen: listen.listen,
+        data_dir,
+        request_timeout: listen.request_timeout,
+        ..server::ServerConfig::default()
+    }
+}
+
+/// Resolves when `stop` is set.
+async fn stopped(stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    if !data_dir.join("STORE_VERSION").exists() {
+        bail!(
+            "no critpath store in {}: run `critpath agent` or `critpath run` first, or pass --data-dir",
+            data_dir.display()
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    agent::stop_on_signals(&stop)?;
+    let state = server::AppState::new(server_config(data_dir, args.listen), None);
+    runtime()?.block_on(server::serve(state, stopped(stop)))
+}
+
+fn run(args: cli::RunArgs) -> anyhow::Result<()> {
+    let config = config::agent_config(args.agent)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    agent::stop_on_signals(&stop)?;
+    let status = Arc::new(agent::AgentStatus::default());
+    let state = server::AppState::new(
+        server_config(config.data_dir.clone(), args.listen),
+        Some(Arc::clone(&status)),
+    );
+    let agent = {
+        let (stop, status) = (Arc::clone(&stop), Arc::clone(&status));
+        std::thread::Builder::new()
+            .name("critpath-agent".into())
+            .spawn(move || {
+                let result = agent::run(config, &stop, &status);
+                // The server stops with the agent, whatever ended it.
+                stop.store(true, Ordering::Relaxed);
+                result
+            })
+            .context("starting the agent thread")?
+    };
+    let served = runtime()?.block_on(server::serve(state, stopped(Arc::clone(&stop))));
+    stop.store(true, Ordering::Relaxed);
+    let agent_result = agent
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the agent thread panicked")));
+    served.and(agent_result)
+}
+
 /// The agent's default sampling frequency (flamebearer's sample rate for CPU counts).
-const DEFAULT_FREQUENCY_HZ: u64 = 19;
+pub(crate) const DEFAULT_FREQUENCY_HZ: u64 = 19;
 
 fn target(args: WindowArgs) -> anyhow::Result<query::Target> {
     query::Target::new(

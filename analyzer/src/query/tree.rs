@@ -10,6 +10,9 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+
+/// Tree building is hash-heavy and its keys are our own: a fast hasher.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use serde::ser::{SerializeStruct as _, Serializer};
 
 use crate::store::{ProfileType, ScanPart};
@@ -44,8 +47,8 @@ pub struct FlameTree {
     pub nodes: Vec<Node>,
     /// Nodes left out by [`FlameTree::trim`] (their value stays in their ancestors' totals).
     pub trimmed_nodes: usize,
-    name_index: HashMap<String, u32>,
-    child_index: HashMap<(NodeId, u32), NodeId>,
+    name_index: FastMap<String, u32>,
+    child_index: FastMap<(NodeId, u32), NodeId>,
 }
 
 impl FlameTree {
@@ -56,8 +59,8 @@ impl FlameTree {
             names: Vec::new(),
             nodes: Vec::new(),
             trimmed_nodes: 0,
-            name_index: HashMap::new(),
-            child_index: HashMap::new(),
+            name_index: FastMap::default(),
+            child_index: FastMap::default(),
         };
         let root = tree.intern(ROOT_NAME);
         tree.nodes.push(Node {
@@ -74,26 +77,30 @@ impl FlameTree {
         let mut tree = Self::new(profile_type);
         let mut path = Vec::new();
         for part in parts {
-            let mut frame_names: Vec<Option<u32>> = vec![None; part.frames.len()];
-            let mut leaves: HashMap<(u32, u32), NodeId> = HashMap::new();
+            // Rows are per (series, stack); the tree only needs (service, stack): sum those
+            // first so each distinct path is walked once.
+            let services: Vec<u32> = part
+                .series
+                .iter()
+                .map(|s| tree.intern(&s.service))
+                .collect();
+            let mut sums: FastMap<(u32, u32), i64> = FastMap::default();
             for row in &part.rows {
-                let leaf = match leaves.get(&(row.series, row.stack)) {
-                    Some(&leaf) => leaf,
-                    None => {
-                        path.clear();
-                        path.push(tree.intern(&part.series[row.series as usize].service));
-                        for &f in &part.stacks[row.stack as usize] {
-                            let name = *frame_names[f as usize].get_or_insert_with(|| {
-                                tree.intern(&part.frames[f as usize].function)
-                            });
-                            path.push(name);
-                        }
-                        let leaf = tree.node_at(&path);
-                        leaves.insert((row.series, row.stack), leaf);
-                        leaf
-                    }
-                };
-                tree.nodes[leaf as usize].self_value += row.value;
+                *sums
+                    .entry((services[row.series as usize], row.stack))
+                    .or_default() += row.value;
+            }
+            let mut frame_names: Vec<Option<u32>> = vec![None; part.frames.len()];
+            for ((service, stack), value) in sums {
+                path.clear();
+                path.push(service);
+                for &f in &part.stacks[stack as usize] {
+                    let name = *frame_names[f as usize]
+                        .get_or_insert_with(|| tree.intern(&part.frames[f as usize].function));
+                    path.push(name);
+                }
+                let leaf = tree.node_at(&path);
+                tree.nodes[leaf as usize].self_value += value;
             }
         }
         tree.compute_totals();

@@ -363,10 +363,14 @@ fn scan_part(
             .otherwise(col("value") * col("period_ns")),
         _ => col("value"),
     };
-    let mut keys = vec![col("series_id")];
-    if scan.by_stack {
-        keys.push(col("stack_id"));
-    }
+    // One integer key (series << 32 | stack) groups much faster than two columns.
+    let mut keys = vec![if scan.by_stack {
+        (col("series_id").cast(DataType::UInt64) * lit(1u64 << 32)
+            + col("stack_id").cast(DataType::UInt64))
+        .alias("key")
+    } else {
+        col("series_id").cast(DataType::UInt64).alias("key")
+    }];
     if let Some(step) = scan.step_ms {
         let start = when(col("start_ms").lt(lit(scan.from_ms)))
             .then(lit(scan.from_ms))
@@ -402,11 +406,7 @@ fn scan_part(
 }
 
 fn sum_rows(df: &DataFrame, scan: &Scan<'_>, selected: &[bool]) -> PolarsResult<Vec<ScanRow>> {
-    let series = df.column("series_id")?.u32()?;
-    let stack = scan
-        .by_stack
-        .then(|| df.column("stack_id").and_then(|c| c.u32().cloned()))
-        .transpose()?;
+    let key = df.column("key")?.u64()?;
     let bucket = scan
         .step_ms
         .is_some()
@@ -415,13 +415,18 @@ fn sum_rows(df: &DataFrame, scan: &Scan<'_>, selected: &[bool]) -> PolarsResult<
     let value = df.column("value")?.i64()?;
     let mut rows = Vec::with_capacity(df.height());
     for i in 0..df.height() {
-        let s = series.get(i).unwrap_or(0);
+        let k = key.get(i).unwrap_or(0);
+        let (s, stack) = if scan.by_stack {
+            ((k >> 32) as u32, k as u32)
+        } else {
+            (k as u32, 0)
+        };
         if !selected.get(s as usize).copied().unwrap_or(false) {
             continue;
         }
         rows.push(ScanRow {
             series: s,
-            stack: stack.as_ref().and_then(|c| c.get(i)).unwrap_or(0),
+            stack,
             bucket_ms: bucket
                 .as_ref()
                 .and_then(|c| c.get(i))

@@ -2,4 +2,5 @@ mod agent;
 mod common;
 mod offcpu;
 mod record;
+mod serve;
 mod workloads;

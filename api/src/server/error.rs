@@ -1,0 +1,109 @@
+//! The API's one error type: 4xx name the bad parameter, 5xx are generic and logged.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use critpath_analyzer::query::QueryError;
+use serde::Serialize;
+
+/// An error answer: `{"error": {"code", "message", "param"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    param: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    param: Option<&'a str>,
+}
+
+impl ApiError {
+    /// A bad parameter (400).
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_parameter",
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    /// The request asks for more work than the server allows (422).
+    pub fn too_large(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "limit_exceeded",
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    /// The server is at capacity or the request ran out of time (503).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// No such route (404).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// An internal failure: logged with its detail, answered with a generic message (500).
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        log::error!("internal error: {detail}");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error; the server log has the details".into(),
+            param: None,
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(err: QueryError) -> Self {
+        match err {
+            QueryError::Invalid { param, message } => Self::invalid(param, message),
+            QueryError::Store(critpath_analyzer::store::StoreError::NoStore(dir)) => {
+                Self::unavailable(format!(
+                    "no store in {} yet: the agent creates it when it starts",
+                    dir.display()
+                ))
+            }
+            QueryError::Store(err) => Self::internal(err),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                param: self.param,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

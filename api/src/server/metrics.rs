@@ -1,0 +1,139 @@
+//! `GET /metrics`: the server's and the agent's counters in Prometheus' text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::agent::AgentStatus;
+
+/// Upper bounds (seconds) of the query latency histogram's buckets.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+    errors: u64,
+}
+
+/// Query counters and latencies per endpoint.
+#[derive(Default)]
+pub struct Metrics {
+    queries: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+impl Metrics {
+    /// Records one query.
+    pub fn observe_query(&self, endpoint: &'static str, took: Duration, ok: bool) {
+        let mut queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        let h = queries.entry(endpoint).or_default();
+        let s = took.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if s <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += s;
+        if !ok {
+            h.errors += 1;
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self, agent: Option<&AgentStatus>) -> String {
+        let mut out = String::new();
+        let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str(
+            "# HELP critpath_query_duration_seconds Time to answer a query, by endpoint.\n",
+        );
+        out.push_str("# TYPE critpath_query_duration_seconds histogram\n");
+        for (endpoint, h) in queries.iter() {
+            for (bound, count) in BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(
+                    out,
+                    "critpath_query_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "critpath_query_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "critpath_query_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "critpath_query_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str(
+            "# HELP critpath_query_errors_total Queries answered with an error, by endpoint.\n",
+        );
+        out.push_str("# TYPE critpath_query_errors_total counter\n");
+        for (endpoint, h) in queries.iter() {
+            let _ = writeln!(
+                out,
+                "critpath_query_errors_total{{endpoint=\"{endpoint}\"}} {}",
+                h.errors
+            );
+        }
+        if let Some(agent) = agent {
+            let s = agent.snapshot();
+            for (name, help, value) in [
+                (
+                    "critpath_samples_ingested_total",
+                    "On-CPU samples aggregated into the store.",
+                    s.samples,
+                ),
+                (
+                    "critpath_off_cpu_waits_ingested_total",
+                    "Off-CPU waits aggregated into the store.",
+                    s.off_cpu_waits,
+                ),
+                (
+                    "critpath_batches_written_total",
+                    "Interval batches appended to the write-ahead log.",
+                    s.batches_written,
+                ),
+                (
+                    "critpath_batches_dropped_total",
+                    "Batches dropped because a write failed (a full disk).",
+                    s.batches_dropped,
+                ),
+                (
+                    "critpath_events_lost_total",
+                    "Sampler events lost to a full ring buffer.",
+                    s.events_lost,
+                ),
+                (
+                    "critpath_stack_errors_total",
+                    "Stack reads that failed in the kernel (user or kernel part).",
+                    s.stack_errors,
+                ),
+                (
+                    "critpath_wal_bytes_total",
+                    "Bytes appended to the write-ahead log.",
+                    s.wal_bytes,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP critpath_sampler_running Whether the sampler runs.\n# TYPE critpath_sampler_running gauge\ncritpath_sampler_running {}",
+                u8::from(s.running)
+            );
+        }
+        out
+    }
+}

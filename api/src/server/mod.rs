@@ -1,0 +1,497 @@
+//! `critpath serve`: the HTTP API over the store (axum). `critpath run` serves it beside the
+//! agent.
+//!
+//! Every query runs on the blocking pool behind a semaphore (at most
+//! [`ServerConfig::max_concurrent_queries`] at once) and a deadline
+//! ([`ServerConfig::request_timeout`]); over either, the answer is 503, never a pile-up.
+
+mod error;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use critpath_analyzer::export::{self, Format, flamebearer};
+use critpath_analyzer::query::{
+    DiffTree, Reader, Selector, Window, parse_duration_ms, parse_time_ms,
+};
+use critpath_analyzer::store::{ProfileType, Store};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+use crate::agent::AgentStatus;
+
+/// Settings of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on. Default: 127.0.0.1:7070.
+    pub listen: SocketAddr,
+    /// The store directory.
+    pub data_dir: PathBuf,
+    /// Longest a request may take before it is answered 503. Default: 30 s.
+    pub request_timeout: Duration,
+    /// Queries running at once; more wait for a slot until their deadline. Default: 4.
+    pub max_concurrent_queries: usize,
+    /// Longest window a query may cover. Default: 31 days.
+    pub max_range: Duration,
+    /// Most series a series query may return. Default: 1000.
+    pub max_series: usize,
+    /// Most nodes a tree or flamebearer may have (also the default of `max_nodes`).
+    /// Default: 16384.
+    pub max_nodes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("critpath-data"),
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_queries: 4,
+            max_range: Duration::from_secs(31 * 24 * 3600),
+            max_series: 1000,
+            max_nodes: 16_384,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    config: Arc<ServerConfig>,
+    reader: Reader,
+    queries: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    agent: Option<Arc<AgentStatus>>,
+    started: Instant,
+}
+
+impl AppState {
+    /// State for a server over `config.data_dir`; `agent` is the status of an agent running in
+    /// the same process (`critpath run`), if any.
+    pub fn new(config: ServerConfig, agent: Option<Arc<AgentStatus>>) -> Self {
+        Self {
+            reader: Reader::new(&config.data_dir),
+            queries: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            agent,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/labels", get(labels))
+        .route("/api/v1/labels/{name}/values", get(label_values))
+        .route("/api/v1/series", get(series))
+        .route("/api/v1/profile", get(profile))
+        .route("/api/v1/diff", get(diff))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/health") })
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve(
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listen = state.config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!(
+        "critpath: serving the API on http://{}",
+        listener.local_addr().unwrap_or(listen)
+    );
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The parameters every query takes.
+#[derive(Debug, Default, Deserialize)]
+pub struct WindowParams {
+    /// Label selector; empty selects everything.
+    query: Option<String>,
+    /// Window start: RFC 3339, Unix ms, or now-DURATION. Default: now-1h.
+    from: Option<String>,
+    /// Window end (exclusive). Default: now.
+    to: Option<String>,
+}
+
+impl WindowParams {
+    fn window(&self, config: &ServerConfig) -> Result<Window, ApiError> {
+        let now = now_ms();
+        let time = |param: &'static str, text: Option<&str>, default: &str| {
+            parse_time_ms(text.unwrap_or(default), now)
+                .map_err(|e| ApiError::invalid(param, e.to_string()))
+        };
+        let from = time("from", self.from.as_deref(), "now-1h")?;
+        let to = time("to", self.to.as_deref(), "now")?;
+        window(
+            config,
+            self.query.as_deref().unwrap_or(""),
+            from,
+            to,
+            "from",
+        )
+    }
+}
+
+fn window(
+    config: &ServerConfig,
+    query: &str,
+    from: i64,
+    to: i64,
+    from_param: &'static str,
+) -> Result<Window, ApiError> {
+    let selector = Selector::parse(query).map_err(|e| ApiError::invalid("query", e.to_string()))?;
+    if from >= to {
+        return Err(ApiError::invalid(
+            from_param,
+            format!("the window is empty or reversed: from ({from}) must be before to ({to})"),
+        ));
+    }
+    if to - from > config.max_range.as_millis() as i64 {
+        return Err(ApiError::too_large(
+            from_param,
+            format!(
+                "the window spans {} s; at most {} s are allowed",
+                (to - from) / 1000,
+                config.max_range.as_secs()
+            ),
+        ));
+    }
+    Window::new(selector, from, to).map_err(ApiError::from)
+}
+
+fn profile_type(text: Option<&str>) -> Result<ProfileType, ApiError> {
+    text.unwrap_or("cpu")
+        .parse()
+        .map_err(|e: String| ApiError::invalid("type", e))
+}
+
+/// Runs a query on the blocking pool, within the concurrency limit and the deadline, and
+/// records its latency.
+async fn run_query<T: Send + 'static>(
+    state: &AppState,
+    endpoint: &'static str,
+    work: impl FnOnce(&Reader) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let started = Instant::now();
+    let deadline = state.config.request_timeout;
+    let result = tokio::time::timeout(deadline, async {
+        let permit = Arc::clone(&state.queries)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+        let reader = state.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&reader)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::unavailable(format!(
+            "the query did not finish within {} s; narrow the window or the selector",
+            deadline.as_secs()
+        )))
+    });
+    state
+        .metrics
+        .observe_query(endpoint, started.elapsed(), result.is_ok());
+    result
+}
+
+fn json_response(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let dir = state.config.data_dir.clone();
+    let (bytes, store_ok) = tokio::task::spawn_blocking(move || {
+        (Store::disk_usage(&dir), dir.join("STORE_VERSION").exists())
+    })
+    .await
+    .unwrap_or((0, false));
+    let agent = state.agent.as_ref().map(|a| a.snapshot());
+    json_response(&serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "store": {
+            "dir": state.config.data_dir,
+            "exists": store_ok,
+            "bytes": bytes,
+        },
+        "sampler": agent,
+    }))
+}
+
+async fn labels(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
+    let w = params.window(&state.config)?;
+    let names = run_query(&state, "labels", move |r| Ok(r.label_names(&w)?)).await?;
+    Ok(json_response(&serde_json::json!({ "names": names })))
+}
+
+async fn label_values(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
+    let w = params.window(&state.config)?;
+    let values = run_query(&state, "label_values", move |r| {
+        Ok(r.label_values(&w, &name)?)
+    })
+    .await?;
+    let values: Vec<_> = values
+        .into_iter()
+        .map(|(value, cpu_samples)| serde_json::json!({"value": value, "cpu_samples": cpu_samples}))
+        .collect();
+    Ok(json_response(&serde_json::json!({ "values": values })))
+}
+
+/// `GET /api/v1/series` parameters.
+#[derive(Debug, Deserialize)]
+pub struct SeriesParams {
+    #[serde(flatten)]
+    window: WindowParams,
+    /// Step: a duration (`1m`, `30s`) or seconds. Default: the window / 100, at least 10 s.
+    step: Option<String>,
+    /// `cpu`, `offcpu` or `wall`. Default: cpu.
+    #[serde(rename = "type")]
+    profile_type: Option<String>,
+    /// Comma-separated labels. Default: service.
+    group_by: Option<String>,
+}
+
+async fn series(
+    State(state): State<AppState>,
+    Query(params): Query<SeriesParams>,
+) -> Result<Response, ApiError> {
+    let w = params.window.window(&state.config)?;
+    let ty = profile_type(params.profile_type.as_deref())?;
+    let step_ms = match params.step.as_deref() {
+        None | Some("") => ((w.to_ms - w.from_ms) / 100 / 1000 * 1000).max(10_000),
+        Some(text) => match text.parse::<f64>() {
+            Ok(seconds) if seconds > 0.0 => (seconds * 1000.0) as i64,
+            Ok(_) => return Err(ApiError::invalid("step", "the step must be positive")),
+            Err(_) => {
+                parse_duration_ms(text).map_err(|e| ApiError::invalid("step", e.to_string()))?
+            }
+        },
+    };
+    let group_by: Vec<String> = params
+        .group_by
+        .as_deref()
+        .unwrap_or("service")
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let max_series = state.config.max_series;
+    let set = run_query(&state, "series", move |r| {
+        let set = r.series(&w, step_ms, ty, &group_by)?;
+        if set.series.len() > max_series {
+            return Err(ApiError::too_large(
+                "group_by",
+                format!(
+                    "{} series match; at most {max_series} are returned: narrow the selector or group by fewer labels",
+                    set.series.len()
+                ),
+            ));
+        }
+        Ok(set)
+    })
+    .await?;
+    Ok(json_response(&set))
+}
+
+/// `GET /api/v1/profile` parameters.
+#[derive(Debug, Deserialize)]
+pub struct ProfileParams {
+    #[serde(flatten)]
+    window: WindowParams,
+    /// `cpu`, `offcpu` or `wall`. Default: cpu.
+    #[serde(rename = "type")]
+    profile_type: Option<String>,
+    /// `tree`, `flamebearer`, `pprof`, `folded` or `speedscope`. Default: tree.
+    format: Option<String>,
+    /// Most tree nodes (tree, flamebearer). Default and maximum: the server's limit.
+    max_nodes: Option<String>,
+}
+
+fn max_nodes(text: Option<&str>, limit: usize) -> Result<usize, ApiError> {
+    let Some(text) = text else { return Ok(limit) };
+    let n: usize = text
+        .parse()
+        .map_err(|_| ApiError::invalid("max_nodes", format!("not a count: {text:?}")))?;
+    if n == 0 || n > limit {
+        return Err(ApiError::too_large(
+            "max_nodes",
+            format!("max_nodes must be between 1 and {limit}"),
+        ));
+    }
+    Ok(n)
+}
+
+async fn profile(
+    State(state): State<AppState>,
+    Query(params): Query<ProfileParams>,
+) -> Result<Response, ApiError> {
+    let w = params.window.window(&state.config)?;
+    let ty = profile_type(params.profile_type.as_deref())?;
+    let nodes = max_nodes(params.max_nodes.as_deref(), state.config.max_nodes)?;
+    let format = params.format.as_deref().unwrap_or("tree").to_owned();
+    let export = match format.as_str() {
+        "tree" | "flamebearer" => None,
+        other => Some(other.parse::<Format>().map_err(|_| {
+            ApiError::invalid(
+                "format",
+                format!("unknown format {other:?}: expected tree, flamebearer, pprof, folded or speedscope"),
+            )
+        })?),
+    };
+    run_query(&state, "profile", move |r| {
+        Ok(match export {
+            Some(f) => {
+                let profile = r.profile(&w, ty)?;
+                let (content_type, body) = match f {
+                    Format::Pprof => ("application/octet-stream", export::pprof::encode(&profile)),
+                    Format::Folded => (
+                        "text/plain; charset=utf-8",
+                        export::folded::to_string(&profile, 0).into_bytes(),
+                    ),
+                    Format::Speedscope => (
+                        "application/json",
+                        export::speedscope::to_string(&profile, 0, "critpath").into_bytes(),
+                    ),
+                };
+                ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
+            }
+            None => {
+                let mut tree = r.tree(&w, ty)?;
+                tree.trim(nodes, 0.0);
+                if format == "flamebearer" {
+                    json_response(&flamebearer::single(&tree, crate::DEFAULT_FREQUENCY_HZ))
+                } else {
+                    json_response(&tree)
+                }
+            }
+        })
+    })
+    .await
+}
+
+/// `GET /api/v1/diff` parameters.
+#[derive(Debug, Deserialize)]
+pub struct DiffParams {
+    #[serde(flatten)]
+    window: WindowParams,
+    /// Baseline start. Default: `from` minus the window's length.
+    baseline_from: Option<String>,
+    /// Baseline end. Default: `from`.
+    baseline_to: Option<String>,
+    /// `cpu`, `offcpu` or `wall`. Default: cpu.
+    #[serde(rename = "type")]
+    profile_type: Option<String>,
+    /// `tree` or `flamebearer`. Default: tree.
+    format: Option<String>,
+    /// Most nodes per window's tree before comparing.
+    max_nodes: Option<String>,
+}
+
+async fn diff(
+    State(state): State<AppState>,
+    Query(params): Query<DiffParams>,
+) -> Result<Response, ApiError> {
+    let w = params.window.window(&state.config)?;
+    let ty = profile_type(params.profile_type.as_deref())?;
+    let nodes = max_nodes(params.max_nodes.as_deref(), state.config.max_nodes)?;
+    let format = params.format.as_deref().unwrap_or("tree").to_owned();
+    if !matches!(format.as_str(), "tree" | "flamebearer") {
+        return Err(ApiError::invalid(
+            "format",
+            format!("unknown format {format:?}: expected tree or flamebearer"),
+        ));
+    }
+    let now = now_ms();
+    let len = w.to_ms - w.from_ms;
+    let base_from = match params.baseline_from.as_deref() {
+        Some(t) => {
+            parse_time_ms(t, now).map_err(|e| ApiError::invalid("baseline_from", e.to_string()))?
+        }
+        None => w.from_ms - len,
+    };
+    let base_to = match params.baseline_to.as_deref() {
+        Some(t) => {
+            parse_time_ms(t, now).map_err(|e| ApiError::invalid("baseline_to", e.to_string()))?
+        }
+        None => base_from + len,
+    };
+    let query = params.window.query.clone().unwrap_or_default();
+    let base = window(&state.config, &query, base_from, base_to, "baseline_from")?;
+    run_query(&state, "diff", move |r| {
+        let mut b = r.tree(&base, ty)?;
+        let mut c = r.tree(&w, ty)?;
+        b.trim(nodes, 0.0);
+        c.trim(nodes, 0.0);
+        let d = DiffTree::new(&b, &c);
+        Ok(if format == "flamebearer" {
+            json_response(&flamebearer::double(&d, crate::DEFAULT_FREQUENCY_HZ))
+        } else {
+            json_response(&d)
+        })
+    })
+    .await
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(state.agent.as_deref());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests;

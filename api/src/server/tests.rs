@@ -1,0 +1,506 @@
+//! Router-level tests (`oneshot`): every endpoint's answer and its bad-input cases, over a small
+//! hand-made store.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use critpath_analyzer::Frame;
+use critpath_analyzer::store::{Batch, Row, SampleKind, SeriesLabels, Store};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+use super::*;
+
+/// 2026-11-25T12:00:00Z.
+const T0: i64 = 1_764_072_000_000;
+
+fn batch(start_ms: i64, rows: &[(&str, &[&str], i64)]) -> Batch {
+    let mut b = Batch {
+        start_ms,
+        end_ms: start_ms + 10_000,
+        period_ns: 52_631_578,
+        ..Batch::default()
+    };
+    for (service, stack, value) in rows {
+        b.series.push(SeriesLabels {
+            host: "h".into(),
+            pid: 10 + b.series.len() as u32,
+            comm: (*service).into(),
+            exe: format!("/srv/{service}"),
+            build_id: String::new(),
+            service: (*service).into(),
+        });
+        let mut ids = Vec::new();
+        for name in *stack {
+            b.frames.push(Frame::user(*name, format!("/srv/{service}")));
+            ids.push((b.frames.len() - 1) as u32);
+        }
+        b.stacks.push(ids);
+        b.rows.push(Row {
+            series: (b.series.len() - 1) as u32,
+            stack: (b.stacks.len() - 1) as u32,
+            kind: SampleKind::Cpu,
+            value: *value,
+        });
+    }
+    b
+}
+
+/// A store where `api` runs `parse` in [T0, T0+60 s) and `render` in [T0+60 s, T0+120 s).
+fn store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path()).unwrap();
+    for i in 0..12 {
+        let leaf = if i < 6 { "parse" } else { "render" };
+        store
+            .append(&batch(
+                T0 + i * 10_000,
+                &[
+                    ("api", &["main", "handle", leaf], 5),
+                    ("batch", &["main", "crunch"], 2),
+                ],
+            ))
+            .unwrap();
+    }
+    store.close().unwrap();
+    dir
+}
+
+fn app(dir: &tempfile::TempDir, config: ServerConfig) -> Router {
+    router(AppState::new(
+        ServerConfig {
+            data_dir: dir.path().to_owned(),
+            ..config
+        },
+        None,
+    ))
+}
+
+async fn get_raw(app: &Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, body.to_vec())
+}
+
+async fn get_json(app: &Router, uri: &str) -> (StatusCode, serde_json::Value) {
+    let (status, content_type, body) = get_raw(app, uri).await;
+    assert_eq!(content_type, "application/json", "{uri}");
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// Asserts a 4xx/5xx JSON error naming `param`.
+async fn assert_error(
+    app: &Router,
+    uri: &str,
+    status: StatusCode,
+    param: Option<&str>,
+    needle: &str,
+) {
+    let (got, body) = get_json(app, uri).await;
+    assert_eq!(got, status, "{uri}: {body}");
+    let error = &body["error"];
+    assert_eq!(error["param"].as_str(), param, "{uri}: {body}");
+    assert!(error["code"].is_string(), "{uri}: {body}");
+    assert!(
+        error["message"].as_str().unwrap().contains(needle),
+        "{uri}: {body}"
+    );
+}
+
+/// Percent-encodes a query parameter's value.
+fn enc(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn window(from_s: i64, to_s: i64) -> String {
+    format!("from={}&to={}", T0 + from_s * 1000, T0 + to_s * 1000)
+}
+
+/// Health reports the build and the store.
+#[tokio::test]
+async fn health() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let (status, body) = get_json(&app, "/api/v1/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["store"]["exists"], true);
+    assert!(body["store"]["bytes"].as_u64().unwrap() > 0);
+    assert!(body["sampler"].is_null(), "no agent in this process");
+}
+
+/// Label names and values; an unknown label is named.
+#[tokio::test]
+async fn labels() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let (status, body) = get_json(&app, &format!("/api/v1/labels?{}", window(0, 120))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["names"],
+        serde_json::json!(["comm", "exe", "host", "pid", "service"])
+    );
+    let (status, body) = get_json(
+        &app,
+        &format!("/api/v1/labels/service/values?{}", window(0, 120)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["values"][0],
+        serde_json::json!({"value": "api", "cpu_samples": 60})
+    );
+    assert_eq!(
+        body["values"][1],
+        serde_json::json!({"value": "batch", "cpu_samples": 24})
+    );
+    assert_error(
+        &app,
+        &format!("/api/v1/labels/colour/values?{}", window(0, 120)),
+        StatusCode::BAD_REQUEST,
+        Some("name"),
+        "unknown label",
+    )
+    .await;
+}
+
+/// Series per service at a step, and every bad parameter named.
+#[tokio::test]
+async fn series() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let (status, body) = get_json(
+        &app,
+        &format!(
+            "/api/v1/series?{}&step=30s&group_by=service",
+            window(0, 120)
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["timestamps"].as_array().unwrap().len(), 4);
+    assert_eq!(body["series"][0]["labels"]["service"], "api");
+    assert_eq!(
+        body["series"][0]["values"],
+        serde_json::json!([15.0, 15.0, 15.0, 15.0])
+    );
+    let (_, body) = get_json(
+        &app,
+        &format!(
+            "/api/v1/series?{}&step=60&query={}",
+            window(0, 120),
+            enc(r#"{service="batch"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(body["series"].as_array().unwrap().len(), 1);
+    assert_eq!(body["series"][0]["values"], serde_json::json!([12.0, 12.0]));
+
+    let w = window(0, 120);
+    for (uri, status, param, needle) in [
+        (
+            format!("/api/v1/series?{w}&step=1ms"),
+            StatusCode::BAD_REQUEST,
+            "step",
+            "at most 11000",
+        ),
+        (
+            format!("/api/v1/series?{w}&step=-5"),
+            StatusCode::BAD_REQUEST,
+            "step",
+            "positive",
+        ),
+        (
+            format!("/api/v1/series?{w}&step=soon"),
+            StatusCode::BAD_REQUEST,
+            "step",
+            "soon",
+        ),
+        (
+            format!("/api/v1/series?{w}&type=gpu"),
+            StatusCode::BAD_REQUEST,
+            "type",
+            "gpu",
+        ),
+        (
+            format!("/api/v1/series?{w}&group_by=colour"),
+            StatusCode::BAD_REQUEST,
+            "group_by",
+            "unknown label",
+        ),
+        (
+            format!("/api/v1/series?{w}&query={}", enc("{service=api}")),
+            StatusCode::BAD_REQUEST,
+            "query",
+            "position 9",
+        ),
+        (
+            format!("/api/v1/series?from={}&to={}", T0 + 5000, T0),
+            StatusCode::BAD_REQUEST,
+            "from",
+            "before",
+        ),
+        (
+            "/api/v1/series?from=yesterday".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "from",
+            "yesterday",
+        ),
+        (
+            format!("/api/v1/series?from={}&to={}", T0 - 40 * 86_400_000, T0),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "from",
+            "at most",
+        ),
+    ] {
+        assert_error(&app, &uri, status, Some(param), needle).await;
+    }
+    // A series-count limit.
+    let small = app_with_limits(&dir, 1, 16_384);
+    assert_error(
+        &small,
+        &format!("/api/v1/series?{w}&group_by=pid"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("group_by"),
+        "2 series match",
+    )
+    .await;
+}
+
+fn app_with_limits(dir: &tempfile::TempDir, max_series: usize, max_nodes: usize) -> Router {
+    app(
+        dir,
+        ServerConfig {
+            max_series,
+            max_nodes,
+            ..ServerConfig::default()
+        },
+    )
+}
+
+/// Profiles in every format: the hot function is in each; bad formats and limits are named.
+#[tokio::test]
+async fn profile() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let w = window(0, 120);
+    let (status, tree) = get_json(&app, &format!("/api/v1/profile?{w}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tree["total"], 84);
+    assert_eq!(tree["root"]["children"][0]["name"], "api");
+    assert_eq!(tree["root"]["children"][0]["total"], 60);
+
+    let (_, fb) = get_json(&app, &format!("/api/v1/profile?{w}&format=flamebearer")).await;
+    assert_eq!(fb["flamebearer"]["numTicks"], 84);
+    assert!(
+        fb["flamebearer"]["names"]
+            .as_array()
+            .unwrap()
+            .contains(&"render".into())
+    );
+
+    let (status, content_type, folded) = get_raw(
+        &app,
+        &format!(
+            "/api/v1/profile?{w}&format=folded&query={}",
+            enc(r#"{service="api"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/plain"));
+    let folded = String::from_utf8(folded).unwrap();
+    assert!(folded.contains("api;main;handle;parse 30\n"), "{folded}");
+    assert!(!folded.contains("crunch"), "the selector applies");
+
+    let (status, _, pprof) = get_raw(&app, &format!("/api/v1/profile?{w}&format=pprof")).await;
+    assert_eq!(status, StatusCode::OK);
+    let decoded = export::pprof::decode(&pprof).unwrap();
+    assert_eq!(decoded.totals(), vec![84]);
+
+    let (status, speedscope) =
+        get_json(&app, &format!("/api/v1/profile?{w}&format=speedscope")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(speedscope["profiles"].is_array());
+
+    let (_, trimmed) = get_json(&app, &format!("/api/v1/profile?{w}&max_nodes=3")).await;
+    assert_eq!(trimmed["trimmed_nodes"], 6);
+
+    assert_error(
+        &app,
+        &format!("/api/v1/profile?{w}&format=svg"),
+        StatusCode::BAD_REQUEST,
+        Some("format"),
+        "svg",
+    )
+    .await;
+    assert_error(
+        &app,
+        &format!("/api/v1/profile?{w}&max_nodes=0"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("max_nodes"),
+        "between",
+    )
+    .await;
+    assert_error(
+        &app,
+        &format!("/api/v1/profile?{w}&max_nodes=many"),
+        StatusCode::BAD_REQUEST,
+        Some("max_nodes"),
+        "many",
+    )
+    .await;
+    let small = app_with_limits(&dir, 1000, 100);
+    assert_error(
+        &small,
+        &format!("/api/v1/profile?{w}&max_nodes=101"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("max_nodes"),
+        "100",
+    )
+    .await;
+}
+
+/// The diff of the second minute against the first (the default baseline): `render` grew
+/// most, `parse` shrank most.
+#[tokio::test]
+async fn diff() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let (status, d) = get_json(&app, &format!("/api/v1/diff?{}", window(60, 120))).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(
+        (d["base_total"].as_i64(), d["comparison_total"].as_i64()),
+        (Some(42), Some(42))
+    );
+    let handle = &d["root"]["children"][0]["children"][0]["children"][0];
+    assert_eq!(handle["name"], "handle");
+    assert_eq!(handle["children"][0]["name"], "render");
+    assert!(handle["children"][0]["delta_share"].as_f64().unwrap() > 0.7);
+    assert_eq!(handle["children"][1]["name"], "parse");
+
+    let explicit = format!(
+        "/api/v1/diff?{}&baseline_from={}&baseline_to={}&format=flamebearer",
+        window(60, 120),
+        T0,
+        T0 + 60_000
+    );
+    let (status, fb) = get_json(&app, &explicit).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fb["metadata"]["format"], "double");
+    assert_eq!(
+        (fb["leftTicks"].as_i64(), fb["rightTicks"].as_i64()),
+        (Some(42), Some(42))
+    );
+
+    assert_error(
+        &app,
+        &format!("/api/v1/diff?{}&format=pprof", window(60, 120)),
+        StatusCode::BAD_REQUEST,
+        Some("format"),
+        "tree or flamebearer",
+    )
+    .await;
+    assert_error(
+        &app,
+        &format!(
+            "/api/v1/diff?{}&baseline_from={}&baseline_to={}",
+            window(60, 120),
+            T0 + 9000,
+            T0
+        ),
+        StatusCode::BAD_REQUEST,
+        Some("baseline_from"),
+        "before",
+    )
+    .await;
+    assert_error(
+        &app,
+        &format!("/api/v1/diff?{}&baseline_to=later", window(60, 120)),
+        StatusCode::BAD_REQUEST,
+        Some("baseline_to"),
+        "later",
+    )
+    .await;
+}
+
+/// Metrics count queries by endpoint; unknown routes and a store-less server answer in JSON.
+#[tokio::test]
+async fn metrics_and_fallbacks() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    get_json(&app, &format!("/api/v1/profile?{}", window(0, 120))).await;
+    let (status, content_type, text) = get_raw(&app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/plain"));
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("critpath_query_duration_seconds_count{endpoint=\"profile\"} 1"),
+        "{text}"
+    );
+    assert_error(
+        &app,
+        "/api/v2/nothing",
+        StatusCode::NOT_FOUND,
+        None,
+        "no such endpoint",
+    )
+    .await;
+
+    let empty = tempfile::tempdir().unwrap();
+    let app = router(AppState::new(
+        ServerConfig {
+            data_dir: empty.path().join("none"),
+            ..ServerConfig::default()
+        },
+        None,
+    ));
+    assert_error(
+        &app,
+        "/api/v1/profile",
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        "no store",
+    )
+    .await;
+}
+
+/// A query past the deadline is answered 503, not left hanging.
+#[tokio::test]
+async fn deadline() {
+    let dir = store();
+    let app = app(
+        &dir,
+        ServerConfig {
+            request_timeout: Duration::ZERO,
+            ..ServerConfig::default()
+        },
+    );
+    assert_error(
+        &app,
+        &format!("/api/v1/profile?{}", window(0, 120)),
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        "did not finish",
+    )
+    .await;
+}

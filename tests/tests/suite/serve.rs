@@ -1,0 +1,200 @@
+//! `critpath run`: the agent and the HTTP API in one process, queried over real HTTP while a
+//! workload runs.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use critpath_analyzer::export::folded;
+
+use super::common::{critpath, inclusive, kernel_tests_enabled, workload};
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `critpath run` on an ephemeral loopback port and waits until it serves.
+fn start(dir: &std::path::Path) -> Server {
+    let mut child = Command::new(critpath())
+        .args([
+            "run",
+            "--interval",
+            "1s",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting critpath run");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addr = None;
+    let mut sampling = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("critpath: serving the API on http://") {
+            addr = Some(rest.trim().to_owned());
+        }
+        sampling |= line.contains("critpath agent: sampling");
+        if addr.is_some() && sampling {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        addr: addr.expect("the server's address"),
+    }
+}
+
+fn enc(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn run_workload(name: &str, seconds: &str) -> (u32, i64, i64) {
+    let start = now_ms();
+    let mut child = Command::new(workload(name))
+        .arg(seconds)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    (pid, start, now_ms())
+}
+
+/// Through HTTP: the workload's hot function in /profile, its activity in /series, the
+/// function of the second window grown in /diff against the first, health and metrics.
+#[test]
+fn run_serves_the_store() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    let (a_pid, a_start, a_end) = run_workload("cpu_ratio", "3");
+    let (b_pid, b_start, b_end) = run_workload("multi_thread", "3");
+    // The last 1 s interval is written when it ends.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let (status, health) = get(addr, "/api/v1/health");
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["sampler"]["running"], true, "{health}");
+    assert_eq!(health["sampler"]["frequency_hz"], 19);
+    assert!(health["sampler"]["samples"].as_u64().unwrap() > 0);
+
+    let selector = enc(&format!(r#"{{pid=~"{a_pid}|{b_pid}"}}"#));
+    let (status, body) = get(
+        addr,
+        &format!("/api/v1/profile?format=folded&from=now-5m&query={selector}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let profile = folded::parse(&body).unwrap();
+    assert!(inclusive(&profile, "::hot_a") > 10, "{body}");
+
+    let (status, body) = get(
+        addr,
+        &format!(
+            "/api/v1/series?from={}&to={}&step=1s&group_by=pid&query={selector}",
+            a_start - 5_000,
+            b_end + 3_000
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let series: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let a = series["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["labels"]["pid"] == a_pid.to_string().as_str())
+        .expect("the first workload's series");
+    let during: f64 = a["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(series["timestamps"].as_array().unwrap())
+        .filter(|(_, t)| {
+            let t = t.as_i64().unwrap();
+            t >= a_start - 2_000 && t <= a_end + 1_000
+        })
+        .map(|(v, _)| v.as_f64().unwrap())
+        .sum();
+    assert!(
+        during >= 20.0,
+        "{during} samples of cpu_ratio during its run"
+    );
+
+    let (status, body) = get(
+        addr,
+        &format!(
+            "/api/v1/diff?query={selector}&baseline_from={a_start}&baseline_to={a_end}&from={b_start}&to={b_end}"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let diff: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first = &diff["root"]["children"][0];
+    assert_eq!(
+        first["name"], "multi_thread",
+        "the grown process comes first: {diff}"
+    );
+    assert!(first["delta_share"].as_f64().unwrap() > 0.5);
+
+    let (status, metrics) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("critpath_samples_ingested_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("critpath_query_duration_seconds_count{endpoint=\"diff\"} 1"));
+
+    let (status, body) = get(addr, "/api/v1/profile?type=gpu");
+    assert_eq!(status, 400);
+    assert!(body.contains("\"param\":\"type\""), "{body}");
+}
