@@ -109,6 +109,13 @@ pub struct ListenArgs {
     /// Longest a query may take before it is answered 503, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// Require `Authorization: Bearer <token>` on every endpoint but health; the token is this
+    /// file's content (trimmed).
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Serve beyond loopback without --auth-token-file (refused otherwise).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// `critpath serve`.

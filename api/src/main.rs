@@ -107,13 +107,33 @@ fn run_agent(config: agent::AgentConfig) -> anyhow::Result<()> {
     agent::run(config, &stop, &agent::AgentStatus::default())
 }
 
-fn server_config(data_dir: PathBuf, listen: cli::ListenArgs) -> server::ServerConfig {
-    server::ServerConfig {
+fn server_config(
+    data_dir: PathBuf,
+    listen: cli::ListenArgs,
+) -> anyhow::Result<server::ServerConfig> {
+    let auth_token = match &listen.auth_token_file {
+        None => None,
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token in {}", path.display()))?
+                .trim()
+                .to_owned();
+            if token.is_empty() {
+                bail!("{} is empty: it must hold the bearer token", path.display());
+            }
+            Some(token)
+        }
+    };
+    let config = server::ServerConfig {
         listen: listen.listen,
         data_dir,
         request_timeout: listen.request_timeout,
+        auth_token,
+        insecure: listen.insecure,
         ..server::ServerConfig::default()
-    }
+    };
+    config.check_exposure()?;
+    Ok(config)
 }
 
 /// Resolves when `stop` is set.
@@ -140,19 +160,17 @@ fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     agent::stop_on_signals(&stop)?;
-    let state = server::AppState::new(server_config(data_dir, args.listen), None);
+    let state = server::AppState::new(server_config(data_dir, args.listen)?, None);
     runtime()?.block_on(server::serve(state, stopped(stop)))
 }
 
 fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     let config = config::agent_config(args.agent)?;
+    let server_config = server_config(config.data_dir.clone(), args.listen)?;
     let stop = Arc::new(AtomicBool::new(false));
     agent::stop_on_signals(&stop)?;
     let status = Arc::new(agent::AgentStatus::default());
-    let state = server::AppState::new(
-        server_config(config.data_dir.clone(), args.listen),
-        Some(Arc::clone(&status)),
-    );
+    let state = server::AppState::new(server_config, Some(Arc::clone(&status)));
     let agent = {
         let (stop, status) = (Arc::clone(&stop), Arc::clone(&status));
         std::thread::Builder::new()

@@ -58,6 +58,16 @@ impl ApiError {
         }
     }
 
+    /// Missing or wrong credentials (401).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: message.into(),
+            param: None,
+        }
+    }
+
     /// No such route (404).
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {

@@ -50,6 +50,27 @@ pub struct ServerConfig {
     /// Most nodes a tree or flamebearer may have (also the default of `max_nodes`).
     /// Default: 16384.
     pub max_nodes: usize,
+    /// Bearer token every endpoint but health requires; `None`: no authentication.
+    pub auth_token: Option<String>,
+    /// Serve beyond loopback without a token (refused otherwise). Default: false.
+    pub insecure: bool,
+}
+
+impl ServerConfig {
+    /// Refuses to expose the API beyond loopback without a token, unless `insecure`.
+    ///
+    /// # Errors
+    /// A non-loopback address without a token and without `insecure`.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        if !self.listen.ip().is_loopback() && self.auth_token.is_none() && !self.insecure {
+            anyhow::bail!(
+                "refusing to serve on {} without authentication: pass --auth-token-file FILE, \
+                 or --insecure to serve it open to the network",
+                self.listen
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -62,6 +83,8 @@ impl Default for ServerConfig {
             max_range: Duration::from_secs(31 * 24 * 3600),
             max_series: 1000,
             max_nodes: 16_384,
+            auth_token: None,
+            insecure: false,
         }
     }
 }
@@ -92,10 +115,10 @@ impl AppState {
     }
 }
 
-/// The API's routes.
+/// The API's routes. With a token configured, every route but health requires
+/// `Authorization: Bearer <token>`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health))
+    let protected = Router::new()
         .route("/api/v1/labels", get(labels))
         .route("/api/v1/labels/{name}/values", get(label_values))
         .route("/api/v1/series", get(series))
@@ -103,7 +126,46 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/diff", get(diff))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/health") })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .merge(protected)
         .with_state(state)
+}
+
+/// Checks the bearer token, when one is configured.
+async fn authenticate(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = state.config.auth_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
+        None => {
+            ApiError::unauthorized("this server requires an `Authorization: Bearer <token>` header")
+                .into_response()
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was
+/// right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves until `shutdown` resolves.

@@ -504,3 +504,58 @@ async fn deadline() {
     )
     .await;
 }
+
+/// With a token, every endpoint but health needs it; beyond loopback a token (or --insecure)
+/// is required to start at all.
+#[tokio::test]
+async fn authentication() {
+    let dir = store();
+    let app = app(
+        &dir,
+        ServerConfig {
+            auth_token: Some("s3cret".into()),
+            ..ServerConfig::default()
+        },
+    );
+    let (status, _) = get_json(&app, "/api/v1/health").await;
+    assert_eq!(status, StatusCode::OK, "health stays open");
+    let uri = format!("/api/v1/profile?{}", window(0, 120));
+    assert_error(&app, &uri, StatusCode::UNAUTHORIZED, None, "Authorization").await;
+    for (header_value, expected) in [
+        ("Bearer wrong", StatusCode::UNAUTHORIZED),
+        ("Bearer s3cre", StatusCode::UNAUTHORIZED),
+        ("s3cret", StatusCode::UNAUTHORIZED),
+        ("Bearer s3cret", StatusCode::OK),
+    ] {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get(&uri)
+                    .header(header::AUTHORIZATION, header_value)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{header_value}");
+    }
+
+    let open = |listen: &str, token: Option<&str>, insecure: bool| ServerConfig {
+        listen: listen.parse().unwrap(),
+        auth_token: token.map(str::to_owned),
+        insecure,
+        ..ServerConfig::default()
+    };
+    assert!(open("127.0.0.1:7070", None, false).check_exposure().is_ok());
+    assert!(open("[::1]:7070", None, false).check_exposure().is_ok());
+    let err = open("0.0.0.0:7070", None, false)
+        .check_exposure()
+        .unwrap_err();
+    assert!(err.to_string().contains("--auth-token-file"), "{err}");
+    assert!(
+        open("0.0.0.0:7070", Some("t"), false)
+            .check_exposure()
+            .is_ok()
+    );
+    assert!(open("0.0.0.0:7070", None, true).check_exposure().is_ok());
+}
