@@ -31,7 +31,7 @@ const CPUS: usize = 64;
 const HZ: usize = 19;
 const INTERVAL_MS: i64 = 10_000;
 const HOURS: i64 = 24;
-/// 2026-11-24T00:00:00Z.
+/// 2025-11-24T00:00:00Z.
 const START_MS: i64 = 1_763_942_400_000;
 const PERIOD_NS: i64 = 1_000_000_000 / HZ as i64;
 

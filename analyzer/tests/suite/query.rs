@@ -6,7 +6,7 @@ use critpath_analyzer::query::{QueryError, Reader, Selector, Window};
 use critpath_analyzer::store::{Batch, ProfileType, Row, SampleKind, SeriesLabels, Store};
 use critpath_analyzer::{Frame, FrameKind};
 
-/// 2026-11-25T12:00:00Z: windows start on an hour so partitions are predictable.
+/// 2025-11-25T12:00:00Z: windows start on an hour so partitions are predictable.
 const T0: i64 = 1_764_072_000_000;
 const PERIOD_NS: i64 = 52_631_578;
 

@@ -10,7 +10,7 @@ use tower::ServiceExt as _;
 
 use super::*;
 
-/// 2026-11-25T12:00:00Z.
+/// 2025-11-25T12:00:00Z.
 const T0: i64 = 1_764_072_000_000;
 
 fn batch(start_ms: i64, rows: &[(&str, &[&str], i64)]) -> Batch {

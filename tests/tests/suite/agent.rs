@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use critpath_analyzer::export::folded;
 use critpath_analyzer::store::Store;
 
-use super::common::{Folded, critpath, inclusive, kernel_tests_enabled, run_critpath, workload};
+use super::common::{
+    Folded, critpath, inclusive, kernel_tests_enabled, now_ms, run_critpath, run_workload, workload,
+};
 
 fn start_agent(dir: &std::path::Path) -> Child {
     start_agent_with(dir, &[])
@@ -64,19 +66,6 @@ fn query(dir: &std::path::Path, selector: &str) -> Folded {
         "folded",
     ]);
     folded::parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
-}
-
-/// Runs a workload to its end; returns its pid and when it started and ended (Unix ms).
-fn run_workload(name: &str, seconds: &str) -> (u32, i64, i64) {
-    let start = now_ms();
-    let mut child = Command::new(workload(name))
-        .arg(seconds)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    assert!(child.wait().unwrap().success());
-    (pid, start, now_ms())
 }
 
 /// `critpath query series` per pid at a 1 s step, as (timestamps, pid → values).
@@ -290,13 +279,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 struct Guard(Child);

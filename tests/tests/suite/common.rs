@@ -77,3 +77,24 @@ pub fn inclusive(folded: &Folded, suffix: &str) -> i64 {
 pub fn position(stack: &[String], suffix: &str) -> Option<usize> {
     stack.iter().position(|f| f.ends_with(suffix))
 }
+
+/// Now, Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Runs a workload to its end; returns its pid and when it started and ended (Unix ms).
+pub fn run_workload(name: &str, seconds: &str) -> (u32, i64, i64) {
+    let start = now_ms();
+    let mut child = std::process::Command::new(workload(name))
+        .arg(seconds)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    (pid, start, now_ms())
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use critpath_analyzer::export::folded;
 
-use super::common::{critpath, inclusive, kernel_tests_enabled, workload};
+use super::common::{critpath, inclusive, kernel_tests_enabled, run_workload};
 
 struct Server {
     child: Child,
@@ -87,25 +87,6 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, body.to_owned())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn run_workload(name: &str, seconds: &str) -> (u32, i64, i64) {
-    let start = now_ms();
-    let mut child = Command::new(workload(name))
-        .arg(seconds)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    assert!(child.wait().unwrap().success());
-    (pid, start, now_ms())
 }
 
 /// Through HTTP: the workload's hot function in /profile, its activity in /series, the
