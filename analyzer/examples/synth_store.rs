@@ -319,6 +319,7 @@ fn query(dir: &Path, rounds: usize) -> anyhow_like::Result {
                         &w(hour(11), hour(12)),
                         &w(hour(12), hour(13)),
                         ProfileType::Cpu,
+                        0,
                     )
                     .unwrap();
                 format!("{} vs {} samples", d.base_total, d.comparison_total)
@@ -332,6 +333,7 @@ fn query(dir: &Path, rounds: usize) -> anyhow_like::Result {
                         &w(hour(0), hour(12)),
                         &w(hour(12), hour(24)),
                         ProfileType::Cpu,
+                        0,
                     )
                     .unwrap();
                 format!("{} vs {} samples", d.base_total, d.comparison_total)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use critpath_analyzer::export::{self, Format, flamebearer};
+use critpath_analyzer::export::{Format, flamebearer};
 use critpath_analyzer::query::{QueryError, Reader, Selector, Window, parse_time_ms};
 use critpath_analyzer::store::ProfileType;
 
@@ -222,13 +222,7 @@ pub fn profile(target: &Target, config: &ProfileConfig) -> anyhow::Result<()> {
     let bytes = match config.format {
         ProfileFormat::Export(format) => {
             let profile = reader.profile(w, ty).map_err(|e| target.error(e))?;
-            match format {
-                Format::Pprof => export::pprof::encode(&profile),
-                Format::Folded => export::folded::to_string(&profile, 0).into_bytes(),
-                Format::Speedscope => {
-                    export::speedscope::to_string(&profile, 0, "critpath query").into_bytes()
-                }
-            }
+            format.encode(&profile, 0, "critpath query")
         }
         format => {
             let mut tree = reader.tree(w, ty).map_err(|e| target.error(e))?;
@@ -307,29 +301,22 @@ pub struct DiffConfig {
 /// Writes the comparison of a window with its baseline.
 pub fn diff(target: &Target, config: &DiffConfig) -> anyhow::Result<()> {
     let w = &target.window;
-    let len = w.to_ms - w.from_ms;
-    let base_from = match &config.baseline_from {
-        Some(t) => parse_time_ms(t, target.now_ms).context("--baseline-from")?,
-        None => w.from_ms - len,
+    let time = |text: &Option<String>, flag: &str| {
+        text.as_deref()
+            .map(|t| parse_time_ms(t, target.now_ms).with_context(|| flag.to_owned()))
+            .transpose()
     };
-    let base_to = match &config.baseline_to {
-        Some(t) => parse_time_ms(t, target.now_ms).context("--baseline-to")?,
-        None => base_from + len,
-    };
+    let (base_from, base_to) = w.baseline_range(
+        time(&config.baseline_from, "--baseline-from")?,
+        time(&config.baseline_to, "--baseline-to")?,
+    );
     let base = w
         .with_range(base_from, base_to)
         .context("the baseline window (--baseline-from, --baseline-to)")?;
-    let mut b = target
+    let (diff, b, c) = target
         .reader
-        .tree(&base, config.profile_type)
+        .diff(&base, w, config.profile_type, config.max_nodes)
         .map_err(|e| target.error(e))?;
-    let mut c = target
-        .reader
-        .tree(w, config.profile_type)
-        .map_err(|e| target.error(e))?;
-    b.trim(config.max_nodes, 0.0);
-    c.trim(config.max_nodes, 0.0);
-    let diff = critpath_analyzer::query::DiffTree::new(&b, &c);
     let bytes = match config.format.as_str() {
         "tree" => json(&diff),
         "flamebearer" => json(&flamebearer::double(&diff, config.frequency_hz)),

@@ -193,13 +193,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     let value = profile
         .sample_type_index(&config.value)
         .with_context(|| format!("the profile has no {:?} values", config.value))?;
-    let bytes = match config.format {
-        export::Format::Pprof => export::pprof::encode(profile),
-        export::Format::Folded => export::folded::to_string(profile, value).into_bytes(),
-        export::Format::Speedscope => {
-            export::speedscope::to_string(profile, value, "critpath record").into_bytes()
-        }
-    };
+    let bytes = config.format.encode(profile, value, "critpath record");
     match &config.output {
         Some(path) => {
             std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;

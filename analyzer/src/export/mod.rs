@@ -47,6 +47,27 @@ impl Format {
     }
 }
 
+impl Format {
+    /// Encodes a profile in this format; folded and speedscope output carry the values of
+    /// sample type `index`, speedscope names the profile `name`.
+    pub fn encode(self, profile: &crate::Profile, index: usize, name: &str) -> Vec<u8> {
+        match self {
+            Self::Pprof => pprof::encode(profile),
+            Self::Folded => folded::to_string(profile, index).into_bytes(),
+            Self::Speedscope => speedscope::to_string(profile, index, name).into_bytes(),
+        }
+    }
+
+    /// The HTTP content type of the encoding.
+    pub const fn content_type(self) -> &'static str {
+        match self {
+            Self::Pprof => "application/octet-stream",
+            Self::Folded => "text/plain; charset=utf-8",
+            Self::Speedscope => "application/json",
+        }
+    }
+}
+
 impl FromStr for Format {
     type Err = String;
 

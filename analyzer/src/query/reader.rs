@@ -77,6 +77,13 @@ impl Window {
         Self::new(self.selector.clone(), from_ms, to_ms)
     }
 
+    /// A diff's baseline range: the given ends, defaulting to the window of equal length just
+    /// before this one.
+    pub fn baseline_range(&self, from_ms: Option<i64>, to_ms: Option<i64>) -> (i64, i64) {
+        let from = from_ms.unwrap_or(self.from_ms - (self.to_ms - self.from_ms));
+        (from, to_ms.unwrap_or(from + (self.to_ms - self.from_ms)))
+    }
+
     /// Whether a series is selected.
     pub fn selects(&self, series: &SeriesLabels) -> bool {
         selects(&self.selector, series)
@@ -258,7 +265,8 @@ impl Reader {
         Ok(FlameTree::from_parts(profile_type, &parts))
     }
 
-    /// The trees of a baseline and a comparison window, and their diff.
+    /// The trees of a baseline and a comparison window, each trimmed to `max_nodes` (0: no
+    /// limit), and their diff.
     ///
     /// # Errors
     /// A store error.
@@ -267,9 +275,12 @@ impl Reader {
         base: &Window,
         comparison: &Window,
         profile_type: ProfileType,
+        max_nodes: usize,
     ) -> Result<(DiffTree, FlameTree, FlameTree), QueryError> {
-        let b = self.tree(base, profile_type)?;
-        let c = self.tree(comparison, profile_type)?;
+        let mut b = self.tree(base, profile_type)?;
+        let mut c = self.tree(comparison, profile_type)?;
+        b.trim(max_nodes, 0.0);
+        c.trim(max_nodes, 0.0);
         Ok((DiffTree::new(&b, &c), b, c))
     }
 

@@ -204,10 +204,9 @@ impl Store {
         self.wal.append(batch)
     }
 
-    /// Starts compacting closed segments and applying retention in a background thread (after
-    /// the previous round has finished).
+    /// Starts compacting closed segments and applying retention in a background thread; the
+    /// caller has finished the previous round (see [`Store::append`]).
     fn start_maintenance(&mut self) {
-        self.finish_maintenance();
         let dir = self.dir.clone();
         let active = self.wal.path().to_owned();
         let retention = self.options.retention.clone();
@@ -401,27 +400,8 @@ pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> 
 
 #[cfg(test)]
 mod tests {
+    use super::wal::tests::batch;
     use super::*;
-    use crate::Frame;
-
-    fn batch(start_ms: i64, n: i64) -> Batch {
-        let mut agg = Aggregator::new(10_000, 1);
-        let s = SeriesLabels {
-            pid: 7,
-            comm: "w".into(),
-            ..Default::default()
-        };
-        for i in 0..n {
-            agg.add(
-                start_ms + i,
-                &s,
-                &[Frame::user(format!("f{i}"), "/x")],
-                SampleKind::Cpu,
-                1,
-            );
-        }
-        agg.flush().unwrap()
-    }
 
     fn total(dir: &Path) -> i64 {
         Store::batches(dir, 0, i64::MAX)

@@ -292,12 +292,13 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Frame;
     use crate::store::{Aggregator, SampleKind, SeriesLabels, Store};
 
-    fn batch(start_ms: i64, n: i64) -> Batch {
+    /// A batch of `n` one-sample stacks `f0..f<n>` of pid 7 starting at `start_ms`.
+    pub(crate) fn batch(start_ms: i64, n: i64) -> Batch {
         let mut agg = Aggregator::new(10_000, 1);
         let s = SeriesLabels {
             pid: 7,

@@ -139,7 +139,7 @@ fn diff_golden() {
     let dir = hand_made_store();
     let reader = Reader::new(dir.path());
     let (diff, base, comparison) = reader
-        .diff(&window("", 0, 20), &window("", 20, 60), ProfileType::Cpu)
+        .diff(&window("", 0, 20), &window("", 20, 60), ProfileType::Cpu, 0)
         .unwrap();
     assert_eq!((diff.base_total, diff.comparison_total), (10, 24));
     insta::assert_json_snapshot!("diff_tree", diff);
@@ -160,6 +160,7 @@ fn diff_with_selector() {
             &window(r#"{service="api"}"#, 0, 20),
             &window(r#"{service="api"}"#, 20, 60),
             ProfileType::Cpu,
+            0,
         )
         .unwrap();
     assert_eq!((diff.base_total, diff.comparison_total), (6, 16));

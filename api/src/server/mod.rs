@@ -19,10 +19,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use critpath_analyzer::export::{self, Format, flamebearer};
-use critpath_analyzer::query::{
-    DiffTree, Reader, Selector, Window, parse_duration_ms, parse_time_ms,
-};
+use critpath_analyzer::export::{Format, flamebearer};
+use critpath_analyzer::query::{Reader, Selector, Window, parse_duration_ms, parse_time_ms};
 use critpath_analyzer::store::{ProfileType, Store};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -455,18 +453,8 @@ async fn profile(
         Ok(match export {
             Some(f) => {
                 let profile = r.profile(&w, ty)?;
-                let (content_type, body) = match f {
-                    Format::Pprof => ("application/octet-stream", export::pprof::encode(&profile)),
-                    Format::Folded => (
-                        "text/plain; charset=utf-8",
-                        export::folded::to_string(&profile, 0).into_bytes(),
-                    ),
-                    Format::Speedscope => (
-                        "application/json",
-                        export::speedscope::to_string(&profile, 0, "critpath").into_bytes(),
-                    ),
-                };
-                ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
+                let body = f.encode(&profile, 0, "critpath");
+                ([(header::CONTENT_TYPE, f.content_type())], Body::from(body)).into_response()
             }
             None => {
                 let mut tree = r.tree(&w, ty)?;
@@ -515,27 +503,18 @@ async fn diff(
         ));
     }
     let now = now_ms();
-    let len = w.to_ms - w.from_ms;
-    let base_from = match params.baseline_from.as_deref() {
-        Some(t) => {
-            parse_time_ms(t, now).map_err(|e| ApiError::invalid("baseline_from", e.to_string()))?
-        }
-        None => w.from_ms - len,
+    let time = |param: &'static str, text: Option<&str>| {
+        text.map(|t| parse_time_ms(t, now).map_err(|e| ApiError::invalid(param, e.to_string())))
+            .transpose()
     };
-    let base_to = match params.baseline_to.as_deref() {
-        Some(t) => {
-            parse_time_ms(t, now).map_err(|e| ApiError::invalid("baseline_to", e.to_string()))?
-        }
-        None => base_from + len,
-    };
+    let (base_from, base_to) = w.baseline_range(
+        time("baseline_from", params.baseline_from.as_deref())?,
+        time("baseline_to", params.baseline_to.as_deref())?,
+    );
     let query = params.window.query.clone().unwrap_or_default();
     let base = window(&state.config, &query, base_from, base_to, "baseline_from")?;
     run_query(&state, "diff", move |r| {
-        let mut b = r.tree(&base, ty)?;
-        let mut c = r.tree(&w, ty)?;
-        b.trim(nodes, 0.0);
-        c.trim(nodes, 0.0);
-        let d = DiffTree::new(&b, &c);
+        let (d, ..) = r.diff(&base, &w, ty, nodes)?;
         Ok(if format == "flamebearer" {
             json_response(&flamebearer::double(&d, crate::DEFAULT_FREQUENCY_HZ))
         } else {

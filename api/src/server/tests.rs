@@ -4,6 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use critpath_analyzer::Frame;
+use critpath_analyzer::export;
 use critpath_analyzer::store::{Batch, Row, SampleKind, SeriesLabels, Store};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;

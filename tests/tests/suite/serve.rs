@@ -100,6 +100,8 @@ fn run_serves_the_store() {
     let server = start(dir.path());
     let addr = server.addr.as_str();
     let (a_pid, a_start, a_end) = run_workload("cpu_ratio", "3");
+    // A gap of more than the 1 s interval, so no stored interval overlaps both windows.
+    std::thread::sleep(Duration::from_millis(1500));
     let (b_pid, b_start, b_end) = run_workload("multi_thread", "3");
     // The last 1 s interval is written when it ends.
     std::thread::sleep(Duration::from_millis(2500));
