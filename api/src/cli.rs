@@ -116,6 +116,10 @@ pub struct ListenArgs {
     /// Serve beyond loopback without --auth-token-file (refused otherwise).
     #[arg(long)]
     pub insecure: bool,
+    /// Memory for the query index (parts' roll-ups and rows kept for fast trees), e.g. 512MiB,
+    /// 2GiB. At startup the last 24 h are loaded into it in the background.
+    #[arg(long, default_value = "512MiB", value_name = "SIZE")]
+    pub cache_size: String,
 }
 
 /// `critpath serve`.

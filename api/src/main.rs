@@ -124,9 +124,12 @@ fn server_config(
             Some(token)
         }
     };
+    let cache_bytes = config::parse_bytes(&listen.cache_size)
+        .with_context(|| format!("--cache-size {:?}", listen.cache_size))?;
     let config = server::ServerConfig {
         listen: listen.listen,
         data_dir,
+        cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
         request_timeout: listen.request_timeout,
         auth_token,
         insecure: listen.insecure,

@@ -225,10 +225,17 @@ pub fn profile(target: &Target, config: &ProfileConfig) -> anyhow::Result<()> {
             format.encode(&profile, 0, "critpath query")
         }
         format => {
-            let mut tree = reader.tree(w, ty).map_err(|e| target.error(e))?;
+            let (max_nodes, min_share) = match format {
+                ProfileFormat::Tree | ProfileFormat::Flamebearer => {
+                    (config.max_nodes, config.min_share)
+                }
+                _ => (0, 0.0), // the table needs every function
+            };
+            let tree = reader
+                .tree_trimmed(w, ty, max_nodes, min_share)
+                .map_err(|e| target.error(e))?;
             match format {
                 ProfileFormat::Tree | ProfileFormat::Flamebearer => {
-                    tree.trim(config.max_nodes, config.min_share);
                     if format == ProfileFormat::Tree {
                         json(&tree)
                     } else {

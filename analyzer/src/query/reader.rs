@@ -3,12 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::selector::Selector;
 use super::tree::{DiffTree, FlameTree};
-use crate::store::{ProfileType, Scan, ScanPart, SeriesLabels, Store, StoreError};
+use crate::store::{
+    DEFAULT_CACHE_BYTES, Index, ProfileType, Scan, ScanPart, SeriesLabels, Store, StoreError,
+};
 use crate::{Profile, SampleLabels, ValueType};
 
 /// Most points a series may have (window / step), as in Prometheus.
@@ -133,16 +136,27 @@ pub struct SeriesSet {
     pub series: Vec<Series>,
 }
 
-/// Reads a store directory.
+/// Reads a store directory. Clones share one in-memory [`Index`], so a long-lived reader (a
+/// server's) answers repeated tree queries from memory.
 #[derive(Clone, Debug)]
 pub struct Reader {
     dir: PathBuf,
+    index: Arc<Index>,
 }
 
 impl Reader {
-    /// A reader of a store directory (nothing is opened until a query runs).
+    /// A reader of a store directory (nothing is opened until a query runs), caching up to
+    /// [`DEFAULT_CACHE_BYTES`] of parts.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self::with_cache_bytes(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A reader caching up to about `cache_bytes` of parts in memory.
+    pub fn with_cache_bytes(dir: impl Into<PathBuf>, cache_bytes: usize) -> Self {
+        Self {
+            dir: dir.into(),
+            index: Arc::new(Index::new(cache_bytes)),
+        }
     }
 
     /// The store directory.
@@ -261,8 +275,33 @@ impl Reader {
         window: &Window,
         profile_type: ProfileType,
     ) -> Result<FlameTree, QueryError> {
-        let parts = self.scan(window, profile_type, true, None)?;
-        Ok(FlameTree::from_parts(profile_type, &parts))
+        self.tree_trimmed(window, profile_type, 0, 0.0)
+    }
+
+    /// The merged call tree of a window keeping at most `max_nodes` nodes (0: no limit), those
+    /// with the largest totals and at least `min_share` of the whole (see
+    /// [`FlameTree::trim`]); much faster than trimming a whole large tree.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn tree_trimmed(
+        &self,
+        window: &Window,
+        profile_type: ProfileType,
+        max_nodes: usize,
+        min_share: f64,
+    ) -> Result<FlameTree, QueryError> {
+        let keep = |s: &SeriesLabels| window.selects(s);
+        Ok(self.index.with_call_paths(
+            &self.dir,
+            window.from_ms,
+            window.to_ms,
+            profile_type,
+            &keep,
+            |paths, values| {
+                FlameTree::from_call_paths(profile_type, paths, values, max_nodes, min_share)
+            },
+        )?)
     }
 
     /// The trees of a baseline and a comparison window, each trimmed to `max_nodes` (0: no
@@ -277,10 +316,8 @@ impl Reader {
         profile_type: ProfileType,
         max_nodes: usize,
     ) -> Result<(DiffTree, FlameTree, FlameTree), QueryError> {
-        let mut b = self.tree(base, profile_type)?;
-        let mut c = self.tree(comparison, profile_type)?;
-        b.trim(max_nodes, 0.0);
-        c.trim(max_nodes, 0.0);
+        let b = self.tree_trimmed(base, profile_type, max_nodes, 0.0)?;
+        let c = self.tree_trimmed(comparison, profile_type, max_nodes, 0.0)?;
         Ok((DiffTree::new(&b, &c), b, c))
     }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use serde::ser::{SerializeStruct as _, Serializer};
 
-use crate::store::{ProfileType, ScanPart};
+use crate::store::{CallPaths, ProfileType};
 
 /// The root's name.
 pub const ROOT_NAME: &str = "total";
@@ -72,38 +72,61 @@ impl FlameTree {
         tree
     }
 
-    /// The merged tree of scanned parts (scanned by stack).
-    pub fn from_parts(profile_type: ProfileType, parts: &[ScanPart]) -> Self {
-        let mut tree = Self::new(profile_type);
-        let mut path = Vec::new();
-        for part in parts {
-            // Rows are per (series, stack); the tree only needs (service, stack): sum those
-            // first so each distinct path is walked once.
-            let services: Vec<u32> = part
-                .series
-                .iter()
-                .map(|s| tree.intern(&s.service))
-                .collect();
-            let mut sums: FastMap<(u32, u32), i64> = FastMap::default();
-            for row in &part.rows {
-                *sums
-                    .entry((services[row.series as usize], row.stack))
-                    .or_default() += row.value;
-            }
-            let mut frame_names: Vec<Option<u32>> = vec![None; part.frames.len()];
-            for ((service, stack), value) in sums {
-                path.clear();
-                path.push(service);
-                for &f in &part.stacks[stack as usize] {
-                    let name = *frame_names[f as usize]
-                        .get_or_insert_with(|| tree.intern(&part.frames[f as usize].function));
-                    path.push(name);
-                }
-                let leaf = tree.node_at(&path);
-                tree.nodes[leaf as usize].self_value += value;
-            }
+    /// The tree of an index's call paths given each node's self value, keeping at most
+    /// `max_nodes` nodes (0: no limit) whose totals are at least `min_share` of the whole, as
+    /// [`FlameTree::trim`] does.
+    pub fn from_call_paths(
+        profile_type: ProfileType,
+        paths: &CallPaths,
+        values: &[i64],
+        max_nodes: usize,
+        min_share: f64,
+    ) -> Self {
+        let mut totals = values.to_vec();
+        // A parent's id is smaller than its children's.
+        for id in (1..totals.len()).rev() {
+            totals[paths.parent(id as u32) as usize] += totals[id];
         }
-        tree.compute_totals();
+        let total = totals.first().copied().unwrap_or(0);
+        let min_total = ((total as f64 * min_share).ceil() as i64).max(1);
+        let mut ranked: Vec<u32> = (1..totals.len() as u32)
+            .filter(|&id| totals[id as usize] >= min_total)
+            .collect();
+        let nonzero = (1..totals.len()).filter(|&id| totals[id] != 0).count();
+        let limit = match max_nodes {
+            0 => usize::MAX,
+            n => n - 1, // the root counts
+        };
+        if ranked.len() > limit {
+            // The largest totals; ties to the smaller id, so a parent always ranks before
+            // its children and the kept nodes form a tree.
+            ranked.select_nth_unstable_by(limit, |&a, &b| {
+                totals[b as usize].cmp(&totals[a as usize]).then(a.cmp(&b))
+            });
+            ranked.truncate(limit);
+        }
+        ranked.sort_unstable();
+
+        let mut tree = Self::new(profile_type);
+        tree.nodes[0].self_value = values.first().copied().unwrap_or(0);
+        tree.nodes[0].total = total;
+        let mut remap: FastMap<u32, NodeId> = FastMap::default();
+        remap.insert(0, 0);
+        for id in ranked {
+            let parent = remap[&paths.parent(id)];
+            let name = tree.intern(paths.name(id));
+            let node = tree.nodes.len() as NodeId;
+            tree.nodes.push(Node {
+                name,
+                self_value: values[id as usize],
+                total: totals[id as usize],
+                children: Vec::new(),
+            });
+            tree.nodes[parent as usize].children.push(node);
+            tree.child_index.insert((parent, name), node);
+            remap.insert(id, node);
+        }
+        tree.trimmed_nodes = nonzero - (tree.nodes.len() - 1);
         tree.sort();
         tree
     }

@@ -16,6 +16,11 @@
 //!     stack_id u32, depth u32, frame_id u32            one row per frame, root first (depth 0)
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.series.parquet
 //!     series_id u32, host str, pid u32, comm str, exe str, build_id str, service str
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.rollup.parquet
+//!     series_id u32, stack_id u32, cpu_samples i64, cpu_ns i64, offcpu_ns i64
+//!                                                      sums over all the part's intervals
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.intervals.parquet
+//!     start_ms i64, end_ms i64, rows u32               the part's distinct intervals
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.samples.parquet
 //!     start_ms i64, end_ms i64, period_ns i64, series_id u32, stack_id u32, off_cpu bool,
 //!     value i64                                        samples (cpu) or nanoseconds (off-CPU)
@@ -31,8 +36,11 @@
 //! [`StoreOptions::segment_max_bytes`].
 //!
 //! **Parts.** A closed segment is compacted, in a background thread, into one part per hour
-//! its batches cover: four Parquet files named after the segment, with frames and stacks
-//! deduplicated within the part so each sample row is a few small integers (zstd). Every file
+//! its batches cover: six Parquet files named after the segment, with frames and stacks
+//! deduplicated within the part so each sample row is a few small integers (zstd), and a
+//! roll-up (sums per series and stack over the whole part) that answers windows covering the
+//! part without reading its samples (see [`Index`]). Parts written before roll-ups existed get
+//! them at the next maintenance; until then readers compute them. Every file
 //! is written under a temporary name, fsynced and renamed; the samples file goes last. Then the
 //! `.done` marker is written, the segment deleted, and the marker removed. Readers use part
 //! `<seq>` only when segment `<seq>` is gone or marked done, and the segment otherwise, so a
@@ -43,6 +51,7 @@
 //! are deleted whole, then the oldest ones until the store fits [`Retention::max_bytes`].
 
 mod batch;
+mod index;
 mod parquet;
 mod scan;
 mod wal;
@@ -52,6 +61,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use batch::{Aggregator, Batch, Row, SampleKind, SeriesLabels};
+pub use index::{CallPaths, DEFAULT_CACHE_BYTES, Index, MAX_TRIE_NODES};
 pub use scan::{ProfileType, Scan, ScanPart, ScanRow};
 pub use wal::{Recovery, StoreError, Wal};
 
@@ -103,6 +113,8 @@ impl Default for StoreOptions {
 pub struct Maintenance {
     /// Segments compacted into Parquet.
     pub compacted_segments: usize,
+    /// Parts written before roll-ups existed that got their roll-up files.
+    pub rolled_up_parts: usize,
     /// Hour directories dropped by retention.
     pub dropped_hours: usize,
     /// Bytes they held.
@@ -284,6 +296,22 @@ fn maintain(
         if wal::segment_seq(&segment).is_some_and(|seq| seq < active_seq) {
             parquet::compact_segment(dir, &segment)?;
             m.compacted_segments += 1;
+        }
+    }
+    // Parts from before roll-ups existed get theirs (once).
+    for (hour, _) in parquet::hour_dirs(dir)? {
+        let Ok(entries) = std::fs::read_dir(&hour) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if let Some(seq) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".samples.parquet"))
+                && parquet::backfill_rollup(&hour, seq)?
+            {
+                m.rolled_up_parts += 1;
+            }
         }
     }
     let now_ms = SystemTime::now()

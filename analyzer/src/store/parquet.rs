@@ -7,6 +7,8 @@
 //! DIR/data/<YYYYMMDDHH>/<N>.frames.parquet    frame_id u32, function, module, build_id, file: str, line u32, kernel, inlined: bool
 //! DIR/data/<YYYYMMDDHH>/<N>.stacks.parquet    stack_id u32, depth u32, frame_id u32   (one row per frame, root first)
 //! DIR/data/<YYYYMMDDHH>/<N>.series.parquet    series_id u32, host, comm, exe, build_id, service: str, pid u32
+//! DIR/data/<YYYYMMDDHH>/<N>.rollup.parquet    series_id, stack_id: u32, cpu_samples, cpu_ns, offcpu_ns: i64   (sums over the part)
+//! DIR/data/<YYYYMMDDHH>/<N>.intervals.parquet start_ms, end_ms: i64, rows u32          (the part's distinct intervals)
 //! DIR/data/<YYYYMMDDHH>/<N>.samples.parquet   start_ms, end_ms, period_ns: i64, series_id, stack_id: u32, off_cpu: bool, value: i64
 //! ```
 //!
@@ -127,8 +129,179 @@ fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError>
     write_df(&file("frames"), f_cols.into_df())?;
     write_df(&file("stacks"), s_cols.into_df())?;
     write_df(&file("series"), r_cols.into_df())?;
+    let samples = x_cols.into_df().map_err(|source| StoreError::Parquet {
+        path: file("samples"),
+        error: source,
+    })?;
+    write_df(
+        &file("rollup"),
+        rollup_frame(samples.clone().lazy()).collect(),
+    )?;
+    write_df(
+        &file("intervals"),
+        intervals_frame(samples.clone().lazy()).collect(),
+    )?;
     // Last: a part is complete once its samples file exists.
-    write_df(&file("samples"), x_cols.into_df())
+    write_df(&file("samples"), Ok(samples))
+}
+
+/// A part's sums over all its intervals per (series, stack): what a window covering the whole
+/// part needs, without reading its samples.
+fn rollup_frame(samples: LazyFrame) -> LazyFrame {
+    let on_cpu = |v: Expr| when(col("off_cpu")).then(lit(0i64)).otherwise(v);
+    samples
+        .group_by([col("series_id"), col("stack_id")])
+        .agg([
+            on_cpu(col("value")).sum().alias("cpu_samples"),
+            on_cpu(col("value") * col("period_ns"))
+                .sum()
+                .alias("cpu_ns"),
+            when(col("off_cpu"))
+                .then(col("value"))
+                .otherwise(lit(0i64))
+                .sum()
+                .alias("offcpu_ns"),
+        ])
+        .sort(["series_id", "stack_id"], Default::default())
+}
+
+/// A part's distinct intervals with their row counts, in time order.
+fn intervals_frame(samples: LazyFrame) -> LazyFrame {
+    samples
+        .group_by([col("start_ms"), col("end_ms")])
+        .agg([len().cast(DataType::UInt32).alias("rows")])
+        .sort(["start_ms", "end_ms"], Default::default())
+}
+
+/// Writes the roll-up and interval files of a part written before they existed (store
+/// version 1 parts from before them). Returns whether it wrote anything.
+pub(crate) fn backfill_rollup(dir: &Path, seq: &str) -> Result<bool, StoreError> {
+    let file = |kind: &str| dir.join(format!("{seq}.{kind}.parquet"));
+    let mut wrote = false;
+    for (kind, make) in [
+        ("rollup", rollup_frame as fn(LazyFrame) -> LazyFrame),
+        ("intervals", intervals_frame),
+    ] {
+        if file(kind).exists() {
+            continue;
+        }
+        write_df(&file(kind), make(scan(&file("samples"))?).collect())?;
+        wrote = true;
+    }
+    Ok(wrote)
+}
+
+/// One part's roll-up rows (see [`rollup_frame`]), sorted by series and stack.
+#[derive(Debug, Default)]
+pub(crate) struct Rollup {
+    pub series: Vec<u32>,
+    pub stack: Vec<u32>,
+    pub cpu_samples: Vec<i64>,
+    pub cpu_ns: Vec<i64>,
+    pub offcpu_ns: Vec<i64>,
+    /// Distinct `(start_ms, end_ms)` intervals, in time order.
+    pub intervals: Vec<(i64, i64)>,
+}
+
+/// Reads a part's roll-up, computing it from the samples when the part has none.
+pub(crate) fn read_rollup(dir: &Path, seq: &str) -> Result<Rollup, StoreError> {
+    let file = |kind: &str| dir.join(format!("{seq}.{kind}.parquet"));
+    let read = |kind: &str, make: fn(LazyFrame) -> LazyFrame| -> Result<DataFrame, StoreError> {
+        let path = file(kind);
+        let lf = if path.exists() {
+            scan(&path)?
+        } else {
+            make(scan(&file("samples"))?)
+        };
+        lf.collect().map_err(|source| StoreError::Parquet {
+            path,
+            error: source,
+        })
+    };
+    let rollup = read("rollup", rollup_frame)?;
+    let intervals = read("intervals", intervals_frame)?;
+    let decode = || -> PolarsResult<Rollup> {
+        Ok(Rollup {
+            series: u32s(&rollup, "series_id")?,
+            stack: u32s(&rollup, "stack_id")?,
+            cpu_samples: i64s(&rollup, "cpu_samples")?,
+            cpu_ns: i64s(&rollup, "cpu_ns")?,
+            offcpu_ns: i64s(&rollup, "offcpu_ns")?,
+            intervals: i64s(&intervals, "start_ms")?
+                .into_iter()
+                .zip(i64s(&intervals, "end_ms")?)
+                .collect(),
+        })
+    };
+    decode().map_err(|source| StoreError::Parquet {
+        path: file("rollup"),
+        error: source,
+    })
+}
+
+/// One part's sample rows, column by column, in stored order.
+#[derive(Debug, Default)]
+pub(crate) struct Samples {
+    pub start_ms: Vec<i64>,
+    pub end_ms: Vec<i64>,
+    pub period_ns: Vec<i64>,
+    pub series: Vec<u32>,
+    pub stack: Vec<u32>,
+    pub off_cpu: Vec<bool>,
+    pub value: Vec<i64>,
+}
+
+/// Reads all of a part's sample rows.
+pub(crate) fn read_samples(dir: &Path, seq: &str) -> Result<Samples, StoreError> {
+    let path = dir.join(format!("{seq}.samples.parquet"));
+    let parquet = |source| StoreError::Parquet {
+        path: path.clone(),
+        error: source,
+    };
+    let df = scan(&path)?.collect().map_err(parquet)?;
+    let decode = || -> PolarsResult<Samples> {
+        Ok(Samples {
+            start_ms: i64s(&df, "start_ms")?,
+            end_ms: i64s(&df, "end_ms")?,
+            period_ns: i64s(&df, "period_ns")?,
+            series: u32s(&df, "series_id")?,
+            stack: u32s(&df, "stack_id")?,
+            off_cpu: bools(&df, "off_cpu")?,
+            value: i64s(&df, "value")?,
+        })
+    };
+    decode().map_err(parquet)
+}
+
+/// Reads a part's function name per frame and its stacks (frame indices, root first).
+pub(crate) fn read_stack_functions(
+    dir: &Path,
+    seq: &str,
+) -> Result<(Vec<String>, Vec<Vec<u32>>), StoreError> {
+    let frames_path = dir.join(format!("{seq}.frames.parquet"));
+    let stacks_path = dir.join(format!("{seq}.stacks.parquet"));
+    let frames = scan(&frames_path)?
+        .select([col("frame_id"), col("function")])
+        .sort(["frame_id"], Default::default())
+        .collect()
+        .map_err(|source| StoreError::Parquet {
+            path: frames_path.clone(),
+            error: source,
+        })?;
+    let functions = strs(&frames, "function")
+        .map_err(|source| StoreError::Parquet {
+            path: frames_path,
+            error: source,
+        })?
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
+    let stacks = collect_sorted(&stacks_path, &["stack_id", "depth"])?;
+    let stacks = decode_stacks(&stacks).map_err(|source| StoreError::Parquet {
+        path: stacks_path,
+        error: source,
+    })?;
+    Ok((functions, stacks))
 }
 
 fn write_df(path: &Path, df: PolarsResult<DataFrame>) -> Result<(), StoreError> {

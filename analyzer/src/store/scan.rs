@@ -7,13 +7,15 @@
 //! while a query reads is seen either as the segment or as its parts, never both or neither.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::parquet::{HOUR_MS, hour_dirs, read_frames_stacks, read_series};
-use super::wal::{read_segment, segment_seq, segments};
+use super::wal::{decode_records, segment_seq, segments};
 use super::{Batch, SampleKind, SeriesLabels, StoreError, check_version};
 use crate::Frame;
 
@@ -49,7 +51,7 @@ impl ProfileType {
     }
 
     /// A stored row's contribution to this type's value, or `None` when the row does not count.
-    fn weigh(self, kind: SampleKind, value: i64, period_ns: i64) -> Option<i64> {
+    pub(crate) fn weigh(self, kind: SampleKind, value: i64, period_ns: i64) -> Option<i64> {
         match (self, kind) {
             (Self::Cpu, SampleKind::Cpu) | (Self::OffCpu | Self::Wall, SampleKind::OffCpu) => {
                 Some(value)
@@ -137,8 +139,27 @@ enum Source {
     },
 }
 
-/// The sources overlapping `[from_ms, to_ms)`, log segments first (see the module docs).
-fn sources(store: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Source>, StoreError> {
+/// A source of a window, listed but not read yet.
+#[derive(Debug)]
+pub(crate) enum SourceRef {
+    /// A log segment not compacted yet, opened when listed: an open segment stays readable
+    /// after a compaction deletes it, and its parts are not listed.
+    Log { path: PathBuf, file: File },
+    /// A complete Parquet part.
+    Part {
+        dir: PathBuf,
+        seq: String,
+        hour_ms: i64,
+    },
+}
+
+/// The sources that may hold rows of `[from_ms, to_ms)`: every live log segment first (see
+/// the module docs), then the Parquet parts of the window's hours not read from the log.
+pub(crate) fn list_sources(
+    store: &Path,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<SourceRef>, StoreError> {
     check_version(store, false)?;
     let wal = store.join("wal");
     let mut out = Vec::new();
@@ -147,22 +168,17 @@ fn sources(store: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Source>, StoreE
         if segment.with_extension("done").exists() {
             continue;
         }
-        let batches = match read_segment(&segment) {
-            Ok((batches, _)) => batches,
+        let file = match File::open(&segment) {
+            Ok(file) => file,
             // Compacted since it was listed: its parts are complete.
-            Err(StoreError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
-                continue;
-            }
-            Err(err) => return Err(err),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(StoreError::io(&segment, error)),
         };
         from_log.insert(segment_seq(&segment).expect("a segment path"));
-        let batches: Vec<Batch> = batches
-            .into_iter()
-            .filter(|b| b.end_ms > from_ms && b.start_ms < to_ms)
-            .collect();
-        if !batches.is_empty() {
-            out.push(Source::Log(batches));
-        }
+        out.push(SourceRef::Log {
+            path: segment,
+            file,
+        });
     }
     for (dir, hour_ms) in hour_dirs(store)? {
         if hour_ms >= to_ms || hour_ms + HOUR_MS <= from_ms {
@@ -190,11 +206,35 @@ fn sources(store: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Source>, StoreE
                 // Read from the log, or still being compacted.
                 continue;
             }
-            out.push(Source::Part {
+            out.push(SourceRef::Part {
                 dir: dir.clone(),
                 seq,
                 hour_ms,
             });
+        }
+    }
+    Ok(out)
+}
+
+/// The sources overlapping `[from_ms, to_ms)`, log segments read.
+fn sources(store: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Source>, StoreError> {
+    let mut out = Vec::new();
+    for source in list_sources(store, from_ms, to_ms)? {
+        match source {
+            SourceRef::Log { path, mut file } => {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                let batches: Vec<Batch> = decode_records(&bytes)
+                    .0
+                    .into_iter()
+                    .filter(|b| b.end_ms > from_ms && b.start_ms < to_ms)
+                    .collect();
+                if !batches.is_empty() {
+                    out.push(Source::Log(batches));
+                }
+            }
+            SourceRef::Part { dir, seq, hour_ms } => out.push(Source::Part { dir, seq, hour_ms }),
         }
     }
     Ok(out)

@@ -245,6 +245,13 @@ pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), StoreError>
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| StoreError::io(path, e))?;
+    let (batches, len) = decode_records(&bytes);
+    Ok((batches, len as u64))
+}
+
+/// Decodes the complete, valid records at the start of `bytes`; returns them and the length
+/// they take (a torn or corrupt record and everything after it are left out).
+pub(crate) fn decode_records(bytes: &[u8]) -> (Vec<Batch>, usize) {
     let mut batches = Vec::new();
     let mut pos = 0;
     while let Some(header) = bytes.get(pos..pos + HEADER) {
@@ -268,7 +275,7 @@ pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), StoreError>
         batches.push(batch);
         pos += HEADER + len;
     }
-    Ok((batches, pos as u64))
+    (batches, pos)
 }
 
 /// Writes a small file atomically: a temporary file, fsynced, renamed over the target.

@@ -2,8 +2,10 @@
 //! hand-made store: one window compacted into Parquet, the other still in the write-ahead log.
 
 use critpath_analyzer::export::flamebearer;
-use critpath_analyzer::query::{QueryError, Reader, Selector, Window};
-use critpath_analyzer::store::{Batch, ProfileType, Row, SampleKind, SeriesLabels, Store};
+use critpath_analyzer::query::{FlameTree, QueryError, Reader, Selector, Window};
+use critpath_analyzer::store::{
+    Batch, ProfileType, Retention, Row, SampleKind, SeriesLabels, Store, StoreOptions,
+};
 use critpath_analyzer::{Frame, FrameKind};
 
 /// 2025-11-25T12:00:00Z: windows start on an hour so partitions are predictable.
@@ -273,4 +275,175 @@ fn labels() {
         .label_values(&window(r#"{pid!="10"}"#, 0, 60), "pid")
         .unwrap();
     assert_eq!(values, [("20".to_owned(), 12)]);
+}
+
+/// Every (path, self, total) of a tree, sorted: trees compare equal whatever their node order.
+fn flatten(tree: &FlameTree) -> Vec<(String, i64, i64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(0u32, String::new())];
+    while let Some((id, path)) = stack.pop() {
+        let node = &tree.nodes[id as usize];
+        let path = format!("{path};{}", tree.name(node));
+        out.push((path.clone(), node.self_value, node.total));
+        stack.extend(node.children.iter().map(|&c| (c, path.clone())));
+    }
+    out.sort();
+    out
+}
+
+/// The tree of a window summed straight from the stored batches (no index).
+fn reference_tree(dir: &std::path::Path, w: &Window, ty: ProfileType) -> FlameTree {
+    let mut paths: Vec<(Vec<String>, i64)> = Vec::new();
+    for b in Store::batches(dir, w.from_ms, w.to_ms).unwrap() {
+        for row in &b.rows {
+            let s = &b.series[row.series as usize];
+            let value = match (ty, row.kind) {
+                (ProfileType::Cpu, SampleKind::Cpu) => row.value,
+                (ProfileType::Wall, SampleKind::Cpu) => row.value * b.period_ns,
+                (ProfileType::OffCpu | ProfileType::Wall, SampleKind::OffCpu) => row.value,
+                _ => continue,
+            };
+            if !w.selects(s) {
+                continue;
+            }
+            let mut path = vec![s.service.clone()];
+            path.extend(
+                b.stacks[row.stack as usize]
+                    .iter()
+                    .map(|&f| b.frames[f as usize].function.clone()),
+            );
+            paths.push((path, value));
+        }
+    }
+    let refs: Vec<Vec<&str>> = paths
+        .iter()
+        .map(|(p, _)| p.iter().map(String::as_str).collect())
+        .collect();
+    FlameTree::from_paths(
+        ty,
+        refs.iter()
+            .zip(&paths)
+            .map(|(r, (_, v))| (r.as_slice(), *v)),
+    )
+}
+
+/// The index (part roll-ups, the rows of parts a window cuts through, the log read
+/// incrementally while it grows) gives exactly the trees that summing the stored batches
+/// gives, for windows that cover, cut and miss parts, with selectors, for every type, and
+/// trimmed as `FlameTree::trim` trims.
+#[test]
+fn index_trees_match_the_stored_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = [series("api", 10), series("api", 11), series("batch", 20)];
+    let stacks: [&[&str]; 5] = [
+        &["main", "handle", "parse"],
+        &["main", "handle", "render"],
+        &["main", "handle", "render", "layout"],
+        &["main", "crunch"],
+        &["main", "handle", "db_wait", "[off-cpu: io]"],
+    ];
+    let mut seed = 7u64;
+    let mut next = move |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) % n
+    };
+    let mut make = |start_ms: i64| {
+        let rows: Vec<(&SeriesLabels, &[&str], SampleKind, i64)> = (0..6)
+            .map(|_| {
+                let stack = stacks[next(5) as usize];
+                let off = stack.last().unwrap().starts_with("[off-cpu");
+                (
+                    &services[next(3) as usize],
+                    stack,
+                    if off {
+                        SampleKind::OffCpu
+                    } else {
+                        SampleKind::Cpu
+                    },
+                    if off {
+                        next(1_000_000) as i64
+                    } else {
+                        1 + next(5) as i64
+                    },
+                )
+            })
+            .collect();
+        batch(start_ms, &rows)
+    };
+    // Hours 0 and 1 compacted into parts (two segments: hour 1 has two parts), hour 2 in the log.
+    let minute = 60_000;
+    let keep_all = || StoreOptions {
+        retention: Retention {
+            max_age: None,
+            max_bytes: None,
+        },
+        ..StoreOptions::default()
+    };
+    let (mut store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+    for m in (0..90).step_by(5) {
+        store.append(&make(T0 + m * minute)).unwrap();
+    }
+    store.close().unwrap();
+    let (mut store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+    for m in (92..150).step_by(4) {
+        store.append(&make(T0 + m * minute)).unwrap();
+    }
+    store.finish_maintenance(); // the hour-1 segment compacted; hour 2 stays in the log
+
+    let reader = Reader::new(dir.path());
+    let windows = [
+        (0, 180),
+        (0, 60),
+        (30, 100),
+        (59, 61),
+        (60, 120),
+        (121, 200),
+        (7, 8),
+        (200, 300),
+    ];
+    let check = |round: &str| {
+        for (from, to) in windows {
+            for query in ["", r#"{service="api"}"#, r#"{pid!="10"}"#] {
+                for ty in [ProfileType::Cpu, ProfileType::OffCpu, ProfileType::Wall] {
+                    let w = Window::new(
+                        Selector::parse(query).unwrap(),
+                        T0 + from * minute,
+                        T0 + to * minute,
+                    )
+                    .unwrap();
+                    let want = reference_tree(dir.path(), &w, ty);
+                    let got = reader.tree(&w, ty).unwrap();
+                    let what = format!("{round}: {from}..{to} min, {query:?}, {ty}");
+                    assert_eq!(flatten(&got), flatten(&want), "{what}");
+                    let mut trimmed = want.clone();
+                    trimmed.trim(5, 0.0);
+                    let got = reader.tree_trimmed(&w, ty, 5, 0.0).unwrap();
+                    assert_eq!(flatten(&got), flatten(&trimmed), "{what}, trimmed");
+                    assert_eq!(got.trimmed_nodes, trimmed.trimmed_nodes, "{what}");
+                }
+            }
+        }
+    };
+    check("cold");
+    check("warm");
+    for m in (150..180).step_by(3) {
+        store.append(&make(T0 + m * minute)).unwrap();
+    }
+    check("after appends to the log");
+    let parts = |hour: &str| {
+        std::fs::read_dir(dir.path().join("data").join(hour)).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".rollup.parquet"))
+                .count()
+        })
+    };
+    assert_eq!(
+        (
+            parts("2025112512"),
+            parts("2025112513"),
+            parts("2025112514")
+        ),
+        (1, 2, 0),
+        "hour 0 in one part, hour 1 in two, hour 2 in the log"
+    );
 }

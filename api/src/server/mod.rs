@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// Serve beyond loopback without a token (refused otherwise). Default: false.
     pub insecure: bool,
+    /// Memory for the query index. Default: 512 MiB.
+    pub cache_bytes: usize,
 }
 
 impl ServerConfig {
@@ -83,6 +85,7 @@ impl Default for ServerConfig {
             max_nodes: 16_384,
             auth_token: None,
             insecure: false,
+            cache_bytes: critpath_analyzer::store::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -103,7 +106,7 @@ impl AppState {
     /// the same process (`critpath run`), if any.
     pub fn new(config: ServerConfig, agent: Option<Arc<AgentStatus>>) -> Self {
         Self {
-            reader: Reader::new(&config.data_dir),
+            reader: Reader::with_cache_bytes(&config.data_dir, config.cache_bytes),
             queries: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -183,10 +186,32 @@ pub async fn serve(
         "critpath: serving the API on http://{}",
         listener.local_addr().unwrap_or(listen)
     );
+    tokio::task::spawn_blocking({
+        let reader = state.reader.clone();
+        move || warm_index(&reader)
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")
+}
+
+/// Loads the last 24 hours into the query index, so the first queries are answered from
+/// memory too.
+fn warm_index(reader: &Reader) {
+    let started = Instant::now();
+    let now = now_ms();
+    let Ok(window) = Window::new(Selector::default(), now - 24 * 3_600_000, now) else {
+        return;
+    };
+    match reader.tree_trimmed(&window, ProfileType::Cpu, 1, 0.0) {
+        Ok(tree) => log::info!(
+            "query index: the last 24 h ({} samples) loaded in {:.1} s",
+            tree.total(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(err) => log::warn!("query index: loading the last 24 h: {err}"),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -457,8 +482,7 @@ async fn profile(
                 ([(header::CONTENT_TYPE, f.content_type())], Body::from(body)).into_response()
             }
             None => {
-                let mut tree = r.tree(&w, ty)?;
-                tree.trim(nodes, 0.0);
+                let tree = r.tree_trimmed(&w, ty, nodes, 0.0)?;
                 if format == "flamebearer" {
                     json_response(&flamebearer::single(&tree, crate::DEFAULT_FREQUENCY_HZ))
                 } else {

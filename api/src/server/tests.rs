@@ -136,7 +136,7 @@ fn window(from_s: i64, to_s: i64) -> String {
 }
 
 /// Health reports the build and the store.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health() {
     let dir = store();
     let app = app(&dir, ServerConfig::default());
@@ -150,7 +150,7 @@ async fn health() {
 }
 
 /// Label names and values; an unknown label is named.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels() {
     let dir = store();
     let app = app(&dir, ServerConfig::default());
@@ -185,7 +185,7 @@ async fn labels() {
 }
 
 /// Series per service at a step, and every bad parameter named.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series() {
     let dir = store();
     let app = app(&dir, ServerConfig::default());
@@ -299,7 +299,7 @@ fn app_with_limits(dir: &tempfile::TempDir, max_series: usize, max_nodes: usize)
 }
 
 /// Profiles in every format: the hot function is in each; bad formats and limits are named.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile() {
     let dir = store();
     let app = app(&dir, ServerConfig::default());
@@ -383,7 +383,7 @@ async fn profile() {
 
 /// The diff of the second minute against the first (the default baseline): `render` grew
 /// most, `parse` shrank most.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff() {
     let dir = store();
     let app = app(&dir, ServerConfig::default());
@@ -445,7 +445,7 @@ async fn diff() {
 }
 
 /// Metrics count queries by endpoint; unknown routes and a store-less server answer in JSON.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_fallbacks() {
     let dir = store();
     let app = app(&dir, ServerConfig::default());
@@ -486,7 +486,7 @@ async fn metrics_and_fallbacks() {
 }
 
 /// A query past the deadline is answered 503, not left hanging.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline() {
     let dir = store();
     let app = app(
@@ -508,7 +508,7 @@ async fn deadline() {
 
 /// With a token, every endpoint but health needs it; beyond loopback a token (or --insecure)
 /// is required to start at all.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication() {
     let dir = store();
     let app = app(

@@ -138,20 +138,24 @@ fn run_serves_the_store() {
         .iter()
         .find(|s| s["labels"]["pid"] == a_pid.to_string().as_str())
         .expect("the first workload's series");
-    let during: f64 = a["values"]
+    let (mut during, mut outside) = (0.0, 0.0);
+    for (v, t) in a["values"]
         .as_array()
         .unwrap()
         .iter()
         .zip(series["timestamps"].as_array().unwrap())
-        .filter(|(_, t)| {
-            let t = t.as_i64().unwrap();
-            t >= a_start - 2_000 && t <= a_end + 1_000
-        })
-        .map(|(v, _)| v.as_f64().unwrap())
-        .sum();
+    {
+        let t = t.as_i64().unwrap();
+        if t >= a_start - 2_000 && t <= a_end + 1_000 {
+            during += v.as_f64().unwrap();
+        } else {
+            outside += v.as_f64().unwrap();
+        }
+    }
+    // 3 s at 19 Hz is up to 57 samples; fewer when the machine is busy with other tests.
     assert!(
-        during >= 20.0,
-        "{during} samples of cpu_ratio during its run"
+        during >= 10.0 && outside == 0.0,
+        "cpu_ratio: {during} samples during its run, {outside} outside"
     );
 
     let (status, body) = get(
