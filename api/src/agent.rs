@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use critpath_analyzer::store::{
-    Aggregator, Batch, Retention, SampleKind, SeriesLabels, Store, StoreOptions,
-};
+use critpath_analyzer::store::{Aggregator, Batch, Retention, SampleKind, SeriesLabels};
 use critpath_sampler::{
     Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
 };
 use regex::Regex;
+
+use crate::writer::{Pusher, WriterHandle};
 
 /// Settings of `critpath agent`.
 #[derive(Clone, Debug)]
@@ -37,6 +37,10 @@ pub struct AgentConfig {
     pub retention: Retention,
     /// Rules naming the `service` label; the first match wins, else the process name.
     pub services: Vec<ServiceRule>,
+    /// Push batches to this server (`http://host:7070`) instead of the local store.
+    pub push: Option<String>,
+    /// The bearer token for `push`.
+    pub push_token: Option<String>,
 }
 
 /// Names the `service` of processes whose executable path or cgroup matches.
@@ -88,9 +92,9 @@ pub struct AgentSnapshot {
     pub samples: u64,
     /// Off-CPU waits aggregated.
     pub off_cpu_waits: u64,
-    /// Batches appended to the log.
+    /// Batches appended to the log (or pushed to the server).
     pub batches_written: u64,
-    /// Batches dropped by failed writes.
+    /// Batches dropped by failed writes (or refused by the server, or out of a full queue).
     pub batches_dropped: u64,
     /// Events lost to a full ring buffer.
     pub events_lost: u64,
@@ -128,22 +132,53 @@ pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the agent until `stop` is set (or its duration ends); every accepted sample is in the
-/// store's log when it returns.
-pub fn run(config: AgentConfig, stop: &AtomicBool, status: &AgentStatus) -> anyhow::Result<()> {
-    let options = StoreOptions {
-        retention: config.retention.clone(),
-        ..StoreOptions::default()
-    };
-    let (mut store, recovery) = Store::open_with(&config.data_dir, options)
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    if recovery.truncated_segments > 0 {
-        log::warn!(
-            "recovered the log: cut {} torn bytes from {} segment(s)",
-            recovery.truncated_bytes,
-            recovery.truncated_segments
-        );
+/// Where the agent's batches go.
+pub enum Sink {
+    /// The local store, through its writer.
+    Store(WriterHandle),
+    /// A remote server.
+    Push(Pusher),
+}
+
+impl Sink {
+    fn send(&mut self, finished: &mut Vec<Batch>, stats: &mut AgentStats, force: bool) {
+        match self {
+            Self::Store(writer) => {
+                for batch in finished.drain(..) {
+                    let rows = batch.rows.len();
+                    match writer.append(vec![batch]) {
+                        Ok(()) => stats.batches += 1,
+                        Err(err) => {
+                            stats.failed += 1;
+                            log::error!("dropping a batch of {rows} rows: {err}");
+                        }
+                    }
+                }
+            }
+            Self::Push(pusher) => {
+                pusher.send(finished.drain(..), force);
+                stats.batches = pusher.pushed;
+                stats.failed = pusher.dropped;
+            }
+        }
     }
+
+    fn wal_bytes(&self) -> u64 {
+        match self {
+            Self::Store(writer) => writer.wal_bytes(),
+            Self::Push(_) => 0,
+        }
+    }
+}
+
+/// Runs the agent until `stop` is set (or its duration ends); every accepted sample has been
+/// handed to `sink` when it returns (stored durably, or pushed or still queued).
+pub fn run(
+    config: AgentConfig,
+    mut sink: Sink,
+    stop: &AtomicBool,
+    status: &AgentStatus,
+) -> anyhow::Result<()> {
     let mut symbolizer = Symbolizer::new();
     symbolizer.preload_kernel();
     let mut sampler = Sampler::start(SamplerConfig {
@@ -168,7 +203,10 @@ pub fn run(config: AgentConfig, stop: &AtomicBool, status: &AgentStatus) -> anyh
             ""
         },
         config.interval.as_secs_f64(),
-        config.data_dir.display()
+        match &config.push {
+            Some(url) => format!("pushed to {url}"),
+            None => config.data_dir.display().to_string(),
+        }
     );
     let started = Instant::now();
     status
@@ -189,10 +227,10 @@ pub fn run(config: AgentConfig, stop: &AtomicBool, status: &AgentStatus) -> anyh
         if agg.due(now_ms()) {
             finished.extend(agg.flush());
         }
-        write(&mut store, &mut finished, &mut stats);
+        sink.send(&mut finished, &mut stats, false);
         if last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
-            update_status(status, &sampler, &store, &stats);
+            update_status(status, &sampler, &sink, &stats);
         }
         if stop.load(Ordering::Relaxed) || config.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -204,20 +242,24 @@ pub fn run(config: AgentConfig, stop: &AtomicBool, status: &AgentStatus) -> anyh
         })
         .context("reading samples")?;
     finished.extend(agg.flush());
-    write(&mut store, &mut finished, &mut stats);
-    update_status(status, &sampler, &store, &stats);
+    sink.send(&mut finished, &mut stats, true);
+    update_status(status, &sampler, &sink, &stats);
     status.running.store(false, Ordering::Relaxed);
     let counters = sampler
         .counters()
         .context("reading the sampler's counters")?;
-    let wal_bytes = store.wal_bytes();
-    if let Err(err) = store.close() {
-        log::error!("compacting the log at shutdown: {err}; it is compacted at the next start");
-    }
+    let unsent = match &sink {
+        Sink::Push(pusher) if pusher.queued() > 0 => {
+            format!(
+                ", {} batches not pushed (the server is unreachable)",
+                pusher.queued()
+            )
+        }
+        _ => String::new(),
+    };
     eprintln!(
-        "critpath agent: stopped; {} batches ({} bytes) written, {} failed writes, {} events lost to a full ring buffer",
+        "critpath agent: stopped; {} batches written, {} dropped{unsent}, {} events lost to a full ring buffer",
         stats.batches,
-        wal_bytes,
         stats.failed,
         counters.get(Counter::RingFull)
     );
@@ -232,33 +274,19 @@ struct AgentStats {
     off_cpu_waits: u64,
 }
 
-fn update_status(status: &AgentStatus, sampler: &Sampler, store: &Store, stats: &AgentStats) {
+fn update_status(status: &AgentStatus, sampler: &Sampler, sink: &Sink, stats: &AgentStats) {
     let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
     set(&status.samples, stats.samples);
     set(&status.off_cpu_waits, stats.off_cpu_waits);
     set(&status.batches_written, stats.batches);
     set(&status.batches_dropped, stats.failed);
-    set(&status.wal_bytes, store.wal_bytes());
+    set(&status.wal_bytes, sink.wal_bytes());
     if let Ok(c) = sampler.counters() {
         set(&status.events_lost, c.get(Counter::RingFull));
         set(
             &status.stack_errors,
             c.get(Counter::UserStackErrors) + c.get(Counter::KernelStackErrors),
         );
-    }
-}
-
-/// Appends finished batches. A failed write (a full disk, say) is logged and the batch dropped:
-/// the agent keeps sampling, and the log stays readable.
-fn write(store: &mut Store, finished: &mut Vec<Batch>, stats: &mut AgentStats) {
-    for batch in finished.drain(..) {
-        match store.append(&batch) {
-            Ok(()) => stats.batches += 1,
-            Err(err) => {
-                stats.failed += 1;
-                log::error!("dropping a batch of {} rows: {err}", batch.rows.len());
-            }
-        }
     }
 }
 

@@ -98,6 +98,14 @@ pub struct AgentArgs {
     /// "0" for no limit) [default: 10GiB].
     #[arg(long, value_name = "SIZE")]
     pub retention_max_bytes: Option<String>,
+    /// Push batches to a critpath server (`http://host:7070`, its `POST /api/v1/ingest`)
+    /// instead of storing them here; the host label says where they came from. While the
+    /// server cannot be reached, up to an hour of batches wait in memory.
+    #[arg(long, value_name = "URL")]
+    pub push: Option<String>,
+    /// The bearer token for --push: this file's content (trimmed).
+    #[arg(long, value_name = "FILE", requires = "push")]
+    pub push_token_file: Option<PathBuf>,
 }
 
 /// How the HTTP server listens.
@@ -128,6 +136,10 @@ pub struct ServeArgs {
     /// Store directory [default: $XDG_DATA_HOME/critpath, else ./critpath-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Accept batches pushed by agents on other hosts (`critpath agent --push`) on
+    /// `POST /api/v1/ingest`; this server then writes the store (no local agent may).
+    #[arg(long)]
+    pub ingest: bool,
     #[command(flatten)]
     pub listen: ListenArgs,
 }

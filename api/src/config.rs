@@ -206,7 +206,28 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .unwrap_or(critpath_sampler::SamplerConfig::default().ring_bytes),
         retention: Retention { max_age, max_bytes },
         services,
+        push_token: args
+            .push_token_file
+            .as_deref()
+            .map(read_token)
+            .transpose()?,
+        push: args.push,
     })
+}
+
+/// Reads a bearer token from a file (trimmed; an empty file is an error).
+///
+/// # Errors
+/// The file cannot be read or is empty.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token in {}", path.display()))?
+        .trim()
+        .to_owned();
+    if token.is_empty() {
+        anyhow::bail!("{} is empty: it must hold the bearer token", path.display());
+    }
+    Ok(token)
 }
 
 #[cfg(test)]

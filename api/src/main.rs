@@ -6,6 +6,7 @@ mod config;
 mod query;
 mod record;
 mod server;
+mod writer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,26 +105,28 @@ fn main() -> ExitCode {
 fn run_agent(config: agent::AgentConfig) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     agent::stop_on_signals(&stop)?;
-    agent::run(config, &stop, &agent::AgentStatus::default())
+    let status = agent::AgentStatus::default();
+    if let Some(url) = &config.push {
+        let pusher = writer::Pusher::new(url, config.push_token.clone());
+        return agent::run(config, agent::Sink::Push(pusher), &stop, &status);
+    }
+    let writer = writer::StoreWriter::start(writer::open_store(
+        &config.data_dir,
+        config.retention.clone(),
+    )?)?;
+    let ran = agent::run(config, agent::Sink::Store(writer.handle()), &stop, &status);
+    ran.and(writer.close())
 }
 
 fn server_config(
     data_dir: PathBuf,
     listen: cli::ListenArgs,
 ) -> anyhow::Result<server::ServerConfig> {
-    let auth_token = match &listen.auth_token_file {
-        None => None,
-        Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the token in {}", path.display()))?
-                .trim()
-                .to_owned();
-            if token.is_empty() {
-                bail!("{} is empty: it must hold the bearer token", path.display());
-            }
-            Some(token)
-        }
-    };
+    let auth_token = listen
+        .auth_token_file
+        .as_deref()
+        .map(config::read_token)
+        .transpose()?;
     let cache_bytes = config::parse_bytes(&listen.cache_size)
         .with_context(|| format!("--cache-size {:?}", listen.cache_size))?;
     let config = server::ServerConfig {
@@ -155,31 +158,58 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    if !data_dir.join("STORE_VERSION").exists() {
+    if !args.ingest && !data_dir.join("STORE_VERSION").exists() {
         bail!(
-            "no critpath store in {}: run `critpath agent` or `critpath run` first, or pass --data-dir",
+            "no critpath store in {}: run `critpath agent` or `critpath run` first, pass --data-dir, or --ingest to receive pushes into a new store",
             data_dir.display()
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
     agent::stop_on_signals(&stop)?;
-    let state = server::AppState::new(server_config(data_dir, args.listen)?, None);
-    runtime()?.block_on(server::serve(state, stopped(stop)))
+    let config = server_config(data_dir, args.listen)?;
+    let writer = if args.ingest {
+        Some(writer::StoreWriter::start(writer::open_store(
+            &config.data_dir,
+            Default::default(),
+        )?)?)
+    } else {
+        None
+    };
+    let state = server::AppState::new(config, None, writer.as_ref().map(|w| w.handle()));
+    let served = runtime()?.block_on(server::serve(state, stopped(stop)));
+    match writer {
+        Some(writer) => served.and(writer.close()),
+        None => served,
+    }
 }
 
 fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     let config = config::agent_config(args.agent)?;
+    if config.push.is_some() {
+        bail!(
+            "critpath run keeps its samples in its own store; use `critpath agent --push URL` to push to another server"
+        );
+    }
     let server_config = server_config(config.data_dir.clone(), args.listen)?;
+    let writer = writer::StoreWriter::start(writer::open_store(
+        &config.data_dir,
+        config.retention.clone(),
+    )?)?;
     let stop = Arc::new(AtomicBool::new(false));
     agent::stop_on_signals(&stop)?;
     let status = Arc::new(agent::AgentStatus::default());
-    let state = server::AppState::new(server_config, Some(Arc::clone(&status)));
+    let state = server::AppState::new(
+        server_config,
+        Some(Arc::clone(&status)),
+        Some(writer.handle()),
+    );
     let agent = {
         let (stop, status) = (Arc::clone(&stop), Arc::clone(&status));
+        let sink = agent::Sink::Store(writer.handle());
         std::thread::Builder::new()
             .name("critpath-agent".into())
             .spawn(move || {
-                let result = agent::run(config, &stop, &status);
+                let result = agent::run(config, sink, &stop, &status);
                 // The server stops with the agent, whatever ended it.
                 stop.store(true, Ordering::Relaxed);
                 result
@@ -191,7 +221,7 @@ fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     let agent_result = agent
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the agent thread panicked")));
-    served.and(agent_result)
+    served.and(agent_result).and(writer.close())
 }
 
 /// The agent's default sampling frequency (flamebearer's sample rate for CPU counts).

@@ -55,6 +55,7 @@ mod index;
 mod parquet;
 mod scan;
 mod wal;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;

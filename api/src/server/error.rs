@@ -68,6 +68,26 @@ impl ApiError {
         }
     }
 
+    /// The server does not do this (403).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// A body in a format or version the server does not read (415).
+    pub fn unsupported(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
     /// No such route (404).
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {

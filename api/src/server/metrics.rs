@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::agent::AgentStatus;
@@ -22,9 +23,23 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     queries: Mutex<BTreeMap<&'static str, Histogram>>,
+    ingest_batches: AtomicU64,
+    ingest_rows: AtomicU64,
+    ingest_refused: AtomicU64,
 }
 
 impl Metrics {
+    /// Records one ingest request: batches and rows stored, or refused.
+    pub fn observe_ingest(&self, batches: usize, rows: usize, ok: bool) {
+        if ok {
+            self.ingest_batches
+                .fetch_add(batches as u64, Ordering::Relaxed);
+            self.ingest_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        } else {
+            self.ingest_refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Records one query.
     pub fn observe_query(&self, endpoint: &'static str, took: Duration, ok: bool) {
         let mut queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,6 +97,29 @@ impl Metrics {
                 out,
                 "critpath_query_errors_total{{endpoint=\"{endpoint}\"}} {}",
                 h.errors
+            );
+        }
+        for (name, help, value) in [
+            (
+                "critpath_ingest_batches_total",
+                "Batches pushed by remote agents and stored.",
+                &self.ingest_batches,
+            ),
+            (
+                "critpath_ingest_rows_total",
+                "Rows of the batches pushed by remote agents and stored.",
+                &self.ingest_rows,
+            ),
+            (
+                "critpath_ingest_refused_total",
+                "Ingest requests refused (invalid, or the store failed).",
+                &self.ingest_refused,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
             );
         }
         if let Some(agent) = agent {

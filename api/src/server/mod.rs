@@ -15,13 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use critpath_analyzer::export::{Format, flamebearer};
 use critpath_analyzer::query::{Reader, Selector, Window, parse_duration_ms, parse_time_ms};
-use critpath_analyzer::store::{ProfileType, Store};
+use critpath_analyzer::store::{ProfileType, Store, wire};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -29,6 +30,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 
 use crate::agent::AgentStatus;
+use crate::writer::WriterHandle;
 
 /// Settings of the HTTP server.
 #[derive(Clone, Debug)]
@@ -98,19 +100,26 @@ pub struct AppState {
     queries: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     agent: Option<Arc<AgentStatus>>,
+    writer: Option<WriterHandle>,
     started: Instant,
 }
 
 impl AppState {
     /// State for a server over `config.data_dir`; `agent` is the status of an agent running in
-    /// the same process (`critpath run`), if any.
-    pub fn new(config: ServerConfig, agent: Option<Arc<AgentStatus>>) -> Self {
+    /// the same process (`critpath run`), if any; `writer` stores pushed batches (ingest is
+    /// refused without one).
+    pub fn new(
+        config: ServerConfig,
+        agent: Option<Arc<AgentStatus>>,
+        writer: Option<WriterHandle>,
+    ) -> Self {
         Self {
             reader: Reader::with_cache_bytes(&config.data_dir, config.cache_bytes),
             queries: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             agent,
+            writer,
             started: Instant::now(),
         }
     }
@@ -125,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/series", get(series))
         .route("/api/v1/profile", get(profile))
         .route("/api/v1/diff", get(diff))
+        .route(
+            "/api/v1/ingest",
+            post(ingest).layer(DefaultBodyLimit::max(MAX_INGEST_BYTES)),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/health") })
         .route_layer(axum::middleware::from_fn_with_state(
@@ -560,3 +573,58 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 #[cfg(test)]
 mod tests;
+
+/// Largest ingest body accepted (agents send at most [`crate::writer::Pusher::BATCHES_PER_REQUEST`]
+/// batches per request).
+pub const MAX_INGEST_BYTES: usize = 64 << 20;
+
+/// `POST /api/v1/ingest`: batches pushed by an agent on another host (`critpath agent
+/// --push`), stored with their own labels (the `host` label says where they came from). The
+/// answer comes once they are durable.
+async fn ingest(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some(writer) = state.writer.clone() else {
+        return Err(ApiError::forbidden(
+            "this server does not accept pushes: start it with `critpath serve --ingest` or `critpath run`",
+        ));
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/x-protobuf") {
+        state.metrics.observe_ingest(0, 0, false);
+        return Err(ApiError::unsupported(
+            "Content-Type",
+            format!(
+                "the body must be a protobuf IngestRequest ({}), not {content_type:?}",
+                wire::CONTENT_TYPE
+            ),
+        ));
+    }
+    let batches = wire::decode(&body).map_err(|err| {
+        state.metrics.observe_ingest(0, 0, false);
+        match err {
+            wire::WireError::Version { .. } => ApiError::unsupported("version", err.to_string()),
+            _ => ApiError::invalid("body", err.to_string()),
+        }
+    })?;
+    let (n, rows) = (
+        batches.len(),
+        batches.iter().map(|b| b.rows.len()).sum::<usize>(),
+    );
+    let stored = tokio::task::spawn_blocking(move || writer.append(batches))
+        .await
+        .map_err(ApiError::internal)?;
+    state.metrics.observe_ingest(n, rows, stored.is_ok());
+    stored.map_err(|err| {
+        log::error!("ingest: {err}");
+        ApiError::unavailable(format!("the store could not write the batches: {err}"))
+    })?;
+    Ok(json_response(
+        &serde_json::json!({ "batches": n, "rows": rows }),
+    ))
+}

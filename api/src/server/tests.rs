@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use critpath_analyzer::Frame;
 use critpath_analyzer::export;
-use critpath_analyzer::store::{Batch, Row, SampleKind, SeriesLabels, Store};
+use critpath_analyzer::store::{Batch, Retention, Row, SampleKind, SeriesLabels, Store, wire};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
@@ -72,6 +72,7 @@ fn app(dir: &tempfile::TempDir, config: ServerConfig) -> Router {
             data_dir: dir.path().to_owned(),
             ..config
         },
+        None,
         None,
     ))
 }
@@ -474,6 +475,7 @@ async fn metrics_and_fallbacks() {
             ..ServerConfig::default()
         },
         None,
+        None,
     ));
     assert_error(
         &app,
@@ -559,4 +561,170 @@ async fn authentication() {
             .is_ok()
     );
     assert!(open("0.0.0.0:7070", None, true).check_exposure().is_ok());
+}
+
+async fn post(
+    app: &Router,
+    uri: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// Pushed batches are stored with their own host label and queryable at once; a body that is
+/// not a request, another version, another content type or an invalid batch is refused with
+/// an error naming it (and nothing stored); a server without a writer refuses pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep_all = Retention {
+        max_age: None,
+        max_bytes: None,
+    };
+    let writer =
+        crate::writer::StoreWriter::start(crate::writer::open_store(dir.path(), keep_all).unwrap())
+            .unwrap();
+    let app = router(AppState::new(
+        ServerConfig {
+            data_dir: dir.path().to_owned(),
+            ..ServerConfig::default()
+        },
+        None,
+        Some(writer.handle()),
+    ));
+    let mut pushed = batch(T0, &[("remote", &["main", "serve_remote"], 7)]);
+    pushed.series[0].host = "remote-1".into();
+    let (status, body) = post(
+        &app,
+        "/api/v1/ingest",
+        wire::CONTENT_TYPE,
+        wire::encode(&[pushed.clone()]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, serde_json::json!({"batches": 1, "rows": 1}));
+
+    let (status, body) = get_json(
+        &app,
+        &format!("/api/v1/labels/host/values?{}", window(0, 10)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["values"],
+        serde_json::json!([{"value": "remote-1", "cpu_samples": 7}])
+    );
+    let (status, tree) = get_json(
+        &app,
+        &format!(
+            "/api/v1/profile?{}&query={}",
+            window(0, 10),
+            enc(r#"{host="remote-1"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tree}");
+    assert_eq!(tree["total"], 7, "{tree}");
+    assert_eq!(
+        tree["root"]["children"][0]["children"][0]["children"][0]["name"], "serve_remote",
+        "{tree}"
+    );
+
+    let refused = |status: StatusCode, param: Option<&'static str>, needle: &'static str| {
+        move |(got, body): (StatusCode, serde_json::Value)| {
+            assert_eq!(got, status, "{body}");
+            assert_eq!(body["error"]["param"].as_str(), param, "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(needle), "{body}");
+        }
+    };
+    refused(
+        StatusCode::BAD_REQUEST,
+        Some("body"),
+        "not a critpath IngestRequest",
+    )(
+        post(
+            &app,
+            "/api/v1/ingest",
+            wire::CONTENT_TYPE,
+            b"\xff\xff".to_vec(),
+        )
+        .await,
+    );
+    refused(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Some("Content-Type"),
+        "protobuf",
+    )(
+        post(
+            &app,
+            "/api/v1/ingest",
+            "application/json",
+            wire::encode(&[pushed.clone()]),
+        )
+        .await,
+    );
+    // An IngestRequest with version = 2 (field 1, varint 2).
+    refused(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Some("version"),
+        "version 2",
+    )(post(&app, "/api/v1/ingest", wire::CONTENT_TYPE, vec![0x08, 0x02]).await);
+    let mut invalid = pushed.clone();
+    invalid.rows[0].series = 5;
+    refused(
+        StatusCode::BAD_REQUEST,
+        Some("body"),
+        "batch 1: row 0 refers to series 5",
+    )(
+        post(
+            &app,
+            "/api/v1/ingest",
+            wire::CONTENT_TYPE,
+            wire::encode(&[pushed.clone(), invalid]),
+        )
+        .await,
+    );
+    // Nothing of the refused requests was stored.
+    let (_, body) = get_json(
+        &app,
+        &format!("/api/v1/labels/host/values?{}", window(0, 10)),
+    )
+    .await;
+    assert_eq!(body["values"][0]["cpu_samples"], 7, "{body}");
+    let (_, metrics, text) = get_raw(&app, "/metrics").await;
+    let text = String::from_utf8(text).unwrap();
+    assert!(metrics.starts_with("text/plain"));
+    assert!(text.contains("critpath_ingest_batches_total 1"), "{text}");
+    assert!(text.contains("critpath_ingest_refused_total 4"), "{text}");
+
+    let read_only = app_without_writer(&dir);
+    refused(StatusCode::FORBIDDEN, None, "does not accept pushes")(
+        post(
+            &read_only,
+            "/api/v1/ingest",
+            wire::CONTENT_TYPE,
+            wire::encode(&[pushed]),
+        )
+        .await,
+    );
+    drop(app);
+    writer.close().unwrap();
+}
+
+fn app_without_writer(dir: &tempfile::TempDir) -> Router {
+    app(dir, ServerConfig::default())
 }

@@ -23,24 +23,24 @@ impl Drop for Server {
     }
 }
 
-/// Starts `critpath run` on an ephemeral loopback port and waits until it serves.
+/// Starts `critpath run` on an ephemeral loopback port and waits until it serves and samples.
 fn start(dir: &std::path::Path) -> Server {
+    start_with(dir, &["run", "--interval", "1s"], true)
+}
+
+/// Starts a `critpath` server command (`run ...`, `serve ...`) on an ephemeral loopback port
+/// and waits until it serves (and samples, when `samples`).
+fn start_with(dir: &std::path::Path, command: &[&str], samples: bool) -> Server {
     let mut child = Command::new(critpath())
-        .args([
-            "run",
-            "--interval",
-            "1s",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(command)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .stderr(Stdio::piped())
         .spawn()
-        .expect("starting critpath run");
+        .expect("starting critpath");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addr = None;
-    let mut sampling = false;
+    let mut sampling = !samples;
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("critpath: serving the API on http://") {
@@ -184,4 +184,61 @@ fn run_serves_the_store() {
     let (status, body) = get(addr, "/api/v1/profile?type=gpu");
     assert_eq!(status, 400);
     assert!(body.contains("\"param\":\"type\""), "{body}");
+}
+
+/// `critpath agent --push` (as another host: its own host label) sends its batches to
+/// `critpath serve --ingest`, where they are found by host, pid and function through HTTP.
+#[test]
+fn agent_pushes_to_a_server() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), &["serve", "--ingest"], false);
+    let addr = server.addr.as_str();
+    let mut agent = Command::new(critpath())
+        .args([
+            "agent",
+            "--interval",
+            "1s",
+            "--no-off-cpu",
+            "--host",
+            "pushed-host",
+        ])
+        .args(["--push", &format!("http://{addr}")])
+        .current_dir(dir.path()) // a local store would show up here
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting critpath agent --push");
+    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("critpath agent: sampling") {
+            break;
+        }
+    }
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let (pid, start, end) = run_workload("cpu_ratio", "2");
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    assert!(agent.wait().unwrap().success());
+    let log = log.join().unwrap().join("\n");
+    assert!(log.contains("0 dropped"), "{log}");
+    assert!(
+        !dir.path().join("critpath-data").exists(),
+        "a pushing agent keeps no local store"
+    );
+
+    let window = format!("from={}&to={}", start - 2_000, end + 3_000);
+    let (status, body) = get(addr, &format!("/api/v1/labels/host/values?{window}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"pushed-host\""), "{body}");
+    let selector = enc(&format!(r#"{{host="pushed-host",pid="{pid}"}}"#));
+    let (status, body) = get(
+        addr,
+        &format!("/api/v1/profile?{window}&format=folded&query={selector}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let profile = folded::parse(&body).unwrap();
+    assert!(inclusive(&profile, "::hot_a") > 5, "{body}");
 }

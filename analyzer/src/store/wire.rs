@@ -1,0 +1,358 @@
+//! The ingest wire format: batches pushed by agents on other hosts to a server's
+//! `POST /api/v1/ingest`, as protobuf (messages declared with `prost` derives, so no `protoc`).
+//!
+//! ```text
+//! message IngestRequest { uint32 version = 1; repeated Batch batches = 2; }
+//! message Batch  { int64 start_ms = 1; int64 end_ms = 2; int64 period_ns = 3;
+//!                  repeated Frame frames = 4; repeated Stack stacks = 5;
+//!                  repeated Series series = 6; repeated Row rows = 7; }
+//! message Frame  { string function = 1; optional string module = 2; optional string build_id = 3;
+//!                  optional string file = 4; optional uint32 line = 5; bool kernel = 6;
+//!                  bool inlined = 7; }
+//! message Stack  { repeated uint32 frames = 1; }             // indices into frames, root first
+//! message Series { string host = 1; uint32 pid = 2; string comm = 3; string exe = 4;
+//!                  string build_id = 5; string service = 6; }
+//! message Row    { uint32 series = 1; uint32 stack = 2; bool off_cpu = 3; int64 value = 4; }
+//! ```
+//!
+//! The body's `Content-Type` is [`CONTENT_TYPE`]; `version` must be [`WIRE_VERSION`]. A
+//! server refuses another version, and any batch whose indices, times or values are invalid,
+//! naming the batch and the problem; nothing of a refused request is stored.
+
+use prost::Message as _;
+
+use super::{Batch, Row, SampleKind, SeriesLabels};
+use crate::{Frame, FrameKind};
+
+/// The wire format version this code writes and reads.
+pub const WIRE_VERSION: u32 = 1;
+
+/// The media type of an ingest body.
+pub const CONTENT_TYPE: &str = "application/x-protobuf; messageType=critpath.IngestRequest";
+
+/// Most batches one request may carry.
+pub const MAX_BATCHES: usize = 1024;
+
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct IngestRequest {
+        #[prost(uint32, tag = "1")]
+        pub version: u32,
+        #[prost(message, repeated, tag = "2")]
+        pub batches: Vec<Batch>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Batch {
+        #[prost(int64, tag = "1")]
+        pub start_ms: i64,
+        #[prost(int64, tag = "2")]
+        pub end_ms: i64,
+        #[prost(int64, tag = "3")]
+        pub period_ns: i64,
+        #[prost(message, repeated, tag = "4")]
+        pub frames: Vec<Frame>,
+        #[prost(message, repeated, tag = "5")]
+        pub stacks: Vec<Stack>,
+        #[prost(message, repeated, tag = "6")]
+        pub series: Vec<Series>,
+        #[prost(message, repeated, tag = "7")]
+        pub rows: Vec<Row>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Frame {
+        #[prost(string, tag = "1")]
+        pub function: String,
+        #[prost(string, optional, tag = "2")]
+        pub module: Option<String>,
+        #[prost(string, optional, tag = "3")]
+        pub build_id: Option<String>,
+        #[prost(string, optional, tag = "4")]
+        pub file: Option<String>,
+        #[prost(uint32, optional, tag = "5")]
+        pub line: Option<u32>,
+        #[prost(bool, tag = "6")]
+        pub kernel: bool,
+        #[prost(bool, tag = "7")]
+        pub inlined: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Stack {
+        #[prost(uint32, repeated, tag = "1")]
+        pub frames: Vec<u32>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Series {
+        #[prost(string, tag = "1")]
+        pub host: String,
+        #[prost(uint32, tag = "2")]
+        pub pid: u32,
+        #[prost(string, tag = "3")]
+        pub comm: String,
+        #[prost(string, tag = "4")]
+        pub exe: String,
+        #[prost(string, tag = "5")]
+        pub build_id: String,
+        #[prost(string, tag = "6")]
+        pub service: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Row {
+        #[prost(uint32, tag = "1")]
+        pub series: u32,
+        #[prost(uint32, tag = "2")]
+        pub stack: u32,
+        #[prost(bool, tag = "3")]
+        pub off_cpu: bool,
+        #[prost(int64, tag = "4")]
+        pub value: i64,
+    }
+}
+
+/// Why an ingest body was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// Not a protobuf `IngestRequest`.
+    #[error("the body is not a critpath IngestRequest protobuf: {0}")]
+    Decode(String),
+    /// Written by an incompatible version.
+    #[error(
+        "wire format version {found} is not supported; this server reads version {WIRE_VERSION}"
+    )]
+    Version {
+        /// The version the body declares.
+        found: u32,
+    },
+    /// Too many batches in one request.
+    #[error("{0} batches in one request; at most {MAX_BATCHES} are allowed")]
+    TooManyBatches(usize),
+    /// One batch is invalid.
+    #[error("batch {index}: {problem}")]
+    Invalid {
+        /// The batch's position in the request.
+        index: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Encodes batches as one ingest request body.
+pub fn encode(batches: &[Batch]) -> Vec<u8> {
+    proto::IngestRequest {
+        version: WIRE_VERSION,
+        batches: batches.iter().map(to_proto).collect(),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes and checks an ingest request body.
+///
+/// # Errors
+/// Not a request, another version, too many batches, or an invalid batch (an index out of
+/// range, an empty or reversed interval, a negative value or period).
+pub fn decode(body: &[u8]) -> Result<Vec<Batch>, WireError> {
+    let request =
+        proto::IngestRequest::decode(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    if request.version != WIRE_VERSION {
+        return Err(WireError::Version {
+            found: request.version,
+        });
+    }
+    if request.batches.len() > MAX_BATCHES {
+        return Err(WireError::TooManyBatches(request.batches.len()));
+    }
+    request
+        .batches
+        .into_iter()
+        .enumerate()
+        .map(|(index, b)| from_proto(b).map_err(|problem| WireError::Invalid { index, problem }))
+        .collect()
+}
+
+fn to_proto(b: &Batch) -> proto::Batch {
+    proto::Batch {
+        start_ms: b.start_ms,
+        end_ms: b.end_ms,
+        period_ns: b.period_ns,
+        frames: b
+            .frames
+            .iter()
+            .map(|f| proto::Frame {
+                function: f.function.clone(),
+                module: f.module.clone(),
+                build_id: f.build_id.clone(),
+                file: f.file.clone(),
+                line: f.line,
+                kernel: f.kind == FrameKind::Kernel,
+                inlined: f.inlined,
+            })
+            .collect(),
+        stacks: b
+            .stacks
+            .iter()
+            .map(|s| proto::Stack { frames: s.clone() })
+            .collect(),
+        series: b
+            .series
+            .iter()
+            .map(|s| proto::Series {
+                host: s.host.clone(),
+                pid: s.pid,
+                comm: s.comm.clone(),
+                exe: s.exe.clone(),
+                build_id: s.build_id.clone(),
+                service: s.service.clone(),
+            })
+            .collect(),
+        rows: b
+            .rows
+            .iter()
+            .map(|r| proto::Row {
+                series: r.series,
+                stack: r.stack,
+                off_cpu: r.kind == SampleKind::OffCpu,
+                value: r.value,
+            })
+            .collect(),
+    }
+}
+
+fn from_proto(b: proto::Batch) -> Result<Batch, String> {
+    if b.end_ms <= b.start_ms {
+        return Err(format!(
+            "the interval [{}, {}) ms is empty or reversed",
+            b.start_ms, b.end_ms
+        ));
+    }
+    if b.period_ns <= 0 {
+        return Err(format!("period_ns must be positive, not {}", b.period_ns));
+    }
+    let frames = b.frames.len();
+    for (i, s) in b.stacks.iter().enumerate() {
+        if let Some(f) = s.frames.iter().find(|&&f| f as usize >= frames) {
+            return Err(format!(
+                "stack {i} refers to frame {f}; the batch has {frames}"
+            ));
+        }
+    }
+    for (i, r) in b.rows.iter().enumerate() {
+        if r.series as usize >= b.series.len() {
+            return Err(format!(
+                "row {i} refers to series {}; the batch has {}",
+                r.series,
+                b.series.len()
+            ));
+        }
+        if r.stack as usize >= b.stacks.len() {
+            return Err(format!(
+                "row {i} refers to stack {}; the batch has {}",
+                r.stack,
+                b.stacks.len()
+            ));
+        }
+        if r.value < 0 {
+            return Err(format!("row {i} has a negative value ({})", r.value));
+        }
+    }
+    Ok(Batch {
+        start_ms: b.start_ms,
+        end_ms: b.end_ms,
+        period_ns: b.period_ns,
+        frames: b
+            .frames
+            .into_iter()
+            .map(|f| Frame {
+                function: f.function,
+                module: f.module,
+                build_id: f.build_id,
+                file: f.file,
+                line: f.line,
+                kind: if f.kernel {
+                    FrameKind::Kernel
+                } else {
+                    FrameKind::User
+                },
+                inlined: f.inlined,
+            })
+            .collect(),
+        stacks: b.stacks.into_iter().map(|s| s.frames).collect(),
+        series: b
+            .series
+            .into_iter()
+            .map(|s| SeriesLabels {
+                host: s.host,
+                pid: s.pid,
+                comm: s.comm,
+                exe: s.exe,
+                build_id: s.build_id,
+                service: s.service,
+            })
+            .collect(),
+        rows: b
+            .rows
+            .into_iter()
+            .map(|r| Row {
+                series: r.series,
+                stack: r.stack,
+                kind: if r.off_cpu {
+                    SampleKind::OffCpu
+                } else {
+                    SampleKind::Cpu
+                },
+                value: r.value,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::wal::tests::batch;
+
+    #[test]
+    fn round_trip() {
+        let mut b = batch(1_000, 3);
+        b.rows[1].kind = SampleKind::OffCpu;
+        b.frames[0].kind = FrameKind::Kernel;
+        b.frames[1].line = Some(42);
+        let batches = vec![b, batch(11_000, 1)];
+        assert_eq!(decode(&encode(&batches)).unwrap(), batches);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        assert!(matches!(decode(b"\xff\xff\xff"), Err(WireError::Decode(_))));
+        let mut body = proto::IngestRequest {
+            version: 2,
+            batches: vec![],
+        };
+        assert_eq!(
+            decode(&body.encode_to_vec()),
+            Err(WireError::Version { found: 2 })
+        );
+        body.version = WIRE_VERSION;
+        let invalid = |edit: fn(&mut proto::Batch)| {
+            let mut b = to_proto(&batch(1_000, 2));
+            edit(&mut b);
+            let body = proto::IngestRequest {
+                version: WIRE_VERSION,
+                batches: vec![to_proto(&batch(0, 1)), b],
+            };
+            match decode(&body.encode_to_vec()) {
+                Err(WireError::Invalid { index: 1, problem }) => problem,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(invalid(|b| b.end_ms = b.start_ms).contains("empty or reversed"));
+        assert!(invalid(|b| b.period_ns = 0).contains("period_ns"));
+        assert!(invalid(|b| b.stacks[0].frames.push(99)).contains("frame 99"));
+        assert!(invalid(|b| b.rows[0].series = 5).contains("series 5"));
+        assert!(invalid(|b| b.rows[1].stack = 7).contains("stack 7"));
+        assert!(invalid(|b| b.rows[0].value = -1).contains("negative"));
+    }
+}
