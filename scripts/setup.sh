@@ -39,4 +39,22 @@ fi
 if [ ! -d /sys/kernel/tracing/events ]; then
   $SUDO mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 fi
+# Pyroscope compatibility check (tests/compat/pyroscope): Debian's Chromium, driven by
+# playwright-core, renders critpath's flamebearer output in Pyroscope's flame graph component.
+# Needs Node 20+ and npm; npm ci reruns only when node_modules is missing or
+# package-lock.json changed since the last install.
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  log "apt-get install chromium"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+PYRO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/compat/pyroscope" && pwd)"
+if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+  log "skipping tests/compat/pyroscope: needs Node 20 or later (found: $(node --version 2>/dev/null || echo none))"
+elif [ ! -d "$PYRO_DIR/node_modules" ] ||
+     ! (cd "$PYRO_DIR" && sha256sum --status -c node_modules/.critpath-lock.sha256 2>/dev/null); then
+  log "npm ci (tests/compat/pyroscope)"
+  (cd "$PYRO_DIR" && npm ci --no-audit --no-fund --loglevel=error &&
+     sha256sum package-lock.json > node_modules/.critpath-lock.sha256)
+fi
 log "toolchain ready"

@@ -173,13 +173,41 @@ fn run_serves_the_store() {
     );
     assert!(first["delta_share"].as_f64().unwrap() > 0.5);
 
+    // Both flamebearer answers render in Pyroscope's own flame graph component.
+    let (status, body) = get(
+        addr,
+        &format!(
+            "/api/v1/profile?query={selector}&from={a_start}&to={}&format=flamebearer",
+            b_end + 3_000
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let single: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hot_a = single["flamebearer"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .find(|n| n.ends_with("::hot_a"))
+        .expect("hot_a among the names")
+        .to_owned();
+    pyroscope_renders("single", &body, &[&hot_a, "multi_thread"]);
+    let (status, body) = get(
+        addr,
+        &format!(
+            "/api/v1/diff?query={selector}&baseline_from={a_start}&baseline_to={a_end}&from={b_start}&to={b_end}&format=flamebearer"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    pyroscope_renders("diff", &body, &["multi_thread", "cpu_ratio"]);
+
     let (status, metrics) = get(addr, "/metrics");
     assert_eq!(status, 200);
     assert!(
         metrics.contains("critpath_samples_ingested_total"),
         "{metrics}"
     );
-    assert!(metrics.contains("critpath_query_duration_seconds_count{endpoint=\"diff\"} 1"));
+    assert!(metrics.contains("critpath_query_duration_seconds_count{endpoint=\"diff\"} 2"));
 
     let (status, body) = get(addr, "/api/v1/profile?type=gpu");
     assert_eq!(status, 400);
@@ -241,4 +269,43 @@ fn agent_pushes_to_a_server() {
     assert_eq!(status, 200, "{body}");
     let profile = folded::parse(&body).unwrap();
     assert!(inclusive(&profile, "::hot_a") > 5, "{body}");
+}
+
+/// Renders a flamebearer profile in Pyroscope's flame graph component in headless Chromium
+/// (`tests/compat/pyroscope`), asserting it draws and lists the `expect`ed functions; saves a
+/// screenshot under `tests/artifacts/`.
+fn pyroscope_renders(name: &str, flamebearer: &str, expect: &[&str]) {
+    let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/pyroscope");
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let profile = artifacts.join(format!("pyroscope-{name}.json"));
+    std::fs::write(&profile, flamebearer).unwrap();
+    let mut check = Command::new("node");
+    check.arg(compat.join("check.mjs")).arg(&profile);
+    for e in expect {
+        check.args(["--expect", e]);
+    }
+    check
+        .arg("--screenshot")
+        .arg(artifacts.join(format!("pyroscope-{name}.png")));
+    let out = check.output();
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    match out {
+        Ok(out) if out.status.success() => {}
+        // 2: not set up (no node_modules or Chromium): `make setup` installs them.
+        Ok(out) if out.status.code() == Some(2) && !ci => {
+            eprintln!(
+                "skipped the Pyroscope check: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out) => panic!(
+            "Pyroscope's flame graph refused the {name} profile ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(err) if !ci => eprintln!("skipped the Pyroscope check: node: {err}"),
+        Err(err) => panic!("running node for the Pyroscope check: {err}"),
+    }
 }
