@@ -7,7 +7,7 @@ SHELL := /bin/bash
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),/var/tmp/critpath-target)
 RELEASE := $(TARGET_DIR)/release
 
-.PHONY: demo setup build run test lint bench-overhead bench-offcpu
+.PHONY: demo setup build run test lint bench-overhead bench-offcpu bench-load
 
 setup:
 	@bash scripts/setup.sh
@@ -43,3 +43,9 @@ bench-overhead: build
 # Off-CPU tracing cost on a context-switch storm (README: Performance).
 bench-offcpu: build
 	python3 bench/overhead.py --pairs 12 --record-args "-a -F 19 --off-cpu" -- taskset -c 0 $(RELEASE)/pingpong
+
+# The API's load test: profile queries of a 1 h window at 200/s while `critpath run` samples
+# this machine into the same store (README: HTTP API). STORE: an hour captured here, e.g. by
+# `critpath agent --duration 1h --data-dir STORE`; FROM/TO: that hour.
+bench-load: build
+	RELEASE=$(RELEASE) bench/load.sh $(STORE) $(FROM) $(TO) 200 30

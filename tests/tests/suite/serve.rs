@@ -268,7 +268,8 @@ fn agent_pushes_to_a_server() {
     );
     assert_eq!(status, 200, "{body}");
     let profile = folded::parse(&body).unwrap();
-    assert!(inclusive(&profile, "::hot_a") > 5, "{body}");
+    // Up to 38 samples in 2 s at 19 Hz; far fewer while other tests load both CPUs.
+    assert!(inclusive(&profile, "::hot_a") >= 3, "{body}");
 }
 
 /// Renders a flamebearer profile in Pyroscope's flame graph component in headless Chromium
