@@ -185,6 +185,21 @@ impl Reader {
         )?)
     }
 
+    /// A fingerprint of the stored data the windows read: equal stamps, equal answers (see
+    /// [`Store::stamp`]).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn data_stamp(&self, windows: &[&Window]) -> Result<u64, QueryError> {
+        let mut stamp = 0u64;
+        for w in windows {
+            stamp = stamp
+                .rotate_left(17)
+                .wrapping_add(Store::stamp(&self.dir, w.from_ms, w.to_ms)?);
+        }
+        Ok(stamp)
+    }
+
     /// Values per step, grouped by the values of `group_by` labels (none: one series of
     /// everything). CPU values are sample counts; off-CPU and wall values are seconds.
     ///

@@ -89,37 +89,64 @@ impl FlameTree {
         }
         let total = totals.first().copied().unwrap_or(0);
         let min_total = ((total as f64 * min_share).ceil() as i64).max(1);
-        let mut ranked: Vec<u32> = (1..totals.len() as u32)
-            .filter(|&id| totals[id as usize] >= min_total)
-            .collect();
-        let nonzero = (1..totals.len()).filter(|&id| totals[id] != 0).count();
         let limit = match max_nodes {
             0 => usize::MAX,
             n => n - 1, // the root counts
         };
-        if ranked.len() > limit {
-            // The largest totals; ties to the smaller id, so a parent always ranks before
-            // its children and the kept nodes form a tree.
-            ranked.select_nth_unstable_by(limit, |&a, &b| {
-                totals[b as usize].cmp(&totals[a as usize]).then(a.cmp(&b))
-            });
-            ranked.truncate(limit);
+        let mut nonzero = 0;
+        let mut candidates: Vec<i64> = Vec::new();
+        for &t in &totals[1.min(totals.len())..] {
+            if t != 0 {
+                nonzero += 1;
+            }
+            if t >= min_total {
+                candidates.push(t);
+            }
         }
-        ranked.sort_unstable();
+        // The smallest total kept: the limit-th largest.
+        let threshold = if candidates.len() > limit {
+            kth_largest(&mut candidates, limit)
+        } else {
+            min_total
+        };
+        // Larger than the threshold, then ties in id order: a parent always comes before its
+        // children (smaller id, total at least as large), so the kept nodes form a tree.
+        let above = candidates.iter().filter(|&&t| t > threshold).count();
+        let mut ties = limit.saturating_sub(above);
 
         let mut tree = Self::new(profile_type);
         tree.nodes[0].self_value = values.first().copied().unwrap_or(0);
         tree.nodes[0].total = total;
         let mut remap: FastMap<u32, NodeId> = FastMap::default();
+        let mut names: FastMap<u32, u32> = FastMap::default();
         remap.insert(0, 0);
-        for id in ranked {
-            let parent = remap[&paths.parent(id)];
-            let name = tree.intern(paths.name(id));
+        for id in 1..totals.len() as u32 {
+            let t = totals[id as usize];
+            if t < threshold || t < min_total {
+                continue;
+            }
+            if t == threshold {
+                if ties == 0 {
+                    continue;
+                }
+                ties -= 1;
+            }
+            let Some(&parent) = remap.get(&paths.parent(id)) else {
+                continue; // under a node left out (a tie)
+            };
+            let name = match names.get(&paths.name_id(id)) {
+                Some(&n) => n,
+                None => {
+                    let n = tree.intern(paths.name(id));
+                    names.insert(paths.name_id(id), n);
+                    n
+                }
+            };
             let node = tree.nodes.len() as NodeId;
             tree.nodes.push(Node {
                 name,
                 self_value: values[id as usize],
-                total: totals[id as usize],
+                total: t,
                 children: Vec::new(),
             });
             tree.nodes[parent as usize].children.push(node);
@@ -384,6 +411,35 @@ impl Serialize for FlameTree {
         st.serialize_field("root", &Root(self))?;
         st.end()
     }
+}
+
+/// The `k`-th largest of positive values (1 ≤ k ≤ len). Totals repeat a lot (many small
+/// counts), so a histogram beats a selection: values below 2^20 are counted, the rare larger
+/// ones selected.
+fn kth_largest(values: &mut [i64], k: usize) -> i64 {
+    const CAP: i64 = 1 << 20;
+    let max = values.iter().copied().max().unwrap_or(0).min(CAP - 1);
+    let mut counts = vec![0usize; max as usize + 1];
+    let mut big = Vec::new();
+    for &v in values.iter() {
+        if v >= CAP {
+            big.push(v);
+        } else {
+            counts[v.max(0) as usize] += 1;
+        }
+    }
+    if big.len() >= k {
+        let (_, &mut v, _) = big.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        return v;
+    }
+    let mut seen = big.len();
+    for v in (0..counts.len()).rev() {
+        seen += counts[v];
+        if seen >= k {
+            return v as i64;
+        }
+    }
+    0
 }
 
 /// One function's values in a tree.

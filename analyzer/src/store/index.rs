@@ -79,6 +79,11 @@ impl CallPaths {
         &self.names[self.name[node as usize] as usize]
     }
 
+    /// The id of a node's name (equal ids, equal names).
+    pub fn name_id(&self, node: u32) -> u32 {
+        self.name[node as usize]
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.name_ids.get(name) {
             return id;
@@ -151,7 +156,7 @@ impl Rows {
         self.runs.last_mut().expect("a run").rows.end = at + 1;
     }
 
-    fn add_to(&self, query: &Query, selected: &[bool], values: &mut [i64]) {
+    fn add_to(&self, query: &Query, selected: &[bool], values: &mut Vec<i64>) {
         for run in &self.runs {
             if run.end_ms <= query.from_ms || run.start_ms >= query.to_ms {
                 continue;
@@ -166,7 +171,11 @@ impl Rows {
                     SampleKind::Cpu
                 };
                 if let Some(v) = query.profile_type.weigh(kind, self.value[i], run.period_ns) {
-                    values[self.node[i] as usize] += v;
+                    let node = self.node[i] as usize;
+                    if node >= values.len() {
+                        values.resize(node + 1, 0);
+                    }
+                    values[node] += v;
                 }
             }
         }
@@ -315,8 +324,9 @@ impl Index {
         }
         self.evict(&generation);
 
-        let paths = generation.paths.read().expect("call paths");
-        let mut values = vec![0i64; paths.len()];
+        // Never hold the trie's lock while taking a log's: a log being read takes them the
+        // other way round. The trie only grows, so rows read later may point past `values`.
+        let mut values = vec![0i64; generation.paths.read().expect("call paths").len()];
         for part in rollups {
             let selected: Vec<bool> = part.series.iter().map(keep).collect();
             for &(series, node, cpu, cpu_ns, off_ns) in &part.rollup {
@@ -338,6 +348,7 @@ impl Index {
             let selected: Vec<bool> = log.series.iter().map(keep).collect();
             log.rows.add_to(&query, &selected, &mut values);
         }
+        let paths = generation.paths.read().expect("call paths");
         Ok(f(&paths, &values))
     }
 

@@ -272,6 +272,15 @@ impl Store {
         scan::scan(dir, request)
     }
 
+    /// A fingerprint of the data a query of `[from_ms, to_ms)` reads (its parts and the live
+    /// log's length): equal stamps, equal answers, so answers can be cached by it.
+    ///
+    /// # Errors
+    /// A missing directory, an incompatible schema version, or an unreadable file.
+    pub fn stamp(dir: &Path, from_ms: i64, to_ms: i64) -> Result<u64, StoreError> {
+        scan::sources_stamp(dir, from_ms, to_ms)
+    }
+
     /// Bytes on disk: Parquet parts and log segments.
     pub fn disk_usage(dir: &Path) -> u64 {
         dir_size(&dir.join("data")) + dir_size(&dir.join("wal"))

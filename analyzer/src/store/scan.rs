@@ -216,6 +216,30 @@ pub(crate) fn list_sources(
     Ok(out)
 }
 
+/// A fingerprint of what a query of `[from_ms, to_ms)` reads: the parts it reads and the
+/// length of every live log segment. It changes whenever such a query could answer
+/// differently (a part written or dropped, the log grown), so answers can be cached by it.
+pub(crate) fn sources_stamp(store: &Path, from_ms: i64, to_ms: i64) -> Result<u64, StoreError> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for source in list_sources(store, from_ms, to_ms)? {
+        match source {
+            SourceRef::Log { path, file } => {
+                path.hash(&mut h);
+                file.metadata()
+                    .map_err(|e| StoreError::io(&path, e))?
+                    .len()
+                    .hash(&mut h);
+            }
+            SourceRef::Part { dir, seq, .. } => {
+                dir.hash(&mut h);
+                seq.hash(&mut h);
+            }
+        }
+    }
+    Ok(h.finish())
+}
+
 /// The sources overlapping `[from_ms, to_ms)`, log segments read.
 fn sources(store: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Source>, StoreError> {
     let mut out = Vec::new();

@@ -447,3 +447,53 @@ fn index_trees_match_the_stored_batches() {
         "hour 0 in one part, hour 1 in two, hour 2 in the log"
     );
 }
+
+/// Queries running in parallel while the writer appends (the log read and extended by several
+/// queries at once, parts loaded concurrently) neither deadlock nor disagree with the batches.
+#[test]
+fn concurrent_queries_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = series("api", 10);
+    let stack: &[&str] = &["main", "handle", "parse"];
+    let (mut store, _) = Store::open(dir.path()).unwrap();
+    store
+        .append(&batch(T0, &[(&api, stack, SampleKind::Cpu, 1)]))
+        .unwrap();
+    let reader = Reader::new(dir.path());
+    let (done, finished) = std::sync::mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (reader, done, stop) = (reader.clone(), done.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let w = window("", 0, 3_600);
+                    let total = reader.tree(&w, ProfileType::Cpu).unwrap().total();
+                    assert!(total >= last, "thread {t}: the total went back");
+                    last = total;
+                }
+                done.send(()).unwrap();
+            })
+        })
+        .collect();
+    for i in 1..200 {
+        store
+            .append(&batch(
+                T0 + i * 10_000,
+                &[(&api, stack, SampleKind::Cpu, 1)],
+            ))
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..threads.len() {
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a query thread is stuck (deadlock?)");
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let w = window("", 0, 3_600);
+    assert_eq!(reader.tree(&w, ProfileType::Cpu).unwrap().total(), 200);
+}

@@ -26,9 +26,15 @@ pub struct Metrics {
     ingest_batches: AtomicU64,
     ingest_rows: AtomicU64,
     ingest_refused: AtomicU64,
+    cache_hits: AtomicU64,
 }
 
 impl Metrics {
+    /// Records a query answered from the response cache.
+    pub fn observe_cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records one ingest request: batches and rows stored, or refused.
     pub fn observe_ingest(&self, batches: usize, rows: usize, ok: bool) {
         if ok {
@@ -114,6 +120,11 @@ impl Metrics {
                 "critpath_ingest_refused_total",
                 "Ingest requests refused (invalid, or the store failed).",
                 &self.ingest_refused,
+            ),
+            (
+                "critpath_query_cache_hits_total",
+                "Queries answered from the response cache (same request, same data).",
+                &self.cache_hits,
             ),
         ] {
             let _ = writeln!(

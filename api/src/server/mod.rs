@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -101,6 +100,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     agent: Option<Arc<AgentStatus>>,
     writer: Option<WriterHandle>,
+    responses: Arc<std::sync::Mutex<ResponseCache>>,
     started: Instant,
 }
 
@@ -120,6 +120,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             agent,
             writer,
+            responses: Arc::default(),
             started: Instant::now(),
         }
     }
@@ -487,22 +488,129 @@ async fn profile(
             )
         })?),
     };
-    run_query(&state, "profile", move |r| {
+    let key = format!(
+        "profile {} {} {:?} {ty} {nodes} {format}",
+        w.from_ms,
+        w.to_ms,
+        params.window.query.as_deref().unwrap_or("")
+    );
+    run_cached(&state, "profile", key, vec![w.clone()], move |r| {
         Ok(match export {
             Some(f) => {
                 let profile = r.profile(&w, ty)?;
-                let body = f.encode(&profile, 0, "critpath");
-                ([(header::CONTENT_TYPE, f.content_type())], Body::from(body)).into_response()
+                Rendered {
+                    content_type: f.content_type(),
+                    body: f.encode(&profile, 0, "critpath").into(),
+                }
             }
             None => {
                 let tree = r.tree_trimmed(&w, ty, nodes, 0.0)?;
                 if format == "flamebearer" {
-                    json_response(&flamebearer::single(&tree, crate::DEFAULT_FREQUENCY_HZ))
+                    json_rendered(&flamebearer::single(&tree, crate::DEFAULT_FREQUENCY_HZ))?
                 } else {
-                    json_response(&tree)
+                    json_rendered(&tree)?
                 }
             }
         })
+    })
+    .await
+}
+
+/// An answer's bytes: what the response cache keeps.
+#[derive(Clone, Debug)]
+struct Rendered {
+    content_type: &'static str,
+    body: axum::body::Bytes,
+}
+
+impl IntoResponse for Rendered {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, self.content_type)], self.body).into_response()
+    }
+}
+
+fn json_rendered(value: &impl serde::Serialize) -> Result<Rendered, ApiError> {
+    serde_json::to_vec(value)
+        .map(|body| Rendered {
+            content_type: "application/json",
+            body: body.into(),
+        })
+        .map_err(ApiError::internal)
+}
+
+/// Answers already computed, by request and by the stamp of the data they read (see
+/// `Reader::data_stamp`): a hit is exactly what the query would answer now. Least recently
+/// used answers go first beyond [`ResponseCache::MAX_BYTES`].
+#[derive(Debug, Default)]
+pub struct ResponseCache {
+    entries: std::collections::HashMap<(String, u64), (Rendered, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl ResponseCache {
+    /// Most bytes of answers kept.
+    pub const MAX_BYTES: usize = 64 << 20;
+
+    fn get(&mut self, key: &(String, u64)) -> Option<Rendered> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(r, used)| {
+            *used = clock;
+            r.clone()
+        })
+    }
+
+    fn put(&mut self, key: (String, u64), rendered: Rendered) {
+        let size = rendered.body.len() + key.0.len();
+        if size > Self::MAX_BYTES / 8 {
+            return;
+        }
+        self.clock += 1;
+        if let Some((old, _)) = self.entries.insert(key, (rendered, self.clock)) {
+            self.bytes -= old.body.len();
+        }
+        self.bytes += size;
+        while self.bytes > Self::MAX_BYTES {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((r, _)) = self.entries.remove(&oldest) {
+                self.bytes -= r.body.len() + oldest.0.len();
+            }
+        }
+    }
+}
+
+/// Runs a query through the response cache: the answer of an identical earlier request is
+/// reused while the data its windows read is unchanged.
+async fn run_cached(
+    state: &AppState,
+    endpoint: &'static str,
+    key: String,
+    windows: Vec<Window>,
+    work: impl FnOnce(&Reader) -> Result<Rendered, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let (cache, metrics) = (Arc::clone(&state.responses), Arc::clone(&state.metrics));
+    run_query(state, endpoint, move |r| {
+        let stamp = r.data_stamp(&windows.iter().collect::<Vec<_>>())?;
+        let key = (key, stamp);
+        let hit = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key);
+        if let Some(hit) = hit {
+            metrics.observe_cache_hit();
+            return Ok(hit.into_response());
+        }
+        let rendered = work(r)?;
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, rendered.clone());
+        Ok(rendered.into_response())
     })
     .await
 }
@@ -550,14 +658,24 @@ async fn diff(
     );
     let query = params.window.query.clone().unwrap_or_default();
     let base = window(&state.config, &query, base_from, base_to, "baseline_from")?;
-    run_query(&state, "diff", move |r| {
-        let (d, ..) = r.diff(&base, &w, ty, nodes)?;
-        Ok(if format == "flamebearer" {
-            json_response(&flamebearer::double(&d, crate::DEFAULT_FREQUENCY_HZ))
-        } else {
-            json_response(&d)
-        })
-    })
+    let key = format!(
+        "diff {} {} {} {} {query:?} {ty} {nodes} {format}",
+        base.from_ms, base.to_ms, w.from_ms, w.to_ms
+    );
+    run_cached(
+        &state,
+        "diff",
+        key,
+        vec![base.clone(), w.clone()],
+        move |r| {
+            let (d, ..) = r.diff(&base, &w, ty, nodes)?;
+            if format == "flamebearer" {
+                json_rendered(&flamebearer::double(&d, crate::DEFAULT_FREQUENCY_HZ))
+            } else {
+                json_rendered(&d)
+            }
+        },
+    )
     .await
 }
 

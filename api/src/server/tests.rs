@@ -607,6 +607,15 @@ async fn ingest() {
     ));
     let mut pushed = batch(T0, &[("remote", &["main", "serve_remote"], 7)]);
     pushed.series[0].host = "remote-1".into();
+    let remote_profile = format!(
+        "/api/v1/profile?{}&query={}",
+        window(0, 10),
+        enc(r#"{host="remote-1"}"#)
+    );
+    // Answered (and cached) before the push: empty.
+    let (status, tree) = get_json(&app, &remote_profile).await;
+    assert_eq!(status, StatusCode::OK, "{tree}");
+    assert_eq!(tree["total"], 0, "{tree}");
     let (status, body) = post(
         &app,
         "/api/v1/ingest",
@@ -627,17 +636,13 @@ async fn ingest() {
         body["values"],
         serde_json::json!([{"value": "remote-1", "cpu_samples": 7}])
     );
-    let (status, tree) = get_json(
-        &app,
-        &format!(
-            "/api/v1/profile?{}&query={}",
-            window(0, 10),
-            enc(r#"{host="remote-1"}"#)
-        ),
-    )
-    .await;
+    // The same request after the push: the cached answer is not reused (the data changed).
+    let (status, tree) = get_json(&app, &remote_profile).await;
     assert_eq!(status, StatusCode::OK, "{tree}");
     assert_eq!(tree["total"], 7, "{tree}");
+    // Once more, unchanged data: the cached answer, identical.
+    let (_, again) = get_json(&app, &remote_profile).await;
+    assert_eq!(again, tree);
     assert_eq!(
         tree["root"]["children"][0]["children"][0]["children"][0]["name"], "serve_remote",
         "{tree}"
@@ -710,6 +715,7 @@ async fn ingest() {
     assert!(metrics.starts_with("text/plain"));
     assert!(text.contains("critpath_ingest_batches_total 1"), "{text}");
     assert!(text.contains("critpath_ingest_refused_total 4"), "{text}");
+    assert!(text.contains("critpath_query_cache_hits_total 1"), "{text}");
 
     let read_only = app_without_writer(&dir);
     refused(StatusCode::FORBIDDEN, None, "does not accept pushes")(

@@ -1,11 +1,12 @@
 //! An open-loop HTTP load generator for the API's load test (`make bench-load`).
 //!
 //! ```text
-//! loadgen ADDR PATH [--rate N] [--seconds S] [--connections C]
+//! loadgen ADDR PATH [--rate N] [--seconds S] [--connections C] [--base T]
 //! ```
 //!
 //! Sends `GET PATH` to `ADDR` (`127.0.0.1:7070`) at a fixed rate over keep-alive connections
-//! for a fixed time. Open loop: request `i` is due at `start + i / rate`, and its latency is
+//! for a fixed time; `{t}` in PATH becomes `--base` plus the request's number (e.g. a window's
+//! end in ms, moving 1 ms per request: distinct requests, none answered from a cache). Open loop: request `i` is due at `start + i / rate`, and its latency is
 //! measured from when it was due, so a slow server cannot hide queueing by slowing the client
 //! down (no coordinated omission). Prints the achieved rate, latency percentiles and failures
 //! (any status but 200, or a broken connection); exits non-zero if any request failed.
@@ -22,6 +23,7 @@ struct Args {
     rate: f64,
     seconds: f64,
     connections: usize,
+    base: i64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -32,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         rate: 200.0,
         seconds: 30.0,
         connections: 8,
+        base: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -44,12 +47,13 @@ fn parse_args() -> Result<Args, String> {
             "--rate" => args.rate = value("--rate")?,
             "--seconds" => args.seconds = value("--seconds")?,
             "--connections" => args.connections = value("--connections")? as usize,
+            "--base" => args.base = value("--base")? as i64,
             _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
             _ => positional.push(a),
         }
     }
     let [addr, path] = <[String; 2]>::try_from(positional)
-        .map_err(|_| "usage: loadgen ADDR PATH [--rate N] [--seconds S] [--connections C]")?;
+        .map_err(|_| "usage: loadgen ADDR PATH [--rate N] [--seconds S] [--connections C] [--base T]")?;
     (args.addr, args.path) = (addr, path);
     if args.rate <= 0.0 || args.seconds <= 0.0 || args.connections == 0 {
         return Err("--rate, --seconds and --connections must be positive".into());
@@ -152,10 +156,11 @@ fn main() {
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
+                    let path = args.path.replace("{t}", &(args.base + i as i64).to_string());
                     let result = match conn.as_mut() {
-                        Some(c) => c.get(&args.addr, &args.path),
+                        Some(c) => c.get(&args.addr, &path),
                         None => Connection::open(&args.addr).and_then(|mut c| {
-                            let r = c.get(&args.addr, &args.path);
+                            let r = c.get(&args.addr, &path);
                             conn = Some(c);
                             r
                         }),
