@@ -15,15 +15,23 @@ pub struct ApiError {
     param: Option<&'static str>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error answer's body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct Body<'a> {
     error: Detail<'a>,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
+/// What went wrong.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
+pub struct Detail<'a> {
+    /// Machine-readable: `invalid_parameter`, `limit_exceeded`, `unavailable`,
+    /// `unauthorized`, `forbidden`, `unsupported_media_type`, `not_found`, `internal`.
     code: &'a str,
+    /// For people.
     message: &'a str,
+    /// The parameter at fault, when one is.
     param: Option<&'a str>,
 }
 

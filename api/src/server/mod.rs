@@ -7,6 +7,7 @@
 
 mod error;
 mod metrics;
+mod openapi;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -147,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .merge(protected)
         .with_state(state)
 }
@@ -235,7 +237,8 @@ fn now_ms() -> i64 {
 }
 
 /// The parameters every query takes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WindowParams {
     /// Label selector; empty selects everything.
     query: Option<String>,
@@ -339,6 +342,9 @@ fn json_response(value: &impl serde::Serialize) -> Response {
     }
 }
 
+/// Build, store and sampler status. Needs no token.
+#[utoipa::path(get, path = "/api/v1/health", tag = "status",
+    responses((status = 200, description = "`{status, version, uptime_seconds, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes} | null}`", content_type = "application/json")))]
 async fn health(State(state): State<AppState>) -> Response {
     let dir = state.config.data_dir.clone();
     let (bytes, store_ok) = tokio::task::spawn_blocking(move || {
@@ -360,6 +366,13 @@ async fn health(State(state): State<AppState>) -> Response {
     }))
 }
 
+/// The label names with a value in the window's selected series.
+#[utoipa::path(get, path = "/api/v1/labels", tag = "queries", params(WindowParams),
+    responses((status = 200, description = "`{names: [string]}`", content_type = "application/json"),
+        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
+        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
+        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
+        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
 async fn labels(
     State(state): State<AppState>,
     Query(params): Query<WindowParams>,
@@ -369,6 +382,14 @@ async fn labels(
     Ok(json_response(&serde_json::json!({ "names": names })))
 }
 
+/// The values of one label in the window, most on-CPU samples first.
+#[utoipa::path(get, path = "/api/v1/labels/{name}/values", tag = "queries",
+    params(("name" = String, Path, description = "host, pid, comm, exe, build_id or service"), WindowParams),
+    responses((status = 200, description = "`{name, values: [{value, cpu_samples}]}`", content_type = "application/json"),
+        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
+        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
+        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
+        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
 async fn label_values(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -387,9 +408,11 @@ async fn label_values(
 }
 
 /// `GET /api/v1/series` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SeriesParams {
     #[serde(flatten)]
+    #[param(ignore)]
     window: WindowParams,
     /// Step: a duration (`1m`, `30s`) or seconds. Default: the window / 100, at least 10 s.
     step: Option<String>,
@@ -400,6 +423,13 @@ pub struct SeriesParams {
     group_by: Option<String>,
 }
 
+/// Values per step per group of series: sample counts (cpu) or seconds (offcpu, wall).
+#[utoipa::path(get, path = "/api/v1/series", tag = "queries", params(WindowParams, SeriesParams),
+    responses((status = 200, description = "`{type, unit, step_ms, timestamps: [ms], series: [{labels: {label: value}, values: [number], total}]}`", content_type = "application/json"),
+        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
+        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
+        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
+        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
 async fn series(
     State(state): State<AppState>,
     Query(params): Query<SeriesParams>,
@@ -444,9 +474,11 @@ async fn series(
 }
 
 /// `GET /api/v1/profile` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ProfileParams {
     #[serde(flatten)]
+    #[param(ignore)]
     window: WindowParams,
     /// `cpu`, `offcpu` or `wall`. Default: cpu.
     #[serde(rename = "type")]
@@ -471,6 +503,14 @@ fn max_nodes(text: Option<&str>, limit: usize) -> Result<usize, ApiError> {
     Ok(n)
 }
 
+/// The merged profile of a window: a call tree (root, services, frames), Pyroscope's
+/// flamebearer, or an export.
+#[utoipa::path(get, path = "/api/v1/profile", tag = "queries", params(WindowParams, ProfileParams),
+    responses((status = 200, description = "tree: `{type, unit, total, trimmed_nodes, root: {name, self, total, children: [..]}}`; flamebearer: Pyroscope's single format; pprof: gzipped protobuf; folded: text; speedscope: JSON", content_type = "application/json"),
+        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
+        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
+        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
+        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
 async fn profile(
     State(state): State<AppState>,
     Query(params): Query<ProfileParams>,
@@ -616,9 +656,11 @@ async fn run_cached(
 }
 
 /// `GET /api/v1/diff` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DiffParams {
     #[serde(flatten)]
+    #[param(ignore)]
     window: WindowParams,
     /// Baseline start. Default: `from` minus the window's length.
     baseline_from: Option<String>,
@@ -633,6 +675,14 @@ pub struct DiffParams {
     max_nodes: Option<String>,
 }
 
+/// A window against a baseline (default: the window just before, of equal length), by share of
+/// each window's total, most grown first.
+#[utoipa::path(get, path = "/api/v1/diff", tag = "queries", params(WindowParams, DiffParams),
+    responses((status = 200, description = "tree: `{type, unit, base_total, comparison_total, root: {name, base_self, base_total, comparison_self, comparison_total, delta_share, children: [..]}}`; flamebearer: Pyroscope's double format", content_type = "application/json"),
+        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
+        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
+        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
+        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
 async fn diff(
     State(state): State<AppState>,
     Query(params): Query<DiffParams>,
@@ -679,6 +729,9 @@ async fn diff(
     .await
 }
 
+/// Counters and query latencies in Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus exposition text", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(state.agent.as_deref());
     (
@@ -699,6 +752,16 @@ pub const MAX_INGEST_BYTES: usize = 64 << 20;
 /// `POST /api/v1/ingest`: batches pushed by an agent on another host (`critpath agent
 /// --push`), stored with their own labels (the `host` label says where they came from). The
 /// answer comes once they are durable.
+#[utoipa::path(post, path = "/api/v1/ingest", tag = "ingest",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "An `IngestRequest` (version 1; see `analyzer/src/store/wire.rs`), at most 64 MiB"),
+    responses(
+        (status = 200, description = "Stored durably: `{batches, rows}`", content_type = "application/json"),
+        (status = 400, description = "Not an IngestRequest, or an invalid batch (named)", body = error::Body),
+        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
+        (status = 403, description = "This server does not accept pushes", body = error::Body),
+        (status = 415, description = "Another content type or wire version", body = error::Body),
+        (status = 503, description = "The store could not write the batches", body = error::Body),
+    ))]
 async fn ingest(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,

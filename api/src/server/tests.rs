@@ -734,3 +734,80 @@ async fn ingest() {
 fn app_without_writer(dir: &tempfile::TempDir) -> Router {
     app(dir, ServerConfig::default())
 }
+
+/// The committed `api/openapi.json` is what the code generates (regenerate with
+/// `UPDATE_OPENAPI=1 cargo test -p critpath openapi`), and the served document lists every
+/// route, each of which the router answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document() {
+    use utoipa::OpenApi as _;
+    let generated = openapi::ApiDoc::openapi().to_pretty_json().unwrap() + "\n";
+    let committed_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&committed_path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "api/openapi.json is not what the code generates: run `UPDATE_OPENAPI=1 cargo test -p critpath openapi` and commit it"
+    );
+
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let (status, doc) = get_json(&app, "/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = vec![
+        "/api/v1/diff",
+        "/api/v1/health",
+        "/api/v1/ingest",
+        "/api/v1/labels",
+        "/api/v1/labels/{name}/values",
+        "/api/v1/profile",
+        "/api/v1/series",
+        "/metrics",
+    ];
+    want.sort();
+    assert_eq!(paths, want);
+    for path in paths {
+        let uri = path.replace("{name}", "service");
+        let method = if path.ends_with("ingest") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let response = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(&uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::NOT_FOUND, "{method} {uri}");
+        assert_ne!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+    }
+    // Every parameter of the profile endpoint is documented.
+    let params: Vec<&str> = doc["paths"]["/api/v1/profile"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in ["query", "from", "to", "type", "format", "max_nodes"] {
+        assert!(params.contains(&p), "{p} missing from {params:?}");
+    }
+}
