@@ -196,7 +196,10 @@ impl Builder {
         let units = self.rng.range(2_000, 8_000);
         let function = self.function("housekeeping", units);
         let duty = 0.6 + 0.3 * self.rng.unit();
-        self.spec.background.push(Background { function, duty });
+        // Two threads: housekeeping that burns more CPU than most of the request path.
+        for _ in 0..2 {
+            self.spec.background.push(Background { function, duty });
+        }
     }
 }
 

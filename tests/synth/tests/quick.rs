@@ -13,7 +13,7 @@ fn quick(family: Family, seed: u64) -> (Spec, Truth) {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let spec = Spec::generate(family, seed);
     let protocol = Protocol {
-        utilisation: 0.5,
+        utilisation: 0.4,
         delta: 0.3,
         run: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
