@@ -52,8 +52,9 @@ fn parse_args() -> Result<Args, String> {
             _ => positional.push(a),
         }
     }
-    let [addr, path] = <[String; 2]>::try_from(positional)
-        .map_err(|_| "usage: loadgen ADDR PATH [--rate N] [--seconds S] [--connections C] [--base T]")?;
+    let [addr, path] = <[String; 2]>::try_from(positional).map_err(
+        |_| "usage: loadgen ADDR PATH [--rate N] [--seconds S] [--connections C] [--base T]",
+    )?;
     (args.addr, args.path) = (addr, path);
     if args.rate <= 0.0 || args.seconds <= 0.0 || args.connections == 0 {
         return Err("--rate, --seconds and --connections must be positive".into());
@@ -156,7 +157,9 @@ fn main() {
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
-                    let path = args.path.replace("{t}", &(args.base + i as i64).to_string());
+                    let path = args
+                        .path
+                        .replace("{t}", &(args.base + i as i64).to_string());
                     let result = match conn.as_mut() {
                         Some(c) => c.get(&args.addr, &path),
                         None => Connection::open(&args.addr).and_then(|mut c| {

@@ -8,13 +8,17 @@ use std::hint::black_box;
 pub const ITERS_PER_UNIT: u64 = 660;
 
 macro_rules! work_functions {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident = $salt:literal),* $(,)?) => {
         $(
+            // Each body mixes in its own constant: identical bodies would be merged into one
+            // symbol by the compiler or the linker, and profiles could not tell roles apart.
             #[inline(never)]
             pub fn $name(units: u64) -> u64 {
-                let mut x = black_box(units | 1);
+                let mut x = black_box(units | $salt);
                 for i in 0..units * ITERS_PER_UNIT {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(black_box(i));
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(black_box(i) ^ $salt);
                 }
                 black_box(x)
             }
@@ -26,12 +30,69 @@ macro_rules! work_functions {
 }
 
 work_functions!(
-    w00, w01, w02, w03, w04, w05, w06, w07, w08, w09, w10, w11, w12, w13, w14, w15, w16, w17, w18,
-    w19, w20, w21, w22, w23, w24, w25, w26, w27, w28, w29, w30, w31, w32, w33, w34, w35, w36, w37,
-    w38, w39, w40, w41, w42, w43, w44, w45, w46, w47,
+    w00 = 0x9e01,
+    w01 = 0x9e02,
+    w02 = 0x9e03,
+    w03 = 0x9e04,
+    w04 = 0x9e05,
+    w05 = 0x9e06,
+    w06 = 0x9e07,
+    w07 = 0x9e08,
+    w08 = 0x9e09,
+    w09 = 0x9e0a,
+    w10 = 0x9e0b,
+    w11 = 0x9e0c,
+    w12 = 0x9e0d,
+    w13 = 0x9e0e,
+    w14 = 0x9e0f,
+    w15 = 0x9e10,
+    w16 = 0x9e11,
+    w17 = 0x9e12,
+    w18 = 0x9e13,
+    w19 = 0x9e14,
+    w20 = 0x9e15,
+    w21 = 0x9e16,
+    w22 = 0x9e17,
+    w23 = 0x9e18,
+    w24 = 0x9e19,
+    w25 = 0x9e1a,
+    w26 = 0x9e1b,
+    w27 = 0x9e1c,
+    w28 = 0x9e1d,
+    w29 = 0x9e1e,
+    w30 = 0x9e1f,
+    w31 = 0x9e20,
+    w32 = 0x9e21,
+    w33 = 0x9e22,
+    w34 = 0x9e23,
+    w35 = 0x9e24,
+    w36 = 0x9e25,
+    w37 = 0x9e26,
+    w38 = 0x9e27,
+    w39 = 0x9e28,
+    w40 = 0x9e29,
+    w41 = 0x9e2a,
+    w42 = 0x9e2b,
+    w43 = 0x9e2c,
+    w44 = 0x9e2d,
+    w45 = 0x9e2e,
+    w46 = 0x9e2f,
+    w47 = 0x9e30,
 );
 
 /// Runs work function `index` for `units` units.
 pub fn run(index: usize, units: u64) -> u64 {
     (FUNCTIONS[index % FUNCTIONS.len()].1)(units)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every function has its own code (none merged into another).
+    #[test]
+    fn functions_are_distinct() {
+        let mut addresses: Vec<usize> = super::FUNCTIONS.iter().map(|(_, f)| *f as usize).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        assert_eq!(addresses.len(), super::FUNCTIONS.len());
+    }
 }

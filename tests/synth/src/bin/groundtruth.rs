@@ -2,10 +2,17 @@
 //!
 //! ```text
 //! groundtruth FAMILY SEED [--utilisation U] [--delta D] [--seconds S] [--rounds N] [--out FILE]
+//!             [--record DIR]
 //! ```
 //!
 //! Prints progress on stderr and the result (spec, protocol, noise floor, per-function
 //! elasticities with 95% intervals) as JSON on stdout or to `--out`.
+//!
+//! `--record DIR` then runs one more baseline as its own process (`synth_service run`) under
+//! `critpath record --off-cpu` (needs root) and keeps, in DIR: `spec.json`, `truth.json`, the
+//! sampler's `profile.pb.gz` (on-CPU samples, off-CPU waits by cause) and `wakeups.json` (who
+//! woke whom), the run's `requests.csv` and its `baseline.json` summary. `critpath` and
+//! `synth_service` are looked up beside this program (or `$CRITPATH`).
 
 use std::time::Duration;
 
@@ -30,6 +37,7 @@ fn main() {
         .unwrap_or_else(|_| fail(&format!("seed {seed:?} is not a number")));
     let mut protocol = Protocol::default();
     let mut out = None;
+    let mut record = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         let mut number = || -> f64 {
@@ -44,6 +52,7 @@ fn main() {
             "--seconds" => protocol.run = Duration::from_secs_f64(number()),
             "--rounds" => protocol.rounds = number() as usize,
             "--out" => out = it.next().cloned(),
+            "--record" => record = it.next().cloned(),
             other => fail(&format!("unknown argument {other:?}")),
         }
     }
@@ -62,10 +71,70 @@ fn main() {
         "truth": truth,
     });
     let text = serde_json::to_string_pretty(&json).expect("JSON");
+    if let Some(dir) = record {
+        record_baseline(
+            std::path::Path::new(&dir),
+            &spec,
+            &protocol,
+            truth.rate,
+            &text,
+        );
+    }
     match out {
         Some(path) => {
             std::fs::write(&path, text).unwrap_or_else(|e| fail(&format!("writing {path}: {e}")))
         }
         None => println!("{text}"),
     }
+}
+
+/// Runs one baseline as its own process under `critpath record` and keeps what it wrote.
+fn record_baseline(
+    dir: &std::path::Path,
+    spec: &Spec,
+    protocol: &Protocol,
+    rate: f64,
+    truth: &str,
+) {
+    let here = std::env::current_exe().unwrap_or_else(|e| fail(&format!("own path: {e}")));
+    let beside = |name: &str| here.with_file_name(name);
+    let critpath = std::env::var_os("CRITPATH").map_or_else(|| beside("critpath"), Into::into);
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text)
+            .unwrap_or_else(|e| fail(&format!("writing {name} in {}: {e}", dir.display())))
+    };
+    write(
+        "spec.json",
+        &serde_json::to_string_pretty(spec).expect("JSON"),
+    );
+    write("truth.json", truth);
+    eprintln!(
+        "groundtruth: recording a baseline run with {}",
+        critpath.display()
+    );
+    let output = std::process::Command::new(&critpath)
+        .args(["record", "--off-cpu", "--format", "pprof", "-o"])
+        .arg(dir.join("profile.pb.gz"))
+        .arg("--wakeups")
+        .arg(dir.join("wakeups.json"))
+        .arg("--")
+        .arg(beside("synth_service"))
+        .arg("run")
+        .arg(dir.join("spec.json"))
+        .args(["--rate", &rate.to_string()])
+        .args(["--seconds", &protocol.run.as_secs_f64().to_string()])
+        .args(["--warmup", &protocol.warmup.as_secs_f64().to_string()])
+        .arg("--log")
+        .arg(dir.join("requests.csv"))
+        .output()
+        .unwrap_or_else(|e| fail(&format!("running {}: {e}", critpath.display())));
+    if !output.status.success() {
+        fail(&format!(
+            "critpath record failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    write("baseline.json", &String::from_utf8_lossy(&output.stdout));
 }

@@ -1,0 +1,73 @@
+//! The ground-truth harness records critpath's sampler data for a baseline run of the program
+//! it measured: the lock holder's function on-CPU, the request threads' lock waits off-CPU.
+
+use critpath_analyzer::export::folded;
+
+use super::common::{critpath, kernel_tests_enabled, workload};
+
+#[test]
+fn records_the_baseline_with_the_sampler() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(workload("groundtruth"))
+        .args(["lock_bound", "1", "--seconds", "1.5", "--rounds", "1"])
+        .args(["--utilisation", "0.5", "--record"])
+        .arg(dir.path())
+        .env("CRITPATH", critpath())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let holder = truth["spec"]["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "lock_holder")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for file in [
+        "spec.json",
+        "truth.json",
+        "profile.pb.gz",
+        "wakeups.json",
+        "requests.csv",
+        "baseline.json",
+    ] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+    let requests = std::fs::read_to_string(dir.path().join("requests.csv")).unwrap();
+    assert!(requests.lines().count() > 100, "{requests}");
+
+    // The same run's profile: the holder's symbol on-CPU, lock waits off-CPU.
+    let pprof = std::fs::read(dir.path().join("profile.pb.gz")).unwrap();
+    let profile = critpath_analyzer::export::pprof::decode(&pprof).unwrap();
+    let text = folded::to_string(&profile, 0);
+    let holder_frame = format!("critpath_synth::work::{holder}");
+    let on_holder: i64 = text
+        .lines()
+        .filter(|l| l.split(';').any(|f| f == holder_frame))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
+        .sum();
+    assert!(on_holder > 0, "{holder} on-CPU: {text}");
+    let off_cpu = profile
+        .sample_types
+        .iter()
+        .position(|t| t.kind == "off_cpu")
+        .expect("an off_cpu sample type");
+    let waits = folded::to_string(&profile, off_cpu);
+    assert!(
+        waits.lines().any(|l| l.contains("[off-cpu: lock")),
+        "lock waits off-CPU: {waits}"
+    );
+    let wakeups: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("wakeups.json")).unwrap()).unwrap();
+    assert!(!wakeups.as_array().unwrap().is_empty());
+}
