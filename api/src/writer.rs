@@ -192,8 +192,8 @@ impl Pusher {
         }
         while !self.queue.is_empty() {
             let n = self.queue.len().min(Self::BATCHES_PER_REQUEST);
-            let chunk: Vec<Batch> = self.queue.iter().take(n).cloned().collect();
-            match self.post(&wire::encode(&chunk)) {
+            let body = wire::encode(&self.queue.make_contiguous()[..n]);
+            match self.post(&body) {
                 Ok(()) => {
                     self.queue.drain(..n);
                     self.pushed += n as u64;

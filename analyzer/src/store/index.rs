@@ -185,6 +185,9 @@ impl Rows {
 /// A cached Parquet part.
 #[derive(Debug)]
 struct Part {
+    /// Its hour directory and segment number, to load its rows later.
+    dir: PathBuf,
+    seq: String,
     series: Vec<SeriesLabels>,
     /// Sums over the whole part: (series, node, cpu samples, cpu ns, off-CPU ns).
     rollup: Vec<(u32, u32, i64, i64, i64)>,
@@ -310,7 +313,7 @@ impl Index {
             .retain(|path, _| live.contains(path));
         let mut rows = Vec::new();
         let mut rollups = Vec::new();
-        for (dir_seq, part) in &parts {
+        for part in &parts {
             let covered = part
                 .intervals
                 .iter()
@@ -319,7 +322,7 @@ impl Index {
             if covered == part.intervals.len() {
                 rollups.push(part);
             } else if covered > 0 {
-                rows.push((part, load_rows(dir_seq, part)?));
+                rows.push((part, load_rows(part)?));
             }
         }
         self.evict(&generation);
@@ -383,16 +386,12 @@ impl Index {
 }
 
 /// A cached part, loaded (roll-up and call paths) on first use.
-fn part(
-    generation: &Generation,
-    dir: &Path,
-    seq: &str,
-) -> Result<(PathBuf, Arc<Part>), StoreError> {
+fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, StoreError> {
     let key = dir.join(seq);
     let tick = generation.clock.fetch_add(1, Ordering::Relaxed);
     if let Some(part) = generation.parts.lock().expect("part cache").get(&key) {
         part.last_used.store(tick, Ordering::Relaxed);
-        return Ok((key, part.clone()));
+        return Ok(part.clone());
     }
     let series = super::parquet::read_series(&dir.join(format!("{seq}.series.parquet")))?;
     let rollup = read_rollup(dir, seq)?;
@@ -432,6 +431,8 @@ fn part(
         }
     }
     let part = Arc::new(Part {
+        dir: dir.to_owned(),
+        seq: seq.to_owned(),
         series,
         rollup: rows,
         intervals: rollup.intervals,
@@ -444,8 +445,8 @@ fn part(
         .parts
         .lock()
         .expect("part cache")
-        .insert(key.clone(), part.clone());
-    Ok((key, part))
+        .insert(key, part.clone());
+    Ok(part)
 }
 
 fn corrupt(dir: &Path, seq: &str) -> StoreError {
@@ -458,16 +459,12 @@ fn corrupt(dir: &Path, seq: &str) -> StoreError {
 }
 
 /// A part's sample rows, loaded on first need.
-fn load_rows(key: &Path, part: &Part) -> Result<Arc<Rows>, StoreError> {
+fn load_rows(part: &Part) -> Result<Arc<Rows>, StoreError> {
     let mut slot = part.rows.lock().expect("part rows");
     if let Some(rows) = &*slot {
         return Ok(rows.clone());
     }
-    let dir = key.parent().expect("a part key");
-    let seq = key
-        .file_name()
-        .and_then(|s| s.to_str())
-        .expect("a part key");
+    let (dir, seq) = (part.dir.as_path(), part.seq.as_str());
     let samples = read_samples(dir, seq)?;
     let mut rows = Rows::default();
     for i in 0..samples.value.len() {

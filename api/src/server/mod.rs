@@ -336,10 +336,7 @@ async fn run_query<T: Send + 'static>(
 }
 
 fn json_response(value: &impl serde::Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => ApiError::internal(e).into_response(),
-    }
+    json_rendered(value).into_response()
 }
 
 /// Build, store and sampler status. Needs no token.
@@ -366,13 +363,31 @@ async fn health(State(state): State<AppState>) -> Response {
     }))
 }
 
+/// The error answers every query endpoint may give (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "never built: it only describes the error answers to utoipa"
+)]
+enum QueryErrors<'a> {
+    /// A parameter is invalid (named in `param`)
+    #[response(status = 400)]
+    Invalid(error::Body<'a>),
+    /// A bearer token is required or wrong
+    #[response(status = 401)]
+    Unauthorized(error::Body<'a>),
+    /// The request asks for more than the server's limits
+    #[response(status = 422)]
+    TooLarge(error::Body<'a>),
+    /// At capacity, past the deadline, or no store yet
+    #[response(status = 503)]
+    Unavailable(error::Body<'a>),
+}
+
 /// The label names with a value in the window's selected series.
 #[utoipa::path(get, path = "/api/v1/labels", tag = "queries", params(WindowParams),
     responses((status = 200, description = "`{names: [string]}`", content_type = "application/json"),
-        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
-        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
-        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
-        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
+        QueryErrors))]
 async fn labels(
     State(state): State<AppState>,
     Query(params): Query<WindowParams>,
@@ -386,10 +401,7 @@ async fn labels(
 #[utoipa::path(get, path = "/api/v1/labels/{name}/values", tag = "queries",
     params(("name" = String, Path, description = "host, pid, comm, exe, build_id or service"), WindowParams),
     responses((status = 200, description = "`{name, values: [{value, cpu_samples}]}`", content_type = "application/json"),
-        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
-        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
-        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
-        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
+        QueryErrors))]
 async fn label_values(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -426,10 +438,7 @@ pub struct SeriesParams {
 /// Values per step per group of series: sample counts (cpu) or seconds (offcpu, wall).
 #[utoipa::path(get, path = "/api/v1/series", tag = "queries", params(WindowParams, SeriesParams),
     responses((status = 200, description = "`{type, unit, step_ms, timestamps: [ms], series: [{labels: {label: value}, values: [number], total}]}`", content_type = "application/json"),
-        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
-        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
-        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
-        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
+        QueryErrors))]
 async fn series(
     State(state): State<AppState>,
     Query(params): Query<SeriesParams>,
@@ -507,10 +516,7 @@ fn max_nodes(text: Option<&str>, limit: usize) -> Result<usize, ApiError> {
 /// flamebearer, or an export.
 #[utoipa::path(get, path = "/api/v1/profile", tag = "queries", params(WindowParams, ProfileParams),
     responses((status = 200, description = "tree: `{type, unit, total, trimmed_nodes, root: {name, self, total, children: [..]}}`; flamebearer: Pyroscope's single format; pprof: gzipped protobuf; folded: text; speedscope: JSON", content_type = "application/json"),
-        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
-        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
-        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
-        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
+        QueryErrors))]
 async fn profile(
     State(state): State<AppState>,
     Query(params): Query<ProfileParams>,
@@ -679,10 +685,7 @@ pub struct DiffParams {
 /// each window's total, most grown first.
 #[utoipa::path(get, path = "/api/v1/diff", tag = "queries", params(WindowParams, DiffParams),
     responses((status = 200, description = "tree: `{type, unit, base_total, comparison_total, root: {name, base_self, base_total, comparison_self, comparison_total, delta_share, children: [..]}}`; flamebearer: Pyroscope's double format", content_type = "application/json"),
-        (status = 400, description = "A parameter is invalid (named in `param`)", body = error::Body),
-        (status = 401, description = "A bearer token is required or wrong", body = error::Body),
-        (status = 422, description = "The request asks for more than the server's limits", body = error::Body),
-        (status = 503, description = "At capacity, past the deadline, or no store yet", body = error::Body),))]
+        QueryErrors))]
 async fn diff(
     State(state): State<AppState>,
     Query(params): Query<DiffParams>,
@@ -786,20 +789,24 @@ async fn ingest(
             ),
         ));
     }
-    let batches = wire::decode(&body).map_err(|err| {
+    // Decoding up to 64 MiB and the fsync both block: off the async workers.
+    let stored = tokio::task::spawn_blocking(move || {
+        let batches = wire::decode(&body)?;
+        let counts = (
+            batches.len(),
+            batches.iter().map(|b| b.rows.len()).sum::<usize>(),
+        );
+        Ok::<_, wire::WireError>((counts, writer.append(batches)))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let ((n, rows), stored) = stored.map_err(|err| {
         state.metrics.observe_ingest(0, 0, false);
         match err {
             wire::WireError::Version { .. } => ApiError::unsupported("version", err.to_string()),
             _ => ApiError::invalid("body", err.to_string()),
         }
     })?;
-    let (n, rows) = (
-        batches.len(),
-        batches.iter().map(|b| b.rows.len()).sum::<usize>(),
-    );
-    let stored = tokio::task::spawn_blocking(move || writer.append(batches))
-        .await
-        .map_err(ApiError::internal)?;
     state.metrics.observe_ingest(n, rows, stored.is_ok());
     stored.map_err(|err| {
         log::error!("ingest: {err}");

@@ -717,7 +717,7 @@ async fn ingest() {
     assert!(text.contains("critpath_ingest_refused_total 4"), "{text}");
     assert!(text.contains("critpath_query_cache_hits_total 1"), "{text}");
 
-    let read_only = app_without_writer(&dir);
+    let read_only = self::app(&dir, ServerConfig::default());
     refused(StatusCode::FORBIDDEN, None, "does not accept pushes")(
         post(
             &read_only,
@@ -729,10 +729,6 @@ async fn ingest() {
     );
     drop(app);
     writer.close().unwrap();
-}
-
-fn app_without_writer(dir: &tempfile::TempDir) -> Router {
-    app(dir, ServerConfig::default())
 }
 
 /// The committed `api/openapi.json` is what the code generates (regenerate with
