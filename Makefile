@@ -15,8 +15,6 @@ setup:
 build: setup
 	cargo build --release --bins
 
-# The main job. For now: profile a demo workload with known hot functions (3:1) and show the
-# hottest stacks. (`critpath run`, the always-on agent + server, replaces this when it lands.)
 # The main job: sample this machine (on-CPU and off-CPU), keep every sample in ./critpath-data
 # and serve the HTTP API on http://127.0.0.1:7070 until Ctrl-C.
 run: build

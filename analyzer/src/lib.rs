@@ -11,7 +11,10 @@
 //! ```
 #![cfg_attr(test, allow(clippy::undocumented_unsafe_blocks))]
 
+pub mod dataset;
+pub mod eval;
 pub mod export;
+pub mod graph;
 pub mod offcpu;
 mod profile;
 pub mod query;

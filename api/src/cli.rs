@@ -43,6 +43,98 @@ pub enum Command {
     ///
     /// Needs root, or CAP_BPF + CAP_PERFMON.
     Run(RunArgs),
+    /// Why was this recording slow: rank its functions by likely impact on latency, from the
+    /// wait-for graph (who waited for whom, and what they ran meanwhile), not only CPU time.
+    ///
+    /// Reads a recording made with `critpath record --off-cpu --wakeups FILE` (the store-backed
+    /// explain of the HTTP API comes with the store's wakeup edges).
+    Explain(ExplainArgs),
+    /// Which functions regressed: compare a recording after a deploy with one before it, and
+    /// rank functions by the growth of their on-CPU time, with sampling noise modelled (a
+    /// change counts only when it is both statistically significant and large enough to matter).
+    Regressions(RegressionsArgs),
+    /// Judge the ranking methods against the ground-truth dataset (`models/data`): top-1/top-3
+    /// at finding the bottleneck and the injected function, NDCG@5 and Kendall τ against the
+    /// measured elasticities, per template family.
+    Eval(EvalArgs),
+    /// Build the ground-truth dataset's tables from measured and recorded programs.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+/// `critpath explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The recording's profile (pprof from `critpath record --off-cpu`).
+    #[arg(long, value_name = "FILE")]
+    pub profile: PathBuf,
+    /// Its wakeup edges (`critpath record --wakeups FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub wakeups: PathBuf,
+    /// A baseline recording's profile, for the delta methods.
+    #[arg(long, value_name = "FILE", requires = "baseline_wakeups")]
+    pub baseline_profile: Option<PathBuf>,
+    /// The baseline recording's wakeup edges.
+    #[arg(long, value_name = "FILE", requires = "baseline_profile")]
+    pub baseline_wakeups: Option<PathBuf>,
+    /// Ranking method: critical_path (waits redistributed along the wait-for graph), cpu (on-CPU
+    /// self time), wall (on + off CPU, inclusive), knot (wPerf knots), cpu_delta (growth of
+    /// on-CPU time against the baseline).
+    #[arg(long, default_value = "critical_path")]
+    pub method: String,
+    /// Functions to show.
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `critpath regressions`.
+#[derive(Debug, Args)]
+pub struct RegressionsArgs {
+    /// The recording before the change (pprof).
+    #[arg(long, value_name = "FILE")]
+    pub before: PathBuf,
+    /// The recording after it (pprof).
+    #[arg(long, value_name = "FILE")]
+    pub after: PathBuf,
+    /// Suspects to show (significant ones first).
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `critpath eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The packed dataset (functions.parquet, cases.parquet).
+    #[arg(long, value_name = "DIR", default_value = "models/data")]
+    pub dataset: PathBuf,
+    /// Also write the evaluation as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// `critpath dataset ...`.
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Pack measured programs (`programs/<family>-<seed>/` as written by tests/synth's
+    /// `dataset --record`) into functions.parquet, programs.parquet and cases.parquet.
+    Pack(PackArgs),
+}
+
+/// `critpath dataset pack`.
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The measurements: a directory with `programs/`.
+    #[arg(value_name = "DIR")]
+    pub input: PathBuf,
+    /// Where to write the tables.
+    #[arg(long, value_name = "DIR", default_value = "models/data")]
+    pub out: PathBuf,
 }
 
 /// Where the store lives unless `--data-dir` says otherwise.
@@ -352,7 +444,8 @@ pub struct RecordArgs {
     /// time). Default: wall with --off-cpu, otherwise samples (folded) / cpu (speedscope).
     #[arg(long, value_name = "VALUE", value_parser = ["samples", "cpu", "off_cpu", "wall"])]
     pub value: Option<String>,
-    /// Write the wakeup edges (who woke whom, with both stacks) to this file as JSON.
+    /// Write the wakeup edges (who woke whom, with both stacks) to this file as JSON; waits with
+    /// the same threads, stacks and cause are merged into one edge with their count.
     #[arg(long, value_name = "FILE", requires = "off_cpu")]
     pub wakeups: Option<PathBuf>,
     /// Run this command and profile it and its children until it exits.

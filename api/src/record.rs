@@ -180,11 +180,13 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &config.wakeups {
-        let json = serde_json::to_vec_pretty(&rec.edges).context("encoding wakeup edges")?;
+        let waits = rec.edges.len();
+        let edges = WakeupEdge::merge(std::mem::take(&mut rec.edges));
+        let json = serde_json::to_vec(&edges).context("encoding wakeup edges")?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
-            "critpath: wrote {} wakeup edges to {}",
-            rec.edges.len(),
+            "critpath: wrote {} wakeup edges ({waits} waits) to {}",
+            edges.len(),
             path.display()
         );
     }

@@ -113,6 +113,7 @@ pub fn measure(spec: &Spec, protocol: &Protocol, mut progress: impl FnMut(&str))
         warmup: protocol.warmup,
         scales,
         seed,
+        changes: Vec::new(),
     };
     let probe = RunConfig {
         duration: Duration::from_millis(1500),

@@ -23,10 +23,11 @@
 //! ([`RunConfig::scales`], `--scale w17=1.2` on the command line): the perturbation knob of the
 //! ground-truth harness.
 
+pub mod cases;
 pub mod groundtruth;
 pub mod runtime;
 pub mod spec;
 pub mod work;
 
-pub use runtime::{Load, Outcome, Request, RunConfig, Summary, run};
+pub use runtime::{Change, Load, Outcome, Request, RunConfig, Summary, run};
 pub use spec::{Family, Spec, Stage};

@@ -37,6 +37,20 @@ pub struct RunConfig {
     pub scales: HashMap<String, f64>,
     /// Seeds the arrival times.
     pub seed: u64,
+    /// Scale changes during the run (a deploy, a stall), applied at their times.
+    pub changes: Vec<Change>,
+}
+
+/// A change of one work function's scale at a moment of the run: a deploy that makes it slower
+/// from then on, or the start and the end of a temporary stall.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    /// When, since the run started.
+    pub at: Duration,
+    /// The function (`w17`).
+    pub function: String,
+    /// Its scale from then on (replaces the run's scale).
+    pub scale: f64,
 }
 
 /// One request, in nanoseconds since the run started.
@@ -123,10 +137,10 @@ type Job = (usize, Sender<()>);
 /// queues close when the request threads are done.
 struct Work {
     spec: Spec,
-    /// Units per spec function, scaled.
-    units: Vec<u64>,
-    /// Scale per spec function.
-    scales: Vec<f64>,
+    /// Units per spec function, scaled (changed by [`Change`]s during a run).
+    units: Vec<AtomicU64>,
+    /// Scale per spec function, as `f64` bits.
+    scales: Vec<AtomicU64>,
     /// CPU time spent in each spec function.
     cpu_ns: Vec<AtomicU64>,
 }
@@ -146,9 +160,27 @@ impl Shared {
 }
 
 impl Work {
+    fn scale(&self, function: usize) -> f64 {
+        f64::from_bits(self.scales[function].load(Ordering::Relaxed))
+    }
+
+    fn set_scale(&self, function: usize, scale: f64) {
+        let units = (self.spec.functions[function].units as f64 * scale).round() as u64;
+        self.scales[function].store(scale.to_bits(), Ordering::Relaxed);
+        self.units[function].store(units, Ordering::Relaxed);
+    }
+
     fn work(&self, function: usize) {
+        self.work_then_wait(function, Duration::ZERO);
+    }
+
+    fn work_then_wait(&self, function: usize, wait: Duration) {
         let started = thread_cpu_ns();
-        work::run(self.spec.functions[function].index, self.units[function]);
+        work::run_then_wait(
+            self.spec.functions[function].index,
+            self.units[function].load(Ordering::Relaxed),
+            wait,
+        );
         self.cpu_ns[function].fetch_add(thread_cpu_ns() - started, Ordering::Relaxed);
     }
 }
@@ -175,17 +207,6 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 
 /// Runs a program and returns every request it served.
 pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
-    let scales: Vec<f64> = spec
-        .functions
-        .iter()
-        .map(|f| config.scales.get(&f.name).copied().unwrap_or(1.0))
-        .collect();
-    let units = spec
-        .functions
-        .iter()
-        .zip(&scales)
-        .map(|(f, s)| (f.units as f64 * s).round() as u64)
-        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
 
@@ -205,10 +226,13 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
     }
     let work = Arc::new(Work {
         spec: spec.clone(),
-        units,
-        scales,
+        units: spec.functions.iter().map(|_| AtomicU64::new(0)).collect(),
+        scales: spec.functions.iter().map(|_| AtomicU64::new(0)).collect(),
         cpu_ns: spec.functions.iter().map(|_| AtomicU64::new(0)).collect(),
     });
+    for (i, f) in spec.functions.iter().enumerate() {
+        work.set_scale(i, config.scales.get(&f.name).copied().unwrap_or(1.0));
+    }
     let shared = Arc::new(Shared {
         work: Arc::clone(&work),
         locks: (0..spec.locks).map(|_| Mutex::new(())).collect(),
@@ -233,12 +257,13 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
         let shared = Arc::clone(&work);
         threads.push(std::thread::spawn(move || {
             let device = &shared.spec.devices[i];
-            let service = Duration::from_nanos(
-                (device.service_micros as f64 * 1e3 * shared.scales[device.function]) as u64,
-            );
             while let Ok(fd) = rx.recv() {
-                shared.work(device.function);
-                std::thread::sleep(service);
+                // The service time is spent inside the device's function: its wait names it.
+                let scale = shared.scale(device.function);
+                shared.work_then_wait(
+                    device.function,
+                    Duration::from_nanos((device.service_micros as f64 * 1e3 * scale) as u64),
+                );
                 // SAFETY: writes one byte to a pipe the requester keeps open until answered.
                 unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
             }
@@ -262,6 +287,30 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
     }
 
     let start = Instant::now();
+    if !config.changes.is_empty() {
+        let mut changes: Vec<(usize, Change)> = config
+            .changes
+            .iter()
+            .filter_map(|c| {
+                let i = spec.functions.iter().position(|f| f.name == c.function)?;
+                Some((i, c.clone()))
+            })
+            .collect();
+        changes.sort_by_key(|(_, c)| c.at);
+        let (work, stop) = (Arc::clone(&work), Arc::clone(&stop));
+        threads.push(std::thread::spawn(move || {
+            for (function, change) in changes {
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < change.at {
+                    let left = change.at.saturating_sub(start.elapsed());
+                    std::thread::sleep(left.min(Duration::from_millis(50)));
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                work.set_scale(function, change.scale);
+            }
+        }));
+    }
     let ns = move |t: Instant| t.saturating_duration_since(start).as_nanos() as u64;
     let (arrivals_tx, arrivals_rx) = mpsc::channel::<Instant>();
     let arrivals_rx = Arc::new(Mutex::new(arrivals_rx));

@@ -1,8 +1,10 @@
 //! The work functions: a fixed pool of distinct, never-inlined functions that burn a calibrated
 //! amount of CPU. A program's spec gives each role its own function, so every role has a symbol
-//! of its own in profiles (`critpath_synth::work::w17`).
+//! of its own in profiles (`critpath_synth::work::w17`). A function can also end with a wait (a
+//! device's service time), so that the wait's stack names the function too.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 /// Loop iterations in one unit of work (about a microsecond on this machine kind).
 pub const ITERS_PER_UNIT: u64 = 660;
@@ -13,19 +15,22 @@ macro_rules! work_functions {
             // Each body mixes in its own constant: identical bodies would be merged into one
             // symbol by the compiler or the linker, and profiles could not tell roles apart.
             #[inline(never)]
-            pub fn $name(units: u64) -> u64 {
+            pub fn $name(units: u64, wait: Duration) -> u64 {
                 let mut x = black_box(units | $salt);
                 for i in 0..units * ITERS_PER_UNIT {
                     x = x
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(black_box(i) ^ $salt);
                 }
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
                 black_box(x)
             }
         )*
 
         /// Every work function, by index.
-        pub const FUNCTIONS: &[(&str, fn(u64) -> u64)] = &[$((stringify!($name), $name)),*];
+        pub const FUNCTIONS: &[(&str, fn(u64, Duration) -> u64)] = &[$((stringify!($name), $name)),*];
     };
 }
 
@@ -82,7 +87,12 @@ work_functions!(
 
 /// Runs work function `index` for `units` units.
 pub fn run(index: usize, units: u64) -> u64 {
-    (FUNCTIONS[index % FUNCTIONS.len()].1)(units)
+    (FUNCTIONS[index % FUNCTIONS.len()].1)(units, Duration::ZERO)
+}
+
+/// Runs work function `index` for `units` units, then waits inside it for `wait`.
+pub fn run_then_wait(index: usize, units: u64, wait: Duration) -> u64 {
+    (FUNCTIONS[index % FUNCTIONS.len()].1)(units, wait)
 }
 
 #[cfg(test)]

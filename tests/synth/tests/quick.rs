@@ -77,3 +77,56 @@ fn only_the_bottleneck_stage_matters() {
         "{bottleneck:?} vs {spare:?}"
     );
 }
+
+/// A stall injected into the lock holder at a known moment slows exactly the requests that
+/// arrive after it (the mechanism behind the deploy and slow-window cases).
+#[test]
+fn a_stall_slows_what_follows() {
+    use critpath_synth::cases::{Case, CaseKind, WindowLatency};
+    use critpath_synth::{Load, RunConfig, run};
+
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = Spec::generate(Family::LockBound, 1);
+    let case = Case::choose(&spec, CaseKind::Stall).expect("a lock-bound program has a stall");
+    assert_eq!(case.role, "lock_holder");
+    let capacity = run(
+        &spec,
+        &RunConfig {
+            load: Load::Closed,
+            duration: Duration::from_millis(1500),
+            warmup: Duration::from_millis(500),
+            scales: Default::default(),
+            seed: 1,
+            changes: Vec::new(),
+        },
+    )
+    .summary()
+    .throughput;
+    // Low enough that the stalled holder (1.4–1.6× slower) stays below saturation.
+    let outcome = run(
+        &spec,
+        &RunConfig {
+            load: Load::Rate(0.5 * capacity),
+            duration: Duration::from_secs(4),
+            warmup: Duration::ZERO,
+            scales: Default::default(),
+            seed: 2,
+            changes: vec![critpath_synth::Change {
+                at: Duration::from_secs(2),
+                function: case.function.clone(),
+                scale: case.scale,
+            }],
+        },
+    );
+    let before = WindowLatency::of(&outcome.requests, (0.3, 1.9));
+    let after = WindowLatency::of(&outcome.requests, (2.1, 3.7));
+    eprintln!("{case:?}\nbefore {before:?}\nafter {after:?}");
+    assert!(before.requests > 20 && after.requests > 20);
+    assert!(
+        after.p50_us > 1.25 * before.p50_us,
+        "p50 {} µs before, {} µs after a ×{} stall",
+        before.p50_us,
+        after.p50_us,
+        case.scale
+    );
+}

@@ -4,7 +4,14 @@
 //! ```text
 //! dataset --out DIR [--families lock_bound,pool_bound,...] [--seeds FIRST..LAST]
 //!         [--utilisation U] [--delta D] [--seconds S] [--rounds N] [--record]
+//!         [--cases-every N]
 //! ```
+//!
+//! `--cases-every N` (with `--record`) also records the deploy and stall cases of every
+//! program whose seed is a multiple of N. `--record-only` records the programs measured but not
+//! recorded yet (`groundtruth --truth`), without measuring again: recordings are cheap and follow
+//! the sampler (delete `profile.pb.gz` to record a program again), measurements are expensive
+//! and do not change.
 //!
 //! Resumable: a program whose `DIR/programs/<family>-<seed>/truth.json` exists is skipped, and
 //! the work can be stopped at any time (a program is written only when complete). The
@@ -29,6 +36,8 @@ fn main() {
     let (mut first, mut last) = (1u64, 30u64);
     let mut passthrough: Vec<String> = Vec::new();
     let mut record = false;
+    let mut cases_every = 0u64;
+    let mut record_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -58,17 +67,30 @@ fn main() {
                 passthrough.push(value());
             }
             "--record" => record = true,
+            "--record-only" => {
+                record = true;
+                record_only = true;
+            }
+            "--cases-every" => {
+                let v = value();
+                cases_every = v
+                    .parse()
+                    .unwrap_or_else(|_| fail(&format!("--cases-every {v:?}: expected a number")));
+            }
             other => fail(&format!("unknown argument {other:?}")),
         }
     }
     let out = out.unwrap_or_else(|| fail("--out DIR is required"));
+    if cases_every > 0 && !record {
+        fail("--cases-every needs --record");
+    }
     let out = Path::new(&out);
     let groundtruth = std::env::current_exe()
         .map(|e| e.with_file_name("groundtruth"))
         .unwrap_or_else(|e| fail(&format!("own path: {e}")));
-    let programs: Vec<(Family, u64)> = families
-        .iter()
-        .flat_map(|&f| (first..=last).map(move |s| (f, s)))
+    // Seed-major: a dataset stopped half-way still covers every family.
+    let programs: Vec<(Family, u64)> = (first..=last)
+        .flat_map(|s| families.iter().map(move |&f| (f, s)))
         .collect();
     let started = Instant::now();
     let mut statuses = Vec::new();
@@ -77,8 +99,13 @@ fn main() {
             .join("programs")
             .join(format!("{}-{seed}", family.name()));
         let truth = dir.join("truth.json");
-        let status = if truth.exists() {
+        let recorded = dir.join("profile.pb.gz").exists();
+        let status = if !record_only && truth.exists() {
             "done (earlier)"
+        } else if record_only && !truth.exists() {
+            "not measured yet"
+        } else if record_only && recorded {
+            "recorded (earlier)"
         } else {
             let tmp = out
                 .join("programs")
@@ -92,8 +119,14 @@ fn main() {
                 .args(&passthrough)
                 .arg("--out")
                 .arg(tmp.join("truth.json"));
+            if record_only {
+                cmd.arg("--truth").arg(&truth);
+            }
             if record {
                 cmd.arg("--record").arg(&tmp);
+                if cases_every > 0 && seed % cases_every == 0 {
+                    cmd.arg("--cases");
+                }
             }
             let ok = cmd.status().is_ok_and(|s| s.success());
             if ok {
@@ -118,19 +151,43 @@ fn main() {
             family.name(),
             elapsed
         );
-        write_manifest(out, &families, first, last, &passthrough, record, &statuses);
+        let how = How {
+            families: &families,
+            first,
+            last,
+            protocol: &passthrough,
+            record,
+            cases_every,
+        };
+        // Re-recording leaves the manifest of the measurements alone.
+        let name = if record_only {
+            "recordings.json"
+        } else {
+            "manifest.json"
+        };
+        write_manifest(out, name, &how, &statuses);
     }
 }
 
-fn write_manifest(
-    out: &Path,
-    families: &[Family],
+/// How the dataset is made: the runner's arguments.
+struct How<'a> {
+    families: &'a [Family],
     first: u64,
     last: u64,
-    protocol: &[String],
+    protocol: &'a [String],
     record: bool,
-    programs: &[serde_json::Value],
-) {
+    cases_every: u64,
+}
+
+fn write_manifest(out: &Path, name: &str, how: &How, programs: &[serde_json::Value]) {
+    let How {
+        families,
+        first,
+        last,
+        protocol,
+        record,
+        cases_every,
+    } = *how;
     let uname = Command::new("uname")
         .arg("-a")
         .output()
@@ -143,20 +200,26 @@ fn write_manifest(
         "seeds": format!("{first}..{last}"),
         "protocol_arguments": protocol,
         "recorded_with_critpath": record,
+        "cases_every": cases_every,
         "machine": {
             "uname": uname,
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         },
         "reproduce": format!(
-            "dataset --out DIR --families {} --seeds {first}..{last} {}{}",
+            "dataset --out DIR --families {} --seeds {first}..{last} {}{}{}",
             families.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
             protocol.join(" "),
-            if record { " --record" } else { "" }
+            if record { " --record" } else { "" },
+            if cases_every > 0 {
+                format!(" --cases-every {cases_every}")
+            } else {
+                String::new()
+            }
         ),
         "programs": programs,
     });
-    let path = out.join("manifest.json");
-    let tmp = out.join("manifest.json.tmp");
+    let path = out.join(name);
+    let tmp = out.join(format!("{name}.tmp"));
     std::fs::write(&tmp, serde_json::to_string_pretty(&manifest).expect("JSON"))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));

@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! groundtruth FAMILY SEED [--utilisation U] [--delta D] [--seconds S] [--rounds N] [--out FILE]
-//!             [--record DIR]
+//!             [--record DIR [--cases]] [--truth FILE]
 //! ```
+//!
+//! `--truth FILE` takes the measurement from an earlier run's output instead of measuring
+//! again: with `--record`, it re-records a program whose ground truth is known (recordings take
+//! seconds, measurements minutes).
 //!
 //! Prints progress on stderr and the result (spec, protocol, noise floor, per-function
 //! elasticities with 95% intervals) as JSON on stdout or to `--out`.
@@ -12,12 +16,32 @@
 //! `critpath record --off-cpu` (needs root) and keeps, in DIR: `spec.json`, `truth.json`, the
 //! sampler's `profile.pb.gz` (on-CPU samples, off-CPU waits by cause) and `wakeups.json` (who
 //! woke whom), the run's `requests.csv` and its `baseline.json` summary. `critpath` and
-//! `synth_service` are looked up beside this program (or `$CRITPATH`).
+//! `synth_service` are looked up beside this program (or `$CRITPATH`). Recordings sample at
+//! 199 Hz and keep off-CPU waits from 100 µs, for at least 4 s: the evidence of about a minute
+//! of the agent's defaults (19 Hz, 1 ms) on a busier program.
+//!
+//! `--cases` also records the program's deploy and stall cases (`critpath_synth::cases`) in
+//! `DIR/cases/<kind>/`: `case.json` (the injected function, its scale, the windows and each
+//! window's measured latency), `requests.csv`, and `before.pb.gz`/`after.pb.gz` with
+//! `before.wakeups.json`/`after.wakeups.json`, each a 3.5 s recording (`critpath record -p
+//! PID`) inside its part of the run. A recording that overlaps the change fails the case.
 
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use critpath_synth::cases::{Case, CaseKind, WindowLatency};
 use critpath_synth::groundtruth::{Protocol, measure};
-use critpath_synth::{Family, Spec};
+use critpath_synth::{Family, Request, Spec};
+
+/// Sampling frequency of recordings, Hz.
+const RECORD_HZ: &str = "199";
+/// Shortest off-CPU wait kept with its stack in recordings, µs.
+const RECORD_MIN_WAIT_US: &str = "100";
+/// Length of each case window's recording, s.
+const CASE_RECORDING: f64 = 3.5;
 
 fn fail(message: &str) -> ! {
     eprintln!("groundtruth: {message}");
@@ -38,6 +62,8 @@ fn main() {
     let mut protocol = Protocol::default();
     let mut out = None;
     let mut record = None;
+    let mut cases = false;
+    let mut earlier = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         let mut number = || -> f64 {
@@ -53,32 +79,59 @@ fn main() {
             "--rounds" => protocol.rounds = number() as usize,
             "--out" => out = it.next().cloned(),
             "--record" => record = it.next().cloned(),
+            "--cases" => cases = true,
+            "--truth" => earlier = it.next().cloned(),
             other => fail(&format!("unknown argument {other:?}")),
         }
     }
     protocol.warmup = protocol.run / 4;
+    if cases && record.is_none() {
+        fail("--cases needs --record DIR");
+    }
     let spec = Spec::generate(family, seed);
-    let truth = measure(&spec, &protocol, |line| eprintln!("groundtruth: {line}"));
-    let json = serde_json::json!({
-        "spec": spec,
-        "protocol": {
-            "utilisation": protocol.utilisation,
-            "delta": protocol.delta,
-            "run_seconds": protocol.run.as_secs_f64(),
-            "warmup_seconds": protocol.warmup.as_secs_f64(),
-            "rounds": protocol.rounds,
-        },
-        "truth": truth,
-    });
+    let json = match earlier {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| fail(&format!("reading {path}: {e}")));
+            let json: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+            if json["spec"] != serde_json::to_value(&spec).expect("JSON") {
+                fail(&format!(
+                    "{path} measured another program than {} {seed}",
+                    family.name()
+                ));
+            }
+            json
+        }
+        None => {
+            let truth = measure(&spec, &protocol, |line| eprintln!("groundtruth: {line}"));
+            serde_json::json!({
+                "spec": spec,
+                "protocol": {
+                    "utilisation": protocol.utilisation,
+                    "delta": protocol.delta,
+                    "run_seconds": protocol.run.as_secs_f64(),
+                    "warmup_seconds": protocol.warmup.as_secs_f64(),
+                    "rounds": protocol.rounds,
+                },
+                "truth": truth,
+            })
+        }
+    };
+    let rate = json["truth"]["rate"]
+        .as_f64()
+        .unwrap_or_else(|| fail("the measurement has no truth.rate"));
     let text = serde_json::to_string_pretty(&json).expect("JSON");
     if let Some(dir) = record {
-        record_baseline(
-            std::path::Path::new(&dir),
-            &spec,
-            &protocol,
-            truth.rate,
-            &text,
-        );
+        let dir = Path::new(&dir);
+        record_baseline(dir, &spec, &protocol, rate, &text);
+        if cases {
+            for kind in CaseKind::ALL {
+                if let Some(case) = Case::choose(&spec, kind) {
+                    record_case(&dir.join("cases").join(kind.name()), &case, rate);
+                }
+            }
+        }
     }
     match out {
         Some(path) => {
@@ -88,53 +141,163 @@ fn main() {
     }
 }
 
-/// Runs one baseline as its own process under `critpath record` and keeps what it wrote.
-fn record_baseline(
-    dir: &std::path::Path,
-    spec: &Spec,
-    protocol: &Protocol,
-    rate: f64,
-    truth: &str,
-) {
+/// Where the programs this one drives live: beside it (`critpath` also from `$CRITPATH`).
+fn beside(name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os("CRITPATH").filter(|_| name == "critpath") {
+        return path.into();
+    }
     let here = std::env::current_exe().unwrap_or_else(|e| fail(&format!("own path: {e}")));
-    let beside = |name: &str| here.with_file_name(name);
-    let critpath = std::env::var_os("CRITPATH").map_or_else(|| beside("critpath"), Into::into);
-    std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
-    let write = |name: &str, text: &str| {
-        std::fs::write(dir.join(name), text)
-            .unwrap_or_else(|e| fail(&format!("writing {name} in {}: {e}", dir.display())))
+    here.with_file_name(name)
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text)
+        .unwrap_or_else(|e| fail(&format!("writing {name} in {}: {e}", dir.display())))
+}
+
+/// `critpath record` with the recordings' settings, writing `<prefix>.pb.gz` and
+/// `<prefix>.wakeups.json` (for the baseline's `profile`: `wakeups.json`) in `dir`.
+fn record_command(dir: &Path, prefix: &str) -> Command {
+    let wakeups = if prefix == "profile" {
+        "wakeups.json".to_owned()
+    } else {
+        format!("{prefix}.wakeups.json")
     };
-    write(
-        "spec.json",
-        &serde_json::to_string_pretty(spec).expect("JSON"),
-    );
-    write("truth.json", truth);
-    eprintln!(
-        "groundtruth: recording a baseline run with {}",
-        critpath.display()
-    );
-    let output = std::process::Command::new(&critpath)
-        .args(["record", "--off-cpu", "--format", "pprof", "-o"])
-        .arg(dir.join("profile.pb.gz"))
+    let mut cmd = Command::new(beside("critpath"));
+    cmd.args(["record", "--off-cpu", "--format", "pprof"])
+        .args(["-F", RECORD_HZ, "--off-cpu-min-us", RECORD_MIN_WAIT_US])
+        .arg("-o")
+        .arg(dir.join(format!("{prefix}.pb.gz")))
         .arg("--wakeups")
-        .arg(dir.join("wakeups.json"))
-        .arg("--")
-        .arg(beside("synth_service"))
-        .arg("run")
-        .arg(dir.join("spec.json"))
-        .args(["--rate", &rate.to_string()])
-        .args(["--seconds", &protocol.run.as_secs_f64().to_string()])
-        .args(["--warmup", &protocol.warmup.as_secs_f64().to_string()])
-        .arg("--log")
-        .arg(dir.join("requests.csv"))
-        .output()
-        .unwrap_or_else(|e| fail(&format!("running {}: {e}", critpath.display())));
+        .arg(dir.join(wakeups));
+    cmd
+}
+
+fn check(what: &str, output: std::io::Result<std::process::Output>) -> std::process::Output {
+    let output = output.unwrap_or_else(|e| fail(&format!("running {what}: {e}")));
     if !output.status.success() {
         fail(&format!(
-            "critpath record failed ({}): {}",
+            "{what} failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    write("baseline.json", &String::from_utf8_lossy(&output.stdout));
+    output
+}
+
+/// Runs one baseline as its own process under `critpath record` and keeps what it wrote.
+fn record_baseline(dir: &Path, spec: &Spec, protocol: &Protocol, rate: f64, truth: &str) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    write(
+        dir,
+        "spec.json",
+        &serde_json::to_string_pretty(spec).expect("JSON"),
+    );
+    write(dir, "truth.json", truth);
+    eprintln!("groundtruth: recording a baseline run");
+    let seconds = protocol.run.as_secs_f64().max(4.0);
+    let output = check(
+        "critpath record",
+        record_command(dir, "profile")
+            .arg("--")
+            .arg(beside("synth_service"))
+            .arg("run")
+            .arg(dir.join("spec.json"))
+            .args(["--rate", &rate.to_string()])
+            .args(["--seconds", &seconds.to_string()])
+            .args(["--warmup", &(seconds / 4.0).to_string()])
+            .arg("--log")
+            .arg(dir.join("requests.csv"))
+            .output(),
+    );
+    write(
+        dir,
+        "baseline.json",
+        &String::from_utf8_lossy(&output.stdout),
+    );
+}
+
+/// Runs a case: the program with its change injected, recorded in a window before the change
+/// and one after it.
+fn record_case(dir: &Path, case: &Case, rate: f64) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    let spec = dir.join("../../spec.json");
+    eprintln!(
+        "groundtruth: {} case: {} ({}) ×{} at {} s",
+        case.kind.name(),
+        case.function,
+        case.role,
+        case.scale,
+        case.at
+    );
+    let mut program = Command::new(beside("synth_service"));
+    program
+        .arg("run")
+        .arg(&spec)
+        .args(["--rate", &rate.to_string()])
+        .args(["--seconds", &Case::SECONDS.to_string(), "--warmup", "0"])
+        .arg("--log")
+        .arg(dir.join("requests.csv"))
+        .stdout(Stdio::piped());
+    for c in case.changes() {
+        program
+            .arg("--change")
+            .arg(format!("{}={}@{}", c.function, c.scale, c.at.as_secs_f64()));
+    }
+    let started = Instant::now();
+    let child = program
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("starting synth_service: {e}")));
+    let pid = child.id().to_string();
+    let window = |prefix: &str, from: f64, must_end: f64| {
+        let wait = from - started.elapsed().as_secs_f64();
+        if wait > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(wait));
+        }
+        check(
+            "critpath record",
+            record_command(dir, prefix)
+                .args(["-p", &pid, "-d", &CASE_RECORDING.to_string()])
+                .output(),
+        );
+        let ended = started.elapsed().as_secs_f64();
+        if ended > must_end {
+            fail(&format!(
+                "the {prefix} recording ended {ended:.2} s into the run, after {must_end} s: it overlaps the change"
+            ));
+        }
+    };
+    // Each recording starts a little into its part of the run and must end before the part does
+    // (starting the sampler takes about a second).
+    window("before", 0.2, case.at);
+    window("after", case.at + 0.1, case.until.unwrap_or(Case::SECONDS));
+    let output = check("synth_service", child.wait_with_output());
+    let log = std::fs::read_to_string(dir.join("requests.csv"))
+        .unwrap_or_else(|e| fail(&format!("reading the request log: {e}")));
+    let requests: Vec<Request> = log
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split(',').map(|v| v.parse::<u64>().ok());
+            Some(Request {
+                arrival_ns: it.next()??,
+                start_ns: it.next()??,
+                end_ns: it.next()??,
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "case": case,
+        "rate": rate,
+        "latency": {
+            "before": WindowLatency::of(&requests, case.before),
+            "after": WindowLatency::of(&requests, case.after),
+        },
+        "run": serde_json::from_slice::<serde_json::Value>(&output.stdout).ok(),
+    });
+    write(
+        dir,
+        "case.json",
+        &serde_json::to_string_pretty(&json).expect("JSON"),
+    );
 }

@@ -3,19 +3,22 @@
 //! ```text
 //! synth_service generate FAMILY SEED                    # prints the program's spec (JSON)
 //! synth_service run SPEC.json (--rate R | --utilisation U) [--seconds S] [--warmup S]
-//!               [--scale NAME=FACTOR]... [--log FILE] [--seed N]
+//!               [--scale NAME=FACTOR]... [--change NAME=FACTOR@SECONDS]... [--log FILE]
+//!               [--seed N]
 //! ```
 //!
 //! `run` serves requests for `--seconds` (default 5; the first `--warmup`, default 1, left out
 //! of the summary) and prints one JSON line: the arrival rate, and requests, unfinished,
 //! throughput, p50_us, p99_us. `--utilisation U` first measures capacity closed-loop for 1.5 s
 //! and then offers U × capacity. `--log` writes every request as CSV
-//! (`arrival_ns,start_ns,end_ns`). `--scale w17=1.2` makes work function `w17` do 1.2× its work.
+//! (`arrival_ns,start_ns,end_ns`). `--scale w17=1.2` makes work function `w17` do 1.2× its work;
+//! `--change w17=2@5` makes it do 2× from 5 s into the run on (a deploy; two changes make a
+//! temporary stall).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use critpath_synth::{Family, Load, RunConfig, Spec, run};
+use critpath_synth::{Change, Family, Load, RunConfig, Spec, run};
 
 fn fail(message: &str) -> ! {
     eprintln!("synth_service: {message}");
@@ -54,6 +57,7 @@ fn run_command(args: &[String]) {
         warmup: Duration::from_secs(1),
         scales: HashMap::new(),
         seed: 1,
+        changes: Vec::new(),
     };
     let number = |name: &str, v: Option<&String>| -> f64 {
         v.and_then(|v| v.parse().ok())
@@ -70,6 +74,30 @@ fn run_command(args: &[String]) {
             "--warmup" => config.warmup = Duration::from_secs_f64(number("--warmup", it.next())),
             "--seed" => config.seed = number("--seed", it.next()) as u64,
             "--log" => log = it.next().cloned(),
+            "--change" => {
+                let v = it
+                    .next()
+                    .unwrap_or_else(|| fail("--change needs NAME=FACTOR@SECONDS"));
+                let change = v
+                    .split_once('=')
+                    .and_then(|(n, rest)| {
+                        let (f, at) = rest.split_once('@')?;
+                        Some((n, f.parse::<f64>().ok()?, at.parse::<f64>().ok()?))
+                    })
+                    .filter(|(n, f, at)| {
+                        *f > 0.0 && *at >= 0.0 && spec.functions.iter().any(|x| x.name == *n)
+                    })
+                    .unwrap_or_else(|| {
+                        fail(&format!(
+                            "--change {v:?}: expected NAME=FACTOR@SECONDS with a function of this program, a positive factor and a time since the start"
+                        ))
+                    });
+                config.changes.push(Change {
+                    function: change.0.to_owned(),
+                    scale: change.1,
+                    at: Duration::from_secs_f64(change.2),
+                });
+            }
             "--scale" => {
                 let v = it
                     .next()

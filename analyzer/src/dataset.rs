@@ -1,0 +1,451 @@
+//! The ground-truth dataset as the analysis reads it (`models/data/`): for every synthetic
+//! program, each work function's measured elasticities (labels) next to the evidence critpath
+//! recorded of the program (features), in Parquet.
+//!
+//! The measurements come from `tests/synth` (`dataset --record`): one directory per program
+//! with `truth.json` (the spec, the protocol, elasticities with 95% intervals, noise floors),
+//! the baseline recording (`profile.pb.gz`, `wakeups.json`) and, for some programs,
+//! `cases/<deploy|stall>/` (`case.json`, `before.*`, `after.*`). [`pack`] turns them into:
+//!
+//! - `functions.parquet`: one row per (program, work function): `program`, `family`, `seed`,
+//!   `function` (`w17`), `role`, labels `p50`, `p50_ci`, `p99`, `p99_ci`, `throughput`,
+//!   `throughput_ci` (elasticity, 0 inside the noise floor, and the half-width of its 95%
+//!   interval), `found` (1 when the recording has the function), then every
+//!   [`FunctionEvidence::FEATURES`] column;
+//! - `programs.parquet`: one row per program: `capacity`, `rate`, noise floors
+//!   `noise_p50`/`noise_p99`/`noise_throughput`, `functions`;
+//! - `cases.parquet`: one row per (case, work function): `program`, `family`, `kind`
+//!   (`deploy`/`stall`), `function`, `injected` (1 for the injected function), `scale`, the
+//!   windows' latency `p50_before_us`, `p50_after_us`, and the features of both windows,
+//!   prefixed `before_` and `after_`.
+//!
+//! Only work functions have rows: they are the candidates every method is judged on (the
+//! rest of a profile — `main`, the standard library, the kernel — has no measured truth).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde_json::Value;
+
+use crate::export::pprof;
+use crate::graph::{Analysis, Evidence, FunctionEvidence};
+use crate::offcpu::WakeupEdge;
+
+/// The module path of the synthetic programs' work functions in their symbols.
+pub const WORK_PREFIX: &str = "critpath_synth::work::";
+
+/// A dataset that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not what it should be.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Parquet could not be read or written.
+    #[error("{path}: {source}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: PolarsError,
+    },
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> DatasetError {
+    DatasetError::Invalid {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, DatasetError> {
+    std::fs::read(path).map_err(|source| DatasetError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn json(path: &Path) -> Result<Value, DatasetError> {
+    serde_json::from_slice(&read(path)?).map_err(|e| invalid(path, e.to_string()))
+}
+
+/// A column-oriented table of strings and numbers, written to and read from Parquet.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Table {
+    /// String columns by name.
+    pub strings: BTreeMap<String, Vec<String>>,
+    /// Number columns by name.
+    pub numbers: BTreeMap<String, Vec<f64>>,
+    /// Column order as written.
+    pub order: Vec<String>,
+    rows: usize,
+}
+
+impl Table {
+    /// Appends a row: every column the table has must be given, in any order.
+    ///
+    /// # Panics
+    ///
+    /// When the row's columns differ from the table's.
+    pub fn push(&mut self, strings: &[(&str, String)], numbers: &[(&str, f64)]) {
+        if self.rows == 0 && self.order.is_empty() {
+            for (k, _) in strings {
+                self.strings.insert((*k).to_owned(), Vec::new());
+                self.order.push((*k).to_owned());
+            }
+            for (k, _) in numbers {
+                self.numbers.insert((*k).to_owned(), Vec::new());
+                self.order.push((*k).to_owned());
+            }
+        }
+        assert_eq!(strings.len() + numbers.len(), self.order.len(), "row shape");
+        for (k, v) in strings {
+            self.strings
+                .get_mut(*k)
+                .expect("a string column")
+                .push(v.clone());
+        }
+        for (k, v) in numbers {
+            self.numbers.get_mut(*k).expect("a number column").push(*v);
+        }
+        self.rows += 1;
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether it has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// A string column.
+    ///
+    /// # Errors
+    ///
+    /// When there is none of that name.
+    pub fn str(&self, name: &str) -> Result<&[String], String> {
+        self.strings
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("no string column {name:?}"))
+    }
+
+    /// A number column.
+    ///
+    /// # Errors
+    ///
+    /// When there is none of that name.
+    pub fn num(&self, name: &str) -> Result<&[f64], String> {
+        self.numbers
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("no number column {name:?}"))
+    }
+
+    /// Writes the table as Parquet (zstd), atomically.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write(&self, path: &Path) -> Result<(), DatasetError> {
+        let parquet = |source| DatasetError::Parquet {
+            path: path.to_owned(),
+            source,
+        };
+        let columns = self
+            .order
+            .iter()
+            .map(|name| match self.strings.get(name) {
+                Some(v) => Column::new(name.as_str().into(), v),
+                None => Column::new(name.as_str().into(), &self.numbers[name]),
+            })
+            .collect();
+        let mut df = DataFrame::new_infer_height(columns).map_err(parquet)?;
+        let tmp = path.with_extension("parquet.tmp");
+        let io = |source| DatasetError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let f = File::create(&tmp).map_err(io)?;
+        ParquetWriter::new(&f)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(&mut df)
+            .map_err(parquet)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(|source| DatasetError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads a table written by [`Table::write`].
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or has columns of other types.
+    pub fn read(path: &Path) -> Result<Table, DatasetError> {
+        let parquet = |source| DatasetError::Parquet {
+            path: path.to_owned(),
+            source,
+        };
+        let f = File::open(path).map_err(|source| DatasetError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let df = ParquetReader::new(f).finish().map_err(parquet)?;
+        let mut table = Table {
+            rows: df.height(),
+            ..Table::default()
+        };
+        for c in df.columns() {
+            let name = c.name().to_string();
+            match c.dtype() {
+                DataType::String => {
+                    let v = c.str().map_err(parquet)?;
+                    table.strings.insert(
+                        name.clone(),
+                        v.iter().map(|s| s.unwrap_or("").to_owned()).collect(),
+                    );
+                }
+                DataType::Float64 => {
+                    let v = c.f64().map_err(parquet)?;
+                    table
+                        .numbers
+                        .insert(name.clone(), v.iter().map(|x| x.unwrap_or(0.0)).collect());
+                }
+                other => {
+                    return Err(invalid(
+                        path,
+                        format!("column {name:?} has type {other}, expected string or f64"),
+                    ));
+                }
+            }
+            table.order.push(name);
+        }
+        Ok(table)
+    }
+}
+
+/// A recorded window: its evidence and analysis.
+pub struct Window {
+    /// What was recorded.
+    pub evidence: Evidence,
+    /// Its analysis.
+    pub analysis: Analysis,
+}
+
+impl Window {
+    /// Reads a recording: `<prefix>.pb.gz` and `<prefix>.wakeups.json` (or `wakeups.json` for
+    /// the prefix `profile`) in `dir`.
+    ///
+    /// # Errors
+    ///
+    /// When the files are missing or malformed.
+    pub fn read(dir: &Path, prefix: &str) -> Result<Window, DatasetError> {
+        let profile_path = dir.join(format!("{prefix}.pb.gz"));
+        let profile = pprof::decode(&read(&profile_path)?)
+            .map_err(|e| invalid(&profile_path, e.to_string()))?;
+        let wakeups_path = if prefix == "profile" {
+            dir.join("wakeups.json")
+        } else {
+            dir.join(format!("{prefix}.wakeups.json"))
+        };
+        let edges: Vec<WakeupEdge> = serde_json::from_slice(&read(&wakeups_path)?)
+            .map_err(|e| invalid(&wakeups_path, e.to_string()))?;
+        let evidence = Evidence::from_recording(&profile, &edges)
+            .map_err(|e| invalid(&profile_path, e.to_string()))?;
+        let analysis = Analysis::new(&evidence);
+        Ok(Window { evidence, analysis })
+    }
+
+    /// A work function's evidence (`w17`), if the window has it.
+    pub fn function(&self, name: &str) -> Option<&FunctionEvidence> {
+        let id = self.evidence.function_id(&format!("{WORK_PREFIX}{name}"))?;
+        Some(&self.analysis.functions[id as usize])
+    }
+}
+
+fn features(prefix: &str, f: Option<&FunctionEvidence>) -> Vec<(String, f64)> {
+    let values = f.map_or([0.0; 15], FunctionEvidence::features);
+    FunctionEvidence::FEATURES
+        .iter()
+        .zip(values)
+        .map(|(name, v)| (format!("{prefix}{name}"), v))
+        .collect()
+}
+
+/// What [`pack`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Packed {
+    /// Programs with a recording.
+    pub programs: usize,
+    /// Programs skipped: measured but not recorded.
+    pub unrecorded: Vec<String>,
+    /// Function rows.
+    pub functions: usize,
+    /// Cases.
+    pub cases: usize,
+}
+
+/// Packs measured and recorded programs (`programs/<family>-<seed>/` under `input`) into the
+/// dataset's Parquet tables in `out`; `progress` hears about each program.
+///
+/// # Errors
+///
+/// When a measurement or a recording cannot be read, or a table cannot be written.
+pub fn pack(
+    input: &Path,
+    out: &Path,
+    mut progress: impl FnMut(&str),
+) -> Result<Packed, DatasetError> {
+    let programs_dir = input.join("programs");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&programs_dir)
+        .map_err(|source| DatasetError::Io {
+            path: programs_dir.clone(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("truth.json").exists())
+        .collect();
+    dirs.sort();
+    let mut functions = Table::default();
+    let mut programs = Table::default();
+    let mut cases = Table::default();
+    let mut packed = Packed::default();
+    for dir in &dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !dir.join("profile.pb.gz").exists() {
+            packed.unrecorded.push(name);
+            continue;
+        }
+        progress(&name);
+        let truth_path = dir.join("truth.json");
+        let t = json(&truth_path)?;
+        let family = t["spec"]["family"]
+            .as_str()
+            .ok_or_else(|| invalid(&truth_path, "no spec.family"))?
+            .to_owned();
+        let seed = t["spec"]["seed"].as_f64().unwrap_or(0.0);
+        let truth = &t["truth"];
+        let noise = |k: usize| truth["noise"][k].as_f64().unwrap_or(0.0);
+        let rows = truth["functions"]
+            .as_array()
+            .ok_or_else(|| invalid(&truth_path, "no truth.functions"))?;
+        programs.push(
+            &[("program", name.clone()), ("family", family.clone())],
+            &[
+                ("seed", seed),
+                ("capacity", truth["capacity"].as_f64().unwrap_or(0.0)),
+                ("rate", truth["rate"].as_f64().unwrap_or(0.0)),
+                ("noise_p50", noise(0)),
+                ("noise_p99", noise(1)),
+                ("noise_throughput", noise(2)),
+                ("functions", rows.len() as f64),
+            ],
+        );
+        let window = Window::read(dir, "profile")?;
+        for row in rows {
+            let function = row["name"].as_str().unwrap_or_default();
+            let e = |metric: &str, k: &str| row[metric][k].as_f64().unwrap_or(0.0);
+            let f = window.function(function);
+            let mut numbers: Vec<(String, f64)> = vec![
+                ("seed".into(), seed),
+                ("p50".into(), e("p50", "value")),
+                ("p50_ci".into(), e("p50", "ci95")),
+                ("p99".into(), e("p99", "value")),
+                ("p99_ci".into(), e("p99", "ci95")),
+                ("throughput".into(), e("throughput", "value")),
+                ("throughput_ci".into(), e("throughput", "ci95")),
+                ("found".into(), f64::from(u8::from(f.is_some()))),
+            ];
+            numbers.extend(features("", f));
+            let numbers: Vec<(&str, f64)> = numbers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            functions.push(
+                &[
+                    ("program", name.clone()),
+                    ("family", family.clone()),
+                    ("function", function.to_owned()),
+                    ("role", row["role"].as_str().unwrap_or_default().to_owned()),
+                ],
+                &numbers,
+            );
+            packed.functions += 1;
+        }
+        for kind in ["deploy", "stall"] {
+            let case_dir = dir.join("cases").join(kind);
+            if !case_dir.join("case.json").exists() {
+                continue;
+            }
+            let c = json(&case_dir.join("case.json"))?;
+            let (before, after) = (
+                Window::read(&case_dir, "before")?,
+                Window::read(&case_dir, "after")?,
+            );
+            let injected = c["case"]["function"].as_str().unwrap_or_default();
+            for row in rows {
+                let function = row["name"].as_str().unwrap_or_default();
+                let mut numbers: Vec<(String, f64)> = vec![
+                    ("seed".into(), seed),
+                    ("injected".into(), f64::from(u8::from(function == injected))),
+                    ("scale".into(), c["case"]["scale"].as_f64().unwrap_or(1.0)),
+                    (
+                        "p50_before_us".into(),
+                        c["latency"]["before"]["p50_us"].as_f64().unwrap_or(0.0),
+                    ),
+                    (
+                        "p50_after_us".into(),
+                        c["latency"]["after"]["p50_us"].as_f64().unwrap_or(0.0),
+                    ),
+                    ("before_seconds".into(), before.evidence.seconds),
+                    ("after_seconds".into(), after.evidence.seconds),
+                ];
+                numbers.extend(features("before_", before.function(function)));
+                numbers.extend(features("after_", after.function(function)));
+                let numbers: Vec<(&str, f64)> =
+                    numbers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                cases.push(
+                    &[
+                        ("program", name.clone()),
+                        ("family", family.clone()),
+                        ("kind", kind.to_owned()),
+                        ("function", function.to_owned()),
+                        ("role", row["role"].as_str().unwrap_or_default().to_owned()),
+                    ],
+                    &numbers,
+                );
+            }
+            packed.cases += 1;
+        }
+        packed.programs += 1;
+    }
+    std::fs::create_dir_all(out).map_err(|source| DatasetError::Io {
+        path: out.to_owned(),
+        source,
+    })?;
+    functions.write(&out.join("functions.parquet"))?;
+    programs.write(&out.join("programs.parquet"))?;
+    if !cases.is_empty() {
+        cases.write(&out.join("cases.parquet"))?;
+    }
+    Ok(packed)
+}

@@ -1,0 +1,234 @@
+//! A window's evidence: interned functions and threads, stacks with their on-CPU and off-CPU
+//! time, and waits with who ended them.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::Profile;
+use crate::offcpu::{Cause, OFF_CPU_MODULE, ThreadRef, WakeupEdge};
+
+/// Index into [`Evidence::functions`].
+pub type FunctionId = u32;
+/// Index into [`Evidence::threads`].
+pub type ThreadId = u32;
+
+/// Who ended a wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// A thread.
+    Thread(ThreadId),
+    /// The kernel, from interrupt context, or nobody seen: a timer (`sleep`), a device
+    /// (`io`), the CPU itself (`runqueue`: waiting to run) and so on, by cause.
+    Kernel(Cause),
+}
+
+impl Actor {
+    /// The pseudo-actor's display name (`[timer]`, `[device]`, ...), or `None` for a thread.
+    pub fn kernel_name(self) -> Option<&'static str> {
+        match self {
+            Actor::Thread(_) => None,
+            Actor::Kernel(cause) => Some(match cause {
+                Cause::Sleep => "[timer]",
+                Cause::Io => "[device]",
+                Cause::RunQueue => "[cpu]",
+                Cause::Lock => "[kernel lock]",
+                Cause::Poll => "[poll]",
+                Cause::Other => "[kernel]",
+            }),
+        }
+    }
+}
+
+/// A stack in a thread with its time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stack {
+    /// The thread.
+    pub thread: ThreadId,
+    /// Functions, root first (an off-CPU stack without its `[off-cpu: …]` pseudo frame).
+    pub frames: Vec<FunctionId>,
+    /// On-CPU time, ns.
+    pub cpu_ns: f64,
+    /// Off-CPU time by cause ([`Cause::ALL`] order), ns.
+    pub off_cpu_ns: [f64; 6],
+}
+
+/// A wait (or the sum of several alike) and who ended it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wait {
+    /// The thread that waited.
+    pub wakee: ThreadId,
+    /// Its blocked stack, root first.
+    pub wakee_frames: Vec<FunctionId>,
+    /// Who woke it.
+    pub waker: Actor,
+    /// The waker's stack at the wakeup, root first (empty for the kernel).
+    pub waker_frames: Vec<FunctionId>,
+    /// Why it waited.
+    pub cause: Cause,
+    /// Blocked time, weighted, ns.
+    pub ns: f64,
+    /// How many waits this stands for.
+    pub count: f64,
+}
+
+/// Evidence that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// The profile has no `cpu` value.
+    #[error("the profile has no {0:?} sample type (record it with `critpath record`)")]
+    MissingValue(&'static str),
+}
+
+/// What is known about one window.
+#[derive(Clone, Debug, Default)]
+pub struct Evidence {
+    /// Function names.
+    pub functions: Vec<String>,
+    /// Threads.
+    pub threads: Vec<ThreadRef>,
+    /// Stacks with on-CPU and off-CPU time.
+    pub stacks: Vec<Stack>,
+    /// Waits and who ended them.
+    pub waits: Vec<Wait>,
+    /// Length of the window, s.
+    pub seconds: f64,
+    /// On-CPU sampling period, ns (0 when unknown): on-CPU time over it is a sample count.
+    pub sample_period_ns: f64,
+    function_index: HashMap<String, FunctionId>,
+    thread_index: HashMap<(u32, u32), ThreadId>,
+}
+
+impl Evidence {
+    /// Empty evidence for a window of `seconds`.
+    pub fn new(seconds: f64) -> Evidence {
+        Evidence {
+            seconds,
+            ..Evidence::default()
+        }
+    }
+
+    /// Interns a function name.
+    pub fn function(&mut self, name: &str) -> FunctionId {
+        if let Some(&id) = self.function_index.get(name) {
+            return id;
+        }
+        let id = self.functions.len() as FunctionId;
+        self.functions.push(name.to_owned());
+        self.function_index.insert(name.to_owned(), id);
+        id
+    }
+
+    /// The id of a function, if the window has it.
+    pub fn function_id(&self, name: &str) -> Option<FunctionId> {
+        self.function_index.get(name).copied()
+    }
+
+    /// Interns a thread (by process and thread id; the last name seen is kept: a process
+    /// names itself after it starts, or execs).
+    pub fn thread(&mut self, thread: &ThreadRef) -> ThreadId {
+        let key = (thread.pid, thread.tid);
+        if let Some(&id) = self.thread_index.get(&key) {
+            if self.threads[id as usize].comm != thread.comm {
+                self.threads[id as usize].comm.clone_from(&thread.comm);
+            }
+            return id;
+        }
+        let id = self.threads.len() as ThreadId;
+        self.threads.push(thread.clone());
+        self.thread_index.insert(key, id);
+        id
+    }
+
+    /// Interns a stack of function names, root first.
+    pub fn frames<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) -> Vec<FunctionId> {
+        names.into_iter().map(|n| self.function(n)).collect()
+    }
+
+    /// The evidence of a recording: a profile with `cpu` values and, recorded with `critpath
+    /// record --off-cpu`, `off_cpu` values, and its wakeup edges (none without off-CPU
+    /// recording: then only on-CPU evidence is known). Functions are the profile's non-inlined
+    /// frames (wakeup edges name no inlined frames either).
+    ///
+    /// # Errors
+    ///
+    /// When the profile lacks the values.
+    pub fn from_recording(
+        profile: &Profile,
+        edges: &[WakeupEdge],
+    ) -> Result<Evidence, EvidenceError> {
+        let cpu = profile
+            .sample_type_index("cpu")
+            .ok_or(EvidenceError::MissingValue("cpu"))?;
+        let off = profile.sample_type_index("off_cpu");
+        let mut ev = Evidence::new(profile.duration_ns as f64 / 1e9);
+        ev.sample_period_ns = profile.period as f64;
+        for sample in profile.samples() {
+            let thread = ev.thread(&ThreadRef {
+                pid: sample.labels.pid,
+                tid: sample.labels.tid,
+                comm: sample.labels.comm.clone(),
+            });
+            // Functions as the machine runs them: inlined frames belong to the function they
+            // were inlined into.
+            let mut frames: Vec<&crate::Frame> = profile
+                .stack(sample.stack)
+                .iter()
+                .map(|&f| profile.frame(f))
+                .filter(|f| !f.inlined)
+                .collect();
+            let cause = match frames.last() {
+                Some(f) if off.is_some() && f.module.as_deref() == Some(OFF_CPU_MODULE) => {
+                    let cause = Cause::ALL
+                        .into_iter()
+                        .find(|c| c.frame().function == f.function)
+                        .unwrap_or(Cause::Other);
+                    frames.pop();
+                    Some(cause)
+                }
+                _ => None,
+            };
+            let frames = ev.frames(frames.iter().map(|f| f.function.as_str()));
+            let mut stack = Stack {
+                thread,
+                frames,
+                cpu_ns: 0.0,
+                off_cpu_ns: [0.0; 6],
+            };
+            match cause {
+                Some(cause) => {
+                    stack.off_cpu_ns[cause as usize] = off.map_or(0.0, |i| sample.values[i] as f64);
+                }
+                None => stack.cpu_ns = sample.values[cpu] as f64,
+            }
+            if stack.cpu_ns > 0.0 || stack.off_cpu_ns.iter().any(|&v| v > 0.0) {
+                ev.stacks.push(stack);
+            }
+        }
+        for e in edges {
+            let wakee = ev.thread(&e.wakee);
+            let waker = if e.waker_in_interrupt {
+                Actor::Kernel(e.cause)
+            } else {
+                Actor::Thread(ev.thread(&e.waker))
+            };
+            let wakee_frames = ev.frames(e.wakee_stack.iter().map(String::as_str));
+            let waker_frames = if e.waker_in_interrupt {
+                Vec::new()
+            } else {
+                ev.frames(e.waker_stack.iter().map(String::as_str))
+            };
+            ev.waits.push(Wait {
+                wakee,
+                wakee_frames,
+                waker,
+                waker_frames,
+                cause: e.cause,
+                ns: e.blocked_ns as f64 * e.weight,
+                count: e.weight,
+            });
+        }
+        Ok(ev)
+    }
+}

@@ -1,0 +1,267 @@
+//! Regression suspects: which functions changed between a window before a deploy and one
+//! after it, beyond sampling noise.
+//!
+//! On-CPU time is sampled: a function's self samples in a window are a Poisson count. Under "no
+//! change", the after-window's share of the function's samples over both windows is binomial
+//! with p = T_after / (T_before + T_after), which gives a z-score for each function; a change
+//! is significant when |z| passes the Bonferroni-corrected threshold for the number of
+//! functions compared (family-wise error [`ALPHA`]) *and* is large enough to matter: at least
+//! [`MIN_RELATIVE`] of the function's own rate and [`MIN_SHARE`] of the process's CPU. The
+//! second condition is the noise filter that sampling statistics alone miss (load and
+//! scheduling move every function's rate a little between any two windows).
+//!
+//! Suspects are ranked by the growth of their on-CPU rate (CPU seconds per second), the
+//! significant ones first. Patterns flagged: `new` (absent before), `went_away` (absent
+//! after), `cost_shift` (a significant growth or shrinkage offset by an opposite one in a
+//! function with the same caller: cost moved, not added).
+
+use serde::Serialize;
+
+use super::{Analysis, Evidence};
+
+/// Family-wise false-positive rate of the significance test.
+pub const ALPHA: f64 = 0.01;
+/// Smallest relative change of a function's rate counted as a regression.
+pub const MIN_RELATIVE: f64 = 0.1;
+/// Smallest change counted, as a share of the total on-CPU rate (before).
+pub const MIN_SHARE: f64 = 0.005;
+
+/// What a change looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// More on-CPU time.
+    Grew,
+    /// Less on-CPU time.
+    Shrank,
+    /// Not seen before.
+    New,
+    /// Not seen after.
+    WentAway,
+    /// Changed, offset by an opposite change in a sibling (same caller).
+    CostShift,
+}
+
+/// One function's change between the windows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Suspect {
+    /// The function.
+    pub function: String,
+    /// On-CPU self time per second before, s/s.
+    pub before: f64,
+    /// After, s/s.
+    pub after: f64,
+    /// `after − before`.
+    pub delta: f64,
+    /// Its z-score under "no change".
+    pub z: f64,
+    /// Whether the change passes both the significance and the size thresholds.
+    pub significant: bool,
+    /// What the change looks like.
+    pub pattern: Pattern,
+}
+
+/// Upper tail of the standard normal distribution (Abramowitz & Stegun 26.2.17, error
+/// below 7.5e-8).
+fn normal_tail(z: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.231_641_9 * z.abs());
+    let poly = t
+        * (0.319_381_530
+            + t * (-0.356_563_782
+                + t * (1.781_477_937 + t * (-1.821_255_978 + t * 1.330_274_429))));
+    let tail = (-z * z / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt() * poly;
+    if z >= 0.0 { tail } else { 1.0 - tail }
+}
+
+/// The |z| a two-sided test needs at family-wise error `alpha` over `tests` tests.
+pub fn z_threshold(alpha: f64, tests: usize) -> f64 {
+    let target = alpha / 2.0 / tests.max(1) as f64;
+    let (mut lo, mut hi) = (0.0, 40.0);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if normal_tail(mid) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+/// Functions ranked as regression suspects between `before` and `after`.
+pub fn regressions(before: (&Evidence, &Analysis), after: (&Evidence, &Analysis)) -> Vec<Suspect> {
+    let (eb, ab) = before;
+    let (ea, aa) = after;
+    let (tb, ta) = (eb.seconds.max(1e-9), ea.seconds.max(1e-9));
+    let period = |e: &Evidence| {
+        if e.sample_period_ns > 0.0 {
+            e.sample_period_ns
+        } else {
+            1e9 / 19.0
+        }
+    };
+    let (pb, pa) = (period(eb), period(ea));
+    let total_before: f64 = ab.functions.iter().map(|f| f.cpu_self_s).sum::<f64>() / tb;
+    let mut names: Vec<&str> = eb
+        .functions
+        .iter()
+        .chain(&ea.functions)
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let self_s = |e: &Evidence, a: &Analysis, name: &str| {
+        e.function_id(name)
+            .map_or(0.0, |id| a.functions[id as usize].cpu_self_s)
+    };
+    let threshold = z_threshold(ALPHA, names.len());
+    let mut suspects: Vec<Suspect> = names
+        .iter()
+        .map(|&name| {
+            let (sb, sa) = (self_s(eb, ab, name), self_s(ea, aa, name));
+            let (kb, ka) = (sb * 1e9 / pb, sa * 1e9 / pa);
+            let n = kb + ka;
+            // Expected share of the after-window's samples, from the windows' sampled time.
+            let p = (ta / pa) / (tb / pb + ta / pa);
+            let z = if n > 0.0 {
+                (ka - n * p) / (n * p * (1.0 - p)).sqrt()
+            } else {
+                0.0
+            };
+            let (before, after) = (sb / tb, sa / ta);
+            let delta = after - before;
+            let big =
+                delta.abs() >= MIN_RELATIVE * before && delta.abs() >= MIN_SHARE * total_before;
+            let pattern = match (before > 0.0, after > 0.0) {
+                (false, true) => Pattern::New,
+                (true, false) => Pattern::WentAway,
+                _ if delta >= 0.0 => Pattern::Grew,
+                _ => Pattern::Shrank,
+            };
+            Suspect {
+                function: name.to_owned(),
+                before,
+                after,
+                delta,
+                z,
+                significant: z.abs() >= threshold && big,
+                pattern,
+            }
+        })
+        .collect();
+    // Cost shifts: a significant change with an opposite significant change under a common
+    // caller, of at least half its size.
+    let callers = |name: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for (e, a) in [(eb, ab), (ea, aa)] {
+            if let Some(id) = e.function_id(name) {
+                out.extend(
+                    a.calls
+                        .callers(id)
+                        .into_iter()
+                        .map(|(c, _)| e.functions[c as usize].clone()),
+                );
+            }
+        }
+        out
+    };
+    let significant: Vec<(usize, Vec<String>)> = suspects
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.significant)
+        .map(|(i, s)| (i, callers(&s.function)))
+        .collect();
+    for &(i, ref ci) in &significant {
+        let shifted = significant.iter().any(|&(j, ref cj)| {
+            let (a, b) = (&suspects[i], &suspects[j]);
+            i != j
+                && a.delta * b.delta < 0.0
+                && b.delta.abs() >= 0.5 * a.delta.abs()
+                && ci.iter().any(|c| cj.contains(c))
+        });
+        if shifted && matches!(suspects[i].pattern, Pattern::Grew | Pattern::Shrank) {
+            suspects[i].pattern = Pattern::CostShift;
+        }
+    }
+    suspects.sort_by(|a, b| {
+        b.significant
+            .cmp(&a.significant)
+            .then(b.delta.total_cmp(&a.delta))
+            .then(a.function.cmp(&b.function))
+    });
+    suspects
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Stack;
+    use crate::offcpu::ThreadRef;
+
+    fn window(seconds: f64, functions: &[(&str, f64)]) -> (Evidence, Analysis) {
+        let mut ev = Evidence::new(seconds);
+        ev.sample_period_ns = 1e7; // 100 Hz
+        let t = ev.thread(&ThreadRef {
+            pid: 1,
+            tid: 1,
+            comm: "x".into(),
+        });
+        for &(f, cpu_s) in functions {
+            let frames = ev.frames(["main", f]);
+            ev.stacks.push(Stack {
+                thread: t,
+                frames,
+                cpu_ns: cpu_s * 1e9,
+                off_cpu_ns: [0.0; 6],
+            });
+        }
+        let a = Analysis::new(&ev);
+        (ev, a)
+    }
+
+    #[test]
+    fn thresholds() {
+        assert!((normal_tail(1.96) - 0.025).abs() < 1e-4);
+        assert!((z_threshold(0.05, 1) - 1.96).abs() < 1e-3);
+        assert!(z_threshold(0.01, 100) > z_threshold(0.01, 10));
+    }
+
+    /// A function 50% slower after a deploy tops the list and is significant; functions that
+    /// only moved by noise are not, and a window twice as long compares fairly.
+    #[test]
+    fn finds_the_grown_function() {
+        let (eb, ab) = window(10.0, &[("a", 5.0), ("b", 2.0), ("c", 1.0)]);
+        let (ea, aa) = window(20.0, &[("a", 10.1), ("b", 6.0), ("c", 1.95)]);
+        let s = regressions((&eb, &ab), (&ea, &aa));
+        assert_eq!(s[0].function, "b");
+        assert!(s[0].significant && s[0].pattern == Pattern::Grew, "{s:?}");
+        assert!((s[0].delta - 0.1).abs() < 1e-9);
+        assert!(s.iter().skip(1).all(|x| !x.significant), "{s:?}");
+    }
+
+    /// The same program twice: nothing significant.
+    #[test]
+    fn no_false_positives_on_noise() {
+        let (eb, ab) = window(10.0, &[("a", 5.0), ("b", 2.0), ("c", 1.0)]);
+        let (ea, aa) = window(10.0, &[("a", 4.9), ("b", 2.08), ("c", 0.97)]);
+        assert!(
+            regressions((&eb, &ab), (&ea, &aa))
+                .iter()
+                .all(|x| !x.significant)
+        );
+    }
+
+    /// Cost moved from one callee to its sibling is flagged as a shift; a function gone is
+    /// flagged as gone.
+    #[test]
+    fn patterns() {
+        let (eb, ab) = window(10.0, &[("a", 5.0), ("b", 2.0), ("old", 1.0)]);
+        let (ea, aa) = window(10.0, &[("a", 3.0), ("b", 4.0)]);
+        let s = regressions((&eb, &ab), (&ea, &aa));
+        let get = |f: &str| s.iter().find(|x| x.function == f).unwrap();
+        assert_eq!(get("b").pattern, Pattern::CostShift);
+        assert_eq!(get("a").pattern, Pattern::CostShift);
+        assert_eq!(get("old").pattern, Pattern::WentAway);
+        assert!(get("old").significant);
+    }
+}

@@ -1,0 +1,181 @@
+use super::*;
+use crate::offcpu::{Cause, ThreadRef};
+
+fn thread(ev: &mut Evidence, tid: u32) -> ThreadId {
+    ev.thread(&ThreadRef {
+        pid: 1,
+        tid,
+        comm: format!("t{tid}"),
+    })
+}
+
+fn cpu(ev: &mut Evidence, t: ThreadId, stack: &[&str], ms: f64) {
+    let frames = ev.frames(stack.iter().copied());
+    ev.stacks.push(Stack {
+        thread: t,
+        frames,
+        cpu_ns: ms * 1e6,
+        off_cpu_ns: [0.0; 6],
+    });
+}
+
+fn wait(ev: &mut Evidence, t: ThreadId, waker: Actor, cause: Cause, ms: f64) {
+    let frames = match cause {
+        Cause::Sleep => ev.frames(["main", "nap"]),
+        _ => ev.frames(["main", "serve", "lock"]),
+    };
+    let mut off = [0.0; 6];
+    off[cause as usize] = ms * 1e6;
+    ev.stacks.push(Stack {
+        thread: t,
+        frames: frames.clone(),
+        cpu_ns: 0.0,
+        off_cpu_ns: off,
+    });
+    let waker_frames = match waker {
+        Actor::Thread(_) => ev.frames(["main", "serve", "unlock"]),
+        Actor::Kernel(_) => Vec::new(),
+    };
+    ev.waits.push(Wait {
+        wakee: t,
+        wakee_frames: frames,
+        waker,
+        waker_frames,
+        cause,
+        ns: ms * 1e6,
+        count: 1.0,
+    });
+}
+
+/// Four request threads that queue on a lock, and a housekeeping thread burning more CPU than
+/// any of them but waited on by nobody.
+fn lock_bound() -> Evidence {
+    let mut ev = Evidence::new(1.0);
+    let frontends: Vec<ThreadId> = (0..4).map(|i| thread(&mut ev, 10 + i)).collect();
+    for (i, &t) in frontends.iter().enumerate() {
+        cpu(&mut ev, t, &["main", "serve", "parse"], 10.0);
+        cpu(&mut ev, t, &["main", "serve", "holder"], 50.0);
+        cpu(&mut ev, t, &["main", "serve", "reply"], 10.0);
+        let other = frontends[(i + 1) % 4];
+        wait(&mut ev, t, Actor::Thread(other), Cause::Lock, 100.0);
+    }
+    let hk = thread(&mut ev, 99);
+    cpu(&mut ev, hk, &["main", "housekeeping"], 400.0);
+    wait(
+        &mut ev,
+        hk,
+        Actor::Kernel(Cause::Sleep),
+        Cause::Sleep,
+        100.0,
+    );
+    ev
+}
+
+fn score(ev: &Evidence, analysis: &Analysis, method: Method, f: &str) -> f64 {
+    let id = ev.function_id(f).expect("the function");
+    analysis.scores(ev, method, None)[id as usize]
+}
+
+/// The CPU top list names the housekeeping thread; the critical path names the lock holder and
+/// gives housekeeping nothing, since no request thread waits for it.
+#[test]
+fn critical_path_is_not_the_cpu_top_list() {
+    let ev = lock_bound();
+    let a = Analysis::new(&ev);
+    assert_eq!(rank(&ev, &a, Method::Cpu, None)[0].0, "housekeeping");
+    assert_eq!(rank(&ev, &a, Method::CriticalPath, None)[0].0, "holder");
+    assert_eq!(score(&ev, &a, Method::CriticalPath, "housekeeping"), 0.0);
+    assert_eq!(a.blame.request_threads.len(), 4);
+    // Every request thread's time is accounted for (the threads wait only for each other: the
+    // cascade converges to their own functions).
+    let shares: f64 = a.blame.shares[0].values().sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{shares}");
+    // Lock waits are charged to the other threads' functions in proportion to their CPU time:
+    // the holder gets 5/7 of the redistributed share, like its share of the CPU.
+    let (holder, parse) = (
+        score(&ev, &a, Method::CriticalPath, "holder"),
+        score(&ev, &a, Method::CriticalPath, "parse"),
+    );
+    assert!((holder / parse - 5.0).abs() < 1e-6, "{holder} {parse}");
+}
+
+/// A wait for a thread that itself waits for a timer cascades to the timer.
+#[test]
+fn waits_cascade() {
+    let mut ev = Evidence::new(1.0);
+    let (a, b) = (thread(&mut ev, 1), thread(&mut ev, 2));
+    cpu(&mut ev, a, &["main", "a_work"], 100.0);
+    wait(&mut ev, a, Actor::Thread(b), Cause::Io, 300.0);
+    cpu(&mut ev, b, &["main", "b_work"], 100.0);
+    wait(&mut ev, b, Actor::Kernel(Cause::Sleep), Cause::Sleep, 300.0);
+    let analysis = Analysis::new(&ev);
+    let shares = &analysis.blame.shares[a as usize];
+    let b_work = ev.function_id("b_work").unwrap();
+    // a: 1/4 own work, 3/4 waiting for b, which spends 1/4 working and 3/4 asleep.
+    assert!((shares[&Sink::Function(b_work)] - 0.75 * 0.25).abs() < 1e-9);
+    assert!((shares[&Sink::Kernel(Cause::Sleep)] - 0.75 * 0.75).abs() < 1e-9);
+    let path = analysis
+        .waits
+        .critical_path(&analysis.blame.request_threads);
+    let actors: Vec<Actor> = path.iter().map(|s| s.actor).collect();
+    assert_eq!(
+        actors,
+        [
+            Actor::Thread(a),
+            Actor::Thread(b),
+            Actor::Kernel(Cause::Sleep)
+        ]
+    );
+}
+
+/// Two threads waiting only for each other, waited for by a third, form a knot; its weight is
+/// the third thread's wait, spread over the knot's functions by CPU time.
+#[test]
+fn knots() {
+    let mut ev = Evidence::new(1.0);
+    let (a, b, c) = (thread(&mut ev, 1), thread(&mut ev, 2), thread(&mut ev, 3));
+    cpu(&mut ev, a, &["main", "client"], 10.0);
+    wait(&mut ev, a, Actor::Thread(b), Cause::Lock, 90.0);
+    cpu(&mut ev, b, &["main", "left"], 30.0);
+    wait(&mut ev, b, Actor::Thread(c), Cause::Lock, 20.0);
+    cpu(&mut ev, c, &["main", "right"], 10.0);
+    wait(&mut ev, c, Actor::Thread(b), Cause::Lock, 20.0);
+    let analysis = Analysis::new(&ev);
+    let knots = analysis.waits.knots();
+    assert_eq!(knots.len(), 1);
+    assert_eq!(knots[0].threads, vec![b, c]);
+    assert!((knots[0].waited_on_ns - 90e6).abs() < 1.0);
+    let left = score(&ev, &analysis, Method::Knot, "left");
+    let right = score(&ev, &analysis, Method::Knot, "right");
+    assert!((left - 0.09 * 0.75).abs() < 1e-9 && (right - 0.09 * 0.25).abs() < 1e-9);
+    assert_eq!(score(&ev, &analysis, Method::Knot, "client"), 0.0);
+}
+
+/// The call graph's self and inclusive times, and the CPU delta against a baseline normalized
+/// by window length.
+#[test]
+fn call_graph_and_delta() {
+    let ev = lock_bound();
+    let a = Analysis::new(&ev);
+    let serve = ev.function_id("serve").unwrap();
+    let t = &a.calls.times[serve as usize];
+    assert_eq!(t.cpu_self_ns, 0.0);
+    assert!((t.cpu_total_ns - 280e6).abs() < 1.0);
+    assert!((t.off_cpu_total_ns[Cause::Lock as usize] - 400e6).abs() < 1.0);
+    assert_eq!(t.threads, 4);
+    let holder = ev.function_id("holder").unwrap();
+    let callers = a.calls.callers(holder);
+    assert_eq!(callers.len(), 1);
+    assert_eq!(callers[0].0, serve);
+    assert!((callers[0].1.cpu_ns - 200e6).abs() < 1.0);
+
+    // The same work over a window twice as long, with the holder 50% slower.
+    let mut after = Evidence::new(2.0);
+    let t = thread(&mut after, 10);
+    cpu(&mut after, t, &["main", "serve", "parse"], 80.0);
+    cpu(&mut after, t, &["main", "serve", "holder"], 600.0);
+    let b = Analysis::new(&after);
+    let ranked = rank(&after, &b, Method::CpuDelta, Some((&a, &ev)));
+    assert_eq!(ranked[0].0, "holder");
+    assert!((ranked[0].1 - (0.3 - 0.2)).abs() < 1e-9, "{ranked:?}");
+}

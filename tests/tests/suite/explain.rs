@@ -1,0 +1,224 @@
+//! `critpath explain` on a real recording: the critical path names the function every request
+//! waits for, where the CPU top list names the busiest thread.
+
+use serde_json::Value;
+
+use super::common::{kernel_tests_enabled, run_critpath, workload};
+
+fn explain(dir: &std::path::Path, method: &str) -> Value {
+    let p = dir.join("p.pb.gz");
+    let w = dir.join("w.json");
+    let out = run_critpath(&[
+        "explain",
+        "--profile",
+        p.to_str().unwrap(),
+        "--wakeups",
+        w.to_str().unwrap(),
+        "--method",
+        method,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn first(v: &Value) -> &str {
+    v["functions"][0]["function"].as_str().unwrap()
+}
+
+/// On the mutex workload with a CPU-burning red herring, the critical-path method ranks the lock
+/// holder's critical section first, while the CPU-only baseline ranks the red herring first; the
+/// red herring's thread is not on the request path at all.
+#[test]
+fn explain_ranks_the_lock_holder_not_the_red_herring() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (p, w) = (dir.path().join("p.pb.gz"), dir.path().join("w.json"));
+    let mutex = workload("mutex_contention");
+    let out = run_critpath(&[
+        "record",
+        "-F",
+        "99",
+        "--off-cpu",
+        "--off-cpu-min-us",
+        "100",
+        "--wakeups",
+        w.to_str().unwrap(),
+        "-o",
+        p.to_str().unwrap(),
+        "--",
+        mutex.to_str().unwrap(),
+        "3",
+        "--red-herring",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let critical = explain(dir.path(), "critical_path");
+    let cpu = explain(dir.path(), "cpu");
+    let summary = |v: &Value| -> Vec<(String, f64)> {
+        v["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(5)
+            .map(|f| {
+                (
+                    f["function"].as_str().unwrap().to_owned(),
+                    f["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        first(&critical).ends_with("::critical_section_work"),
+        "critical path: {:?}",
+        summary(&critical)
+    );
+    assert!(
+        first(&cpu).ends_with("::housekeeping_burn"),
+        "cpu: {:?}",
+        summary(&cpu)
+    );
+    let threads: Vec<&str> = critical["request_threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("lock-holder"))
+            && threads.iter().any(|t| t.starts_with("lock-waiter"))
+            && !threads.iter().any(|t| t.starts_with("housekeeping")),
+        "request threads: {threads:?}"
+    );
+    // The critical path starts at a waiter and goes to the holder.
+    let path: Vec<&str> = critical["critical_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["actor"].as_str().unwrap())
+        .collect();
+    assert!(
+        path.len() >= 2 && path[0].starts_with("lock-waiter") && path[1].starts_with("lock-holder"),
+        "critical path: {path:?}"
+    );
+}
+
+/// Runs the synthetic lock-bound program for 12 s (with `change` applied 6 s in) and records it
+/// twice, before and after that moment; returns the `regressions` JSON and the holder's name.
+fn deploy_case(change: Option<f64>) -> (Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("spec.json");
+    let spec = std::process::Command::new(workload("synth_service"))
+        .args(["generate", "lock_bound", "1"])
+        .output()
+        .unwrap();
+    std::fs::write(&spec_path, &spec.stdout).unwrap();
+    let spec: Value = serde_json::from_slice(&spec.stdout).unwrap();
+    let holder = spec["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "lock_holder")
+        .unwrap();
+    let name = holder["name"].as_str().unwrap().to_owned();
+    // About 30% of the holder's capacity (a unit is about a microsecond): still below
+    // saturation when it gets twice slower.
+    let rate = 0.3e6 / holder["units"].as_f64().unwrap();
+    let mut program = std::process::Command::new(workload("synth_service"));
+    program
+        .arg("run")
+        .arg(&spec_path)
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--seconds",
+            "12",
+            "--warmup",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null());
+    if let Some(scale) = change {
+        program.args(["--change", &format!("{name}={scale}@6")]);
+    }
+    let started = std::time::Instant::now();
+    let mut child = program.spawn().unwrap();
+    let pid = child.id().to_string();
+    let record = |file: &str, from: f64, must_end: f64| {
+        let wait = from - started.elapsed().as_secs_f64();
+        if wait > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(wait));
+        }
+        let out = dir.path().join(file);
+        run_critpath(&[
+            "record",
+            "-F",
+            "199",
+            "-p",
+            &pid,
+            "-d",
+            "3",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let ended = started.elapsed().as_secs_f64();
+        assert!(ended < must_end, "{file} recording ended at {ended:.2} s");
+    };
+    // Starting the sampler takes a second or two on a busy machine.
+    record("before.pb.gz", 0.3, 6.0);
+    record("after.pb.gz", 6.1, 12.0);
+    assert!(child.wait().unwrap().success());
+    let before = dir.path().join("before.pb.gz");
+    let after = dir.path().join("after.pb.gz");
+    let out = run_critpath(&[
+        "regressions",
+        "--before",
+        before.to_str().unwrap(),
+        "--after",
+        after.to_str().unwrap(),
+        "--json",
+    ]);
+    (serde_json::from_slice(&out.stdout).unwrap(), name)
+}
+
+/// A deploy that makes the lock holder twice slower: `regressions` ranks it first among the
+/// significant suspects (in the top 3 at worst). The same program untouched gives no
+/// significant suspect at all.
+#[test]
+fn regressions_find_the_deploy_and_no_false_positives() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let (deployed, holder) = deploy_case(Some(2.0));
+    let top: Vec<(&str, bool)> = deployed["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|s| {
+            (
+                s["function"].as_str().unwrap(),
+                s["significant"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let holder_frame = format!("critpath_synth::work::{holder}");
+    assert!(
+        top.contains(&(holder_frame.as_str(), true)),
+        "{holder_frame} not among the top 3 significant suspects: {deployed:#}"
+    );
+    let (untouched, _) = deploy_case(None);
+    assert_eq!(
+        untouched["significant"], 0,
+        "an untouched program has significant suspects: {untouched:#}"
+    );
+}
