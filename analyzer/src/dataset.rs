@@ -16,8 +16,10 @@
 //!   `noise_p50`/`noise_p99`/`noise_throughput`, `functions`;
 //! - `cases.parquet`: one row per (case, work function): `program`, `family`, `kind`
 //!   (`deploy`/`stall`), `function`, `injected` (1 for the injected function), `scale`, the
-//!   windows' latency `p50_before_us`, `p50_after_us`, and the features of both windows,
-//!   prefixed `before_` and `after_`.
+//!   windows' latency `p50_before_us`, `p50_after_us`, the window lengths `before_seconds` and
+//!   `after_seconds`, what `critpath regressions` makes of the two windows
+//!   (`regressions_rank`: 0 for its first suspect, `regressions_significant`: 1 when it calls the
+//!   change significant), and the features of both windows, prefixed `before_` and `after_`.
 //!
 //! Only work functions have rows: they are the candidates every method is judged on (the
 //! rest of a profile — `main`, the standard library, the kernel — has no measured truth).
@@ -30,7 +32,7 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use crate::export::pprof;
-use crate::graph::{Analysis, Evidence, FunctionEvidence};
+use crate::graph::{Analysis, Evidence, FunctionEvidence, regressions};
 use crate::offcpu::WakeupEdge;
 
 /// The module path of the synthetic programs' work functions in their symbols.
@@ -402,6 +404,21 @@ pub fn pack(
                 Window::read(&case_dir, "after")?,
             );
             let injected = c["case"]["function"].as_str().unwrap_or_default();
+            // What `critpath regressions` says of the two windows: each work function's rank
+            // (significant suspects first) and significance.
+            let suspects = regressions(
+                (&before.evidence, &before.analysis),
+                (&after.evidence, &after.analysis),
+            );
+            let suspect = |name: &str| {
+                let full = format!("{WORK_PREFIX}{name}");
+                suspects
+                    .iter()
+                    .position(|s| s.function == full)
+                    .map_or((suspects.len() as f64, 0.0), |i| {
+                        (i as f64, f64::from(u8::from(suspects[i].significant)))
+                    })
+            };
             for row in rows {
                 let function = row["name"].as_str().unwrap_or_default();
                 let mut numbers: Vec<(String, f64)> = vec![
@@ -418,6 +435,8 @@ pub fn pack(
                     ),
                     ("before_seconds".into(), before.evidence.seconds),
                     ("after_seconds".into(), after.evidence.seconds),
+                    ("regressions_rank".into(), suspect(function).0),
+                    ("regressions_significant".into(), suspect(function).1),
                 ];
                 numbers.extend(features("before_", before.function(function)));
                 numbers.extend(features("after_", after.function(function)));

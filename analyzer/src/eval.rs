@@ -12,7 +12,11 @@
 //!   three functions and not all elasticities equal).
 //!
 //! For cases: top-1 / top-3 of the injected function, ranked on the window after the change
-//! (and by the change against the window before it, for delta methods).
+//! (and, for the `_delta` methods, by the change against the window before it: times per
+//! second of window, shares as they are), and by `critpath regressions` itself. For the
+//! method `regressions_significant`, `top1` is the share of cases where `regressions` calls
+//! the injected function's change significant and `top3` the share where it calls any other
+//! work function's change significant (a false-positive rate, among work functions).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -242,13 +246,23 @@ fn injected(t: &Table) -> Result<CaseReport, String> {
         let after = t.num(&format!("after_{column}"))?;
         methods.push((method.to_owned(), Box::new(move |r| Ok(after[r]))));
         let before = t.num(&format!("before_{column}"))?;
+        // Times are compared per second of window; shares as they are.
+        let per_second = column.ends_with("_s");
         methods.push((
             format!("{method}_delta"),
             Box::new(move |r| {
-                Ok(after[r] / after_s[r].max(1e-9) - before[r] / before_s[r].max(1e-9))
+                Ok(if per_second {
+                    after[r] / after_s[r].max(1e-9) - before[r] / before_s[r].max(1e-9)
+                } else {
+                    after[r] - before[r]
+                })
             }),
         ));
     }
+    // `critpath regressions` itself: its own order (significant suspects first).
+    let rank = t.num("regressions_rank")?;
+    methods.push(("regressions".to_owned(), Box::new(move |r| Ok(-rank[r]))));
+    let significant = t.num("regressions_significant")?;
     let mut sums: BTreeMap<(String, String, String), Sums> = BTreeMap::new();
     for rows in groups(t, &["program", "kind"])? {
         let (family, kind) = (families[rows[0]].as_str(), kinds[rows[0]].as_str());
@@ -271,6 +285,27 @@ fn injected(t: &Table) -> Result<CaseReport, String> {
                 s.top3 += f64::from(u8::from(ranking.iter().take(3).any(|&i| i == target)));
                 s.ndcg5 += ndcg(&ranking, &gains, 5);
             }
+        }
+        // How often `regressions` calls the injected change significant, and anything else.
+        let flagged = |pick: &dyn Fn(usize) -> bool| {
+            f64::from(u8::from(
+                rows.iter()
+                    .enumerate()
+                    .any(|(i, &r)| pick(i) && significant[r] > 0.5),
+            ))
+        };
+        for fam in [family, "all"] {
+            let s = sums
+                .entry((
+                    "regressions_significant".to_owned(),
+                    kind.to_owned(),
+                    fam.to_owned(),
+                ))
+                .or_default();
+            s.programs += 1;
+            // top1: the injected function flagged; top3: any other work function flagged.
+            s.top1 += flagged(&|i| i == target);
+            s.top3 += flagged(&|i| i != target);
         }
     }
     let mut report = CaseReport::new();

@@ -238,14 +238,14 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     if !evaluation.cases.is_empty() {
         println!("\nfinding the injected function (deploys: regressions; stalls: slow windows):");
         println!(
-            "{:<21} {:<7} {:<11} {:>4} {:>6} {:>6}",
+            "{:<23} {:<7} {:<11} {:>4} {:>6} {:>6}",
             "method", "case", "family", "n", "top1", "top3"
         );
         for (method, kinds) in &evaluation.cases {
             for (kind, families) in kinds {
                 for (family, m) in families {
                     println!(
-                        "{:<21} {:<7} {:<11} {:>4} {:>6.2} {:>6.2}",
+                        "{:<23} {:<7} {:<11} {:>4} {:>6.2} {:>6.2}",
                         method, kind, family, m.programs, m.top1, m.top3
                     );
                 }

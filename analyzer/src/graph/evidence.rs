@@ -52,6 +52,24 @@ pub struct Stack {
     pub cpu_ns: f64,
     /// Off-CPU time by cause ([`Cause::ALL`] order), ns.
     pub off_cpu_ns: [f64; 6],
+    /// For an off-CPU stack: the program function it blocked in (the innermost user frame that
+    /// is neither the C library nor Rust's standard library), if any.
+    pub waiting_in: Option<FunctionId>,
+}
+
+/// Whether a user frame belongs to the program rather than to the C or Rust runtime (whose
+/// frames sit between a program's function and the system call it blocks in).
+fn is_program_frame(frame: &crate::Frame) -> bool {
+    const RUNTIME_MODULES: [&str; 4] = ["libc.so", "libc-", "ld-linux", "libpthread"];
+    const RUNTIME_PREFIXES: [&str; 8] = [
+        "std::", "core::", "alloc::", "<std::", "<core::", "<alloc::", "__", "[",
+    ];
+    let module = frame.module.as_deref().map(crate::module_basename);
+    frame.kind == crate::FrameKind::User
+        && !module.is_some_and(|m| RUNTIME_MODULES.iter().any(|p| m.starts_with(p)))
+        && !RUNTIME_PREFIXES
+            .iter()
+            .any(|p| frame.function.starts_with(p))
 }
 
 /// A wait (or the sum of several alike) and who ended it.
@@ -189,12 +207,18 @@ impl Evidence {
                 }
                 _ => None,
             };
+            let waiting_in = cause.and_then(|_| {
+                let f = frames.iter().rev().find(|f| is_program_frame(f))?;
+                Some(f.function.clone())
+            });
+            let waiting_in = waiting_in.map(|name| ev.function(&name));
             let frames = ev.frames(frames.iter().map(|f| f.function.as_str()));
             let mut stack = Stack {
                 thread,
                 frames,
                 cpu_ns: 0.0,
                 off_cpu_ns: [0.0; 6],
+                waiting_in,
             };
             match cause {
                 Some(cause) => {

@@ -213,6 +213,7 @@ mod tests {
                 frames,
                 cpu_ns: cpu_s * 1e9,
                 off_cpu_ns: [0.0; 6],
+                waiting_in: None,
             });
         }
         let a = Analysis::new(&ev);

@@ -16,6 +16,7 @@ fn cpu(ev: &mut Evidence, t: ThreadId, stack: &[&str], ms: f64) {
         frames,
         cpu_ns: ms * 1e6,
         off_cpu_ns: [0.0; 6],
+        waiting_in: None,
     });
 }
 
@@ -31,6 +32,7 @@ fn wait(ev: &mut Evidence, t: ThreadId, waker: Actor, cause: Cause, ms: f64) {
         frames: frames.clone(),
         cpu_ns: 0.0,
         off_cpu_ns: off,
+        waiting_in: None,
     });
     let waker_frames = match waker {
         Actor::Thread(_) => ev.frames(["main", "serve", "unlock"]),
@@ -178,4 +180,47 @@ fn call_graph_and_delta() {
     let ranked = rank(&after, &b, Method::CpuDelta, Some((&a, &ev)));
     assert_eq!(ranked[0].0, "holder");
     assert!((ranked[0].1 - (0.3 - 0.2)).abs() < 1e-9, "{ranked:?}");
+}
+
+/// A request thread waiting for a device thread whose service time is a sleep inside its
+/// function: the wait is charged to that function, not to the kernel's timer.
+#[test]
+fn kernel_waits_are_charged_to_the_function_blocked_in() {
+    let mut ev = Evidence::new(1.0);
+    let (client, device) = (thread(&mut ev, 1), thread(&mut ev, 2));
+    cpu(&mut ev, client, &["main", "prepare"], 100.0);
+    wait(&mut ev, client, Actor::Thread(device), Cause::Io, 400.0);
+    cpu(&mut ev, device, &["main", "device_service"], 10.0);
+    let frames = ev.frames(["main", "device_service", "nanosleep"]);
+    let service = ev.function_id("device_service").unwrap();
+    let mut off = [0.0; 6];
+    off[Cause::Sleep as usize] = 390e6;
+    ev.stacks.push(Stack {
+        thread: device,
+        frames: frames.clone(),
+        cpu_ns: 0.0,
+        off_cpu_ns: off,
+        waiting_in: Some(service),
+    });
+    ev.waits.push(Wait {
+        wakee: device,
+        wakee_frames: frames,
+        waker: Actor::Kernel(Cause::Sleep),
+        waker_frames: Vec::new(),
+        cause: Cause::Sleep,
+        ns: 390e6,
+        count: 1.0,
+    });
+    let a = Analysis::new(&ev);
+    assert_eq!(
+        rank(&ev, &a, Method::CriticalPath, None)[0].0,
+        "device_service"
+    );
+    assert_eq!(rank(&ev, &a, Method::Cpu, None)[0].0, "prepare");
+    let shares = &a.blame.shares[client as usize];
+    assert!(
+        (shares[&Sink::Function(service)] - 0.8).abs() < 1e-9,
+        "{shares:?}"
+    );
+    assert!(!shares.contains_key(&Sink::Kernel(Cause::Sleep)));
 }

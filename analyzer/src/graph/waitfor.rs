@@ -37,8 +37,14 @@ pub struct WaitFor {
     nodes: HashMap<Actor, NodeIndex>,
     /// Per thread: on-CPU self time by leaf function, ns.
     own: Vec<HashMap<FunctionId, f64>>,
-    /// Per thread: waits the kernel ended or nobody was seen ending, by cause, ns.
+    /// Per thread: waits the kernel ended or nobody was seen ending, by cause, ns (all of them:
+    /// the part spent in a known function is also in `waiting_in`).
     kernel: Vec<[f64; 6]>,
+    /// Per thread: the part of `kernel` spent blocked inside a program function (a sleep or a
+    /// device read in `device_service`), by that function, ns.
+    waiting_in: Vec<HashMap<FunctionId, f64>>,
+    /// Per thread: the rest of `kernel`, by cause, ns.
+    kernel_left: Vec<[f64; 6]>,
     /// Per thread: waits other threads ended, ns.
     on_threads: Vec<HashMap<ThreadId, f64>>,
     /// Per thread: how many waits other threads ended.
@@ -144,6 +150,27 @@ impl WaitFor {
                 kernel[t][c] += (off[t][c] - explained[t][c]).max(0.0);
             }
         }
+        // The kernel's waits are charged to the program function the thread blocked in, where
+        // the stack shows one (each stack's share of its thread's kernel time for that cause);
+        // waiting to run (run queue) stays the CPU's.
+        let mut waiting_in: Vec<HashMap<FunctionId, f64>> = vec![HashMap::new(); n];
+        let mut kernel_left = kernel.clone();
+        for s in &evidence.stacks {
+            let (t, Some(f)) = (s.thread as usize, s.waiting_in) else {
+                continue;
+            };
+            for c in Cause::ALL {
+                let (i, ns) = (c as usize, s.off_cpu_ns[c as usize]);
+                if c == Cause::RunQueue || ns <= 0.0 || off[t][i] <= 0.0 {
+                    continue;
+                }
+                let charged = (ns * kernel[t][i] / off[t][i]).min(kernel_left[t][i]);
+                if charged > 0.0 {
+                    *waiting_in[t].entry(f).or_insert(0.0) += charged;
+                    kernel_left[t][i] -= charged;
+                }
+            }
+        }
         let mut graph = DiGraph::new();
         let mut nodes = HashMap::new();
         let mut node = |graph: &mut DiGraph<Actor, f64>, a: Actor| {
@@ -173,6 +200,8 @@ impl WaitFor {
             nodes,
             own,
             kernel,
+            waiting_in,
+            kernel_left,
             on_threads,
             wait_counts,
         }
@@ -241,7 +270,10 @@ impl WaitFor {
     }
 
     /// Redistributes every thread's waits onto what the threads it waited for spent their time
-    /// on, cascading: shares(t) = (own(t) + kernel(t) + Σ_b waited(t, b) · shares(b)) / total(t).
+    /// on, cascading: shares(t) = (own(t) + kernel(t) + Σ_b waited(t, b) · shares(b)) / total(t),
+    /// where own(t) is its on-CPU time by function and kernel(t) its waits the kernel ended,
+    /// charged to the program function it blocked in where its stack shows one (a device's
+    /// service time is the device function's), else to the kernel by cause.
     pub fn redistribute(&self, _evidence: &Evidence) -> Blame {
         let n = self.own.len();
         let totals: Vec<f64> = (0..n)
@@ -256,11 +288,11 @@ impl WaitFor {
                     next.push(s);
                     continue;
                 }
-                for (&f, &ns) in &self.own[t] {
+                for (&f, &ns) in self.own[t].iter().chain(&self.waiting_in[t]) {
                     *s.entry(Sink::Function(f)).or_default() += ns / total;
                 }
                 for c in Cause::ALL {
-                    let ns = self.kernel[t][c as usize];
+                    let ns = self.kernel_left[t][c as usize];
                     if ns > 0.0 {
                         *s.entry(Sink::Kernel(c)).or_default() += ns / total;
                     }

@@ -196,6 +196,17 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Spawns a named thread (the name shows in profiles as the thread's `comm`).
+fn spawn<T: Send + 'static>(
+    name: String,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(body)
+        .expect("spawning a thread")
+}
+
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: pipe(2) fills two descriptors we then own.
@@ -240,10 +251,10 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
         devices,
     });
 
-    for (pool, rx) in spec.pools.iter().zip(&pool_rx) {
-        for _ in 0..pool.workers {
+    for (p, (pool, rx)) in spec.pools.iter().zip(&pool_rx).enumerate() {
+        for w in 0..pool.workers {
             let (shared, rx) = (Arc::clone(&work), Arc::clone(rx));
-            threads.push(std::thread::spawn(move || {
+            threads.push(spawn(format!("pool{p}-{w}"), move || {
                 loop {
                     let job = rx.lock().expect("pool queue").recv();
                     let Ok((function, reply)) = job else { break };
@@ -255,7 +266,7 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
     }
     for (i, rx) in device_rx.into_iter().enumerate() {
         let shared = Arc::clone(&work);
-        threads.push(std::thread::spawn(move || {
+        threads.push(spawn(format!("device{i}"), move || {
             let device = &shared.spec.devices[i];
             while let Ok(fd) = rx.recv() {
                 // The service time is spent inside the device's function: its wait names it.
@@ -269,9 +280,9 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
             }
         }));
     }
-    for b in &spec.background {
+    for (i, b) in spec.background.iter().enumerate() {
         let (shared, stop, b) = (Arc::clone(&work), Arc::clone(&stop), b.clone());
-        threads.push(std::thread::spawn(move || {
+        threads.push(spawn(format!("housekeeping{i}"), move || {
             // Housekeeping runs at idle priority, as background work usually does: it takes
             // the CPU time requests leave, and stays off their path.
             let param = libc::sched_param { sched_priority: 0 };
@@ -298,7 +309,7 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
             .collect();
         changes.sort_by_key(|(_, c)| c.at);
         let (work, stop) = (Arc::clone(&work), Arc::clone(&stop));
-        threads.push(std::thread::spawn(move || {
+        threads.push(spawn("changes".to_owned(), move || {
             for (function, change) in changes {
                 while !stop.load(Ordering::Relaxed) && start.elapsed() < change.at {
                     let left = change.at.saturating_sub(start.elapsed());
@@ -319,9 +330,9 @@ pub fn run(spec: &Spec, config: &RunConfig) -> Outcome {
     // Requests still queued this long after arrivals stop are counted unfinished.
     let drain_until = end_at + Duration::from_secs(2);
     let frontends: Vec<_> = (0..spec.frontends)
-        .map(|_| {
+        .map(|i| {
             let (shared, arrivals) = (Arc::clone(&shared), Arc::clone(&arrivals_rx));
-            std::thread::spawn(move || {
+            spawn(format!("frontend{i}"), move || {
                 let (answer_r, answer_w) = pipe();
                 let mut served = Vec::new();
                 loop {

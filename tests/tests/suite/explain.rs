@@ -222,3 +222,27 @@ fn regressions_find_the_deploy_and_no_false_positives() {
         "an untouched program has significant suspects: {untouched:#}"
     );
 }
+
+/// The committed evaluation (`models/eval/graph.json`) is what `critpath eval` computes from the
+/// committed dataset: neither can drift from the code without this failing.
+#[test]
+fn committed_evaluation_matches_the_dataset() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("graph.json");
+    run_critpath(&[
+        "eval",
+        "--dataset",
+        root.join("models/data").to_str().unwrap(),
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let computed: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let committed: Value =
+        serde_json::from_slice(&std::fs::read(root.join("models/eval/graph.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        computed, committed,
+        "regenerate with `critpath eval --dataset models/data --json models/eval/graph.json`"
+    );
+}

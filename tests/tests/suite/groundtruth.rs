@@ -3,7 +3,7 @@
 
 use critpath_analyzer::export::folded;
 
-use super::common::{critpath, kernel_tests_enabled, workload};
+use super::common::{critpath, kernel_tests_enabled, run_critpath, workload};
 
 #[test]
 fn records_the_baseline_with_the_sampler() {
@@ -70,4 +70,75 @@ fn records_the_baseline_with_the_sampler() {
     let wakeups: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("wakeups.json")).unwrap()).unwrap();
     assert!(!wakeups.as_array().unwrap().is_empty());
+}
+
+/// The dataset's quick mode, end to end: the runner measures and records one lock-bound program
+/// with its deploy and stall cases, `critpath dataset pack` turns it into Parquet tables, and
+/// `critpath eval` scores the methods on them: the critical path finds the measured bottleneck
+/// and the stalled lock holder.
+#[test]
+fn dataset_quick_mode_end_to_end() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let out = std::process::Command::new(workload("dataset"))
+        .args(["--out", work.to_str().unwrap()])
+        .args(["--families", "lock_bound", "--seeds", "3..3"])
+        .args(["--seconds", "1.5", "--rounds", "1", "--utilisation", "0.5"])
+        .args(["--record", "--cases-every", "3"])
+        .env("CRITPATH", critpath())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("lock_bound-3: done"),
+        "{stderr}"
+    );
+    let program = work.join("programs/lock_bound-3");
+    for file in [
+        "truth.json",
+        "profile.pb.gz",
+        "wakeups.json",
+        "cases/stall/case.json",
+    ] {
+        assert!(program.join(file).exists(), "{file} missing: {stderr}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["programs"][0]["status"], "done");
+    assert_eq!(manifest["cases_every"], 3);
+
+    let data = dir.path().join("data");
+    run_critpath(&[
+        "dataset",
+        "pack",
+        work.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    for table in ["functions.parquet", "programs.parquet", "cases.parquet"] {
+        assert!(data.join(table).exists(), "{table} missing");
+    }
+    let json = dir.path().join("eval.json");
+    run_critpath(&[
+        "eval",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let eval: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let p50 = &eval["elasticity"]["critical_path"]["lock_bound"]["p50"];
+    assert_eq!(p50["programs"], 1, "{eval:#}");
+    assert_eq!(
+        p50["top1"], 1.0,
+        "the critical path misses the bottleneck: {eval:#}"
+    );
+    let stall = &eval["cases"]["critical_path"]["stall"]["lock_bound"];
+    assert_eq!(
+        stall["top1"], 1.0,
+        "the critical path misses the stall: {eval:#}"
+    );
 }

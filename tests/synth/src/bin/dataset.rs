@@ -129,11 +129,17 @@ fn main() {
                 }
             }
             let ok = cmd.status().is_ok_and(|s| s.success());
-            if ok {
+            // A measurement that completed is kept even when its recording failed (the
+            // recording is redone by `--record-only`).
+            let measured = tmp.join("truth.json").exists();
+            if ok || (measured && !record_only) {
+                if !ok {
+                    let _ = std::fs::remove_file(tmp.join("profile.pb.gz"));
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::rename(&tmp, &dir)
                     .unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
-                "done"
+                if ok { "done" } else { "measured, not recorded" }
             } else {
                 "failed"
             }

@@ -122,22 +122,29 @@ fn main() {
         .as_f64()
         .unwrap_or_else(|| fail("the measurement has no truth.rate"));
     let text = serde_json::to_string_pretty(&json).expect("JSON");
+    // The measurement first: a recording that fails must not lose minutes of measuring.
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &text).unwrap_or_else(|e| fail(&format!("writing {path}: {e}")))
+        }
+        None => println!("{text}"),
+    }
     if let Some(dir) = record {
         let dir = Path::new(&dir);
         record_baseline(dir, &spec, &protocol, rate, &text);
         if cases {
             for kind in CaseKind::ALL {
-                if let Some(case) = Case::choose(&spec, kind) {
-                    record_case(&dir.join("cases").join(kind.name()), &case, rate);
+                let Some(case) = Case::choose(&spec, kind) else {
+                    continue;
+                };
+                let case_dir = dir.join("cases").join(kind.name());
+                if let Err(e) = record_case(&case_dir, &case, rate) {
+                    // A case is a few seconds to record again (`dataset --record-only`).
+                    eprintln!("groundtruth: {} case skipped: {e}", kind.name());
+                    let _ = std::fs::remove_dir_all(&case_dir);
                 }
             }
         }
-    }
-    match out {
-        Some(path) => {
-            std::fs::write(&path, text).unwrap_or_else(|e| fail(&format!("writing {path}: {e}")))
-        }
-        None => println!("{text}"),
     }
 }
 
@@ -219,8 +226,8 @@ fn record_baseline(dir: &Path, spec: &Spec, protocol: &Protocol, rate: f64, trut
 
 /// Runs a case: the program with its change injected, recorded in a window before the change
 /// and one after it.
-fn record_case(dir: &Path, case: &Case, rate: f64) {
-    std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+fn record_case(dir: &Path, case: &Case, rate: f64) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let spec = dir.join("../../spec.json");
     eprintln!(
         "groundtruth: {} case: {} ({}) ×{} at {} s",
@@ -245,35 +252,51 @@ fn record_case(dir: &Path, case: &Case, rate: f64) {
             .arg(format!("{}={}@{}", c.function, c.scale, c.at.as_secs_f64()));
     }
     let started = Instant::now();
-    let child = program
+    let mut child = program
         .spawn()
-        .unwrap_or_else(|e| fail(&format!("starting synth_service: {e}")));
+        .map_err(|e| format!("starting synth_service: {e}"))?;
     let pid = child.id().to_string();
-    let window = |prefix: &str, from: f64, must_end: f64| {
+    let window = |prefix: &str, from: f64, must_end: f64| -> Result<(), String> {
         let wait = from - started.elapsed().as_secs_f64();
         if wait > 0.0 {
             std::thread::sleep(std::time::Duration::from_secs_f64(wait));
         }
-        check(
-            "critpath record",
-            record_command(dir, prefix)
-                .args(["-p", &pid, "-d", &CASE_RECORDING.to_string()])
-                .output(),
-        );
+        let output = record_command(dir, prefix)
+            .args(["-p", &pid, "-d", &CASE_RECORDING.to_string()])
+            .output()
+            .map_err(|e| format!("running critpath record: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "critpath record failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
         let ended = started.elapsed().as_secs_f64();
         if ended > must_end {
-            fail(&format!(
+            return Err(format!(
                 "the {prefix} recording ended {ended:.2} s into the run, after {must_end} s: it overlaps the change"
             ));
         }
+        Ok(())
     };
     // Each recording starts a little into its part of the run and must end before the part does
     // (starting the sampler takes about a second).
-    window("before", 0.2, case.at);
-    window("after", case.at + 0.1, case.until.unwrap_or(Case::SECONDS));
-    let output = check("synth_service", child.wait_with_output());
+    let recorded = window("before", 0.2, case.at)
+        .and_then(|()| window("after", case.at + 0.1, case.until.unwrap_or(Case::SECONDS)));
+    if let Err(e) = recorded {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for synth_service: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("synth_service failed ({})", output.status));
+    }
     let log = std::fs::read_to_string(dir.join("requests.csv"))
-        .unwrap_or_else(|e| fail(&format!("reading the request log: {e}")));
+        .map_err(|e| format!("reading the request log: {e}"))?;
     let requests: Vec<Request> = log
         .lines()
         .skip(1)
@@ -295,9 +318,9 @@ fn record_case(dir: &Path, case: &Case, rate: f64) {
         },
         "run": serde_json::from_slice::<serde_json::Value>(&output.stdout).ok(),
     });
-    write(
-        dir,
-        "case.json",
-        &serde_json::to_string_pretty(&json).expect("JSON"),
-    );
+    std::fs::write(
+        dir.join("case.json"),
+        serde_json::to_string_pretty(&json).expect("JSON"),
+    )
+    .map_err(|e| format!("writing case.json in {}: {e}", dir.display()))
 }
