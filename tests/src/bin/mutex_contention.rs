@@ -3,9 +3,12 @@
 //! block in `acquire_shared_lock`. Each acquisition is followed by ~20 µs of work, so waiters
 //! queue on the lock instead of hammering it whenever the holder lets go. `--red-herring` adds
 //! `housekeeping_burn`, a CPU-hungry thread that never touches the lock: the busiest thread, but
-//! not on the critical path.
+//! not on the critical path. `--herring-threads N` (default 1) runs it on N threads, at nice
+//! `--herring-nice` (default 19; at 0 they compete with the holder for the CPU as equals, and
+//! `housekeeping_burn` is then the busiest function by far on a small machine).
 //!
-//! Usage: `mutex_contention [SECONDS] [--waiters W] [--red-herring]`.
+//! Usage: `mutex_contention [SECONDS] [--waiters W] [--red-herring [--herring-threads N]
+//! [--herring-nice N]]`.
 //! Summary: holder iterations, waiter acquisitions, housekeeping chunks.
 
 use critpath_tests::workload::{Args, Deadline, burn, iterations_for, print_summary};
@@ -15,7 +18,10 @@ use std::time::Duration;
 
 #[inline(never)]
 fn main() {
-    let args = Args::parse(&[("waiters", 3)], &["red-herring"]);
+    let args = Args::parse(
+        &[("waiters", 3), ("herring-threads", 1), ("herring-nice", 19)],
+        &["red-herring"],
+    );
     let deadline = Deadline::after(args.duration);
     let held = iterations_for(Duration::from_millis(2));
     // Long enough (~5% of a cycle) for a woken waiter to get scheduled and take the lock.
@@ -37,14 +43,23 @@ fn main() {
             })
         })
         .collect();
-    let housekeeping = args.switch("red-herring").then(|| {
+    let housekeeping: Vec<_> = if args.switch("red-herring") {
         let chunk = iterations_for(Duration::from_micros(100));
-        spawn("housekeeping", move || housekeeping_burn(deadline, chunk))
-    });
+        let nice = args.option("herring-nice") as i32;
+        (0..args.option("herring-threads"))
+            .map(|_| {
+                spawn("housekeeping", move || {
+                    housekeeping_burn(deadline, chunk, nice)
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     let holder_iterations = join(holder);
     let waiter_acquisitions = waiters.into_iter().map(join).sum();
-    let housekeeping_chunks = housekeeping.map_or(0, join);
+    let housekeeping_chunks = housekeeping.into_iter().map(join).sum();
     print_summary(
         "mutex_contention",
         &[
@@ -103,13 +118,14 @@ fn acquire_shared_lock(lock: &Mutex<u64>) {
     *guard += 1;
 }
 
-/// Burns CPU at nice 19 until the deadline. The low priority keeps it from stealing CPU from
-/// the lock holder on a small machine (on 2 cores it would otherwise halve the holder's pace), so
-/// it is truly off the critical path while still being the busiest thread.
+/// Burns CPU at `nice` (default 19) until the deadline. The low priority keeps it from stealing
+/// CPU from the lock holder on a small machine (on 2 cores it would otherwise halve the holder's
+/// pace), so it is truly off the critical path while still being the busiest thread.
 #[inline(never)]
-fn housekeeping_burn(deadline: Deadline, chunk: u64) -> u64 {
+fn housekeeping_burn(deadline: Deadline, chunk: u64, nice: i32) -> u64 {
     // SAFETY: plain syscalls on this thread's own id, no pointers involved.
-    let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    let niced =
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
     if niced != 0 {
         eprintln!(
             "mutex_contention: renicing housekeeping: {}",

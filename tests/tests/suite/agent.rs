@@ -7,7 +7,7 @@ use critpath_analyzer::export::folded;
 use critpath_analyzer::store::Store;
 
 use super::common::{
-    Folded, critpath, inclusive, kernel_tests_enabled, now_ms, run_critpath, run_workload, workload,
+    Folded, critpath, inclusive, kernel_test, now_ms, run_critpath, run_workload, workload,
 };
 
 fn start_agent(dir: &std::path::Path) -> Child {
@@ -120,9 +120,9 @@ fn series(
 /// label selector, and `series` shows each workload's activity only while it ran.
 #[test]
 fn samples_survive_restart() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut agent = start_agent(dir.path());
     wait_ready(&mut agent);
@@ -218,9 +218,9 @@ fn samples_survive_restart() {
 /// queries succeed, and the samples lost are at most the interval being aggregated (1 s here).
 #[test]
 fn survives_sigkill() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let burner = Command::new(workload("cpu_ratio"))
         .arg("30")

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Path of a workload binary of this package.
 pub fn workload(name: &str) -> PathBuf {
@@ -19,6 +20,27 @@ pub fn critpath() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The machine, shared by the kernel tests: most hold it shared (they may run side by side);
+/// tests whose assertions need the CPUs to themselves (which thread burns the most CPU, how a
+/// synthetic program's latency responds to a change) hold it alone.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// A shared hold on the machine for a test that runs workloads but needs no kernel.
+pub fn shared_machine() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A shared hold on the machine for a kernel test, or `None` when kernel tests cannot run here
+/// (see [`kernel_tests_enabled`]).
+pub fn kernel_test() -> Option<RwLockReadGuard<'static, ()>> {
+    kernel_tests_enabled().then(shared_machine)
+}
+
+/// The machine to itself for a kernel test, or `None` when kernel tests cannot run here.
+pub fn kernel_test_alone() -> Option<RwLockWriteGuard<'static, ()>> {
+    kernel_tests_enabled().then(|| MACHINE.write().unwrap_or_else(PoisonError::into_inner))
 }
 
 /// Whether kernel tests can run here. Prints why not; panics under `CI=true`, where every

@@ -6,7 +6,7 @@ use std::process::Output;
 use critpath_analyzer::export::folded;
 use serde_json::Value;
 
-use super::common::{Folded, kernel_tests_enabled, position, run_critpath, workload};
+use super::common::{Folded, kernel_test, position, run_critpath, workload};
 
 /// An off-CPU recording: the off-CPU folded profile (ns), the wakeup edges, the workload's
 /// summary line and critpath's output.
@@ -109,9 +109,9 @@ fn names(v: &Value) -> Vec<String> {
 /// as lock waits, and the lock holder's function is what wakes them.
 #[test]
 fn mutex_waits_are_lock_waits_woken_by_the_holder() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let r = record_off_cpu("49", &[], &wl("mutex_contention", &["3", "--red-herring"]));
     // Blocked time: off CPU less the run-queue part, which grows when other tests load the
     // machine and is CPU contention, not waiting.
@@ -162,9 +162,9 @@ fn mutex_waits_are_lock_waits_woken_by_the_holder() {
 /// A thread that sleeps is off CPU for as long as it measured itself sleeping (±10%), as sleep.
 #[test]
 fn sleep_time_matches_wall_time() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let r = record_off_cpu("49", &[], &wl("sleeper", &["2", "--interval-ms", "10"]));
     let slept = r.summary["total_sleep_ns"].as_i64().unwrap();
     let off = total(&r.profile, |s| has(s, "::sleep_wait"));
@@ -196,9 +196,9 @@ fn sleep_time_matches_wall_time() {
 /// The consumer's waits for items are woken by the producer's function.
 #[test]
 fn consumer_woken_by_producer() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let r = record_off_cpu("49", &[], &wl("producer_consumer", &["2"]));
     let consumer: Vec<&Value> = r
         .edges
@@ -222,9 +222,9 @@ fn consumer_woken_by_producer() {
 /// Reading a pipe fed by a device thread is I/O, woken by the device's function.
 #[test]
 fn pipe_reads_are_io_woken_by_the_device() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let r = record_off_cpu("49", &[], &wl("pipe_io", &["2", "--service-ms", "5"]));
     let reads = total(&r.profile, |s| has(s, "::read_device"));
     let as_io = total(&r.profile, |s| has(s, "::read_device") && leaf_is(s, "io"));
@@ -249,9 +249,9 @@ fn pipe_reads_are_io_woken_by_the_device() {
 /// the recording still completes with what it kept.
 #[test]
 fn tiny_ring_buffer_counts_drops() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let r = record_off_cpu(
         "997",
         &["--ring-bytes", "4096", "--off-cpu-min-us", "0"],
@@ -276,9 +276,9 @@ fn tiny_ring_buffer_counts_drops() {
 /// when other tests load that CPU: up to 3×). Unweighted, it would be p ≈ 1/200 of that.
 #[test]
 fn budget_sampling_stays_unbiased() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let r = record_off_cpu(
         "49",
         &["--off-cpu-min-us", "0", "--off-cpu-budget", "1000"],

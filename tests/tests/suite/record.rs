@@ -6,7 +6,7 @@ use std::time::Duration;
 use critpath_analyzer::export::{folded, pprof};
 
 use super::common::{
-    Folded, inclusive, kernel_tests_enabled, position, reported_samples, run_critpath, workload,
+    Folded, inclusive, kernel_test, position, reported_samples, run_critpath, workload,
 };
 
 fn record_folded(args: &[&str]) -> (Folded, i64) {
@@ -26,9 +26,9 @@ fn record_folded(args: &[&str]) -> (Folded, i64) {
 /// main → run_cpu_ratio → hot_a.
 #[test]
 fn cpu_ratio_names_shares_and_roots() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let exe = workload("cpu_ratio");
     // 499 Hz: ~1500 samples in 3 s, so sampling noise on the 3:1 ratio stays far inside ±20%
     // even when other tests load the machine.
@@ -69,9 +69,9 @@ fn cpu_ratio_names_shares_and_roots() {
 /// Kernel frames are named under a write(2)-heavy workload, below the user function that calls.
 #[test]
 fn kernel_frames_named() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let exe = workload("syscall_heavy");
     let (profile, _) = record_folded(&["-F", "99", "--", exe.to_str().unwrap(), "2"]);
     let kernel_write = inclusive(&profile, "ksys_write_[k]") + inclusive(&profile, "vfs_write_[k]");
@@ -91,9 +91,9 @@ fn kernel_frames_named() {
 /// Children of the recorded command are followed: a workload started by a shell is profiled.
 #[test]
 fn follows_children() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let exe = workload("cpu_ratio");
     let script = format!("{} 1.5; true", exe.display());
     let (profile, _) = record_folded(&["-F", "99", "--", "/bin/sh", "-c", &script]);
@@ -107,9 +107,9 @@ fn follows_children() {
 /// the pprof output decodes with totals equal to the samples recorded and to its folded form.
 #[test]
 fn system_wide_pprof() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let spawn = |name: &str| {
         Command::new(workload(name))
             .arg("5")
@@ -194,9 +194,9 @@ fn rejects_bad_input() {
 /// their call chain and the thread labels.
 #[test]
 fn pprof_opens_in_go_tool_pprof() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cpu.pb.gz");
     let exe = workload("cpu_ratio");

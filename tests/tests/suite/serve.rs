@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use critpath_analyzer::export::folded;
 
-use super::common::{critpath, inclusive, kernel_tests_enabled, run_workload};
+use super::common::{critpath, inclusive, kernel_test, run_workload};
 
 struct Server {
     child: Child,
@@ -93,9 +93,9 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 /// function of the second window grown in /diff against the first, health and metrics.
 #[test]
 fn run_serves_the_store() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let addr = server.addr.as_str();
@@ -218,9 +218,9 @@ fn run_serves_the_store() {
 /// `critpath serve --ingest`, where they are found by host, pid and function through HTTP.
 #[test]
 fn agent_pushes_to_a_server() {
-    if !kernel_tests_enabled() {
+    let Some(_machine) = kernel_test() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), &["serve", "--ingest"], false);
     let addr = server.addr.as_str();

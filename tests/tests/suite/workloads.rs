@@ -7,6 +7,7 @@ use std::process::Command;
 /// Runs workload `exe` with `args` and returns its parsed JSON summary, checking the output
 /// contract: exit status 0 and exactly one stdout line, a JSON object naming `workload`.
 fn run(exe: &str, workload: &str, args: &[&str]) -> Value {
+    let _machine = super::common::shared_machine();
     let output = Command::new(exe)
         .args(args)
         .output()
