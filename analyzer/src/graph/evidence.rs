@@ -166,8 +166,8 @@ impl Evidence {
 
     /// The evidence of a recording: a profile with `cpu` values and, recorded with `critpath
     /// record --off-cpu`, `off_cpu` values, and its wakeup edges (none without off-CPU
-    /// recording: then only on-CPU evidence is known). Functions are the profile's non-inlined
-    /// frames (wakeup edges name no inlined frames either).
+    /// recording: then only on-CPU evidence is known). The stacks' functions are the profile's
+    /// non-inlined frames; wakeup edges carry names only, so their stacks keep every frame.
     ///
     /// # Errors
     ///
