@@ -21,8 +21,20 @@
 //!   (`regressions_rank`: 0 for its first suspect, `regressions_significant`: 1 when it calls the
 //!   change significant), and the features of both windows, prefixed `before_` and `after_`.
 //!
-//! Only work functions have rows: they are the candidates every method is judged on (the
-//! rest of a profile — `main`, the standard library, the kernel — has no measured truth).
+//! - `nodes.parquet` and `edges.parquet`: each program's baseline window as a graph, the input of
+//!   a model over the node set (issue 8). Nodes: every function of the window with any time,
+//!   pruned to [`MAX_NODES`] — the labelled work functions first, then the rest by time (on-CPU
+//!   and off-CPU inclusive time plus the time charged to it on the critical path), heaviest first;
+//!   columns `program`, `family`, `node` (index in the program), `function`, `labelled`, the
+//!   labels (0 where not labelled) and the features. Edges between kept nodes: `call` (caller →
+//!   callee, time through the edge), `wakeup` (the innermost kept function on a waker's stack →
+//!   the innermost kept function on the wakee's blocked stack, blocked time) and `same_thread`
+//!   (functions on CPU in the same thread, the smaller of their self times; the 16 heaviest per
+//!   thread), columns `program`, `kind`, `from`, `to`, `weight_s`.
+//!
+//! In `functions.parquet` and `cases.parquet` only work functions have rows: they are the
+//! candidates every method is judged on (the rest of a profile — `main`, the standard library,
+//! the kernel — has no measured truth).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -245,6 +257,78 @@ impl Table {
     }
 }
 
+/// Most nodes kept per program in `nodes.parquet`.
+pub const MAX_NODES: usize = 128;
+/// Functions per thread linked by `same_thread` edges.
+const SAME_THREAD_FUNCTIONS: usize = 16;
+
+/// One program's window as a graph for a model: kept function ids (node order) and edges
+/// `(kind, from node, to node, weight s)`.
+pub struct ModelGraph {
+    /// Kept functions, in node order.
+    pub nodes: Vec<crate::graph::FunctionId>,
+    /// Edges between nodes.
+    pub edges: Vec<(&'static str, usize, usize, f64)>,
+}
+
+impl ModelGraph {
+    /// The graph of a window; `labelled` functions are kept first.
+    pub fn new(window: &Window, labelled: &[crate::graph::FunctionId]) -> ModelGraph {
+        use std::collections::HashMap;
+        let ev = &window.evidence;
+        let a = &window.analysis;
+        let weight = |f: usize| {
+            let e = &a.functions[f];
+            e.cpu_total_s + e.off_cpu_total_s.iter().sum::<f64>() + e.blame_s
+        };
+        let mut rest: Vec<usize> = (0..ev.functions.len())
+            .filter(|&f| weight(f) > 0.0 && !labelled.contains(&(f as u32)))
+            .collect();
+        rest.sort_by(|&x, &y| weight(y).total_cmp(&weight(x)).then(x.cmp(&y)));
+        let mut nodes: Vec<u32> = labelled.to_vec();
+        nodes.extend(rest.iter().map(|&f| f as u32));
+        nodes.truncate(MAX_NODES);
+        let index: HashMap<u32, usize> = nodes.iter().enumerate().map(|(i, &f)| (f, i)).collect();
+        let mut edges: HashMap<(&'static str, usize, usize), f64> = HashMap::new();
+        for e in a.calls.graph.edge_indices() {
+            let (from, to) = a.calls.graph.edge_endpoints(e).expect("an edge");
+            let (from, to) = (a.calls.graph[from], a.calls.graph[to]);
+            if let (Some(&i), Some(&j)) = (index.get(&from), index.get(&to)) {
+                let w = a.calls.graph[e];
+                *edges.entry(("call", i, j)).or_default() += (w.cpu_ns + w.off_cpu_ns) / 1e9;
+            }
+        }
+        let innermost = |frames: &[u32]| frames.iter().rev().find_map(|f| index.get(f).copied());
+        for w in &ev.waits {
+            if let (Some(i), Some(j)) = (innermost(&w.waker_frames), innermost(&w.wakee_frames)) {
+                *edges.entry(("wakeup", i, j)).or_default() += w.ns / 1e9;
+            }
+        }
+        for t in 0..ev.threads.len() {
+            let mut own: Vec<(usize, f64)> = a
+                .waits
+                .thread_functions(t as u32)
+                .iter()
+                .filter_map(|(f, &ns)| Some((*index.get(f)?, ns / 1e9)))
+                .collect();
+            own.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            own.truncate(SAME_THREAD_FUNCTIONS);
+            for (k, &(i, wi)) in own.iter().enumerate() {
+                for &(j, wj) in &own[k + 1..] {
+                    let (i, j) = (i.min(j), i.max(j));
+                    *edges.entry(("same_thread", i, j)).or_default() += wi.min(wj);
+                }
+            }
+        }
+        let mut edges: Vec<_> = edges
+            .into_iter()
+            .map(|((k, i, j), w)| (k, i, j, w))
+            .collect();
+        edges.sort_by(|x, y| (x.0, x.1, x.2).cmp(&(y.0, y.1, y.2)));
+        ModelGraph { nodes, edges }
+    }
+}
+
 /// A recorded window: its evidence and analysis.
 pub struct Window {
     /// What was recorded.
@@ -324,12 +408,19 @@ pub fn pack(
             source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        // `.<name>.tmp` directories are programs being measured.
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .filter(|p| p.join("truth.json").exists())
         .collect();
     dirs.sort();
     let mut functions = Table::default();
     let mut programs = Table::default();
     let mut cases = Table::default();
+    let mut nodes = Table::default();
+    let mut edges = Table::default();
     let mut packed = Packed::default();
     for dir in &dirs {
         let name = dir
@@ -366,6 +457,50 @@ pub fn pack(
             ],
         );
         let window = Window::read(dir, "profile")?;
+        let labelled: Vec<(u32, &Value)> = rows
+            .iter()
+            .filter_map(|row| {
+                let name = row["name"].as_str()?;
+                let id = window
+                    .evidence
+                    .function_id(&format!("{WORK_PREFIX}{name}"))?;
+                Some((id, row))
+            })
+            .collect();
+        let ids: Vec<u32> = labelled.iter().map(|&(id, _)| id).collect();
+        let graph = ModelGraph::new(&window, &ids);
+        for (i, &f) in graph.nodes.iter().enumerate() {
+            let row = labelled.iter().find(|&&(id, _)| id == f).map(|&(_, r)| r);
+            let label =
+                |metric: &str| row.map_or(0.0, |r| r[metric]["value"].as_f64().unwrap_or(0.0));
+            let mut numbers: Vec<(String, f64)> = vec![
+                ("node".into(), i as f64),
+                ("labelled".into(), f64::from(u8::from(row.is_some()))),
+                ("p50".into(), label("p50")),
+                ("p99".into(), label("p99")),
+                ("throughput".into(), label("throughput")),
+            ];
+            numbers.extend(features("", Some(&window.analysis.functions[f as usize])));
+            let numbers: Vec<(&str, f64)> = numbers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            nodes.push(
+                &[
+                    ("program", name.clone()),
+                    ("family", family.clone()),
+                    ("function", window.evidence.functions[f as usize].clone()),
+                ],
+                &numbers,
+            );
+        }
+        for &(kind, from, to, weight) in &graph.edges {
+            edges.push(
+                &[("program", name.clone()), ("kind", kind.to_owned())],
+                &[
+                    ("from", from as f64),
+                    ("to", to as f64),
+                    ("weight_s", weight),
+                ],
+            );
+        }
         for row in rows {
             let function = row["name"].as_str().unwrap_or_default();
             let e = |metric: &str, k: &str| row[metric][k].as_f64().unwrap_or(0.0);
@@ -466,5 +601,93 @@ pub fn pack(
     if !cases.is_empty() {
         cases.write(&out.join("cases.parquet"))?;
     }
+    nodes.write(&out.join("nodes.parquet"))?;
+    edges.write(&out.join("edges.parquet"))?;
     Ok(packed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Actor, Stack, Wait};
+    use crate::offcpu::{Cause, ThreadRef};
+
+    /// A table survives Parquet; the model graph keeps labelled functions first, drops
+    /// functions with no time, and links calls, wakeups and functions of one thread.
+    #[test]
+    fn tables_and_model_graph() {
+        let mut t = Table::default();
+        t.push(&[("program", "a".into())], &[("x", 1.5)]);
+        t.push(&[("program", "b".into())], &[("x", -2.0)]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        t.write(&path).unwrap();
+        assert_eq!(Table::read(&path).unwrap(), t);
+
+        let mut ev = Evidence::new(1.0);
+        let thread = |ev: &mut Evidence, tid| {
+            ev.thread(&ThreadRef {
+                pid: 1,
+                tid,
+                comm: "t".into(),
+            })
+        };
+        let (a, b) = (thread(&mut ev, 1), thread(&mut ev, 2));
+        let idle = ev.function("idle");
+        for (t, stack, ms) in [
+            (a, ["main", "parse"], 10.0),
+            (a, ["main", "hold"], 50.0),
+            (b, ["main", "reply"], 5.0),
+        ] {
+            let frames = ev.frames(stack);
+            ev.stacks.push(Stack {
+                thread: t,
+                frames,
+                cpu_ns: ms * 1e6,
+                off_cpu_ns: [0.0; 6],
+                waiting_in: None,
+            });
+        }
+        let (wakee_frames, waker_frames) =
+            (ev.frames(["main", "reply"]), ev.frames(["main", "hold"]));
+        ev.waits.push(Wait {
+            wakee: b,
+            wakee_frames,
+            waker: Actor::Thread(a),
+            waker_frames,
+            cause: Cause::Lock,
+            ns: 40e6,
+            count: 1.0,
+        });
+        let analysis = Analysis::new(&ev);
+        let window = Window {
+            evidence: ev,
+            analysis,
+        };
+        let reply = window.evidence.function_id("reply").unwrap();
+        let g = ModelGraph::new(&window, &[reply]);
+        assert_eq!(g.nodes[0], reply);
+        assert!(!g.nodes.contains(&idle));
+        assert_eq!(g.nodes.len(), 4); // reply, then main, hold, parse
+        let node = |name: &str| {
+            let id = window.evidence.function_id(name).unwrap();
+            g.nodes.iter().position(|&n| n == id).unwrap()
+        };
+        let has = |kind: &str, from: &str, to: &str| {
+            let (i, j) = (node(from), node(to));
+            g.edges
+                .iter()
+                .any(|&(k, f, t, w)| k == kind && f == i && t == j && w > 0.0)
+        };
+        assert!(has("call", "main", "hold"));
+        assert!(has("wakeup", "hold", "reply"));
+        let (p, h) = (
+            node("parse").min(node("hold")),
+            node("parse").max(node("hold")),
+        );
+        assert!(g.edges.iter().any(|&(k, f, t, w)| k == "same_thread"
+            && f == p
+            && t == h
+            && (w - 0.01).abs() < 1e-12));
+    }
 }
