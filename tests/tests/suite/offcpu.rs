@@ -6,7 +6,7 @@ use std::process::Output;
 use critpath_analyzer::export::folded;
 use serde_json::Value;
 
-use super::common::{Folded, kernel_test, position, run_critpath, workload};
+use super::common::{Folded, kernel_test, kernel_test_alone, position, run_critpath, workload};
 
 /// An off-CPU recording: the off-CPU folded profile (ns), the wakeup edges, the workload's
 /// summary line and critpath's output.
@@ -196,7 +196,8 @@ fn sleep_time_matches_wall_time() {
 /// The consumer's waits for items are woken by the producer's function.
 #[test]
 fn consumer_woken_by_producer() {
-    let Some(_machine) = kernel_test() else {
+    // Alone: on a busy machine a tenth of the waits' wakers are seen elsewhere.
+    let Some(_machine) = kernel_test_alone() else {
         return;
     };
     let r = record_off_cpu("49", &[], &wl("producer_consumer", &["2"]));
