@@ -556,6 +556,7 @@ pub fn pack(
             };
             for row in rows {
                 let function = row["name"].as_str().unwrap_or_default();
+                let (rank, significant) = suspect(function);
                 let mut numbers: Vec<(String, f64)> = vec![
                     ("seed".into(), seed),
                     ("injected".into(), f64::from(u8::from(function == injected))),
@@ -570,8 +571,8 @@ pub fn pack(
                     ),
                     ("before_seconds".into(), before.evidence.seconds),
                     ("after_seconds".into(), after.evidence.seconds),
-                    ("regressions_rank".into(), suspect(function).0),
-                    ("regressions_significant".into(), suspect(function).1),
+                    ("regressions_rank".into(), rank),
+                    ("regressions_significant".into(), significant),
                 ];
                 numbers.extend(features("before_", before.function(function)));
                 numbers.extend(features("after_", after.function(function)));

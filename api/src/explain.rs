@@ -11,17 +11,24 @@ use serde::Serialize;
 
 use crate::cli::{EvalArgs, ExplainArgs, PackArgs, RegressionsArgs};
 
-fn evidence(profile: &Path, wakeups: &Path) -> anyhow::Result<Evidence> {
+/// The evidence of a recording: its profile and, when given, its wakeup edges.
+fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result<Evidence> {
     let bytes = std::fs::read(profile).with_context(|| format!("reading {}", profile.display()))?;
     let profile_data =
         pprof::decode(&bytes).with_context(|| format!("decoding {}", profile.display()))?;
-    let text = std::fs::read(wakeups).with_context(|| format!("reading {}", wakeups.display()))?;
-    let edges: Vec<WakeupEdge> = serde_json::from_slice(&text).with_context(|| {
-        format!(
-            "{}: expected the wakeup edges of `critpath record --wakeups`",
-            wakeups.display()
-        )
-    })?;
+    let edges: Vec<WakeupEdge> = match wakeups {
+        Some(wakeups) => {
+            let text =
+                std::fs::read(wakeups).with_context(|| format!("reading {}", wakeups.display()))?;
+            serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: expected the wakeup edges of `critpath record --wakeups`",
+                    wakeups.display()
+                )
+            })?
+        }
+        None => Vec::new(),
+    };
     Evidence::from_recording(&profile_data, &edges)
         .with_context(|| format!("reading {}", profile.display()))
 }
@@ -62,11 +69,11 @@ fn actor_name(ev: &Evidence, actor: Actor) -> String {
 /// `critpath explain`.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     let method: Method = args.method.parse().map_err(anyhow::Error::msg)?;
-    let ev = evidence(&args.profile, &args.wakeups)?;
+    let ev = evidence(&args.profile, Some(&args.wakeups))?;
     let analysis = Analysis::new(&ev);
     let baseline = match (&args.baseline_profile, &args.baseline_wakeups) {
         (Some(p), Some(w)) => {
-            let b = evidence(p, w)?;
+            let b = evidence(p, Some(w))?;
             let a = Analysis::new(&b);
             Some((a, b))
         }
@@ -164,16 +171,10 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn profile_evidence(path: &Path) -> anyhow::Result<Evidence> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let profile = pprof::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
-    Evidence::from_recording(&profile, &[]).with_context(|| format!("reading {}", path.display()))
-}
-
 /// `critpath regressions`.
 pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
-    let before = profile_evidence(&args.before)?;
-    let after = profile_evidence(&args.after)?;
+    let before = evidence(&args.before, None)?;
+    let after = evidence(&args.after, None)?;
     let (ab, aa) = (Analysis::new(&before), Analysis::new(&after));
     let suspects = graph::regressions((&before, &ab), (&after, &aa));
     let shown: Vec<_> = suspects.iter().take(args.top).collect();

@@ -181,7 +181,7 @@ impl Analysis {
     pub fn new(evidence: &Evidence) -> Analysis {
         let calls = CallGraph::build(evidence);
         let waits = WaitFor::build(evidence);
-        let blame = waits.redistribute(evidence);
+        let blame = waits.redistribute();
         let knots = waits.knots();
         let request_total: f64 = blame
             .request_threads

@@ -274,7 +274,7 @@ impl WaitFor {
     /// where own(t) is its on-CPU time by function and kernel(t) its waits the kernel ended,
     /// charged to the program function it blocked in where its stack shows one (a device's
     /// service time is the device function's), else to the kernel by cause.
-    pub fn redistribute(&self, _evidence: &Evidence) -> Blame {
+    pub fn redistribute(&self) -> Blame {
         let n = self.own.len();
         let totals: Vec<f64> = (0..n)
             .map(|t| self.thread_total_ns(t as ThreadId))

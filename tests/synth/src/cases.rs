@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::runtime::{Change, Request};
+use crate::runtime::Change;
+pub use crate::runtime::WindowLatency;
 use crate::spec::{Rng, Spec, Stage};
 
 /// What is injected.
@@ -164,43 +165,10 @@ pub fn request_path_functions(spec: &Spec) -> Vec<usize> {
     out
 }
 
-/// Latency of the requests that arrived in a window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct WindowLatency {
-    /// Requests that arrived in the window and completed.
-    pub requests: usize,
-    /// Median latency, µs.
-    pub p50_us: f64,
-    /// 99th percentile latency, µs.
-    pub p99_us: f64,
-}
-
-impl WindowLatency {
-    /// Latency of the requests arriving in `[from, to)` seconds.
-    pub fn of(requests: &[Request], (from, to): (f64, f64)) -> WindowLatency {
-        let (from, to) = ((from * 1e9) as u64, (to * 1e9) as u64);
-        let mut latencies: Vec<u64> = requests
-            .iter()
-            .filter(|r| (from..to).contains(&r.arrival_ns))
-            .map(|r| r.end_ns - r.arrival_ns)
-            .collect();
-        latencies.sort_unstable();
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-                .map_or(0.0, |&ns| ns as f64 / 1e3)
-        };
-        WindowLatency {
-            requests: latencies.len(),
-            p50_us: pct(0.5),
-            p99_us: pct(0.99),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Request;
     use crate::spec::Family;
 
     /// Every family has a deploy case on its request path; stalls exist exactly where a lock or

@@ -94,14 +94,28 @@ pub struct Outcome {
     pub config: RunConfig,
 }
 
-impl Outcome {
-    /// Latency percentiles and throughput after the warm-up.
-    pub fn summary(&self) -> Summary {
-        let warmup = self.config.warmup.as_nanos() as u64;
-        let mut latencies: Vec<u64> = self
-            .requests
+/// Latency of the requests that arrived in a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct WindowLatency {
+    /// Requests that arrived in the window and completed.
+    pub requests: usize,
+    /// Median latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile latency, µs.
+    pub p99_us: f64,
+}
+
+impl WindowLatency {
+    /// Latency of the requests arriving in `[from, to)` seconds.
+    pub fn of(requests: &[Request], (from, to): (f64, f64)) -> WindowLatency {
+        Self::of_ns(requests, (from * 1e9) as u64..(to * 1e9) as u64)
+    }
+
+    /// Latency of the requests arriving in `arrivals` (ns since the run started).
+    pub fn of_ns(requests: &[Request], arrivals: std::ops::Range<u64>) -> WindowLatency {
+        let mut latencies: Vec<u64> = requests
             .iter()
-            .filter(|r| r.arrival_ns >= warmup)
+            .filter(|r| arrivals.contains(&r.arrival_ns))
             .map(|r| r.end_ns - r.arrival_ns)
             .collect();
         latencies.sort_unstable();
@@ -110,13 +124,26 @@ impl Outcome {
                 .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
                 .map_or(0.0, |&ns| ns as f64 / 1e3)
         };
-        let span = (self.config.duration - self.config.warmup).as_secs_f64();
-        Summary {
+        WindowLatency {
             requests: latencies.len(),
-            unfinished: self.unfinished,
-            throughput: latencies.len() as f64 / span,
             p50_us: pct(0.5),
             p99_us: pct(0.99),
+        }
+    }
+}
+
+impl Outcome {
+    /// Latency percentiles and throughput after the warm-up.
+    pub fn summary(&self) -> Summary {
+        let warmup = self.config.warmup.as_nanos() as u64;
+        let latency = WindowLatency::of_ns(&self.requests, warmup..u64::MAX);
+        let span = (self.config.duration - self.config.warmup).as_secs_f64();
+        Summary {
+            requests: latency.requests,
+            unfinished: self.unfinished,
+            throughput: latency.requests as f64 / span,
+            p50_us: latency.p50_us,
+            p99_us: latency.p99_us,
             cpu_seconds: self.cpu_seconds.clone(),
         }
     }
