@@ -19,7 +19,7 @@
 //!   windows' latency `p50_before_us`, `p50_after_us`, the window lengths `before_seconds` and
 //!   `after_seconds`, what `critpath regressions` makes of the two windows
 //!   (`regressions_rank`: 0 for its first suspect, `regressions_significant`: 1 when it calls the
-//!   change significant), and the features of both windows, prefixed `before_` and `after_`.
+//!   change a regression, a significant growth), and the features of both windows, prefixed `before_` and `after_`.
 //!
 //! - `nodes.parquet` and `edges.parquet`: each program's baseline window as a graph, the input of
 //!   a model over the node set (issue 8). Nodes: every function of the window with any time,
@@ -540,7 +540,7 @@ pub fn pack(
             );
             let injected = c["case"]["function"].as_str().unwrap_or_default();
             // What `critpath regressions` says of the two windows: each work function's rank
-            // (significant suspects first) and significance.
+            // (regressions first) and whether it calls the function's change a regression.
             let suspects = regressions(
                 (&before.evidence, &before.analysis),
                 (&after.evidence, &after.analysis),
@@ -551,7 +551,7 @@ pub fn pack(
                     .iter()
                     .position(|s| s.function == full)
                     .map_or((suspects.len() as f64, 0.0), |i| {
-                        (i as f64, f64::from(u8::from(suspects[i].significant)))
+                        (i as f64, f64::from(u8::from(suspects[i].regression)))
                     })
             };
             for row in rows {

@@ -15,8 +15,9 @@
 //! (and, for the `_delta` methods, by the change against the window before it: times per
 //! second of window, shares as they are), and by `critpath regressions` itself. For the
 //! method `regressions_significant`, `top1` is the share of cases where `regressions` calls
-//! the injected function's change significant and `top3` the share where it calls any other
-//! work function's change significant (a false-positive rate, among work functions).
+//! the injected function's change a regression (a significant growth) and `top3` the share
+//! where it calls any other work function's change one (a false-positive rate, among work
+//! functions).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -259,7 +260,7 @@ fn injected(t: &Table) -> Result<CaseReport, String> {
             }),
         ));
     }
-    // `critpath regressions` itself: its own order (significant suspects first).
+    // `critpath regressions` itself: its own order (regressions first).
     let rank = t.num("regressions_rank")?;
     methods.push(("regressions".to_owned(), Box::new(move |r| Ok(-rank[r]))));
     let significant = t.num("regressions_significant")?;
@@ -286,7 +287,7 @@ fn injected(t: &Table) -> Result<CaseReport, String> {
                 s.ndcg5 += ndcg(&ranking, &gains, 5);
             }
         }
-        // How often `regressions` calls the injected change significant, and anything else.
+        // How often `regressions` calls the injected change a regression, and anything else.
         let flagged = |pick: &dyn Fn(usize) -> bool| {
             f64::from(u8::from(
                 rows.iter()

@@ -51,7 +51,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Which functions regressed: compare a recording after a deploy with one before it, and
     /// rank functions by the growth of their on-CPU time, with sampling noise modelled (a
-    /// change counts only when it is both statistically significant and large enough to matter).
+    /// change counts only when it is both statistically significant and large enough to matter;
+    /// a significant growth is a regression, starred in the table).
     Regressions(RegressionsArgs),
     /// Judge the ranking methods against the ground-truth dataset (`models/data`): top-1/top-3
     /// at finding the bottleneck and the injected function, NDCG@5 and Kendall τ against the
@@ -99,7 +100,7 @@ pub struct RegressionsArgs {
     /// The recording after it (pprof).
     #[arg(long, value_name = "FILE")]
     pub after: PathBuf,
-    /// Suspects to show (significant ones first).
+    /// Suspects to show (regressions first).
     #[arg(long, default_value_t = 10)]
     pub top: usize,
     /// Print JSON instead of a table.

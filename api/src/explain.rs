@@ -179,10 +179,11 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
     let suspects = graph::regressions((&before, &ab), (&after, &aa));
     let shown: Vec<_> = suspects.iter().take(args.top).collect();
     if args.json {
-        let significant = suspects.iter().filter(|s| s.significant).count();
+        let count = |f: fn(&graph::Suspect) -> bool| suspects.iter().filter(|s| f(s)).count();
         let json = serde_json::json!({
             "method": "cpu_delta",
-            "significant": significant,
+            "regressions": count(|s| s.regression),
+            "significant": count(|s| s.significant),
             "alpha": graph::ALPHA,
             "min_relative": graph::MIN_RELATIVE,
             "min_share": graph::MIN_SHARE,
@@ -196,11 +197,13 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
         "before s/s", "after s/s", "delta", "z", "change"
     );
     for s in shown {
+        // Significant changes are named; a regression (significant growth) is starred.
         let change = if s.significant {
             serde_json::to_value(s.pattern)?
                 .as_str()
                 .unwrap_or_default()
                 .to_owned()
+                + if s.regression { " *" } else { "" }
         } else {
             "-".to_owned()
         };

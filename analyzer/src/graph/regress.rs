@@ -10,8 +10,14 @@
 //! second condition is the noise filter that sampling statistics alone miss (load and
 //! scheduling move every function's rate a little between any two windows).
 //!
+//! A regression is a significant growth (`grew`, `new`, or a `cost_shift` that grew): a
+//! function that costs less after the deploy is reported with its z-score and flagged
+//! significant, but it is not a regression suspect. The beginning of a program, or another
+//! process starting beside it, moves kernel entry and exit paths by several percent of a CPU
+//! between two windows; those shrinkages are real and significant, and beside the point.
+//!
 //! Suspects are ranked by the growth of their on-CPU rate (CPU seconds per second), the
-//! significant ones first. Patterns flagged: `new` (absent before), `went_away` (absent
+//! regressions first. Patterns flagged: `new` (absent before), `went_away` (absent
 //! after), `cost_shift` (a significant growth or shrinkage offset by an opposite one in a
 //! function with the same caller: cost moved, not added).
 
@@ -57,6 +63,8 @@ pub struct Suspect {
     pub z: f64,
     /// Whether the change passes both the significance and the size thresholds.
     pub significant: bool,
+    /// Whether it is a significant growth: a regression suspect.
+    pub regression: bool,
     /// What the change looks like.
     pub pattern: Pattern,
 }
@@ -145,6 +153,7 @@ pub fn regressions(before: (&Evidence, &Analysis), after: (&Evidence, &Analysis)
                 delta,
                 z,
                 significant: z.abs() >= threshold && big,
+                regression: z >= threshold && big,
                 pattern,
             }
         })
@@ -184,8 +193,8 @@ pub fn regressions(before: (&Evidence, &Analysis), after: (&Evidence, &Analysis)
         }
     }
     suspects.sort_by(|a, b| {
-        b.significant
-            .cmp(&a.significant)
+        b.regression
+            .cmp(&a.regression)
             .then(b.delta.total_cmp(&a.delta))
             .then(a.function.cmp(&b.function))
     });
@@ -235,7 +244,7 @@ mod tests {
         let (ea, aa) = window(20.0, &[("a", 10.1), ("b", 6.0), ("c", 1.95)]);
         let s = regressions((&eb, &ab), (&ea, &aa));
         assert_eq!(s[0].function, "b");
-        assert!(s[0].significant && s[0].pattern == Pattern::Grew, "{s:?}");
+        assert!(s[0].regression && s[0].pattern == Pattern::Grew, "{s:?}");
         assert!((s[0].delta - 0.1).abs() < 1e-9);
         assert!(s.iter().skip(1).all(|x| !x.significant), "{s:?}");
     }
@@ -264,5 +273,19 @@ mod tests {
         assert_eq!(get("a").pattern, Pattern::CostShift);
         assert_eq!(get("old").pattern, Pattern::WentAway);
         assert!(get("old").significant);
+        assert!(get("b").regression && !get("a").regression && !get("old").regression);
+    }
+
+    /// A function that shrank a lot is a significant change, not a regression; the ranking
+    /// puts the grown function first even when the shrinkage is larger.
+    #[test]
+    fn shrinking_is_not_a_regression() {
+        let (eb, ab) = window(10.0, &[("a", 5.0), ("kernel_entry", 1.0)]);
+        let (ea, aa) = window(10.0, &[("a", 6.0), ("kernel_entry", 0.1)]);
+        let s = regressions((&eb, &ab), (&ea, &aa));
+        assert_eq!(s[0].function, "a");
+        assert!(s[0].regression, "{s:?}");
+        let entry = s.iter().find(|x| x.function == "kernel_entry").unwrap();
+        assert!(entry.significant && !entry.regression, "{s:?}");
     }
 }
