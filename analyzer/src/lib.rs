@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::undocumented_unsafe_blocks))]
 
 pub mod dataset;
+pub mod deploys;
 pub mod eval;
 pub mod export;
 pub mod graph;

@@ -49,11 +49,18 @@ pub enum Command {
     /// Reads a recording made with `critpath record --off-cpu --wakeups FILE` (the store-backed
     /// explain of the HTTP API comes with the store's wakeup edges).
     Explain(ExplainArgs),
-    /// Which functions regressed: compare a recording after a deploy with one before it, and
-    /// rank functions by the growth of their on-CPU time, with sampling noise modelled (a
-    /// change counts only when it is both statistically significant and large enough to matter;
-    /// a significant growth is a regression, starred in the table).
+    /// Which functions regressed: compare the window after a deploy with the window before it
+    /// (in the store, around a deploy or a moment) or two recordings, and rank functions by the
+    /// growth of their on-CPU time, with sampling noise modelled (a change counts only when it
+    /// is both statistically significant and large enough to matter; a significant growth is a
+    /// regression, starred in the table).
     Regressions(RegressionsArgs),
+    /// Mark a deploy in the store: the moment `service` changed to `version`, for
+    /// `critpath regressions --deploy ID`. (Over HTTP: POST /api/v1/deploys.)
+    Deploy(DeployArgs),
+    /// List the deploys of a window: marked ones, and those found in the store (an
+    /// executable whose build id changed).
+    Deploys(DeploysArgs),
     /// Judge the ranking methods against the ground-truth dataset (`models/data`): top-1/top-3
     /// at finding the bottleneck and the injected function, NDCG@5 and Kendall τ against the
     /// measured elasticities, per template family.
@@ -93,16 +100,61 @@ pub struct ExplainArgs {
 
 /// `critpath regressions`.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("change").required(true).args(["deploy", "at", "before"]))]
 pub struct RegressionsArgs {
-    /// The recording before the change (pprof).
-    #[arg(long, value_name = "FILE")]
-    pub before: PathBuf,
+    /// A deploy's id (`critpath deploys` lists them): compare the store's windows either side.
+    #[arg(long, value_name = "ID")]
+    pub deploy: Option<String>,
+    /// The moment of the change (RFC 3339, Unix ms, now-DURATION): compare the store's windows
+    /// either side.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Length of the store's windows before and after the change.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub window: std::time::Duration,
+    /// Label selector of the store's samples [default: the deploy's service; everything
+    /// with --at].
+    #[arg(long, default_value = "")]
+    pub query: String,
+    /// Store directory [default: $XDG_DATA_HOME/critpath, else ./critpath-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Instead of the store: the recording before the change (pprof).
+    #[arg(long, value_name = "FILE", requires = "after")]
+    pub before: Option<PathBuf>,
     /// The recording after it (pprof).
-    #[arg(long, value_name = "FILE")]
-    pub after: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "before")]
+    pub after: Option<PathBuf>,
     /// Suspects to show (regressions first).
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `critpath deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The service deployed (the `service` label of its samples).
+    #[arg(long)]
+    pub service: String,
+    /// The version deployed.
+    #[arg(long)]
+    pub version: String,
+    /// When (RFC 3339, Unix ms, now-DURATION).
+    #[arg(long, default_value = "now")]
+    pub at: String,
+    /// Store directory [default: $XDG_DATA_HOME/critpath, else ./critpath-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `critpath deploys`.
+#[derive(Debug, Args)]
+pub struct DeploysArgs {
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

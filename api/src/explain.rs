@@ -9,10 +9,10 @@ use critpath_analyzer::offcpu::WakeupEdge;
 use critpath_analyzer::{dataset, eval};
 use serde::Serialize;
 
-use crate::cli::{EvalArgs, ExplainArgs, PackArgs, RegressionsArgs};
+use crate::cli::{EvalArgs, ExplainArgs, PackArgs};
 
 /// The evidence of a recording: its profile and, when given, its wakeup edges.
-fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result<Evidence> {
+pub(crate) fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result<Evidence> {
     let bytes = std::fs::read(profile).with_context(|| format!("reading {}", profile.display()))?;
     let profile_data =
         pprof::decode(&bytes).with_context(|| format!("decoding {}", profile.display()))?;
@@ -166,50 +166,6 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
             s.waited_s,
             if top.is_empty() { "" } else { ": " },
             top.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// `critpath regressions`.
-pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
-    let before = evidence(&args.before, None)?;
-    let after = evidence(&args.after, None)?;
-    let (ab, aa) = (Analysis::new(&before), Analysis::new(&after));
-    let suspects = graph::regressions((&before, &ab), (&after, &aa));
-    let shown: Vec<_> = suspects.iter().take(args.top).collect();
-    if args.json {
-        let count = |f: fn(&graph::Suspect) -> bool| suspects.iter().filter(|s| f(s)).count();
-        let json = serde_json::json!({
-            "method": "cpu_delta",
-            "regressions": count(|s| s.regression),
-            "significant": count(|s| s.significant),
-            "alpha": graph::ALPHA,
-            "min_relative": graph::MIN_RELATIVE,
-            "min_share": graph::MIN_SHARE,
-            "suspects": shown,
-        });
-        println!("{}", serde_json::to_string_pretty(&json)?);
-        return Ok(());
-    }
-    println!(
-        "{:>11} {:>11} {:>11} {:>7}  {:<11} function",
-        "before s/s", "after s/s", "delta", "z", "change"
-    );
-    for s in shown {
-        // Significant changes are named; a regression (significant growth) is starred.
-        let change = if s.significant {
-            serde_json::to_value(s.pattern)?
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-                + if s.regression { " *" } else { "" }
-        } else {
-            "-".to_owned()
-        };
-        println!(
-            "{:>11.4} {:>11.4} {:>+11.4} {:>7.1}  {:<11} {}",
-            s.before, s.after, s.delta, s.z, change, s.function
         );
     }
     Ok(())

@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod config;
+mod deploys;
 mod explain;
 mod query;
 mod record;
@@ -92,7 +93,9 @@ fn main() -> ExitCode {
         }),
         Command::Explain(args) => explain::explain(&args),
         Command::Eval(args) => explain::eval(&args),
-        Command::Regressions(args) => explain::regressions(&args),
+        Command::Regressions(args) => deploys::regressions(&args),
+        Command::Deploy(args) => deploys::deploy(&args),
+        Command::Deploys(args) => deploys::list(args),
         Command::Dataset(cli::DatasetCommand::Pack(args)) => explain::pack(&args),
         Command::Query(QueryCommand::Labels(args)) => {
             target(args.window).and_then(|t| query::labels(&t, args.name.as_deref(), args.json))

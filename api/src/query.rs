@@ -95,7 +95,8 @@ fn percent(value: i64, total: i64) -> f64 {
     }
 }
 
-fn timestamp(ms: i64) -> String {
+/// A Unix ms time as RFC 3339.
+pub fn timestamp(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::Profile;
 use crate::offcpu::{Cause, OFF_CPU_MODULE, ThreadRef, WakeupEdge};
+use crate::query::{FlameTree, NodeId};
 
 /// Index into [`Evidence::functions`].
 pub type FunctionId = u32;
@@ -162,6 +163,49 @@ impl Evidence {
     /// Interns a stack of function names, root first.
     pub fn frames<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) -> Vec<FunctionId> {
         names.into_iter().map(|n| self.function(n)).collect()
+    }
+
+    /// The on-CPU evidence of a store window: its call tree of sample counts (root, services,
+    /// frames; [`crate::store::ProfileType::Cpu`]) taken every `sample_period_ns`, over
+    /// `seconds`. Each service stands as one thread: the store keeps stacks per process and
+    /// thread name, not per thread, and no wakeups. As for recordings, functions are those the
+    /// machine runs: names only ever inlined count in their caller.
+    pub fn from_tree(tree: &FlameTree, seconds: f64, sample_period_ns: f64) -> Evidence {
+        let mut ev = Evidence::new(seconds);
+        ev.sample_period_ns = sample_period_ns;
+        let root = tree.root();
+        for (i, &service) in root.children.iter().enumerate() {
+            let node = &tree.nodes[service as usize];
+            let thread = ev.thread(&ThreadRef {
+                pid: 0,
+                tid: i as u32,
+                comm: tree.name(node).to_owned(),
+            });
+            // Depth-first over the service's frames, with the path down to each node.
+            let mut todo: Vec<(NodeId, usize)> = node.children.iter().map(|&c| (c, 0)).collect();
+            let mut path: Vec<FunctionId> = Vec::new();
+            while let Some((id, depth)) = todo.pop() {
+                let node = &tree.nodes[id as usize];
+                path.truncate(depth);
+                let depth = if tree.inline_only[node.name as usize] {
+                    depth
+                } else {
+                    path.push(ev.function(tree.name(node)));
+                    depth + 1
+                };
+                if node.self_value > 0 {
+                    ev.stacks.push(Stack {
+                        thread,
+                        frames: path.clone(),
+                        cpu_ns: node.self_value as f64 * sample_period_ns,
+                        off_cpu_ns: [0.0; 6],
+                        waiting_in: None,
+                    });
+                }
+                todo.extend(node.children.iter().map(|&c| (c, depth)));
+            }
+        }
+        ev
     }
 
     /// The evidence of a recording: a profile with `cpu` values and, recorded with `critpath

@@ -29,7 +29,10 @@ mod waitfor;
 
 pub use callgraph::{CallGraph, FunctionTimes};
 pub use evidence::{Actor, Evidence, EvidenceError, FunctionId, Stack, ThreadId, Wait};
-pub use regress::{ALPHA, MIN_RELATIVE, MIN_SHARE, Pattern, Suspect, regressions, z_threshold};
+pub use regress::{
+    ALPHA, MIN_RELATIVE, MIN_SHARE, Pattern, Report, Suspect, regressions, regressions_in_store,
+    z_threshold,
+};
 pub use waitfor::{Blame, Knot, PathStep, Sink, WaitFor};
 
 use serde::Serialize;

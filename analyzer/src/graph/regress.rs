@@ -24,6 +24,8 @@
 use serde::Serialize;
 
 use super::{Analysis, Evidence};
+use crate::query::{QueryError, Reader, Window};
+use crate::store::ProfileType;
 
 /// Family-wise false-positive rate of the significance test.
 pub const ALPHA: f64 = 0.01;
@@ -199,6 +201,71 @@ pub fn regressions(before: (&Evidence, &Analysis), after: (&Evidence, &Analysis)
             .then(a.function.cmp(&b.function))
     });
     suspects
+}
+
+/// What `regressions` answers: the suspects shown, with the counts and thresholds behind them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The ranking: `cpu_delta`, the growth of on-CPU time.
+    pub method: &'static str,
+    /// Significant growths among all suspects.
+    pub regressions: usize,
+    /// Significant changes either way among all suspects.
+    pub significant: usize,
+    /// [`ALPHA`].
+    pub alpha: f64,
+    /// [`MIN_RELATIVE`].
+    pub min_relative: f64,
+    /// [`MIN_SHARE`].
+    pub min_share: f64,
+    /// The first `top` suspects, regressions first.
+    pub suspects: Vec<Suspect>,
+}
+
+impl Report {
+    /// The report of `suspects` (as [`regressions`] orders them) showing the first `top`.
+    pub fn new(mut suspects: Vec<Suspect>, top: usize) -> Report {
+        let regressions = suspects.iter().filter(|s| s.regression).count();
+        let significant = suspects.iter().filter(|s| s.significant).count();
+        suspects.truncate(top);
+        Report {
+            method: "cpu_delta",
+            regressions,
+            significant,
+            alpha: ALPHA,
+            min_relative: MIN_RELATIVE,
+            min_share: MIN_SHARE,
+            suspects,
+        }
+    }
+}
+
+/// [`regressions`] between two windows of the store (each with its selector): on-CPU samples
+/// only, each service standing as one thread. The sampling period is the windows' own (their
+/// on-CPU time over their sample count).
+///
+/// # Errors
+/// A store error.
+pub fn regressions_in_store(
+    reader: &Reader,
+    before: &Window,
+    after: &Window,
+) -> Result<Vec<Suspect>, QueryError> {
+    let evidence = |w: &Window| -> Result<Evidence, QueryError> {
+        let tree = reader.tree(w, ProfileType::Cpu)?;
+        let total = |ty| Ok::<_, QueryError>(reader.tree_trimmed(w, ty, 1, 0.0)?.total());
+        let on_cpu_ns = total(ProfileType::Wall)? - total(ProfileType::OffCpu)?;
+        let period_ns = if tree.total() > 0 {
+            on_cpu_ns as f64 / tree.total() as f64
+        } else {
+            0.0
+        };
+        let seconds = (w.to_ms - w.from_ms) as f64 / 1e3;
+        Ok(Evidence::from_tree(&tree, seconds, period_ns))
+    };
+    let (eb, ea) = (evidence(before)?, evidence(after)?);
+    let (ab, aa) = (Analysis::new(&eb), Analysis::new(&ea));
+    Ok(regressions((&eb, &ab), (&ea, &aa)))
 }
 
 #[cfg(test)]

@@ -53,6 +53,16 @@ impl PartialEq for Matcher {
 }
 
 impl Matcher {
+    /// The term `label="value"`.
+    pub fn equal(label: &str, value: &str) -> Matcher {
+        Matcher {
+            label: label.to_owned(),
+            op: MatchOp::Equal,
+            value: value.to_owned(),
+            regex: None,
+        }
+    }
+
     /// Whether a label value (or its absence, read as "") satisfies this term.
     pub fn matches(&self, value: Option<&str>) -> bool {
         let value = value.unwrap_or("");

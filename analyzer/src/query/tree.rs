@@ -43,6 +43,8 @@ pub struct FlameTree {
     pub profile_type: ProfileType,
     /// Function names (index 0 is the root's).
     pub names: Vec<String>,
+    /// Per name: only ever seen inlined into its caller (known for trees read from the store).
+    pub inline_only: Vec<bool>,
     /// Nodes (index 0 is the root).
     pub nodes: Vec<Node>,
     /// Nodes left out by [`FlameTree::trim`] (their value stays in their ancestors' totals).
@@ -57,6 +59,7 @@ impl FlameTree {
         let mut tree = Self {
             profile_type,
             names: Vec::new(),
+            inline_only: Vec::new(),
             nodes: Vec::new(),
             trimmed_nodes: 0,
             name_index: FastMap::default(),
@@ -104,7 +107,9 @@ impl FlameTree {
             }
         }
         // The smallest total kept: the limit-th largest.
-        let threshold = if candidates.len() > limit {
+        let threshold = if limit == 0 {
+            i64::MAX // the root alone
+        } else if candidates.len() > limit {
             kth_largest(&mut candidates, limit)
         } else {
             min_total
@@ -138,6 +143,7 @@ impl FlameTree {
                 Some(&n) => n,
                 None => {
                     let n = tree.intern(paths.name(id));
+                    tree.inline_only[n as usize] = paths.inline_only(id);
                     names.insert(paths.name_id(id), n);
                     n
                 }
@@ -180,6 +186,7 @@ impl FlameTree {
         }
         let id = self.names.len() as u32;
         self.names.push(name.to_owned());
+        self.inline_only.push(false);
         self.name_index.insert(name.to_owned(), id);
         id
     }
@@ -703,6 +710,9 @@ mod tests {
         assert!(by_count.find(&["svc", "main", "b"]).is_none());
         assert_eq!(by_count.total(), 100, "totals keep trimmed values");
         assert_eq!(by_count.trimmed_nodes, 3);
+        let mut root_only = t.clone();
+        root_only.trim(1, 0.0);
+        assert_eq!((root_only.nodes.len(), root_only.total()), (1, 100));
         t.trim(0, 0.10);
         assert!(t.find(&["svc", "main", "c"]).is_some());
         assert!(t.find(&["svc", "main", "d"]).is_none());

@@ -40,6 +40,8 @@ pub const DEFAULT_CACHE_BYTES: usize = 512 << 20;
 #[derive(Debug)]
 pub struct CallPaths {
     names: Vec<String>,
+    /// Per name: every frame seen with it was inlined (into another function).
+    inline_only: Vec<bool>,
     name_ids: FastMap<String, u32>,
     parent: Vec<u32>,
     name: Vec<u32>,
@@ -50,12 +52,13 @@ impl CallPaths {
     fn new() -> Self {
         let mut paths = Self {
             names: Vec::new(),
+            inline_only: Vec::new(),
             name_ids: FastMap::default(),
             parent: vec![0],
             name: vec![0],
             children: FastMap::default(),
         };
-        paths.intern("");
+        paths.intern("", false);
         paths
     }
 
@@ -84,11 +87,20 @@ impl CallPaths {
         self.name[node as usize]
     }
 
-    fn intern(&mut self, name: &str) -> u32 {
+    /// Whether every frame read with a node's name was inlined into its caller (the name is
+    /// then never a function of its own on the machine: `core::hint::black_box`).
+    pub fn inline_only(&self, node: u32) -> bool {
+        self.inline_only[self.name[node as usize] as usize]
+    }
+
+    /// A name's id; `inlined`: it is read from an inlined frame (services: false).
+    fn intern(&mut self, name: &str, inlined: bool) -> u32 {
         if let Some(&id) = self.name_ids.get(name) {
+            self.inline_only[id as usize] &= inlined;
             return id;
         }
         let id = self.names.len() as u32;
+        self.inline_only.push(inlined);
         self.names.push(name.to_owned());
         self.name_ids.insert(name.to_owned(), id);
         id
@@ -108,7 +120,7 @@ impl CallPaths {
 
     /// The node of a service's stack, given the stack's name ids (outermost first).
     fn path(&mut self, service: &str, names: impl IntoIterator<Item = u32>) -> u32 {
-        let service = self.intern(service);
+        let service = self.intern(service, false);
         names
             .into_iter()
             .fold(self.child(0, service), |node, name| self.child(node, name))
@@ -395,14 +407,25 @@ fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, Sto
     }
     let series = super::parquet::read_series(&dir.join(format!("{seq}.series.parquet")))?;
     let rollup = read_rollup(dir, seq)?;
-    let (functions, stacks) = read_stack_functions(dir, seq)?;
+    let super::parquet::StackFunctions {
+        functions,
+        inlined,
+        stacks,
+    } = read_stack_functions(dir, seq)?;
     let mut nodes: FastMap<u64, u32> = FastMap::default();
     let mut rows = Vec::with_capacity(rollup.series.len());
     {
         let mut paths = generation.paths.write().expect("call paths");
-        let names: Vec<u32> = functions.iter().map(|f| paths.intern(f)).collect();
+        let names: Vec<u32> = functions
+            .iter()
+            .zip(&inlined)
+            .map(|(f, &inlined)| paths.intern(f, inlined))
+            .collect();
         let mut by_service: FastMap<(u32, u32), u32> = FastMap::default();
-        let services: Vec<u32> = series.iter().map(|s| paths.intern(&s.service)).collect();
+        let services: Vec<u32> = series
+            .iter()
+            .map(|s| paths.intern(&s.service, false))
+            .collect();
         for i in 0..rollup.series.len() {
             let (s, stack) = (rollup.series[i], rollup.stack[i]);
             let service = *services.get(s as usize).ok_or_else(|| corrupt(dir, seq))?;
@@ -530,7 +553,7 @@ fn add_batch(log: &mut Log, paths: &mut CallPaths, batch: &Batch) {
     let names: Vec<u32> = batch
         .frames
         .iter()
-        .map(|f| paths.intern(&f.function))
+        .map(|f| paths.intern(&f.function, f.inlined))
         .collect();
     let mut nodes: FastMap<(u32, u32), u32> = FastMap::default();
     for row in &batch.rows {

@@ -274,34 +274,48 @@ pub(crate) fn read_samples(dir: &Path, seq: &str) -> Result<Samples, StoreError>
 }
 
 /// Reads a part's function name per frame and its stacks (frame indices, root first).
-pub(crate) fn read_stack_functions(
-    dir: &Path,
-    seq: &str,
-) -> Result<(Vec<String>, Vec<Vec<u32>>), StoreError> {
+/// A part's frames and stacks, as the query index reads them.
+pub(crate) struct StackFunctions {
+    /// Function names by frame id.
+    pub functions: Vec<String>,
+    /// Whether each frame was inlined, by frame id.
+    pub inlined: Vec<bool>,
+    /// Frame ids by stack id, outermost first.
+    pub stacks: Vec<Vec<u32>>,
+}
+
+/// A part's frames and stacks.
+pub(crate) fn read_stack_functions(dir: &Path, seq: &str) -> Result<StackFunctions, StoreError> {
     let frames_path = dir.join(format!("{seq}.frames.parquet"));
     let stacks_path = dir.join(format!("{seq}.stacks.parquet"));
     let frames = scan(&frames_path)?
-        .select([col("frame_id"), col("function")])
+        .select([col("frame_id"), col("function"), col("inlined")])
         .sort(["frame_id"], Default::default())
         .collect()
         .map_err(|source| StoreError::Parquet {
             path: frames_path.clone(),
             error: source,
         })?;
+    let parquet = |source| StoreError::Parquet {
+        path: frames_path.clone(),
+        error: source,
+    };
     let functions = strs(&frames, "function")
-        .map_err(|source| StoreError::Parquet {
-            path: frames_path,
-            error: source,
-        })?
+        .map_err(parquet)?
         .into_iter()
         .map(Option::unwrap_or_default)
         .collect();
+    let inlined = bools(&frames, "inlined").map_err(parquet)?;
     let stacks = collect_sorted(&stacks_path, &["stack_id", "depth"])?;
     let stacks = decode_stacks(&stacks).map_err(|source| StoreError::Parquet {
         path: stacks_path,
         error: source,
     })?;
-    Ok((functions, stacks))
+    Ok(StackFunctions {
+        functions,
+        inlined,
+        stacks,
+    })
 }
 
 fn write_df(path: &Path, df: PolarsResult<DataFrame>) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! [`ServerConfig::max_concurrent_queries`] at once) and a deadline
 //! ([`ServerConfig::request_timeout`]); over either, the answer is 503, never a pile-up.
 
+mod deploys;
 mod error;
 mod metrics;
 mod openapi;
@@ -136,6 +137,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/series", get(series))
         .route("/api/v1/profile", get(profile))
         .route("/api/v1/diff", get(diff))
+        .route("/api/v1/deploys", get(deploys::list).post(deploys::mark))
+        .route("/api/v1/regressions", get(deploys::regressions))
         .route(
             "/api/v1/ingest",
             post(ingest).layer(DefaultBodyLimit::max(MAX_INGEST_BYTES)),

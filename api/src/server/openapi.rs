@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(
         title = "critpath",
-        description = "Continuous profiling: profiles, diffs, series and labels over the store, and ingest from remote agents. Times are RFC 3339, Unix milliseconds or now-DURATION; `query` is a Prometheus-style label selector. With --auth-token-file, every endpoint but health and this document needs `Authorization: Bearer <token>`."
+        description = "Continuous profiling: profiles, diffs, series and labels over the store, deploy markers and regression suspects, and ingest from remote agents. Times are RFC 3339, Unix milliseconds or now-DURATION; `query` is a Prometheus-style label selector. With --auth-token-file, every endpoint but health and this document needs `Authorization: Bearer <token>`."
     ),
     paths(
         super::health,
@@ -20,11 +20,15 @@ use utoipa::OpenApi;
         super::series,
         super::profile,
         super::diff,
+        super::deploys::list,
+        super::deploys::mark,
+        super::deploys::regressions,
         super::ingest,
         super::metrics
     ),
     tags(
         (name = "queries", description = "Reading the store"),
+        (name = "deploys", description = "Deploy markers and regression suspects"),
         (name = "ingest", description = "Batches pushed by agents on other hosts"),
         (name = "status", description = "Health and metrics")
     )

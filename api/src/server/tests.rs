@@ -760,29 +760,34 @@ async fn openapi_document() {
         .map(String::as_str)
         .collect();
     let mut want = vec![
+        "/api/v1/deploys",
         "/api/v1/diff",
         "/api/v1/health",
         "/api/v1/ingest",
         "/api/v1/labels",
         "/api/v1/labels/{name}/values",
         "/api/v1/profile",
+        "/api/v1/regressions",
         "/api/v1/series",
         "/metrics",
     ];
     want.sort();
     assert_eq!(paths, want);
-    for path in paths {
+    // Every documented method of every path is routed.
+    let routes = paths.iter().flat_map(|&path| {
+        doc["paths"][path]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(move |method| (path, method.to_uppercase()))
+    });
+    for (path, method) in routes {
         let uri = path.replace("{name}", "service");
-        let method = if path.ends_with("ingest") {
-            "POST"
-        } else {
-            "GET"
-        };
         let response = app
             .clone()
             .oneshot(
                 Request::builder()
-                    .method(method)
+                    .method(method.as_str())
                     .uri(&uri)
                     .body(Body::empty())
                     .unwrap(),
@@ -806,4 +811,183 @@ async fn openapi_document() {
     for p in ["query", "from", "to", "type", "format", "max_nodes"] {
         assert!(params.contains(&p), "{p} missing from {params:?}");
     }
+}
+
+/// Deploys are marked (201, numbered, on disk), listed in their window and by service, and
+/// `regressions` at a deploy compares the windows either side within the deploy's service;
+/// bad input is refused naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_and_regressions() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let mark = |body: serde_json::Value| {
+        let app = app.clone();
+        async move {
+            post(
+                &app,
+                "/api/v1/deploys",
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+            .await
+        }
+    };
+    let at = T0 + 60_000;
+    let (status, d) =
+        mark(serde_json::json!({"service": "api", "version": "v2", "at": at.to_string()})).await;
+    assert_eq!(status, StatusCode::CREATED, "{d}");
+    assert_eq!(
+        (d["id"].as_str(), d["at_ms"].as_i64()),
+        (Some("1"), Some(at))
+    );
+    assert_eq!(d["source"], "marked");
+    let (status, d) =
+        mark(serde_json::json!({"service": "batch", "version": "v9", "at": T0 + 90_000})).await;
+    assert_eq!((status, d["id"].as_str()), (StatusCode::CREATED, Some("2")));
+    assert_eq!(
+        critpath_analyzer::deploys::marked(dir.path())
+            .unwrap()
+            .len(),
+        2
+    );
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["deploys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, all) = get_json(&app, &format!("/api/v1/deploys?{}", window(0, 120))).await;
+    assert_eq!(
+        (status, ids(&all)),
+        (StatusCode::OK, vec!["1".into(), "2".into()])
+    );
+    let api = enc(r#"{service="api"}"#);
+    let (_, some) = get_json(
+        &app,
+        &format!("/api/v1/deploys?{}&query={api}", window(0, 120)),
+    )
+    .await;
+    assert_eq!(ids(&some), ["1"]);
+    let (_, none) = get_json(&app, &format!("/api/v1/deploys?{}", window(0, 30))).await;
+    assert!(ids(&none).is_empty());
+
+    // `render` replaced `parse` at the deploy; `batch`'s `crunch` is another service.
+    let (status, r) = get_json(&app, "/api/v1/regressions?deploy=1&window=60s").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let first = &r["suspects"][0];
+    assert_eq!(first["function"], "render", "{r}");
+    assert_eq!(
+        (&first["pattern"], &first["regression"]),
+        (&"new".into(), &true.into())
+    );
+    assert_eq!(r["regressions"], 1, "{r}");
+    assert_eq!(
+        (
+            r["before"]["from_ms"].as_i64(),
+            r["after"]["to_ms"].as_i64()
+        ),
+        (Some(T0), Some(T0 + 120_000))
+    );
+    assert_eq!(r["deploy"]["version"], "v2");
+    let functions: Vec<&str> = r["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["function"].as_str().unwrap())
+        .collect();
+    assert!(
+        functions.contains(&"parse") && !functions.contains(&"crunch"),
+        "{functions:?}"
+    );
+    // The same by moment, over everything: `crunch` is there, unchanged.
+    let (_, r) = get_json(
+        &app,
+        &format!("/api/v1/regressions?at={at}&window=60s&top=50"),
+    )
+    .await;
+    assert!(
+        r["suspects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["function"] == "crunch" && s["significant"] == false),
+        "{r}"
+    );
+
+    assert_error(
+        &app,
+        "/api/v1/regressions?deploy=7",
+        StatusCode::NOT_FOUND,
+        None,
+        "no deploy \"7\"",
+    )
+    .await;
+    assert_error(
+        &app,
+        "/api/v1/regressions",
+        StatusCode::BAD_REQUEST,
+        Some("deploy"),
+        "give a deploy id",
+    )
+    .await;
+    assert_error(
+        &app,
+        &format!("/api/v1/regressions?deploy=1&at={at}"),
+        StatusCode::BAD_REQUEST,
+        Some("at"),
+        "not both",
+    )
+    .await;
+    assert_error(
+        &app,
+        "/api/v1/regressions?at=4102444800000",
+        StatusCode::BAD_REQUEST,
+        Some("at"),
+        "future",
+    )
+    .await;
+    assert_error(
+        &app,
+        "/api/v1/regressions?deploy=1&window=0s",
+        StatusCode::BAD_REQUEST,
+        Some("window"),
+        "positive",
+    )
+    .await;
+    assert_error(
+        &app,
+        "/api/v1/regressions?deploy=1&window=2d&query=%7B",
+        StatusCode::BAD_REQUEST,
+        Some("query"),
+        "position",
+    )
+    .await;
+    for (body, param) in [
+        (
+            serde_json::json!({"service": "", "version": "v"}),
+            "service",
+        ),
+        (
+            serde_json::json!({"service": "api", "version": "v", "at": true}),
+            "at",
+        ),
+        (
+            serde_json::json!({"service": "api", "version": "v", "at": "yesterday"}),
+            "at",
+        ),
+        (serde_json::json!({"service": "api"}), "body"),
+    ] {
+        let (status, e) = mark(body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(e["error"]["param"], param, "{e}");
+    }
+    assert_eq!(
+        critpath_analyzer::deploys::marked(dir.path())
+            .unwrap()
+            .len(),
+        2,
+        "refused markers are not kept"
+    );
 }

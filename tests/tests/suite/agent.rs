@@ -14,7 +14,7 @@ fn start_agent(dir: &std::path::Path) -> Child {
     start_agent_with(dir, &[])
 }
 
-fn start_agent_with(dir: &std::path::Path, extra: &[&str]) -> Child {
+pub(super) fn start_agent_with(dir: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(critpath())
         .args([
             "agent",
@@ -30,7 +30,7 @@ fn start_agent_with(dir: &std::path::Path, extra: &[&str]) -> Child {
 }
 
 /// Waits until the agent has loaded its programs (it prints its banner then).
-fn wait_ready(agent: &mut Child) {
+pub(super) fn wait_ready(agent: &mut Child) {
     use std::io::{BufRead as _, BufReader};
     let stderr = agent.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
@@ -40,7 +40,7 @@ fn wait_ready(agent: &mut Child) {
     std::thread::spawn(move || for _ in lines {});
 }
 
-fn stop(agent: &mut Child, signal: i32) {
+pub(super) fn stop(agent: &mut Child, signal: i32) {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(agent.id() as i32, signal) };
     let status = agent.wait().unwrap();

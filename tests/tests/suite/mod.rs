@@ -1,5 +1,6 @@
 mod agent;
 mod common;
+mod deploys;
 mod explain;
 mod groundtruth;
 mod offcpu;

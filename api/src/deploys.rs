@@ -1,0 +1,163 @@
+//! `critpath deploy`, `critpath deploys` and `critpath regressions`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use critpath_analyzer::deploys::{self, Deploy, Source};
+use critpath_analyzer::graph::{self, Analysis, Report};
+use critpath_analyzer::query::{Reader, Selector, parse_time_ms};
+
+use crate::cli::{DeployArgs, DeploysArgs, RegressionsArgs, default_data_dir};
+use crate::explain::evidence;
+use crate::query::{Target, timestamp};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `critpath deploy`.
+pub fn deploy(args: &DeployArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let at_ms = parse_time_ms(&args.at, now_ms()).context("--at")?;
+    let d = deploys::mark(&dir, &args.service, &args.version, at_ms)?;
+    println!(
+        "deploy {}: {} {} at {} (critpath regressions --deploy {} --data-dir {})",
+        d.id,
+        d.service,
+        d.version,
+        timestamp(d.at_ms),
+        d.id,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `critpath deploys`.
+pub fn list(args: DeploysArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let target = Target::new(
+        args.window.data_dir.unwrap_or_else(default_data_dir),
+        &args.window.from,
+        &args.window.to,
+        &args.window.query,
+    )?;
+    let w = &target.window;
+    let mut all: Vec<Deploy> = deploys::marked(target.reader.dir())?
+        .into_iter()
+        .filter(|d| {
+            (w.from_ms..w.to_ms).contains(&d.at_ms)
+                && w.selector.matches(|label| match label {
+                    "service" => Some(d.service.as_str()),
+                    _ => None,
+                })
+        })
+        .collect();
+    all.extend(deploys::detect(&target.reader, w).context("reading the store")?);
+    all.sort_by_key(|d| d.at_ms);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<20} {:<24} {:<20} version",
+        "at", "id", "service", "source"
+    );
+    for d in &all {
+        let source = match d.source {
+            Source::Marked => "marked".to_owned(),
+            Source::BuildId => format!("build id of {}", d.exe.as_deref().unwrap_or("?")),
+        };
+        println!(
+            "{:<20} {:<20} {:<24} {:<20} {}",
+            timestamp(d.at_ms),
+            d.id,
+            d.service,
+            source,
+            d.version
+        );
+    }
+    if all.is_empty() {
+        eprintln!(
+            "no deploys between {} and {}",
+            timestamp(w.from_ms),
+            timestamp(w.to_ms)
+        );
+    }
+    Ok(())
+}
+
+/// `critpath regressions`: between two recordings, or the store's windows around a deploy.
+pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
+    let suspects = if let (Some(before), Some(after)) = (&args.before, &args.after) {
+        let before = evidence(before, None)?;
+        let after = evidence(after, None)?;
+        let (ab, aa) = (Analysis::new(&before), Analysis::new(&after));
+        graph::regressions((&before, &ab), (&after, &aa))
+    } else {
+        let reader = Reader::new(args.data_dir.clone().unwrap_or_else(default_data_dir));
+        let selector = Selector::parse(&args.query).context("--query")?;
+        let now = now_ms();
+        let at = args
+            .at
+            .as_deref()
+            .map(|t| parse_time_ms(t, now).context("--at"))
+            .transpose()?;
+        let around = deploys::around(
+            &reader,
+            args.deploy.as_deref(),
+            at,
+            args.window.as_millis() as i64,
+            &selector,
+            now,
+        )
+        .map_err(|e| match e {
+            deploys::AroundError::Invalid { field, message } => {
+                anyhow::anyhow!("--{field}: {message}")
+            }
+            e => anyhow::Error::new(e).context(format!("reading {}", reader.dir().display())),
+        })?;
+        if !args.json {
+            eprintln!(
+                "comparing {} – {} with {} – {}",
+                timestamp(around.before.from_ms),
+                timestamp(around.before.to_ms),
+                timestamp(around.after.from_ms),
+                timestamp(around.after.to_ms)
+            );
+        }
+        graph::regressions_in_store(&reader, &around.before, &around.after)
+            .with_context(|| format!("reading the store in {}", reader.dir().display()))?
+    };
+    let report = Report::new(suspects, args.top);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:>11} {:>11} {:>11} {:>7}  {:<13} function",
+        "before s/s", "after s/s", "delta", "z", "change"
+    );
+    for s in &report.suspects {
+        // Significant changes are named; a regression (significant growth) is starred.
+        let change = if s.significant {
+            serde_json::to_value(s.pattern)?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+                + if s.regression { " *" } else { "" }
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "{:>11.4} {:>11.4} {:>+11.4} {:>7.1}  {:<13} {}",
+            s.before, s.after, s.delta, s.z, change, s.function
+        );
+    }
+    println!(
+        "{} regressions (*), {} significant changes",
+        report.regressions, report.significant
+    );
+    Ok(())
+}
