@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use critpath_analyzer::store::{Aggregator, Batch, Retention, SampleKind, SeriesLabels};
+use critpath_analyzer::store::{
+    Aggregator, Batch, Retention, SampleKind, SeriesLabels, WakeupSample,
+};
 use critpath_sampler::{
     Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
 };
@@ -321,6 +323,21 @@ fn observe(
             let time_ms = wait.start_unix_ns / 1_000_000;
             for (frames, ns) in wait.split_by_cause() {
                 finished.extend(agg.add(time_ms, &labels, &frames, SampleKind::OffCpu, ns));
+            }
+            // Who ended the wait: the wait-for graph's edge.
+            if let Some(waker) = &wait.waker {
+                let waker_labels = processes.labels(waker.thread.pid, waker.thread.comm.clone());
+                let sample = WakeupSample {
+                    wakee: &labels,
+                    wakee_frames: &wait.frames,
+                    waker: &waker_labels,
+                    waker_frames: &waker.frames,
+                    cause: wait.cause,
+                    in_interrupt: waker.in_interrupt,
+                    weight: wait.weight,
+                    blocked_ns: wait.blocked_ns,
+                };
+                finished.extend(agg.add_wakeup(time_ms, &sample));
             }
         }
     }

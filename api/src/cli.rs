@@ -43,11 +43,11 @@ pub enum Command {
     ///
     /// Needs root, or CAP_BPF + CAP_PERFMON.
     Run(RunArgs),
-    /// Why was this recording slow: rank its functions by likely impact on latency, from the
+    /// Why was this window slow: rank its functions by likely impact on latency, from the
     /// wait-for graph (who waited for whom, and what they ran meanwhile), not only CPU time.
     ///
-    /// Reads a recording made with `critpath record --off-cpu --wakeups FILE` (the store-backed
-    /// explain of the HTTP API comes with the store's wakeup edges).
+    /// Reads a window of the store (--from, --to, --query; the agent keeps wakeups) or a
+    /// recording made with `critpath record --off-cpu --wakeups FILE` (--profile, --wakeups).
     Explain(ExplainArgs),
     /// Which functions regressed: compare the window after a deploy with the window before it
     /// (in the store, around a deploy or a moment) or two recordings, and rank functions by the
@@ -73,14 +73,24 @@ pub enum Command {
 /// `critpath explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// The recording's profile (pprof from `critpath record --off-cpu`).
-    #[arg(long, value_name = "FILE")]
-    pub profile: PathBuf,
+    /// The window of the store (unless --profile is given).
+    #[command(flatten)]
+    pub window: WindowArgs,
+    /// The baseline window's start, for the delta methods [default: the window of equal
+    /// length just before].
+    #[arg(long, value_name = "TIME", conflicts_with = "profile")]
+    pub baseline_from: Option<String>,
+    /// The baseline window's end.
+    #[arg(long, value_name = "TIME", conflicts_with = "profile")]
+    pub baseline_to: Option<String>,
+    /// Instead of the store: a recording's profile (pprof from `critpath record --off-cpu`).
+    #[arg(long, value_name = "FILE", requires = "wakeups")]
+    pub profile: Option<PathBuf>,
     /// Its wakeup edges (`critpath record --wakeups FILE`).
-    #[arg(long, value_name = "FILE")]
-    pub wakeups: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "profile")]
+    pub wakeups: Option<PathBuf>,
     /// A baseline recording's profile, for the delta methods.
-    #[arg(long, value_name = "FILE", requires = "baseline_wakeups")]
+    #[arg(long, value_name = "FILE", requires_all = ["baseline_wakeups", "profile"])]
     pub baseline_profile: Option<PathBuf>,
     /// The baseline recording's wakeup edges.
     #[arg(long, value_name = "FILE", requires = "baseline_profile")]

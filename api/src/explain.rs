@@ -4,12 +4,13 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use critpath_analyzer::export::pprof;
-use critpath_analyzer::graph::{self, Actor, Analysis, Evidence, Method};
+use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method};
 use critpath_analyzer::offcpu::WakeupEdge;
+use critpath_analyzer::query::parse_time_ms;
 use critpath_analyzer::{dataset, eval};
-use serde::Serialize;
 
-use crate::cli::{EvalArgs, ExplainArgs, PackArgs};
+use crate::cli::{EvalArgs, ExplainArgs, PackArgs, default_data_dir};
+use crate::query::Target;
 
 /// The evidence of a recording: its profile and, when given, its wakeup edges.
 pub(crate) fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result<Evidence> {
@@ -33,102 +34,70 @@ pub(crate) fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result
         .with_context(|| format!("reading {}", profile.display()))
 }
 
-#[derive(Serialize)]
-struct Ranked<'a> {
-    function: &'a str,
-    score: f64,
-    evidence: &'a graph::FunctionEvidence,
-}
-
-#[derive(Serialize)]
-struct Step {
-    actor: String,
-    waited_s: f64,
-    functions: Vec<(String, f64)>,
-}
-
-#[derive(Serialize)]
-struct Explanation<'a> {
-    method: &'static str,
-    seconds: f64,
-    request_threads: Vec<String>,
-    functions: Vec<Ranked<'a>>,
-    critical_path: Vec<Step>,
-}
-
-fn actor_name(ev: &Evidence, actor: Actor) -> String {
-    match actor {
-        Actor::Thread(t) => {
-            let t = &ev.threads[t as usize];
-            format!("{} (pid {}, tid {})", t.comm, t.pid, t.tid)
-        }
-        kernel => kernel.kernel_name().unwrap_or_default().to_owned(),
-    }
-}
-
-/// `critpath explain`.
+/// `critpath explain`: a recording (`--profile`, `--wakeups`) or a window of the store.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     let method: Method = args.method.parse().map_err(anyhow::Error::msg)?;
-    let ev = evidence(&args.profile, Some(&args.wakeups))?;
-    let analysis = Analysis::new(&ev);
-    let baseline = match (&args.baseline_profile, &args.baseline_wakeups) {
-        (Some(p), Some(w)) => {
-            let b = evidence(p, Some(w))?;
-            let a = Analysis::new(&b);
-            Some((a, b))
+    let (ev, baseline) = match (&args.profile, &args.wakeups) {
+        (Some(profile), Some(wakeups)) => {
+            let ev = evidence(profile, Some(wakeups))?;
+            let baseline = match (&args.baseline_profile, &args.baseline_wakeups) {
+                (Some(p), Some(w)) => Some(evidence(p, Some(w))?),
+                _ if method.needs_baseline() => bail!(
+                    "--method {} compares with a baseline: give --baseline-profile and --baseline-wakeups",
+                    method.name()
+                ),
+                _ => None,
+            };
+            (ev, baseline)
         }
-        _ if method.needs_baseline() => {
-            bail!(
-                "--method {} compares with a baseline: give --baseline-profile and --baseline-wakeups",
-                method.name()
-            )
+        _ => {
+            let target = Target::new(
+                args.window
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(default_data_dir),
+                &args.window.from,
+                &args.window.to,
+                &args.window.query,
+            )?;
+            let dir = target.reader.dir();
+            let read = |w: &critpath_analyzer::query::Window| {
+                Evidence::from_store(dir, w)
+                    .with_context(|| format!("reading the store in {}", dir.display()))
+            };
+            let w = &target.window;
+            let baseline = if method.needs_baseline() {
+                let time = |flag: &str, t: &Option<String>| {
+                    t.as_deref()
+                        .map(|t| parse_time_ms(t, target.now_ms).with_context(|| flag.to_owned()))
+                        .transpose()
+                };
+                let (from, to) = w.baseline_range(
+                    time("--baseline-from", &args.baseline_from)?,
+                    time("--baseline-to", &args.baseline_to)?,
+                );
+                Some(read(&w.with_range(from, to)?)?)
+            } else {
+                None
+            };
+            (read(w)?, baseline)
         }
-        _ => None,
     };
-    let ranked = graph::rank(
+    let analysis = Analysis::new(&ev);
+    let baseline = baseline.map(|b| (Analysis::new(&b), b));
+    let explanation = Explanation::new(
         &ev,
         &analysis,
         method,
         baseline.as_ref().map(|(a, e)| (a, e)),
+        args.top,
     );
-    let path = analysis
-        .waits
-        .critical_path(&analysis.blame.request_threads);
-    let explanation = Explanation {
-        method: method.name(),
-        seconds: ev.seconds,
-        request_threads: analysis
-            .blame
-            .request_threads
-            .iter()
-            .map(|&t| actor_name(&ev, Actor::Thread(t)))
-            .collect(),
-        functions: ranked
-            .iter()
-            .take(args.top)
-            .map(|(name, score)| Ranked {
-                function: name,
-                score: *score,
-                evidence: &analysis.functions
-                    [ev.function_id(name).expect("a ranked function") as usize],
-            })
-            .collect(),
-        critical_path: path
-            .iter()
-            .map(|s| Step {
-                actor: actor_name(&ev, s.actor),
-                waited_s: s.waited_ns / 1e9,
-                functions: s
-                    .functions
-                    .iter()
-                    .map(|&(f, ns)| (ev.functions[f as usize].clone(), ns / 1e9))
-                    .collect(),
-            })
-            .collect(),
-    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&explanation)?);
         return Ok(());
+    }
+    if ev.stacks.is_empty() {
+        eprintln!("critpath: nothing was sampled in the window");
     }
     println!(
         "{} request threads, {:.1} s; ranked by {}:",
@@ -141,7 +110,7 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
         "score", "cpu s", "off s", "blame s", "ended s"
     );
     for r in &explanation.functions {
-        let e = r.evidence;
+        let e = &r.evidence;
         println!(
             "{:>10.4} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {}",
             r.score,

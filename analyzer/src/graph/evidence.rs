@@ -1,13 +1,14 @@
 //! A window's evidence: interned functions and threads, stacks with their on-CPU and off-CPU
 //! time, and waits with who ended them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::Profile;
 use crate::offcpu::{Cause, OFF_CPU_MODULE, ThreadRef, WakeupEdge};
 use crate::query::{FlameTree, NodeId};
+use crate::store::{Batch, SampleKind, SeriesLabels};
 
 /// Index into [`Evidence::functions`].
 pub type FunctionId = u32;
@@ -115,6 +116,8 @@ pub struct Evidence {
     pub seconds: f64,
     /// On-CPU sampling period, ns (0 when unknown): on-CPU time over it is a sample count.
     pub sample_period_ns: f64,
+    /// Threads are known by (pid, name), their tids made up (evidence from the store).
+    pub threads_by_name: bool,
     function_index: HashMap<String, FunctionId>,
     thread_index: HashMap<(u32, u32), ThreadId>,
 }
@@ -208,6 +211,148 @@ impl Evidence {
         ev
     }
 
+    /// Adds a stack of a thread: on-CPU time `cpu_ns`, or, when it ends in an `[off-cpu: …]`
+    /// pseudo frame and `off_ns` is known, that much off-CPU time of the frame's cause.
+    fn push_stack(
+        &mut self,
+        thread: ThreadId,
+        mut frames: Vec<&crate::Frame>,
+        cpu_ns: f64,
+        off_ns: Option<f64>,
+    ) {
+        let cause = match frames.last() {
+            Some(f) if off_ns.is_some() && f.module.as_deref() == Some(OFF_CPU_MODULE) => {
+                let cause = Cause::ALL
+                    .into_iter()
+                    .find(|c| c.frame().function == f.function)
+                    .unwrap_or(Cause::Other);
+                frames.pop();
+                Some(cause)
+            }
+            _ => None,
+        };
+        let waiting_in = cause.and_then(|_| {
+            let f = frames.iter().rev().find(|f| is_program_frame(f))?;
+            Some(f.function.clone())
+        });
+        let waiting_in = waiting_in.map(|name| self.function(&name));
+        let frames = self.frames(frames.iter().map(|f| f.function.as_str()));
+        let mut stack = Stack {
+            thread,
+            frames,
+            cpu_ns: 0.0,
+            off_cpu_ns: [0.0; 6],
+            waiting_in,
+        };
+        match cause {
+            Some(cause) => stack.off_cpu_ns[cause as usize] = off_ns.unwrap_or(0.0),
+            None => stack.cpu_ns = cpu_ns,
+        }
+        if stack.cpu_ns > 0.0 || stack.off_cpu_ns.iter().any(|&v| v > 0.0) {
+            self.stacks.push(stack);
+        }
+    }
+
+    /// The evidence of a window of the store: its batches' on-CPU and off-CPU rows and wakeups,
+    /// for the series `keep` accepts and every thread that ended one of their waits (and so on,
+    /// transitively: the waits are charged to what those threads ran). Threads are (pid, thread
+    /// name): the store keeps no thread ids, so a process's same-named threads are one.
+    pub fn from_batches(
+        batches: &[Batch],
+        seconds: f64,
+        keep: impl Fn(&SeriesLabels) -> bool,
+    ) -> Evidence {
+        let key = |s: &SeriesLabels| (s.pid, s.comm.clone());
+        // The selected threads, then those that woke them, until none is added.
+        let mut included: HashSet<(u32, String)> = batches
+            .iter()
+            .flat_map(|b| b.series.iter().filter(|s| keep(s)).map(key))
+            .collect();
+        loop {
+            let before = included.len();
+            for b in batches {
+                for w in b.wakeups.iter().filter(|w| !w.in_interrupt) {
+                    if included.contains(&key(&b.series[w.wakee as usize])) {
+                        included.insert(key(&b.series[w.waker as usize]));
+                    }
+                }
+            }
+            if included.len() == before {
+                break;
+            }
+        }
+        let mut ev = Evidence::new(seconds);
+        ev.threads_by_name = true;
+        ev.sample_period_ns = batches
+            .iter()
+            .map(|b| b.period_ns)
+            .find(|&p| p > 0)
+            .unwrap_or(0) as f64;
+        // Thread ids: one per (pid, name), numbered in order of appearance.
+        let mut tids: HashMap<(u32, String), u32> = HashMap::new();
+        let mut thread = |ev: &mut Evidence, s: &SeriesLabels| {
+            let next = tids.len() as u32 + 1;
+            let tid = *tids.entry(key(s)).or_insert(next);
+            ev.thread(&ThreadRef {
+                pid: s.pid,
+                tid,
+                comm: s.comm.clone(),
+            })
+        };
+        for b in batches {
+            let frames = |stack: u32| -> Vec<&crate::Frame> {
+                b.stacks[stack as usize]
+                    .iter()
+                    .map(|&f| &b.frames[f as usize])
+                    .filter(|f| !f.inlined)
+                    .collect()
+            };
+            for row in &b.rows {
+                let series = &b.series[row.series as usize];
+                if !included.contains(&key(series)) {
+                    continue;
+                }
+                let t = thread(&mut ev, series);
+                let value = row.value as f64;
+                match row.kind {
+                    SampleKind::Cpu => {
+                        ev.push_stack(t, frames(row.stack), value * b.period_ns as f64, None);
+                    }
+                    SampleKind::OffCpu => ev.push_stack(t, frames(row.stack), 0.0, Some(value)),
+                }
+            }
+            for w in &b.wakeups {
+                let wakee = &b.series[w.wakee as usize];
+                if !included.contains(&key(wakee)) {
+                    continue;
+                }
+                let wakee = thread(&mut ev, wakee);
+                let names = frames(w.wakee_stack);
+                let wakee_frames = ev.frames(names.iter().map(|f| f.function.as_str()));
+                let (waker, waker_frames) = if w.in_interrupt {
+                    (Actor::Kernel(w.cause), Vec::new())
+                } else {
+                    let waker = thread(&mut ev, &b.series[w.waker as usize]);
+                    let names = frames(w.waker_stack);
+                    (
+                        Actor::Thread(waker),
+                        ev.frames(names.iter().map(|f| f.function.as_str())),
+                    )
+                };
+                ev.waits.push(Wait {
+                    wakee,
+                    wakee_frames,
+                    waker,
+                    waker_frames,
+                    cause: w.cause,
+                    ns: w.blocked_ns as f64,
+                    count: w.weight,
+                });
+            }
+        }
+        ev
+    }
+
     /// The evidence of a recording: a profile with `cpu` values and, recorded with `critpath
     /// record --off-cpu`, `off_cpu` values, and its wakeup edges (none without off-CPU
     /// recording: then only on-CPU evidence is known). The stacks' functions are the profile's
@@ -234,45 +379,14 @@ impl Evidence {
             });
             // Functions as the machine runs them: inlined frames belong to the function they
             // were inlined into.
-            let mut frames: Vec<&crate::Frame> = profile
+            let frames: Vec<&crate::Frame> = profile
                 .stack(sample.stack)
                 .iter()
                 .map(|&f| profile.frame(f))
                 .filter(|f| !f.inlined)
                 .collect();
-            let cause = match frames.last() {
-                Some(f) if off.is_some() && f.module.as_deref() == Some(OFF_CPU_MODULE) => {
-                    let cause = Cause::ALL
-                        .into_iter()
-                        .find(|c| c.frame().function == f.function)
-                        .unwrap_or(Cause::Other);
-                    frames.pop();
-                    Some(cause)
-                }
-                _ => None,
-            };
-            let waiting_in = cause.and_then(|_| {
-                let f = frames.iter().rev().find(|f| is_program_frame(f))?;
-                Some(f.function.clone())
-            });
-            let waiting_in = waiting_in.map(|name| ev.function(&name));
-            let frames = ev.frames(frames.iter().map(|f| f.function.as_str()));
-            let mut stack = Stack {
-                thread,
-                frames,
-                cpu_ns: 0.0,
-                off_cpu_ns: [0.0; 6],
-                waiting_in,
-            };
-            match cause {
-                Some(cause) => {
-                    stack.off_cpu_ns[cause as usize] = off.map_or(0.0, |i| sample.values[i] as f64);
-                }
-                None => stack.cpu_ns = sample.values[cpu] as f64,
-            }
-            if stack.cpu_ns > 0.0 || stack.off_cpu_ns.iter().any(|&v| v > 0.0) {
-                ev.stacks.push(stack);
-            }
+            let off_ns = off.map(|i| sample.values[i] as f64);
+            ev.push_stack(thread, frames, sample.values[cpu] as f64, off_ns);
         }
         for e in edges {
             let wakee = ev.thread(&e.wakee);

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::offcpu::Cause;
 use crate::{Frame, Profile, SampleLabels, ValueType};
 
 /// The labels of one series: what a sample is attributed to.
@@ -63,6 +64,31 @@ pub struct Row {
     pub value: i64,
 }
 
+/// Waits of one thread in one stack that another thread (or an interrupt) ended, summed over
+/// an interval: the wakeup edges the wait-for graph is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Wakeup {
+    /// The thread that waited: an index into [`Batch::series`].
+    pub wakee: u32,
+    /// Its blocked stack (without the `[off-cpu: …]` frame): an index into [`Batch::stacks`].
+    pub wakee_stack: u32,
+    /// The waking thread (in an interrupt, the interrupted one): an index into
+    /// [`Batch::series`].
+    pub waker: u32,
+    /// Its stack at the wakeup (empty in an interrupt): an index into [`Batch::stacks`].
+    pub waker_stack: u32,
+    /// Why the wakee waited.
+    pub cause: Cause,
+    /// The wakeup came from interrupt context: the kernel (a timer, a device) ended the wait.
+    pub in_interrupt: bool,
+    /// Waits captured.
+    pub count: u64,
+    /// Waits they stand for (sum of 1 / capture probability).
+    pub weight: f64,
+    /// Blocked time they stand for (each wait's blocked time × its weight), ns.
+    pub blocked_ns: i64,
+}
+
 /// One interval's aggregated samples, self-contained: it defines the frames, stacks and series
 /// its rows refer to, so any batch can be read, recovered or compacted on its own.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +107,8 @@ pub struct Batch {
     pub series: Vec<SeriesLabels>,
     /// The aggregated values.
     pub rows: Vec<Row>,
+    /// Who ended the off-CPU waits (store schema 2; empty in batches of schema 1).
+    pub wakeups: Vec<Wakeup>,
 }
 
 impl Batch {
@@ -169,6 +197,31 @@ pub struct Aggregator {
     series: FastMap<SeriesLabels, u32>,
     series_list: Vec<SeriesLabels>,
     rows: FastMap<(u32, u32, SampleKind), i64>,
+    wakeups: FastMap<WakeupKey, Wakeup>,
+}
+
+/// What makes wakeups alike: threads, stacks, cause, context.
+type WakeupKey = (u32, u32, u32, u32, Cause, bool);
+
+/// One wakeup, as [`Aggregator::add_wakeup`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct WakeupSample<'a> {
+    /// The thread that waited.
+    pub wakee: &'a SeriesLabels,
+    /// Its blocked stack, root first, without the `[off-cpu: …]` frame.
+    pub wakee_frames: &'a [Frame],
+    /// The waking thread (in an interrupt, the interrupted one).
+    pub waker: &'a SeriesLabels,
+    /// Its stack, root first (empty in an interrupt).
+    pub waker_frames: &'a [Frame],
+    /// Why the wakee waited.
+    pub cause: Cause,
+    /// From interrupt context.
+    pub in_interrupt: bool,
+    /// 1 / capture probability.
+    pub weight: f64,
+    /// Blocked time, ns (unweighted).
+    pub blocked_ns: u64,
 }
 
 impl Aggregator {
@@ -190,7 +243,55 @@ impl Aggregator {
             series: FastMap::default(),
             series_list: Vec::new(),
             rows: FastMap::default(),
+            wakeups: FastMap::default(),
         }
+    }
+
+    /// Moves to the interval of `time_ms`; returns the previous interval's batch when that is a
+    /// new one.
+    fn enter(&mut self, time_ms: i64) -> Option<Batch> {
+        let interval = time_ms.div_euclid(self.interval_ms) * self.interval_ms;
+        let finished = match self.start_ms {
+            Some(start) if interval > start => self.flush(),
+            _ => None,
+        };
+        if self.start_ms.is_none() {
+            self.start_ms = Some(interval);
+        }
+        finished
+    }
+
+    /// Adds a wakeup seen at `time_ms` (when the wait began). Returns the previous interval's
+    /// batch when this starts a new interval.
+    pub fn add_wakeup(&mut self, time_ms: i64, w: &WakeupSample<'_>) -> Option<Batch> {
+        let finished = self.enter(time_ms);
+        let wakee = intern(&mut self.series, &mut self.series_list, w.wakee);
+        let waker = intern(&mut self.series, &mut self.series_list, w.waker);
+        let wakee_stack = self.stack(w.wakee_frames);
+        let waker_stack = self.stack(w.waker_frames);
+        let key = (
+            wakee,
+            wakee_stack,
+            waker,
+            waker_stack,
+            w.cause,
+            w.in_interrupt,
+        );
+        let sum = self.wakeups.entry(key).or_insert(Wakeup {
+            wakee,
+            wakee_stack,
+            waker,
+            waker_stack,
+            cause: w.cause,
+            in_interrupt: w.in_interrupt,
+            count: 0,
+            weight: 0.0,
+            blocked_ns: 0,
+        });
+        sum.count += 1;
+        sum.weight += w.weight;
+        sum.blocked_ns += (w.blocked_ns as f64 * w.weight).round() as i64;
+        finished
     }
 
     /// Adds a sample taken at `time_ms`. Returns the previous interval's batch when this sample
@@ -203,14 +304,15 @@ impl Aggregator {
         kind: SampleKind,
         value: i64,
     ) -> Option<Batch> {
-        let interval = time_ms.div_euclid(self.interval_ms) * self.interval_ms;
-        let finished = match self.start_ms {
-            Some(start) if interval > start => self.flush(),
-            _ => None,
-        };
-        if self.start_ms.is_none() {
-            self.start_ms = Some(interval);
-        }
+        let finished = self.enter(time_ms);
+        let stack_id = self.stack(frames);
+        let series_id = intern(&mut self.series, &mut self.series_list, series);
+        *self.rows.entry((series_id, stack_id, kind)).or_default() += value;
+        finished
+    }
+
+    /// The id of a stack of this interval, interned when new.
+    fn stack(&mut self, frames: &[Frame]) -> u32 {
         let hash = stack_hash(frames);
         let seen = self.stacks.get(&hash).copied().filter(|&id| {
             let stored = &self.stack_list[id as usize];
@@ -220,7 +322,7 @@ impl Aggregator {
                     .map(|&f| &self.frame_list[f as usize].function)
                     == frames.last().map(|f| &f.function)
         });
-        let stack_id = match seen {
+        match seen {
             Some(id) => id,
             None => {
                 let ids = frames
@@ -234,10 +336,7 @@ impl Aggregator {
                 self.stacks.entry(hash).or_insert(id);
                 id
             }
-        };
-        let series_id = intern(&mut self.series, &mut self.series_list, series);
-        *self.rows.entry((series_id, stack_id, kind)).or_default() += value;
-        finished
+        }
     }
 
     /// Whether the current interval has ended by `now_ms` (so [`Aggregator::flush`] should run
@@ -264,6 +363,8 @@ impl Aggregator {
         self.frames.clear();
         self.stacks.clear();
         self.series.clear();
+        let mut wakeups: Vec<Wakeup> = self.wakeups.drain().map(|(_, w)| w).collect();
+        wakeups.sort_by_key(|w| (w.wakee, w.wakee_stack, w.waker, w.waker_stack, w.cause));
         let batch = Batch {
             start_ms: start,
             end_ms: start + self.interval_ms,
@@ -272,8 +373,9 @@ impl Aggregator {
             stacks: std::mem::take(&mut self.stack_list),
             series: std::mem::take(&mut self.series_list),
             rows,
+            wakeups,
         };
-        (!batch.rows.is_empty()).then_some(batch)
+        (!batch.rows.is_empty() || !batch.wakeups.is_empty()).then_some(batch)
     }
 
     /// A profile of `kind` from batches, for series the selector-like `keep` accepts, with one

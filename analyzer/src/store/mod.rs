@@ -2,10 +2,11 @@
 //! append-only, checksummed, fsynced write-ahead log, compacted into hourly Parquet parts
 //! (written with polars), dropped whole by retention, and read by polars lazy scans.
 //!
-//! # On-disk layout (store schema version 1)
+//! # On-disk layout (store schema version 2)
 //!
 //! ```text
-//! DIR/STORE_VERSION                          "1\n"; a reader or writer of another version refuses
+//! DIR/STORE_VERSION                          "2\n"; version 1 (no wakeups) is read, and marked 2 by
+//!                                            the first writer; other versions are refused
 //! DIR/LOCK                                   flock(2)ed by the one writer
 //! DIR/wal/<seq:016>.wal                      write-ahead log segments
 //! DIR/wal/<seq:016>.done                     marker: segment <seq> is compacted (transient)
@@ -21,13 +22,19 @@
 //!                                                      sums over all the part's intervals
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.intervals.parquet
 //!     start_ms i64, end_ms i64, rows u32               the part's distinct intervals
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.wakeups.parquet            (version 2; absent in older parts)
+//!     start_ms i64, end_ms i64, wakee_series u32, wakee_stack u32, waker_series u32,
+//!     waker_stack u32, cause str, in_interrupt bool, count i64, weight f64, blocked_ns i64
+//!                                                      who ended the off-CPU waits, summed per
+//!                                                      interval, threads and stacks
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.samples.parquet
 //!     start_ms i64, end_ms i64, period_ns i64, series_id u32, stack_id u32, off_cpu bool,
 //!     value i64                                        samples (cpu) or nanoseconds (off-CPU)
 //! ```
 //!
-//! **Log.** A segment is a sequence of records, each `magic "CPW1" | payload length (u32 LE) |
-//! CRC-32 of the payload (u32 LE) | payload`, the payload a [`Batch`] encoded with postcard.
+//! **Log.** A segment is a sequence of records, each `magic "CPW2" | payload length (u32 LE) |
+//! CRC-32 of the payload (u32 LE) | payload`, the payload a [`Batch`] encoded with postcard
+//! (`CPW1` records, written by schema 1, hold batches without wakeups and are still read).
 //! Each record is fsynced before [`Store::append`] returns, so a crash loses at most the
 //! interval being aggregated; a torn record at a segment's tail is cut off on the next open
 //! (and reported), never read. A failed append (a full disk) cuts its partial record off, or
@@ -36,7 +43,7 @@
 //! [`StoreOptions::segment_max_bytes`].
 //!
 //! **Parts.** A closed segment is compacted, in a background thread, into one part per hour
-//! its batches cover: six Parquet files named after the segment, with frames and stacks
+//! its batches cover: seven Parquet files named after the segment, with frames and stacks
 //! deduplicated within the part so each sample row is a few small integers (zstd), and a
 //! roll-up (sums per series and stack over the whole part) that answers windows covering the
 //! part without reading its samples (see [`Index`]). Parts written before roll-ups existed get
@@ -61,15 +68,17 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use batch::{Aggregator, Batch, Row, SampleKind, SeriesLabels};
+pub use batch::{Aggregator, Batch, Row, SampleKind, SeriesLabels, Wakeup, WakeupSample};
 pub use index::{CallPaths, DEFAULT_CACHE_BYTES, Index, MAX_TRIE_NODES};
 pub use scan::{ProfileType, Scan, ScanPart, ScanRow};
 pub use wal::{Recovery, StoreError, Wal};
 
 use parquet::HOUR_MS;
 
-/// The store schema version this code reads and writes.
-pub const STORE_VERSION: u32 = 1;
+/// The store schema version this code writes. It reads version 1 too (no wakeups), and
+/// upgrades a version 1 store it opens for writing (only additions: new log records and
+/// parts carry wakeups).
+pub const STORE_VERSION: u32 = 2;
 
 /// How long and how much the store keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -410,16 +419,16 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
 pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> {
     let path = dir.join("STORE_VERSION");
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let found = text.trim();
-            if found != STORE_VERSION.to_string() {
-                return Err(StoreError::Version {
-                    dir: dir.to_owned(),
-                    found: found.to_owned(),
-                });
-            }
-            Ok(())
-        }
+        Ok(text) => match text.trim() {
+            "2" => Ok(()),
+            // Readable as is; a writer marks it version 2 before writing wakeups into it.
+            "1" if create => wal::write_atomic(&path, format!("{STORE_VERSION}\n").as_bytes()),
+            "1" => Ok(()),
+            found => Err(StoreError::Version {
+                dir: dir.to_owned(),
+                found: found.to_owned(),
+            }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             if dir.join("wal").exists() {
                 return Err(StoreError::Version {
@@ -464,6 +473,107 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// Wakeups as the reader sees them: resolved to thread names and leaf functions.
+    fn wakeups(dir: &Path) -> Vec<(String, String, String, String, u64, i64)> {
+        let mut out: Vec<_> = Store::batches(dir, 0, i64::MAX)
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let leaf = |s: u32| {
+                    b.stacks[s as usize]
+                        .last()
+                        .map_or(String::new(), |&f| b.frames[f as usize].function.clone())
+                };
+                b.wakeups.iter().map(move |w| {
+                    (
+                        b.series[w.wakee as usize].comm.clone(),
+                        leaf(w.wakee_stack),
+                        b.series[w.waker as usize].comm.clone(),
+                        leaf(w.waker_stack),
+                        w.count,
+                        w.blocked_ns,
+                    )
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Wakeups aggregated by the agent's aggregator are kept by the log and by the Parquet parts
+    /// the log is compacted into, with their threads and stacks.
+    #[test]
+    fn wakeups_survive_compaction() {
+        use crate::Frame;
+        use crate::offcpu::Cause;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        let mut agg = Aggregator::new(10_000, 1);
+        let thread = |comm: &str| SeriesLabels {
+            pid: 7,
+            comm: comm.into(),
+            ..SeriesLabels::default()
+        };
+        let (waiter, holder) = (thread("waiter"), thread("holder"));
+        let wait = [Frame::user("main", "/x"), Frame::user("lock", "/x")];
+        let work = [Frame::user("main", "/x"), Frame::user("unlock", "/x")];
+        for (t, blocked_ns) in [(1_000, 300), (2_000, 500), (12_000, 100)] {
+            let sample = WakeupSample {
+                wakee: &waiter,
+                wakee_frames: &wait,
+                waker: &holder,
+                waker_frames: &work,
+                cause: Cause::Lock,
+                in_interrupt: false,
+                weight: 2.0,
+                blocked_ns,
+            };
+            if let Some(b) = agg.add_wakeup(t, &sample) {
+                assert_eq!(b.wakeups.len(), 1, "alike wakeups are summed");
+                store.append(&b).unwrap();
+            }
+        }
+        store.append(&agg.flush().unwrap()).unwrap();
+        let w = |n, ns| {
+            (
+                "waiter".into(),
+                "lock".into(),
+                "holder".into(),
+                "unlock".into(),
+                n,
+                ns,
+            )
+        };
+        let want = vec![w(1, 200), w(2, 1_600)];
+        assert_eq!(wakeups(dir.path()), want, "from the log");
+        store.close().unwrap();
+        assert!(!parts(dir.path()).is_empty());
+        assert_eq!(wakeups(dir.path()), want, "from the parts");
+    }
+
+    /// A store of schema 1 is read as it is, and marked version 2 by the first writer; other
+    /// versions are refused.
+    #[test]
+    fn schema_1_is_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("STORE_VERSION"), "1\n").unwrap();
+        check_version(dir.path(), false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("STORE_VERSION")).unwrap(),
+            "1\n"
+        );
+        Store::open(dir.path()).unwrap().0.close().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("STORE_VERSION")).unwrap(),
+            "2\n"
+        );
+        std::fs::write(dir.path().join("STORE_VERSION"), "3\n").unwrap();
+        assert!(matches!(
+            check_version(dir.path(), false),
+            Err(StoreError::Version { .. })
+        ));
     }
 
     /// A batch of a new hour rotates the log, and the closed segment is compacted in the

@@ -9,8 +9,12 @@
 //! DIR/data/<YYYYMMDDHH>/<N>.series.parquet    series_id u32, host, comm, exe, build_id, service: str, pid u32
 //! DIR/data/<YYYYMMDDHH>/<N>.rollup.parquet    series_id, stack_id: u32, cpu_samples, cpu_ns, offcpu_ns: i64   (sums over the part)
 //! DIR/data/<YYYYMMDDHH>/<N>.intervals.parquet start_ms, end_ms: i64, rows u32          (the part's distinct intervals)
+//! DIR/data/<YYYYMMDDHH>/<N>.wakeups.parquet   start_ms, end_ms: i64, wakee_series, wakee_stack, waker_series, waker_stack: u32,
+//!                                             cause: str, in_interrupt: bool, count: i64, weight: f64, blocked_ns: i64   (schema 2)
 //! DIR/data/<YYYYMMDDHH>/<N>.samples.parquet   start_ms, end_ms, period_ns: i64, series_id, stack_id: u32, off_cpu: bool, value: i64
 //! ```
+//!
+//! Parts written by schema 1 have no wakeups file; readers take it for none.
 //!
 //! Stacks and frames are deduplicated within a part, so each sample row is a few integers.
 //! Every file is written to a temporary name and renamed; the samples file goes last. When all
@@ -25,7 +29,8 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::wal::{read_segment, segment_seq, write_atomic};
-use super::{Batch, Row, SampleKind, SeriesLabels, StoreError};
+use super::{Batch, Row, SampleKind, SeriesLabels, StoreError, Wakeup};
+use crate::offcpu::Cause;
 use crate::{Frame, FrameKind};
 
 /// Length of a partition.
@@ -81,6 +86,7 @@ fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError>
         SeriesCols::default(),
         SampleCols::default(),
     );
+    let mut w_cols = WakeupCols::default();
     for batch in batches {
         let frame_ids: Vec<u32> = batch
             .frames
@@ -124,6 +130,18 @@ fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError>
                 row,
             );
         }
+        for w in &batch.wakeups {
+            w_cols.push(
+                batch,
+                &Wakeup {
+                    wakee: series_ids[w.wakee as usize],
+                    wakee_stack: stack_ids[w.wakee_stack as usize],
+                    waker: series_ids[w.waker as usize],
+                    waker_stack: stack_ids[w.waker_stack as usize],
+                    ..*w
+                },
+            );
+        }
     }
     let file = |kind: &str| dir.join(format!("{seq:016}.{kind}.parquet"));
     write_df(&file("frames"), f_cols.into_df())?;
@@ -141,6 +159,7 @@ fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError>
         &file("intervals"),
         intervals_frame(samples.clone().lazy()).collect(),
     )?;
+    write_df(&file("wakeups"), w_cols.into_df())?;
     // Last: a part is complete once its samples file exists.
     write_df(&file("samples"), Ok(samples))
 }
@@ -467,6 +486,107 @@ impl SampleCols {
     }
 }
 
+/// A part's wakeups, columns of `<seq>.wakeups.parquet`.
+#[derive(Default)]
+struct WakeupCols {
+    start: Vec<i64>,
+    end: Vec<i64>,
+    wakee: Vec<u32>,
+    wakee_stack: Vec<u32>,
+    waker: Vec<u32>,
+    waker_stack: Vec<u32>,
+    cause: Vec<&'static str>,
+    in_interrupt: Vec<bool>,
+    count: Vec<i64>,
+    weight: Vec<f64>,
+    blocked_ns: Vec<i64>,
+}
+
+impl WakeupCols {
+    /// `w`'s indices are the part's.
+    fn push(&mut self, batch: &Batch, w: &Wakeup) {
+        self.start.push(batch.start_ms);
+        self.end.push(batch.end_ms);
+        self.wakee.push(w.wakee);
+        self.wakee_stack.push(w.wakee_stack);
+        self.waker.push(w.waker);
+        self.waker_stack.push(w.waker_stack);
+        self.cause.push(w.cause.name());
+        self.in_interrupt.push(w.in_interrupt);
+        self.count.push(w.count as i64);
+        self.weight.push(w.weight);
+        self.blocked_ns.push(w.blocked_ns);
+    }
+
+    fn into_df(self) -> PolarsResult<DataFrame> {
+        DataFrame::new_infer_height(vec![
+            Column::new("start_ms".into(), self.start),
+            Column::new("end_ms".into(), self.end),
+            Column::new("wakee_series".into(), self.wakee),
+            Column::new("wakee_stack".into(), self.wakee_stack),
+            Column::new("waker_series".into(), self.waker),
+            Column::new("waker_stack".into(), self.waker_stack),
+            Column::new("cause".into(), self.cause),
+            Column::new("in_interrupt".into(), self.in_interrupt),
+            Column::new("count".into(), self.count),
+            Column::new("weight".into(), self.weight),
+            Column::new("blocked_ns".into(), self.blocked_ns),
+        ])
+    }
+}
+
+/// A part's wakeups overlapping `[from_ms, to_ms)` (none for a part of schema 1).
+fn read_wakeups(path: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Wakeup>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let parquet = |source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    };
+    let df = scan(path)?
+        .filter(
+            col("end_ms")
+                .gt(lit(from_ms))
+                .and(col("start_ms").lt(lit(to_ms))),
+        )
+        .collect()
+        .map_err(parquet)?;
+    let decode = || -> PolarsResult<Vec<Wakeup>> {
+        let (wakee, wakee_stack, waker, waker_stack) = (
+            u32s(&df, "wakee_series")?,
+            u32s(&df, "wakee_stack")?,
+            u32s(&df, "waker_series")?,
+            u32s(&df, "waker_stack")?,
+        );
+        let (cause, in_interrupt) = (strs(&df, "cause")?, bools(&df, "in_interrupt")?);
+        let (count, blocked_ns) = (i64s(&df, "count")?, i64s(&df, "blocked_ns")?);
+        let weight: Vec<f64> = df
+            .column("weight")?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(0.0))
+            .collect();
+        Ok((0..wakee.len())
+            .map(|i| Wakeup {
+                wakee: wakee[i],
+                wakee_stack: wakee_stack[i],
+                waker: waker[i],
+                waker_stack: waker_stack[i],
+                cause: Cause::ALL
+                    .into_iter()
+                    .find(|c| Some(c.name()) == cause[i].as_deref())
+                    .unwrap_or(Cause::Other),
+                in_interrupt: in_interrupt[i],
+                count: count[i].max(0) as u64,
+                weight: weight[i],
+                blocked_ns: blocked_ns[i],
+            })
+            .collect())
+    };
+    decode().map_err(parquet)
+}
+
 /// The highest segment number any Parquet part was compacted from.
 pub(crate) fn max_part_seq(store: &Path) -> Option<u64> {
     let hours = std::fs::read_dir(store.join("data")).ok()?;
@@ -535,17 +655,21 @@ pub(crate) fn read_part(
             path: samples_path.clone(),
             error: source,
         })?;
-    if samples.height() == 0 {
+    let wakeups = read_wakeups(&file("wakeups"), from_ms, to_ms)?;
+    if samples.height() == 0 && wakeups.is_empty() {
         return Ok(None);
     }
     let (frames, stacks) = read_frames_stacks(&file("frames"), &file("stacks"))?;
     let series = read_series(&file("series"))?;
-    decode_samples(&samples, frames, stacks, series, from_ms, to_ms)
-        .map(Some)
-        .map_err(|source| StoreError::Parquet {
-            path: samples_path,
-            error: source,
-        })
+    let mut batch =
+        decode_samples(&samples, frames, stacks, series, from_ms, to_ms).map_err(|source| {
+            StoreError::Parquet {
+                path: samples_path,
+                error: source,
+            }
+        })?;
+    batch.wakeups = wakeups;
+    Ok(Some(batch))
 }
 
 fn collect_sorted(path: &Path, by: &[&str]) -> Result<DataFrame, StoreError> {
@@ -722,5 +846,6 @@ fn decode_samples(
         stacks,
         series,
         rows,
+        wakeups: Vec::new(),
     })
 }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::Batch;
 
-const MAGIC: [u8; 4] = *b"CPW1";
+/// The record magic: `CPW2` since batches carry wakeups (schema 2); `CPW1` records (schema 1,
+/// no wakeups) are still read.
+const MAGIC: [u8; 4] = *b"CPW2";
+const MAGIC_V1: [u8; 4] = *b"CPW1";
 const HEADER: usize = 12;
 /// A record larger than this is taken for corruption, not allocated.
 const MAX_RECORD: usize = 1 << 30;
@@ -29,7 +32,7 @@ pub enum StoreError {
     NoStore(PathBuf),
     /// The directory holds a store of another schema version.
     #[error(
-        "{dir} holds a store of schema version {found}, this critpath reads version {}; use another --data-dir",
+        "{dir} holds a store of schema version {found}, this critpath reads versions 1 to {}; use another --data-dir",
         super::STORE_VERSION
     )]
     Version {
@@ -255,7 +258,8 @@ pub(crate) fn decode_records(bytes: &[u8]) -> (Vec<Batch>, usize) {
     let mut batches = Vec::new();
     let mut pos = 0;
     while let Some(header) = bytes.get(pos..pos + HEADER) {
-        if header[..4] != MAGIC {
+        let v1 = header[..4] == MAGIC_V1;
+        if header[..4] != MAGIC && !v1 {
             break;
         }
         let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
@@ -269,13 +273,45 @@ pub(crate) fn decode_records(bytes: &[u8]) -> (Vec<Batch>, usize) {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Ok(batch) = postcard::from_bytes::<Batch>(payload) else {
+        let decoded = if v1 {
+            postcard::from_bytes::<BatchV1>(payload).map(Batch::from)
+        } else {
+            postcard::from_bytes::<Batch>(payload)
+        };
+        let Ok(batch) = decoded else {
             break;
         };
         batches.push(batch);
         pos += HEADER + len;
     }
     (batches, pos)
+}
+
+/// A batch as schema 1 encoded it: no wakeups.
+#[derive(serde::Deserialize)]
+struct BatchV1 {
+    start_ms: i64,
+    end_ms: i64,
+    period_ns: i64,
+    frames: Vec<crate::Frame>,
+    stacks: Vec<Vec<u32>>,
+    series: Vec<super::SeriesLabels>,
+    rows: Vec<super::Row>,
+}
+
+impl From<BatchV1> for Batch {
+    fn from(b: BatchV1) -> Batch {
+        Batch {
+            start_ms: b.start_ms,
+            end_ms: b.end_ms,
+            period_ns: b.period_ns,
+            frames: b.frames,
+            stacks: b.stacks,
+            series: b.series,
+            rows: b.rows,
+            wakeups: Vec::new(),
+        }
+    }
 }
 
 /// Writes a small file atomically: a temporary file, fsynced, renamed over the target.
@@ -322,6 +358,38 @@ pub(crate) mod tests {
             );
         }
         agg.flush().unwrap()
+    }
+
+    /// Records of schema 1 (magic `CPW1`, batches without wakeups) are still read.
+    #[test]
+    fn reads_schema_1_records() {
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            start_ms: i64,
+            end_ms: i64,
+            period_ns: i64,
+            frames: &'a [crate::Frame],
+            stacks: &'a [Vec<u32>],
+            series: &'a [SeriesLabels],
+            rows: &'a [super::super::Row],
+        }
+        let b = batch(10_000, 3);
+        let payload = postcard::to_stdvec(&V1 {
+            start_ms: b.start_ms,
+            end_ms: b.end_ms,
+            period_ns: b.period_ns,
+            frames: &b.frames,
+            stacks: &b.stacks,
+            series: &b.series,
+            rows: &b.rows,
+        })
+        .unwrap();
+        let mut record = b"CPW1".to_vec();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let (batches, len) = decode_records(&record);
+        assert_eq!((batches, len), (vec![b], record.len()));
     }
 
     fn cpu_total(batches: &[Batch]) -> i64 {

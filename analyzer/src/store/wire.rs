@@ -5,7 +5,8 @@
 //! message IngestRequest { uint32 version = 1; repeated Batch batches = 2; }
 //! message Batch  { int64 start_ms = 1; int64 end_ms = 2; int64 period_ns = 3;
 //!                  repeated Frame frames = 4; repeated Stack stacks = 5;
-//!                  repeated Series series = 6; repeated Row rows = 7; }
+//!                  repeated Series series = 6; repeated Row rows = 7;
+//!                  repeated Wakeup wakeups = 8; }              // 8: since store schema 2
 //! message Frame  { string function = 1; optional string module = 2; optional string build_id = 3;
 //!                  optional string file = 4; optional uint32 line = 5; bool kernel = 6;
 //!                  bool inlined = 7; }
@@ -13,7 +14,13 @@
 //! message Series { string host = 1; uint32 pid = 2; string comm = 3; string exe = 4;
 //!                  string build_id = 5; string service = 6; }
 //! message Row    { uint32 series = 1; uint32 stack = 2; bool off_cpu = 3; int64 value = 4; }
+//! message Wakeup { uint32 wakee = 1; uint32 wakee_stack = 2; uint32 waker = 3;
+//!                  uint32 waker_stack = 4; string cause = 5; bool in_interrupt = 6;
+//!                  uint64 count = 7; double weight = 8; int64 blocked_ns = 9; }
 //! ```
+//!
+//! Wakeups are an addition within version 1: an older server ignores them, and batches from an
+//! older agent have none.
 //!
 //! The body's `Content-Type` is [`CONTENT_TYPE`]; `version` must be [`WIRE_VERSION`]. A
 //! server refuses another version, and any batch whose indices, times or values are invalid,
@@ -21,7 +28,8 @@
 
 use prost::Message as _;
 
-use super::{Batch, Row, SampleKind, SeriesLabels};
+use super::{Batch, Row, SampleKind, SeriesLabels, Wakeup};
+use crate::offcpu::Cause;
 use crate::{Frame, FrameKind};
 
 /// The wire format version this code writes and reads.
@@ -58,6 +66,30 @@ mod proto {
         pub series: Vec<Series>,
         #[prost(message, repeated, tag = "7")]
         pub rows: Vec<Row>,
+        #[prost(message, repeated, tag = "8")]
+        pub wakeups: Vec<Wakeup>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Wakeup {
+        #[prost(uint32, tag = "1")]
+        pub wakee: u32,
+        #[prost(uint32, tag = "2")]
+        pub wakee_stack: u32,
+        #[prost(uint32, tag = "3")]
+        pub waker: u32,
+        #[prost(uint32, tag = "4")]
+        pub waker_stack: u32,
+        #[prost(string, tag = "5")]
+        pub cause: String,
+        #[prost(bool, tag = "6")]
+        pub in_interrupt: bool,
+        #[prost(uint64, tag = "7")]
+        pub count: u64,
+        #[prost(double, tag = "8")]
+        pub weight: f64,
+        #[prost(int64, tag = "9")]
+        pub blocked_ns: i64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -218,6 +250,21 @@ fn to_proto(b: &Batch) -> proto::Batch {
                 value: r.value,
             })
             .collect(),
+        wakeups: b
+            .wakeups
+            .iter()
+            .map(|w| proto::Wakeup {
+                wakee: w.wakee,
+                wakee_stack: w.wakee_stack,
+                waker: w.waker,
+                waker_stack: w.waker_stack,
+                cause: w.cause.name().to_owned(),
+                in_interrupt: w.in_interrupt,
+                count: w.count,
+                weight: w.weight,
+                blocked_ns: w.blocked_ns,
+            })
+            .collect(),
     }
 }
 
@@ -257,6 +304,42 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
         if r.value < 0 {
             return Err(format!("row {i} has a negative value ({})", r.value));
         }
+    }
+    let mut wakeups = Vec::with_capacity(b.wakeups.len());
+    for (i, w) in b.wakeups.iter().enumerate() {
+        for (what, index, len) in [
+            ("series", w.wakee, b.series.len()),
+            ("stack", w.wakee_stack, b.stacks.len()),
+            ("series", w.waker, b.series.len()),
+            ("stack", w.waker_stack, b.stacks.len()),
+        ] {
+            if index as usize >= len {
+                return Err(format!(
+                    "wakeup {i} refers to {what} {index}; the batch has {len}"
+                ));
+            }
+        }
+        let cause = Cause::ALL
+            .into_iter()
+            .find(|c| c.name() == w.cause)
+            .ok_or_else(|| format!("wakeup {i} has an unknown cause {:?}", w.cause))?;
+        if !(w.weight.is_finite() && w.weight >= 0.0) || w.blocked_ns < 0 {
+            return Err(format!(
+                "wakeup {i} has a negative or non-finite weight ({}) or time ({})",
+                w.weight, w.blocked_ns
+            ));
+        }
+        wakeups.push(Wakeup {
+            wakee: w.wakee,
+            wakee_stack: w.wakee_stack,
+            waker: w.waker,
+            waker_stack: w.waker_stack,
+            cause,
+            in_interrupt: w.in_interrupt,
+            count: w.count,
+            weight: w.weight,
+            blocked_ns: w.blocked_ns,
+        });
     }
     Ok(Batch {
         start_ms: b.start_ms,
@@ -306,6 +389,7 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
                 value: r.value,
             })
             .collect(),
+        wakeups,
     })
 }
 
@@ -320,6 +404,17 @@ mod tests {
         b.rows[1].kind = SampleKind::OffCpu;
         b.frames[0].kind = FrameKind::Kernel;
         b.frames[1].line = Some(42);
+        b.wakeups.push(Wakeup {
+            wakee: 0,
+            wakee_stack: 1,
+            waker: 0,
+            waker_stack: 2,
+            cause: Cause::Lock,
+            in_interrupt: false,
+            count: 3,
+            weight: 4.5,
+            blocked_ns: 1_000_000,
+        });
         let batches = vec![b, batch(11_000, 1)];
         assert_eq!(decode(&encode(&batches)).unwrap(), batches);
     }
@@ -354,5 +449,31 @@ mod tests {
         assert!(invalid(|b| b.rows[0].series = 5).contains("series 5"));
         assert!(invalid(|b| b.rows[1].stack = 7).contains("stack 7"));
         assert!(invalid(|b| b.rows[0].value = -1).contains("negative"));
+        let wakeup = |edit: fn(&mut proto::Wakeup)| {
+            move |b: &mut proto::Batch| {
+                let mut w = proto::Wakeup {
+                    cause: "io".into(),
+                    ..Default::default()
+                };
+                edit(&mut w);
+                b.wakeups.push(w);
+            }
+        };
+        let invalid_wakeup = |edit: fn(&mut proto::Wakeup)| {
+            let mut b = to_proto(&batch(1_000, 2));
+            wakeup(edit)(&mut b);
+            let body = proto::IngestRequest {
+                version: WIRE_VERSION,
+                batches: vec![b],
+            };
+            match decode(&body.encode_to_vec()) {
+                Err(WireError::Invalid { index: 0, problem }) => problem,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(invalid_wakeup(|w| w.waker = 9).contains("wakeup 0 refers to series 9"));
+        assert!(invalid_wakeup(|w| w.waker_stack = 9).contains("stack 9"));
+        assert!(invalid_wakeup(|w| w.cause = "nap".into()).contains("unknown cause"));
+        assert!(invalid_wakeup(|w| w.weight = f64::NAN).contains("non-finite"));
     }
 }

@@ -7,6 +7,7 @@
 
 mod deploys;
 mod error;
+mod explain;
 mod metrics;
 mod openapi;
 
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/diff", get(diff))
         .route("/api/v1/deploys", get(deploys::list).post(deploys::mark))
         .route("/api/v1/regressions", get(deploys::regressions))
+        .route("/api/v1/explain", get(explain::explain))
         .route(
             "/api/v1/ingest",
             post(ingest).layer(DefaultBodyLimit::max(MAX_INGEST_BYTES)),

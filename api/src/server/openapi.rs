@@ -20,6 +20,7 @@ use utoipa::OpenApi;
         super::series,
         super::profile,
         super::diff,
+        super::explain::explain,
         super::deploys::list,
         super::deploys::mark,
         super::deploys::regressions,

@@ -762,6 +762,7 @@ async fn openapi_document() {
     let mut want = vec![
         "/api/v1/deploys",
         "/api/v1/diff",
+        "/api/v1/explain",
         "/api/v1/health",
         "/api/v1/ingest",
         "/api/v1/labels",
@@ -990,4 +991,116 @@ async fn deploys_and_regressions() {
         2,
         "refused markers are not kept"
     );
+}
+
+/// A store where `api`'s `req` thread waits on a lock (8 s per 10 s) that `holder` releases
+/// after running `critical` (8 s of CPU), while `burner` burns 10 s in `spin` and waits for
+/// nobody.
+fn lock_store() -> tempfile::TempDir {
+    use critpath_analyzer::offcpu::Cause;
+    use critpath_analyzer::store::Wakeup;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path()).unwrap();
+    for i in 0..6 {
+        let series = |comm: &str| SeriesLabels {
+            host: "h".into(),
+            pid: 10,
+            comm: comm.into(),
+            exe: "/srv/api".into(),
+            build_id: String::new(),
+            service: "api".into(),
+        };
+        let f = |name: &str| Frame::user(name, "/srv/api");
+        let row = |series, stack, kind, value| Row {
+            series,
+            stack,
+            kind,
+            value,
+        };
+        let batch = Batch {
+            start_ms: T0 + i * 10_000,
+            end_ms: T0 + (i + 1) * 10_000,
+            period_ns: 10_000_000,
+            frames: vec![
+                f("main"),
+                f("handle"),
+                f("critical"),
+                f("spin"),
+                Cause::Lock.frame(),
+            ],
+            stacks: vec![vec![0, 1, 4], vec![0, 2], vec![0, 3], vec![0, 1]],
+            series: vec![series("req"), series("holder"), series("burner")],
+            rows: vec![
+                row(0, 0, SampleKind::OffCpu, 8_000_000_000),
+                row(0, 3, SampleKind::Cpu, 100),
+                row(1, 1, SampleKind::Cpu, 800),
+                row(2, 2, SampleKind::Cpu, 1000),
+            ],
+            wakeups: vec![Wakeup {
+                wakee: 0,
+                wakee_stack: 3,
+                waker: 1,
+                waker_stack: 1,
+                cause: Cause::Lock,
+                in_interrupt: false,
+                count: 1000,
+                weight: 1000.0,
+                blocked_ns: 8_000_000_000,
+            }],
+        };
+        store.append(&batch).unwrap();
+    }
+    store.close().unwrap();
+    dir
+}
+
+/// `explain` over the store: the critical path ranks the lock holder's `critical` first and puts
+/// `req` and `holder` on the request path, the CPU baseline ranks `spin` first, `cpu_delta`
+/// compares with the preceding window by default, and a bad method is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain() {
+    let dir = lock_store();
+    let app = app(&dir, ServerConfig::default());
+    let first = |v: &serde_json::Value| v["functions"][0]["function"].as_str().unwrap().to_owned();
+    let uri =
+        |method: &str, from: i64| format!("/api/v1/explain?{}&method={method}", window(from, 60));
+    let (status, critical) = get_json(&app, &uri("critical_path", 0)).await;
+    assert_eq!(status, StatusCode::OK, "{critical}");
+    assert_eq!(first(&critical), "critical", "{critical:#}");
+    assert_eq!(critical["method"], "critical_path");
+    let threads = critical["request_threads"].to_string();
+    assert!(
+        threads.contains("req (pid 10)") && threads.contains("holder (pid 10)"),
+        "{threads}"
+    );
+    assert!(!threads.contains("burner"), "{threads}");
+    assert_eq!(
+        critical["critical_path"][1]["actor"], "holder (pid 10)",
+        "{critical:#}"
+    );
+    let (_, cpu) = get_json(&app, &uri("cpu", 0)).await;
+    assert_eq!(first(&cpu), "spin", "{cpu:#}");
+    assert!(
+        (cpu["functions"][0]["evidence"]["cpu_self_s"]
+            .as_f64()
+            .unwrap()
+            - 60.0)
+            .abs()
+            < 1e-6
+    );
+    // [T0+30 s, T0+60 s) against [T0, T0+30 s): nothing grew.
+    let (status, delta) = get_json(&app, &uri("cpu_delta", 30)).await;
+    assert_eq!(status, StatusCode::OK, "{delta}");
+    assert!(
+        delta["functions"][0]["score"].as_f64().unwrap().abs() < 1e-9,
+        "{delta:#}"
+    );
+    assert_error(
+        &app,
+        &uri("vibes", 0),
+        StatusCode::BAD_REQUEST,
+        Some("method"),
+        "unknown method",
+    )
+    .await;
 }

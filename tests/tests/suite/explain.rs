@@ -253,3 +253,72 @@ fn committed_evaluation_matches_the_dataset() {
         "regenerate with `critpath eval --dataset models/data --json models/eval/graph.json`"
     );
 }
+
+/// The same question asked of the store: the always-on agent (on-CPU, off-CPU and wakeups)
+/// samples the machine while the mutex workload with its red herring runs; `critpath explain`
+/// over that window of the store, selecting the workload's process, ranks the critical section
+/// first by the critical path and the red herring first by CPU, with the holder and a waiter on
+/// the request path.
+#[test]
+fn explain_from_the_store_ranks_the_lock_holder() {
+    let Some(_machine) = kernel_test_alone() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let mut agent = super::agent::start_agent_with(&data, &["-F", "99", "--off-cpu-min-us", "100"]);
+    super::agent::wait_ready(&mut agent);
+    let from = super::common::now_ms();
+    let out = std::process::Command::new(workload("mutex_contention"))
+        .args([
+            "3",
+            "--red-herring",
+            "--herring-threads",
+            "2",
+            "--herring-nice",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let to = super::common::now_ms();
+    // Past the last interval, so that the store holds all of the run.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    super::agent::stop(&mut agent, libc::SIGINT);
+    let explain = |method: &str| -> Value {
+        let out = run_critpath(&[
+            "explain",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+            "--query",
+            r#"{service="mutex_contentio"}"#,
+            "--method",
+            method,
+            "--json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let critical = explain("critical_path");
+    let cpu = explain("cpu");
+    assert!(
+        first(&critical).ends_with("::critical_section_work"),
+        "critical path: {critical:#}"
+    );
+    assert!(first(&cpu).ends_with("::housekeeping_burn"), "cpu: {cpu:#}");
+    let threads: Vec<&str> = critical["request_threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("lock-holder"))
+            && threads.iter().any(|t| t.starts_with("lock-waiter"))
+            && !threads.iter().any(|t| t.starts_with("housekeeping")),
+        "request threads: {threads:?}"
+    );
+}

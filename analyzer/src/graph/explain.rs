@@ -1,0 +1,128 @@
+//! What `explain` answers, from a recording or a window of the store: functions ranked by a
+//! method with their evidence, the request threads and the critical path.
+
+use serde::Serialize;
+
+use super::{Actor, Analysis, Evidence, FunctionEvidence, Method, rank};
+use crate::query::Window;
+use crate::store::{Store, StoreError};
+
+/// One ranked function.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ranked {
+    /// The function.
+    pub function: String,
+    /// Its score under the method (higher: more likely to matter).
+    pub score: f64,
+    /// Everything known about it in the window.
+    pub evidence: FunctionEvidence,
+}
+
+/// One hop of the critical path, named.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    /// The thread (`name (pid P[, tid T])`) or kernel actor (`[device]`, `[timer]`, ...).
+    pub actor: String,
+    /// Time the previous step waited for it, s (the first step: its own time).
+    pub waited_s: f64,
+    /// Its heaviest on-CPU functions with their self time, s.
+    pub functions: Vec<(String, f64)>,
+}
+
+/// Why a window was slow, by one method.
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    /// The ranking method.
+    pub method: &'static str,
+    /// The window's length, s.
+    pub seconds: f64,
+    /// The threads on the request path.
+    pub request_threads: Vec<String>,
+    /// The first functions by score.
+    pub functions: Vec<Ranked>,
+    /// The critical path from the request threads.
+    pub critical_path: Vec<Step>,
+}
+
+impl Explanation {
+    /// The explanation of a window's `evidence` and `analysis` by `method` (with `baseline`,
+    /// the analysis of the window to compare with, for the methods that need one), keeping the
+    /// first `top` functions.
+    pub fn new(
+        evidence: &Evidence,
+        analysis: &Analysis,
+        method: Method,
+        baseline: Option<(&Analysis, &Evidence)>,
+        top: usize,
+    ) -> Explanation {
+        let ranked = rank(evidence, analysis, method, baseline);
+        let path = analysis
+            .waits
+            .critical_path(&analysis.blame.request_threads);
+        Explanation {
+            method: method.name(),
+            seconds: evidence.seconds,
+            request_threads: analysis
+                .blame
+                .request_threads
+                .iter()
+                .map(|&t| evidence.actor_name(Actor::Thread(t)))
+                .collect(),
+            functions: ranked
+                .into_iter()
+                .take(top)
+                .map(|(function, score)| {
+                    let id = evidence.function_id(&function).expect("a ranked function");
+                    Ranked {
+                        evidence: analysis.functions[id as usize].clone(),
+                        function,
+                        score,
+                    }
+                })
+                .collect(),
+            critical_path: path
+                .iter()
+                .map(|s| Step {
+                    actor: evidence.actor_name(s.actor),
+                    waited_s: s.waited_ns / 1e9,
+                    functions: s
+                        .functions
+                        .iter()
+                        .map(|&(f, ns)| (evidence.functions[f as usize].clone(), ns / 1e9))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Evidence {
+    /// The evidence of a window of the store `dir` (its selector applies; see
+    /// [`Evidence::from_batches`]).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn from_store(dir: &std::path::Path, window: &Window) -> Result<Evidence, StoreError> {
+        let batches = Store::batches(dir, window.from_ms, window.to_ms)?;
+        let seconds = (window.to_ms - window.from_ms) as f64 / 1e3;
+        Ok(Evidence::from_batches(&batches, seconds, |s| {
+            window.selects(s)
+        }))
+    }
+
+    /// A display name: `name (pid P, tid T)` for a thread of a recording, `name (pid P)` for
+    /// one of the store (which knows threads by name), `[device]` and the like for the kernel.
+    pub fn actor_name(&self, actor: Actor) -> String {
+        match actor {
+            Actor::Thread(t) => {
+                let t = &self.threads[t as usize];
+                if self.threads_by_name {
+                    format!("{} (pid {})", t.comm, t.pid)
+                } else {
+                    format!("{} (pid {}, tid {})", t.comm, t.pid, t.tid)
+                }
+            }
+            kernel => kernel.kernel_name().unwrap_or_default().to_owned(),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `GET /api/v1/explain`: why a window was slow.
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method};
+use critpath_analyzer::query::{QueryError, parse_time_ms};
+use serde::Deserialize;
+
+use super::{ApiError, AppState, QueryErrors, WindowParams, json_response, now_ms, run_query};
+
+/// Default number of functions answered.
+const DEFAULT_TOP: usize = 20;
+
+/// `GET /api/v1/explain` parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExplainParams {
+    #[serde(flatten)]
+    #[param(ignore)]
+    window: WindowParams,
+    /// `critical_path` (default: waits redistributed along the wait-for graph), `cpu` (on-CPU
+    /// self time), `wall` (on + off CPU, inclusive), `knot` (wPerf knots) or `cpu_delta`
+    /// (growth of on-CPU time against the baseline).
+    method: Option<String>,
+    /// Functions answered. Default: 20.
+    top: Option<usize>,
+    /// The baseline window's start (`cpu_delta`). Default: the window of equal length just
+    /// before.
+    baseline_from: Option<String>,
+    /// The baseline window's end.
+    baseline_to: Option<String>,
+}
+
+/// Why the window was slow: its functions ranked by likely impact on request latency, from the
+/// wait-for graph of the selected threads and the threads that woke them (who waited for whom,
+/// and what they ran meanwhile), each with its evidence, plus the request threads and the
+/// critical path.
+#[utoipa::path(get, path = "/api/v1/explain", tag = "queries", params(WindowParams, ExplainParams),
+    responses((status = 200, description = "`{method, seconds, request_threads: [string], functions: [{function, score, evidence: {cpu_self_s, cpu_total_s, off_cpu_total_s: [lock, io, sleep, poll, runqueue, other], waits_ended_s, waits_in_s, blame_s, critical_path_share, knot_s, threads}}], critical_path: [{actor, waited_s, functions: [[name, s]]}]}`", content_type = "application/json"),
+        QueryErrors))]
+pub(super) async fn explain(
+    State(state): State<AppState>,
+    Query(params): Query<ExplainParams>,
+) -> Result<Response, ApiError> {
+    let w = params.window.window(&state.config)?;
+    let method: Method = params
+        .method
+        .as_deref()
+        .unwrap_or("critical_path")
+        .parse()
+        .map_err(|e: String| ApiError::invalid("method", e))?;
+    let now = now_ms();
+    let time = |param: &'static str, text: Option<&str>| {
+        text.map(|t| parse_time_ms(t, now).map_err(|e| ApiError::invalid(param, e.to_string())))
+            .transpose()
+    };
+    let (base_from, base_to) = w.baseline_range(
+        time("baseline_from", params.baseline_from.as_deref())?,
+        time("baseline_to", params.baseline_to.as_deref())?,
+    );
+    let baseline = if method.needs_baseline() {
+        let query = params.window.query.clone().unwrap_or_default();
+        Some(super::window(
+            &state.config,
+            &query,
+            base_from,
+            base_to,
+            "baseline_from",
+        )?)
+    } else {
+        None
+    };
+    let top = params.top.unwrap_or(DEFAULT_TOP);
+    let explanation = run_query(&state, "explain", move |r| {
+        let read =
+            |w| Evidence::from_store(r.dir(), w).map_err(|e| ApiError::from(QueryError::Store(e)));
+        let ev = read(&w)?;
+        let analysis = Analysis::new(&ev);
+        let baseline = match &baseline {
+            Some(b) => {
+                let b = read(b)?;
+                Some((Analysis::new(&b), b))
+            }
+            None => None,
+        };
+        Ok(Explanation::new(
+            &ev,
+            &analysis,
+            method,
+            baseline.as_ref().map(|(a, e)| (a, e)),
+            top,
+        ))
+    })
+    .await?;
+    Ok(json_response(&explanation))
+}
