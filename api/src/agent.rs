@@ -188,6 +188,7 @@ pub fn run(
         target: Target::AllProcesses,
         ring_bytes: config.ring_bytes,
         off_cpu: config.off_cpu.clone(),
+        probes: Vec::new(),
     })
     .context("starting the sampler")?;
     let mut collector = Collector::new(symbolizer);
@@ -317,6 +318,8 @@ fn observe(
                 1,
             ));
         }
+        // The agent places no probes.
+        Observation::Call { .. } => {}
         Observation::OffCpu(wait) => {
             stats.off_cpu_waits += 1;
             let labels = processes.labels(wait.thread.pid, wait.thread.comm.clone());

@@ -511,6 +511,15 @@ pub struct RecordArgs {
     /// the same threads, stacks and cause are merged into one edge with their count.
     #[arg(long, value_name = "FILE", requires = "off_cpu")]
     pub wakeups: Option<PathBuf>,
+    /// Time every call of a function (a latency probe, no change to the program): a uprobe at
+    /// its entry and a uretprobe at its return. FUNCTION is a symbol or a Rust path without the
+    /// hash (`./server:server::handle_request`). Repeatable. Prints calls, throughput and
+    /// latency percentiles per probe.
+    #[arg(long, value_name = "BINARY:FUNCTION")]
+    pub probe: Vec<critpath_sampler::Probe>,
+    /// Write every probed call (probe, pid, tid, start, duration) to this file as JSON.
+    #[arg(long, value_name = "FILE", requires = "probe")]
+    pub calls: Option<PathBuf>,
     /// Run this command and profile it and its children until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -285,6 +285,8 @@ fn record_config(args: RecordArgs) -> anyhow::Result<RecordConfig> {
         off_cpu,
         value,
         wakeups: args.wakeups,
+        probes: args.probe,
+        calls: args.calls,
         duration,
         output,
         format: args.format,

@@ -10,7 +10,8 @@ use anyhow::{Context as _, bail};
 use critpath_analyzer::offcpu::{OffCpuWait, WakeupEdge};
 use critpath_analyzer::{Profile, SampleLabels, ValueType, export};
 use critpath_sampler::{
-    Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
+    Collector, Counter, Observation, OffCpuConfig, Probe, Sampler, SamplerConfig, Symbolizer,
+    Target,
 };
 
 /// What to record.
@@ -45,6 +46,52 @@ pub struct RecordConfig {
     pub value: String,
     /// Where to write wakeup edges as JSON.
     pub wakeups: Option<PathBuf>,
+    /// Functions whose calls are timed.
+    pub probes: Vec<Probe>,
+    /// Where to write the probed calls as JSON.
+    pub calls: Option<PathBuf>,
+}
+
+/// One timed call of a probed function.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+struct Call {
+    /// Index of the probe.
+    probe: u32,
+    pid: u32,
+    tid: u32,
+    start_unix_ns: i64,
+    duration_ns: u64,
+}
+
+/// A value at quantile `q` of sorted `values` (nearest rank).
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Per probe: calls, throughput and latency percentiles over the recording.
+fn report_calls(probes: &[Probe], calls: &[Call], seconds: f64) {
+    for (i, probe) in probes.iter().enumerate() {
+        let mut d: Vec<u64> = calls
+            .iter()
+            .filter(|c| c.probe as usize == i)
+            .map(|c| c.duration_ns)
+            .collect();
+        d.sort_unstable();
+        let ms = |ns: u64| ns as f64 / 1e6;
+        eprintln!(
+            "critpath: probe {probe}: {} calls ({:.1}/s), latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            d.len(),
+            d.len() as f64 / seconds.max(1e-9),
+            ms(quantile(&d, 0.5)),
+            ms(quantile(&d, 0.9)),
+            ms(quantile(&d, 0.99)),
+            ms(d.last().copied().unwrap_or(0)),
+        );
+    }
 }
 
 /// Runs a recording and writes the profile.
@@ -79,6 +126,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         target,
         ring_bytes: config.ring_bytes,
         off_cpu: config.off_cpu.clone(),
+        probes: config.probes.clone(),
     })
     .context("starting the sampler")?;
     // The command may exec only now that its pid is in the filter.
@@ -179,6 +227,24 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
             counters.get(Counter::OffCpuStateFull),
         );
     }
+    if !config.probes.is_empty() {
+        report_calls(&config.probes, &rec.calls, elapsed.as_secs_f64());
+        let lost = counters.get(Counter::CallsLost);
+        if lost > 0 {
+            eprintln!("critpath: {lost} calls were not timed: too many calls in progress at once");
+        }
+    }
+    if let Some(path) = &config.calls {
+        let probes: Vec<String> = config.probes.iter().map(ToString::to_string).collect();
+        let json = serde_json::json!({ "probes": probes, "calls": rec.calls });
+        std::fs::write(path, serde_json::to_vec(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "critpath: wrote {} calls to {}",
+            rec.calls.len(),
+            path.display()
+        );
+    }
     if let Some(path) = &config.wakeups {
         let waits = rec.edges.len();
         let edges = WakeupEdge::merge(std::mem::take(&mut rec.edges));
@@ -217,6 +283,8 @@ struct Recording {
     /// Off-CPU waits.
     waits: u64,
     edges: Vec<WakeupEdge>,
+    /// Probed calls.
+    calls: Vec<Call>,
 }
 
 impl Recording {
@@ -243,6 +311,7 @@ impl Recording {
             samples: 0,
             waits: 0,
             edges: Vec::new(),
+            calls: Vec::new(),
         }
     }
 
@@ -263,6 +332,19 @@ impl Recording {
                 );
             }
             Observation::OffCpu(wait) => self.add_wait(&wait),
+            Observation::Call {
+                probe,
+                pid,
+                tid,
+                start_unix_ns,
+                duration_ns,
+            } => self.calls.push(Call {
+                probe,
+                pid,
+                tid,
+                start_unix_ns,
+                duration_ns,
+            }),
         }
     }
 

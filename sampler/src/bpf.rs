@@ -9,12 +9,13 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        PerfEvent, TracePoint,
+        PerfEvent, TracePoint, UProbe,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
 use critpath_common::{
-    Config, Counter, EventKind, ExecEvent, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
+    CallEvent, Config, Counter, EventKind, ExecEvent, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
     MAP_OFFCPU_RATE, MAP_OFFCPU_STACKS, MAP_PID_FILTER, OFFCPU_WINDOW_NS, OffCpuEvent, OffCpuRate,
     SampleEvent, programs,
 };
@@ -71,6 +72,8 @@ pub enum Event<'a> {
         /// Process id.
         pid: u32,
     },
+    /// A call of a probed function returned; `probe` indexes [`SamplerConfig::probes`].
+    Call(&'a CallEvent),
 }
 
 /// How the sampler is set up.
@@ -86,6 +89,8 @@ pub struct SamplerConfig {
     pub ring_bytes: u32,
     /// Off-CPU waits and wakeups; `None` turns them off. Default: on, with default settings.
     pub off_cpu: Option<OffCpuConfig>,
+    /// Functions whose calls are timed (latency probes). Default: none.
+    pub probes: Vec<crate::Probe>,
 }
 
 impl Default for SamplerConfig {
@@ -95,6 +100,7 @@ impl Default for SamplerConfig {
             target: Target::AllProcesses,
             ring_bytes: critpath_common::DEFAULT_RING_BYTES,
             off_cpu: Some(OffCpuConfig::default()),
+            probes: Vec::new(),
         }
     }
 }
@@ -224,6 +230,31 @@ impl Sampler {
             }
         }
 
+        if !config.probes.is_empty() {
+            // Resolve every probe first: a typo fails before anything is attached.
+            let symbols = config
+                .probes
+                .iter()
+                .map(|p| crate::probe::resolve(&p.binary, &p.function))
+                .collect::<Result<Vec<_>, _>>()?;
+            for name in [programs::PROBE_ENTRY, programs::PROBE_RETURN] {
+                let probe: &mut UProbe = program(&mut ebpf, name)?;
+                probe.load().map_err(Error::program("load", name))?;
+                for (i, (p, symbol)) in config.probes.iter().zip(&symbols).enumerate() {
+                    let point = UProbeAttachPoint {
+                        location: UProbeAttachLocation::Symbol(symbol),
+                        cookie: Some(i as u64),
+                    };
+                    probe
+                        .attach(point, &p.binary, UProbeScope::AllProcesses)
+                        .map_err(|e| Error::Probe {
+                            probe: p.to_string(),
+                            reason: format!("attaching {name}: {e}"),
+                        })?;
+                }
+            }
+        }
+
         let cpus = aya::util::online_cpus().map_err(|(path, source)| Error::Io {
             what: path.to_owned(),
             source,
@@ -331,6 +362,12 @@ impl Sampler {
                         continue;
                     };
                     f(Event::Exec { pid: event.pid });
+                }
+                Some(EventKind::Call) => {
+                    let Some(event) = read_record::<CallEvent>(&item) else {
+                        continue;
+                    };
+                    f(Event::Call(&event));
                 }
                 None => {
                     log::warn!("event of unknown kind {kind:?} ignored");

@@ -26,6 +26,19 @@ pub enum Observation {
     },
     /// A finished off-CPU wait.
     OffCpu(OffCpuWait),
+    /// A call of a probed function (a latency probe) returned.
+    Call {
+        /// Index of the probe in [`crate::SamplerConfig::probes`].
+        probe: u32,
+        /// Process id.
+        pid: u32,
+        /// Thread id.
+        tid: u32,
+        /// Entry, Unix ns.
+        start_unix_ns: i64,
+        /// Entry to return, ns.
+        duration_ns: u64,
+    },
 }
 
 /// Turns the sampler's raw events into [`Observation`]s: symbolizes stacks, resolves off-CPU
@@ -78,6 +91,13 @@ impl Collector {
                 self.pending.push(*event);
             }
             Event::Exec { pid } => self.symbolizer.process_exec(pid),
+            Event::Call(call) => f(Observation::Call {
+                probe: call.probe,
+                pid: call.pid,
+                tid: call.tid,
+                start_unix_ns: call.start_ns as i64 + self.unix_offset_ns,
+                duration_ns: call.end_ns.saturating_sub(call.start_ns),
+            }),
         })?;
         for event in std::mem::take(&mut self.pending) {
             f(Observation::OffCpu(offcpu::resolve(

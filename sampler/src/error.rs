@@ -51,6 +51,14 @@ pub enum Error {
     /// Bad settings.
     #[error("{0}")]
     Config(String),
+    /// A latency probe cannot be placed.
+    #[error("probe {probe}: {reason}")]
+    Probe {
+        /// `BINARY:FUNCTION`.
+        probe: String,
+        /// Why.
+        reason: String,
+    },
     /// An OS call failed.
     #[error("{what}")]
     Io {

@@ -20,11 +20,13 @@ mod bpf;
 mod collect;
 mod error;
 pub mod offcpu;
+mod probe;
 mod symbolize;
 pub mod sys;
 
 pub use bpf::{Counters, Event, OffCpuConfig, Sampler, SamplerConfig, Target};
 pub use collect::{Collector, Observation};
-pub use critpath_common::{Counter, EventKind, OffCpuEvent, SampleEvent};
+pub use critpath_common::{CallEvent, Counter, EventKind, OffCpuEvent, SampleEvent};
 pub use error::Error;
+pub use probe::{Probe, resolve as resolve_probe};
 pub use symbolize::{SymbolizeStats, Symbolizer};

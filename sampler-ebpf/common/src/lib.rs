@@ -69,7 +69,16 @@ pub mod programs {
     pub const SCHED_WAKING: &str = "sched_waking";
     /// `sched:sched_process_exec` tracepoint: tells user space to re-read a process's mappings.
     pub const ON_EXEC: &str = "on_exec";
+    /// uprobe at the entry of a probed function (latency probes).
+    pub const PROBE_ENTRY: &str = "probe_entry";
+    /// uretprobe at its return.
+    pub const PROBE_RETURN: &str = "probe_return";
 }
+
+/// Name of the hash map of probed calls in progress: (tid, probe) → entry time.
+pub const MAP_CALL_STARTS: &str = "CALL_STARTS";
+/// Calls in progress tracked at once (threads inside a probed function).
+pub const CALL_STARTS_CAPACITY: u32 = 65536;
 
 /// What a [`SampleEvent`] records.
 #[repr(u32)]
@@ -81,6 +90,8 @@ pub enum EventKind {
     OffCpu = 2,
     /// A followed process called exec ([`ExecEvent`]): its mappings changed.
     Exec = 3,
+    /// A call of a probed function returned ([`CallEvent`]).
+    Call = 4,
 }
 
 impl EventKind {
@@ -90,6 +101,7 @@ impl EventKind {
             1 => Some(Self::OnCpu),
             2 => Some(Self::OffCpu),
             3 => Some(Self::Exec),
+            4 => Some(Self::Call),
             _ => None,
         }
     }
@@ -133,11 +145,15 @@ pub enum Counter {
     StackCollisions = 14,
     /// Wakeups of sampled waits recorded.
     Wakeups = 15,
+    /// Calls of probed functions reported.
+    Calls = 16,
+    /// Calls not timed because the table of calls in progress was full.
+    CallsLost = 17,
 }
 
 impl Counter {
     /// Number of counters (the size of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::OnCpuSamples,
@@ -156,6 +172,8 @@ impl Counter {
         Self::OffCpuStateFull,
         Self::StackCollisions,
         Self::Wakeups,
+        Self::Calls,
+        Self::CallsLost,
     ];
 
     /// A stable snake_case name, used in metrics and reports.
@@ -177,6 +195,8 @@ impl Counter {
             Self::OffCpuStateFull => "off_cpu_state_full",
             Self::StackCollisions => "stack_collisions",
             Self::Wakeups => "wakeups",
+            Self::Calls => "calls",
+            Self::CallsLost => "calls_lost",
         }
     }
 }
@@ -343,6 +363,24 @@ pub struct ExecEvent {
     pub pid: u32,
 }
 
+/// A call of a probed function, from entry to return (a latency probe).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallEvent {
+    /// [`EventKind::Call`].
+    pub kind: u32,
+    /// Which probe: its attach cookie, the index of the probe in the sampler's configuration.
+    pub probe: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Entry, CLOCK_MONOTONIC ns.
+    pub start_ns: u64,
+    /// Return, CLOCK_MONOTONIC ns.
+    pub end_ns: u64,
+}
+
 /// Reads a NUL-padded comm up to its first NUL.
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> &[u8] {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
@@ -419,12 +457,15 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for ExecEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for CallEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuRate {}
 }
 
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<CallEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<OffCpuState>() == 96);
 const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 32);

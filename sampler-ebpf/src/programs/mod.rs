@@ -12,6 +12,7 @@ use critpath_common::{
 
 mod off_cpu;
 mod on_cpu;
+mod probe;
 
 /// Settings from user space, fixed at load time (see `EbpfLoader::override_global`).
 #[unsafe(no_mangle)]

@@ -231,3 +231,74 @@ fn pprof_opens_in_go_tool_pprof() {
     assert!(run > 0);
     assert!(text.contains("comm:  cpu_ratio"), "thread labels: {text}");
 }
+
+/// A latency probe times every call of a function, with no change to the program: on the
+/// sleeper (one `sleep_wait` call per sleep), the calls reported equal the sleeps the program
+/// counted, and their durations add up to the sleep time it measured (plus the call overhead).
+/// A function the binary lacks is refused before anything runs, naming it.
+#[test]
+fn probe_times_every_call() {
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let calls_path = dir.path().join("calls.json");
+    let sleeper = workload("sleeper");
+    let probe = format!("{}:sleeper::sleep_wait", sleeper.display());
+    let out = run_critpath(&[
+        "record",
+        "--probe",
+        &probe,
+        "--calls",
+        calls_path.to_str().unwrap(),
+        "-o",
+        dir.path().join("p.pb.gz").to_str().unwrap(),
+        "--",
+        sleeper.to_str().unwrap(),
+        "2",
+        "--interval-ms",
+        "5",
+    ]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let calls: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&calls_path).unwrap()).unwrap();
+    let calls = calls["calls"].as_array().unwrap();
+    let sleeps = summary["sleeps"].as_u64().unwrap();
+    assert_eq!(calls.len() as u64, sleeps, "{stderr}");
+    assert!(
+        stderr.contains(&format!("probe {probe}: {sleeps} calls")),
+        "{stderr}"
+    );
+    let timed: u64 = calls
+        .iter()
+        .map(|c| c["duration_ns"].as_u64().unwrap())
+        .sum();
+    let slept = summary["total_sleep_ns"].as_u64().unwrap();
+    assert!(
+        timed >= slept && timed <= slept + slept / 20,
+        "probed {timed} ns, slept {slept} ns"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["probe"] == 0 && c["tid"].as_u64() > Some(0)),
+        "{calls:?}"
+    );
+
+    let output = Command::new(super::common::critpath())
+        .args([
+            "record",
+            "--probe",
+            &format!("{}:no_such_function", sleeper.display()),
+        ])
+        .args(["--", sleeper.to_str().unwrap(), "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no_such_function: no such function"),
+        "{stderr}"
+    );
+}
