@@ -207,6 +207,13 @@ pub struct WakeupEdge {
     pub waker_in_interrupt: bool,
     /// The waker's stack, function names root first (kernel side only in an interrupt).
     pub waker_stack: Vec<String>,
+    /// How many of `wakee_stack`'s innermost frames are the kernel's (0 in files written
+    /// before this was recorded).
+    #[serde(default)]
+    pub wakee_kernel_frames: u32,
+    /// How many of `waker_stack`'s innermost frames are the kernel's.
+    #[serde(default)]
+    pub waker_kernel_frames: u32,
 }
 
 fn one() -> u64 {
@@ -328,6 +335,13 @@ impl OffCpuWait {
     pub fn edge(&self) -> Option<WakeupEdge> {
         let waker = self.waker.as_ref()?;
         let names = |frames: &[Frame]| frames.iter().map(|f| f.function.clone()).collect();
+        let kernel = |frames: &[Frame]| {
+            frames
+                .iter()
+                .rev()
+                .take_while(|f| f.kind == crate::FrameKind::Kernel)
+                .count() as u32
+        };
         Some(WakeupEdge {
             time_unix_ns: self.start_unix_ns + self.blocked_ns as i64,
             blocked_ns: self.blocked_ns,
@@ -340,6 +354,8 @@ impl OffCpuWait {
             waker: waker.thread.clone(),
             waker_in_interrupt: waker.in_interrupt,
             waker_stack: names(&waker.frames),
+            wakee_kernel_frames: kernel(&self.frames),
+            waker_kernel_frames: kernel(&waker.frames),
         })
     }
 }
@@ -457,6 +473,8 @@ mod tests {
             waker: t(waker),
             waker_in_interrupt: false,
             waker_stack: vec!["main".into(), "unlock".into()],
+            wakee_kernel_frames: 0,
+            waker_kernel_frames: 0,
         };
         let merged = WakeupEdge::merge([edge(2, 100, 1.0), edge(3, 50, 1.0), edge(2, 300, 3.0)]);
         assert_eq!(merged.len(), 2);

@@ -63,15 +63,19 @@ pub struct Stack {
 /// frames sit between a program's function and the system call it blocks in).
 fn is_program_frame(frame: &crate::Frame) -> bool {
     const RUNTIME_MODULES: [&str; 4] = ["libc.so", "libc-", "ld-linux", "libpthread"];
-    const RUNTIME_PREFIXES: [&str; 8] = [
-        "std::", "core::", "alloc::", "<std::", "<core::", "<alloc::", "__", "[",
-    ];
     let module = frame.module.as_deref().map(crate::module_basename);
     frame.kind == crate::FrameKind::User
         && !module.is_some_and(|m| RUNTIME_MODULES.iter().any(|p| m.starts_with(p)))
-        && !RUNTIME_PREFIXES
-            .iter()
-            .any(|p| frame.function.starts_with(p))
+        && !is_runtime_name(&frame.function)
+}
+
+/// Whether a function's name says it is the Rust or C runtime's (`std::`, `core::`, `__futex`,
+/// `[unknown]`).
+fn is_runtime_name(function: &str) -> bool {
+    const RUNTIME_PREFIXES: [&str; 8] = [
+        "std::", "core::", "alloc::", "<std::", "<core::", "<alloc::", "__", "[",
+    ];
+    RUNTIME_PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
 /// A wait (or the sum of several alike) and who ended it.
@@ -118,6 +122,8 @@ pub struct Evidence {
     pub sample_period_ns: f64,
     /// Threads are known by (pid, name), their tids made up (evidence from the store).
     pub threads_by_name: bool,
+    /// Functions seen as frames of the kernel or the C or Rust runtime.
+    not_program: HashSet<FunctionId>,
     function_index: HashMap<String, FunctionId>,
     thread_index: HashMap<(u32, u32), ThreadId>,
 }
@@ -161,6 +167,28 @@ impl Evidence {
         self.threads.push(thread.clone());
         self.thread_index.insert(key, id);
         id
+    }
+
+    /// The innermost function of a stack (root first) that belongs to the program: not a
+    /// kernel function, nor the C or Rust runtime's.
+    pub fn innermost_program_function(&self, frames: &[FunctionId]) -> Option<FunctionId> {
+        frames.iter().rev().copied().find(|&f| {
+            !self.not_program.contains(&f) && !is_runtime_name(&self.functions[f as usize])
+        })
+    }
+
+    /// Interns a stack of frames, root first, noting which are not the program's.
+    fn program_frames(&mut self, frames: &[&crate::Frame]) -> Vec<FunctionId> {
+        frames
+            .iter()
+            .map(|f| {
+                let id = self.function(&f.function);
+                if !is_program_frame(f) {
+                    self.not_program.insert(id);
+                }
+                id
+            })
+            .collect()
     }
 
     /// Interns a stack of function names, root first.
@@ -236,7 +264,7 @@ impl Evidence {
             Some(f.function.clone())
         });
         let waiting_in = waiting_in.map(|name| self.function(&name));
-        let frames = self.frames(frames.iter().map(|f| f.function.as_str()));
+        let frames = self.program_frames(&frames);
         let mut stack = Stack {
             thread,
             frames,
@@ -327,16 +355,14 @@ impl Evidence {
                     continue;
                 }
                 let wakee = thread(&mut ev, wakee);
-                let names = frames(w.wakee_stack);
-                let wakee_frames = ev.frames(names.iter().map(|f| f.function.as_str()));
+                let wakee_frames = ev.program_frames(&frames(w.wakee_stack));
                 let (waker, waker_frames) = if w.in_interrupt {
                     (Actor::Kernel(w.cause), Vec::new())
                 } else {
                     let waker = thread(&mut ev, &b.series[w.waker as usize]);
-                    let names = frames(w.waker_stack);
                     (
                         Actor::Thread(waker),
-                        ev.frames(names.iter().map(|f| f.function.as_str())),
+                        ev.program_frames(&frames(w.waker_stack)),
                     )
                 };
                 ev.waits.push(Wait {
@@ -401,6 +427,14 @@ impl Evidence {
             } else {
                 ev.frames(e.waker_stack.iter().map(String::as_str))
             };
+            // Edges carry names only, and how many innermost frames are the kernel's.
+            for (frames, kernel) in [
+                (&wakee_frames, e.wakee_kernel_frames),
+                (&waker_frames, e.waker_kernel_frames),
+            ] {
+                let kernel_part = frames.len().saturating_sub(kernel as usize);
+                ev.not_program.extend(&frames[kernel_part..]);
+            }
             ev.waits.push(Wait {
                 wakee,
                 wakee_frames,

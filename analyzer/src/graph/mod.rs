@@ -37,6 +37,8 @@ pub use regress::{
 };
 pub use waitfor::{Blame, Knot, PathStep, Sink, WaitFor};
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 /// A way of ranking functions by likely impact.
@@ -123,6 +125,44 @@ pub struct FunctionEvidence {
     pub knot_s: f64,
     /// Threads it ran on.
     pub threads: usize,
+    /// Who ended the waits it blocked in (it was the innermost program function of the blocked
+    /// stack): the waker's innermost program function, or the kernel (`[device]`, `[timer]`,
+    /// ...), heaviest first, at most [`PEERS`].
+    pub waited_on: Vec<Peer>,
+    /// Whose waits it ended (it was the innermost program function of the waker's stack): the
+    /// functions they blocked in, heaviest first, at most [`PEERS`].
+    pub waited_by: Vec<Peer>,
+}
+
+/// Peers kept per function in [`FunctionEvidence::waited_on`] and
+/// [`FunctionEvidence::waited_by`].
+pub const PEERS: usize = 3;
+
+/// A function on the other side of waits, with the time waited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Peer {
+    /// The function, or a kernel actor (`[device]`).
+    pub function: String,
+    /// Time waited, s.
+    pub waited_s: f64,
+}
+
+/// The heaviest peers of `sums`, at most [`PEERS`].
+fn top_peers(sums: HashMap<String, f64>) -> Vec<Peer> {
+    let mut peers: Vec<Peer> = sums
+        .into_iter()
+        .map(|(function, ns)| Peer {
+            function,
+            waited_s: ns / 1e9,
+        })
+        .collect();
+    peers.sort_by(|a, b| {
+        b.waited_s
+            .total_cmp(&a.waited_s)
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    peers.truncate(PEERS);
+    peers
 }
 
 impl FunctionEvidence {
@@ -215,6 +255,31 @@ impl Analysis {
                 }
             })
             .collect();
+        // Who waited on whom, function to function.
+        let mut on: Vec<HashMap<String, f64>> = vec![HashMap::new(); functions.len()];
+        let mut by: Vec<HashMap<String, f64>> = vec![HashMap::new(); functions.len()];
+        for w in &evidence.waits {
+            let Some(blocked) = evidence.innermost_program_function(&w.wakee_frames) else {
+                continue;
+            };
+            let waker = match w.waker {
+                Actor::Thread(_) => evidence
+                    .innermost_program_function(&w.waker_frames)
+                    .map(|f| evidence.functions[f as usize].clone()),
+                kernel => kernel.kernel_name().map(str::to_owned),
+            };
+            let Some(waker) = waker else { continue };
+            if let Some(f) = evidence.function_id(&waker) {
+                *by[f as usize]
+                    .entry(evidence.functions[blocked as usize].clone())
+                    .or_default() += w.ns;
+            }
+            *on[blocked as usize].entry(waker).or_default() += w.ns;
+        }
+        for (f, (on, by)) in functions.iter_mut().zip(on.into_iter().zip(by)) {
+            f.waited_on = top_peers(on);
+            f.waited_by = top_peers(by);
+        }
         for w in &evidence.waits {
             let mut seen = Vec::new();
             for &f in &w.waker_frames {

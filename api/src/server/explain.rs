@@ -36,7 +36,7 @@ pub struct ExplainParams {
 /// and what they ran meanwhile), each with its evidence, plus the request threads and the
 /// critical path.
 #[utoipa::path(get, path = "/api/v1/explain", tag = "queries", params(WindowParams, ExplainParams),
-    responses((status = 200, description = "`{method, seconds, request_threads: [string], functions: [{function, score, evidence: {cpu_self_s, cpu_total_s, off_cpu_total_s: [lock, io, sleep, poll, runqueue, other], waits_ended_s, waits_in_s, blame_s, critical_path_share, knot_s, threads}}], critical_path: [{actor, waited_s, functions: [[name, s]]}]}`", content_type = "application/json"),
+    responses((status = 200, description = "`{method, seconds, request_threads: [string], functions: [{function, score, evidence: {cpu_self_s, cpu_total_s, off_cpu_total_s: [lock, io, sleep, poll, runqueue, other], waits_ended_s, waits_in_s, blame_s, critical_path_share, knot_s, threads, waited_on: [{function, waited_s}], waited_by: [{function, waited_s}]}}], critical_path: [{actor, waited_s, functions: [[name, s]]}]}`", content_type = "application/json"),
         QueryErrors))]
 pub(super) async fn explain(
     State(state): State<AppState>,

@@ -1078,6 +1078,20 @@ async fn explain() {
         critical["critical_path"][1]["actor"], "holder (pid 10)",
         "{critical:#}"
     );
+    // Who waited on whom: `handle` blocked 48 s in waits `critical` ended.
+    let evidence = |name: &str| {
+        critical["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == name)
+            .unwrap()["evidence"]
+            .clone()
+    };
+    let peer = serde_json::json!([{"function": "critical", "waited_s": 48.0}]);
+    assert_eq!(evidence("handle")["waited_on"], peer, "{critical:#}");
+    let peer = serde_json::json!([{"function": "handle", "waited_s": 48.0}]);
+    assert_eq!(evidence("critical")["waited_by"], peer, "{critical:#}");
     let (_, cpu) = get_json(&app, &uri("cpu", 0)).await;
     assert_eq!(first(&cpu), "spin", "{cpu:#}");
     assert!(

@@ -321,4 +321,34 @@ fn explain_from_the_store_ranks_the_lock_holder() {
             && !threads.iter().any(|t| t.starts_with("housekeeping")),
         "request threads: {threads:?}"
     );
+    // The waiters blocked in `acquire_shared_lock`, woken by `lock_holder` above all.
+    let out = run_critpath(&[
+        "explain",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--top",
+        "100000",
+        "--json",
+    ]);
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let acquire = all["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["function"]
+                .as_str()
+                .unwrap()
+                .ends_with("::acquire_shared_lock")
+        })
+        .expect("acquire_shared_lock");
+    let on = &acquire["evidence"]["waited_on"][0]["function"];
+    assert!(
+        on.as_str().unwrap().ends_with("::lock_holder"),
+        "{acquire:#}"
+    );
 }
