@@ -76,8 +76,8 @@ pub struct ExplainArgs {
     /// The window of the store (unless --profile is given).
     #[command(flatten)]
     pub window: WindowArgs,
-    /// The baseline window's start, for the delta methods [default: the window of equal
-    /// length just before].
+    /// The baseline window's start: each function's change is shown against it, and
+    /// cpu_delta ranks by it [default: the window of equal length just before].
     #[arg(long, value_name = "TIME", conflicts_with = "profile")]
     pub baseline_from: Option<String>,
     /// The baseline window's end.

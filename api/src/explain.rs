@@ -66,20 +66,17 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("reading the store in {}", dir.display()))
             };
             let w = &target.window;
-            let baseline = if method.needs_baseline() {
-                let time = |flag: &str, t: &Option<String>| {
-                    t.as_deref()
-                        .map(|t| parse_time_ms(t, target.now_ms).with_context(|| flag.to_owned()))
-                        .transpose()
-                };
-                let (from, to) = w.baseline_range(
-                    time("--baseline-from", &args.baseline_from)?,
-                    time("--baseline-to", &args.baseline_to)?,
-                );
-                Some(read(&w.with_range(from, to)?)?)
-            } else {
-                None
+            // Every function's change is reported against the baseline, not only by cpu_delta.
+            let time = |flag: &str, t: &Option<String>| {
+                t.as_deref()
+                    .map(|t| parse_time_ms(t, target.now_ms).with_context(|| flag.to_owned()))
+                    .transpose()
             };
+            let (from, to) = w.baseline_range(
+                time("--baseline-from", &args.baseline_from)?,
+                time("--baseline-to", &args.baseline_to)?,
+            );
+            let baseline = Some(read(&w.with_range(from, to)?)?);
             (read(w)?, baseline)
         }
     };
@@ -106,18 +103,23 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
         method.name()
     );
     println!(
-        "{:>10} {:>9} {:>9} {:>9} {:>9}  function",
-        "score", "cpu s", "off s", "blame s", "ended s"
+        "{:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  function",
+        "score", "cpu s", "off s", "blame s", "ended s", "Δcpu s/s"
     );
     for r in &explanation.functions {
         let e = &r.evidence;
+        let change = r
+            .change
+            .as_ref()
+            .map_or("-".to_owned(), |c| format!("{:+.3}", c.cpu_self_per_s));
         println!(
-            "{:>10.4} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {}",
+            "{:>10.4} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9}  {}",
             r.score,
             e.cpu_self_s,
             e.off_cpu_total_s.iter().sum::<f64>(),
             e.blame_s,
             e.waits_ended_s,
+            change,
             r.function
         );
     }

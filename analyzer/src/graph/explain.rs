@@ -16,6 +16,18 @@ pub struct Ranked {
     pub score: f64,
     /// Everything known about it in the window.
     pub evidence: FunctionEvidence,
+    /// Its change against the baseline window, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+}
+
+/// A function's change from the baseline window to this one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    /// On-CPU self time per second of window, this window's minus the baseline's.
+    pub cpu_self_per_s: f64,
+    /// Share of the request threads' time charged to it, this window's minus the baseline's.
+    pub critical_path_share: f64,
 }
 
 /// One hop of the critical path, named.
@@ -73,10 +85,26 @@ impl Explanation {
                 .take(top)
                 .map(|(function, score)| {
                     let id = evidence.function_id(&function).expect("a ranked function");
+                    let now = &analysis.functions[id as usize];
+                    let change = baseline.map(|(base, base_evidence)| {
+                        let before = base_evidence
+                            .function_id(&function)
+                            .map(|b| &base.functions[b as usize]);
+                        let per_s = |e: &Evidence, f: Option<&FunctionEvidence>| {
+                            f.map_or(0.0, |f| f.cpu_self_s) / e.seconds.max(1e-9)
+                        };
+                        Change {
+                            cpu_self_per_s: per_s(evidence, Some(now))
+                                - per_s(base_evidence, before),
+                            critical_path_share: now.critical_path_share
+                                - before.map_or(0.0, |f| f.critical_path_share),
+                        }
+                    });
                     Ranked {
-                        evidence: analysis.functions[id as usize].clone(),
+                        evidence: now.clone(),
                         function,
                         score,
+                        change,
                     }
                 })
                 .collect(),

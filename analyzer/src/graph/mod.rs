@@ -30,7 +30,7 @@ mod waitfor;
 
 pub use callgraph::{CallGraph, FunctionTimes};
 pub use evidence::{Actor, Evidence, EvidenceError, FunctionId, Stack, ThreadId, Wait};
-pub use explain::{Explanation, Ranked, Step};
+pub use explain::{Change, Explanation, Ranked, Step};
 pub use regress::{
     ALPHA, MIN_RELATIVE, MIN_SHARE, Pattern, Report, Suspect, regressions, regressions_in_store,
     z_threshold,

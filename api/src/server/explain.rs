@@ -24,8 +24,8 @@ pub struct ExplainParams {
     method: Option<String>,
     /// Functions answered. Default: 20.
     top: Option<usize>,
-    /// The baseline window's start (`cpu_delta`). Default: the window of equal length just
-    /// before.
+    /// The baseline window's start: each function's change is reported against it, and
+    /// `cpu_delta` ranks by it. Default: the window of equal length just before.
     baseline_from: Option<String>,
     /// The baseline window's end.
     baseline_to: Option<String>,
@@ -33,10 +33,10 @@ pub struct ExplainParams {
 
 /// Why the window was slow: its functions ranked by likely impact on request latency, from the
 /// wait-for graph of the selected threads and the threads that woke them (who waited for whom,
-/// and what they ran meanwhile), each with its evidence, plus the request threads and the
-/// critical path.
+/// and what they ran meanwhile), each with its evidence and its change against the baseline
+/// window, plus the request threads and the critical path.
 #[utoipa::path(get, path = "/api/v1/explain", tag = "queries", params(WindowParams, ExplainParams),
-    responses((status = 200, description = "`{method, seconds, request_threads: [string], functions: [{function, score, evidence: {cpu_self_s, cpu_total_s, off_cpu_total_s: [lock, io, sleep, poll, runqueue, other], waits_ended_s, waits_in_s, blame_s, critical_path_share, knot_s, threads, waited_on: [{function, waited_s}], waited_by: [{function, waited_s}]}}], critical_path: [{actor, waited_s, functions: [[name, s]]}]}`", content_type = "application/json"),
+    responses((status = 200, description = "`{method, seconds, request_threads: [string], functions: [{function, score, evidence: {cpu_self_s, cpu_total_s, off_cpu_total_s: [lock, io, sleep, poll, runqueue, other], waits_ended_s, waits_in_s, blame_s, critical_path_share, knot_s, threads, waited_on: [{function, waited_s}], waited_by: [{function, waited_s}]}, change: {cpu_self_per_s, critical_path_share}}], critical_path: [{actor, waited_s, functions: [[name, s]]}]}`", content_type = "application/json"),
         QueryErrors))]
 pub(super) async fn explain(
     State(state): State<AppState>,
@@ -58,36 +58,22 @@ pub(super) async fn explain(
         time("baseline_from", params.baseline_from.as_deref())?,
         time("baseline_to", params.baseline_to.as_deref())?,
     );
-    let baseline = if method.needs_baseline() {
-        let query = params.window.query.clone().unwrap_or_default();
-        Some(super::window(
-            &state.config,
-            &query,
-            base_from,
-            base_to,
-            "baseline_from",
-        )?)
-    } else {
-        None
-    };
+    // Every function's change is reported against the baseline, not only by `cpu_delta`.
+    let query = params.window.query.clone().unwrap_or_default();
+    let baseline = super::window(&state.config, &query, base_from, base_to, "baseline_from")?;
     let top = params.top.unwrap_or(DEFAULT_TOP);
     let explanation = run_query(&state, "explain", move |r| {
         let read =
             |w| Evidence::from_store(r.dir(), w).map_err(|e| ApiError::from(QueryError::Store(e)));
         let ev = read(&w)?;
         let analysis = Analysis::new(&ev);
-        let baseline = match &baseline {
-            Some(b) => {
-                let b = read(b)?;
-                Some((Analysis::new(&b), b))
-            }
-            None => None,
-        };
+        let base = read(&baseline)?;
+        let base_analysis = Analysis::new(&base);
         Ok(Explanation::new(
             &ev,
             &analysis,
             method,
-            baseline.as_ref().map(|(a, e)| (a, e)),
+            Some((&base_analysis, &base)),
             top,
         ))
     })

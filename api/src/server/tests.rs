@@ -1102,6 +1102,16 @@ async fn explain() {
             .abs()
             < 1e-6
     );
+    // Against the preceding window by default (before T0: empty), every function is new.
+    assert!(
+        (cpu["functions"][0]["change"]["cpu_self_per_s"]
+            .as_f64()
+            .unwrap()
+            - 1.0)
+            .abs()
+            < 1e-9,
+        "{cpu:#}"
+    );
     // [T0+30 s, T0+60 s) against [T0, T0+30 s): nothing grew.
     let (status, delta) = get_json(&app, &uri("cpu_delta", 30)).await;
     assert_eq!(status, StatusCode::OK, "{delta}");
