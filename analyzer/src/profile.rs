@@ -36,6 +36,9 @@ pub struct SampleLabels {
     pub tid: u32,
     /// Thread name.
     pub comm: String,
+    /// The probed function (`critpath record --probe`) the thread was inside when sampled, if
+    /// any: the sample is request work.
+    pub request: Option<String>,
 }
 
 impl SampleLabels {
@@ -45,6 +48,7 @@ impl SampleLabels {
             pid,
             tid,
             comm: comm.into(),
+            request: None,
         }
     }
 }

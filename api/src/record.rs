@@ -179,6 +179,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     collector
         .poll(&mut sampler, Duration::ZERO, |o| rec.observe(o))
         .context("reading samples")?;
+    let in_calls = rec.attribute(&config.probes);
     let elapsed = started.elapsed();
     rec.profile.duration_ns = elapsed.as_nanos() as i64;
     if progress {
@@ -229,6 +230,12 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     }
     if !config.probes.is_empty() {
         report_calls(&config.probes, &rec.calls, elapsed.as_secs_f64());
+        for (probe, (inside, of_threads)) in config.probes.iter().zip(&in_calls) {
+            eprintln!(
+                "critpath: probe {probe}: {inside} of its threads' {of_threads} on-CPU samples were inside its calls (pprof label request={})",
+                probe.function
+            );
+        }
         let lost = counters.get(Counter::CallsLost);
         if lost > 0 {
             eprintln!("critpath: {lost} calls were not timed: too many calls in progress at once");
@@ -285,6 +292,8 @@ struct Recording {
     edges: Vec<WakeupEdge>,
     /// Probed calls.
     calls: Vec<Call>,
+    /// With probes: samples and waits held until the calls they fall in are known.
+    deferred: Option<Vec<Observation>>,
 }
 
 impl Recording {
@@ -312,10 +321,26 @@ impl Recording {
             waits: 0,
             edges: Vec::new(),
             calls: Vec::new(),
+            deferred: (!config.probes.is_empty()).then(Vec::new),
         }
     }
 
     fn observe(&mut self, observation: Observation) {
+        if matches!(observation, Observation::OnCpu { .. }) {
+            self.samples += 1;
+        }
+        if let Some(deferred) = &mut self.deferred
+            && !matches!(observation, Observation::Call { .. })
+        {
+            // Probed calls are reported when they return: samples wait for them.
+            deferred.push(observation);
+            return;
+        }
+        self.add(observation, None);
+    }
+
+    /// Adds an observation; `request`: the probed function its thread was inside.
+    fn add(&mut self, observation: Observation, request: Option<String>) {
         match observation {
             Observation::OnCpu {
                 pid,
@@ -324,14 +349,11 @@ impl Recording {
                 frames,
                 ..
             } => {
-                self.samples += 1;
-                self.profile.add(
-                    frames,
-                    &self.on_cpu_values,
-                    SampleLabels::new(pid, tid, comm),
-                );
+                let mut labels = SampleLabels::new(pid, tid, comm);
+                labels.request = request;
+                self.profile.add(frames, &self.on_cpu_values, labels);
             }
-            Observation::OffCpu(wait) => self.add_wait(&wait),
+            Observation::OffCpu(wait) => self.add_wait(&wait, request),
             Observation::Call {
                 probe,
                 pid,
@@ -350,13 +372,72 @@ impl Recording {
 
     /// Adds a wait to the profile: its blocked time under `[off-cpu: <cause>]` and its run-queue
     /// delay under `[off-cpu: runqueue]`, both as off-CPU and as wall time.
-    fn add_wait(&mut self, wait: &OffCpuWait) {
+    fn add_wait(&mut self, wait: &OffCpuWait, request: Option<String>) {
         self.waits += 1;
-        let labels = SampleLabels::new(wait.thread.pid, wait.thread.tid, wait.thread.comm.clone());
+        let mut labels =
+            SampleLabels::new(wait.thread.pid, wait.thread.tid, wait.thread.comm.clone());
+        labels.request = request;
         for (frames, ns) in wait.split_by_cause() {
             self.profile.add(frames, &[0, 0, ns, ns], labels.clone());
         }
         self.edges.extend(wait.edge());
+    }
+}
+
+impl Recording {
+    /// Adds the held samples and waits, each labelled with the probed function its thread was
+    /// inside at the time (on-CPU: when sampled; off-CPU: when it blocked). Returns, per probe,
+    /// the on-CPU samples inside its calls and those of the threads that made them.
+    fn attribute(&mut self, probes: &[Probe]) -> Vec<(u64, u64)> {
+        let Some(deferred) = self.deferred.take() else {
+            return Vec::new();
+        };
+        // Per thread: its calls (start, end, probe), by start.
+        let mut calls: std::collections::HashMap<u32, Vec<(i64, i64, u32)>> =
+            std::collections::HashMap::new();
+        for c in &self.calls {
+            let end = c.start_unix_ns + c.duration_ns as i64;
+            calls
+                .entry(c.tid)
+                .or_default()
+                .push((c.start_unix_ns, end, c.probe));
+        }
+        for list in calls.values_mut() {
+            list.sort_unstable();
+        }
+        let inside = |tid: u32, t: i64| -> Option<u32> {
+            let list = calls.get(&tid)?;
+            // The last call starting at or before t, if it has not returned by t (an inner
+            // call of another probe starts later, so it wins).
+            let i = list.partition_point(|&(start, ..)| start <= t);
+            let &(_, end, probe) = list.get(i.checked_sub(1)?)?;
+            (t < end).then_some(probe)
+        };
+        let mut counts = vec![(0, 0); probes.len()];
+        for o in deferred {
+            let (tid, t, on_cpu) = match &o {
+                Observation::OnCpu {
+                    tid, time_unix_ns, ..
+                } => (*tid, *time_unix_ns, true),
+                Observation::OffCpu(w) => (w.thread.tid, w.start_unix_ns, false),
+                Observation::Call { .. } => continue,
+            };
+            let probe = inside(tid, t);
+            if on_cpu {
+                for (i, c) in counts.iter_mut().enumerate() {
+                    let of_thread = calls
+                        .get(&tid)
+                        .is_some_and(|l| l.iter().any(|&(.., p)| p as usize == i));
+                    c.1 += u64::from(of_thread);
+                    c.0 += u64::from(probe == Some(i as u32));
+                }
+            }
+            let request = probe
+                .and_then(|p| probes.get(p as usize))
+                .map(|p| p.function.clone());
+            self.add(o, request);
+        }
+        counts
     }
 }
 

@@ -183,6 +183,8 @@ impl Strings {
 const LABEL_PID: &str = "pid";
 const LABEL_TID: &str = "tid";
 const LABEL_COMM: &str = "comm";
+/// Label key of the probed function a sample was taken in (`critpath record --probe`).
+const LABEL_REQUEST: &str = "request";
 
 /// Builds the `profile.proto` message: one location per frame, one mapping per module.
 pub fn to_proto(profile: &Profile) -> proto::Profile {
@@ -269,7 +271,7 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
                 .map(|&f| u64::from(f) + 1)
                 .collect(),
             value: sample.values.clone(),
-            label: vec![
+            label: [
                 num_label(pid, sample.labels.pid),
                 num_label(tid, sample.labels.tid),
                 proto::Label {
@@ -277,7 +279,14 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
                     str: strings.get(&sample.labels.comm),
                     ..Default::default()
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(sample.labels.request.as_ref().map(|f| proto::Label {
+                key: strings.get(LABEL_REQUEST),
+                str: strings.get(f),
+                ..Default::default()
+            }))
+            .collect(),
         });
     }
     out.string_table = strings.table;
@@ -404,6 +413,7 @@ pub fn decode(bytes: &[u8]) -> Result<Profile, DecodeError> {
                 LABEL_PID => labels.pid = l.num as u32,
                 LABEL_TID => labels.tid = l.num as u32,
                 LABEL_COMM => labels.comm = string(l.str)?.to_owned(),
+                LABEL_REQUEST => labels.request = Some(string(l.str)?.to_owned()),
                 _ => {}
             }
         }
@@ -442,10 +452,13 @@ mod tests {
             &[3, 30],
             SampleLabels::new(10, 11, "app"),
         );
+        // Taken inside a probed call (`critpath record --probe`).
+        let mut in_request = SampleLabels::new(10, 12, "app-worker");
+        in_request.request = Some("app::handle".into());
         p.add(
             [main, hot, Frame::kernel("ksys_write")],
             &[1, 10],
-            SampleLabels::new(10, 12, "app-worker"),
+            in_request,
         );
         p
     }

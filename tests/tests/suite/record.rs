@@ -234,8 +234,9 @@ fn pprof_opens_in_go_tool_pprof() {
 
 /// A latency probe times every call of a function, with no change to the program: on the
 /// sleeper (one `sleep_wait` call per sleep), the calls reported equal the sleeps the program
-/// counted, and their durations add up to the sleep time it measured (plus the call overhead).
-/// A function the binary lacks is refused before anything runs, naming it.
+/// counted, and their durations add up to the sleep time it measured (plus the call overhead);
+/// the off-CPU time inside the calls carries the `request` label, and it is the sleep time. A
+/// function the binary lacks is refused before anything runs, naming it.
 #[test]
 fn probe_times_every_call() {
     let Some(_machine) = kernel_test() else {
@@ -245,14 +246,16 @@ fn probe_times_every_call() {
     let calls_path = dir.path().join("calls.json");
     let sleeper = workload("sleeper");
     let probe = format!("{}:sleeper::sleep_wait", sleeper.display());
+    let profile_path = dir.path().join("p.pb.gz");
     let out = run_critpath(&[
         "record",
+        "--off-cpu",
         "--probe",
         &probe,
         "--calls",
         calls_path.to_str().unwrap(),
         "-o",
-        dir.path().join("p.pb.gz").to_str().unwrap(),
+        profile_path.to_str().unwrap(),
         "--",
         sleeper.to_str().unwrap(),
         "2",
@@ -284,6 +287,21 @@ fn probe_times_every_call() {
             .iter()
             .all(|c| c["probe"] == 0 && c["tid"].as_u64() > Some(0)),
         "{calls:?}"
+    );
+    let profile = pprof::decode(&std::fs::read(&profile_path).unwrap()).unwrap();
+    let off = profile.sample_type_index("off_cpu").unwrap();
+    let (mut inside, mut outside) = (0, 0);
+    for sample in profile.samples() {
+        match sample.labels.request.as_deref() {
+            Some("sleeper::sleep_wait") => inside += sample.values[off],
+            Some(other) => panic!("request label {other}"),
+            None => outside += sample.values[off],
+        }
+    }
+    let slept = slept as i64;
+    assert!(
+        inside >= slept * 9 / 10 && outside < slept / 10,
+        "off-CPU {inside} ns inside the calls, {outside} ns outside, slept {slept} ns"
     );
 
     let output = Command::new(super::common::critpath())
