@@ -119,7 +119,7 @@ fn explain_ranks_the_lock_holder_not_the_red_herring() {
     );
 }
 
-/// Runs the synthetic lock-bound program for 12 s (with `change` applied 6 s in) and records it
+/// Runs the synthetic lock-bound program for 14 s (with `change` applied 7 s in) and records it
 /// twice, before and after that moment; returns the `regressions` JSON and the holder's name.
 fn deploy_case(change: Option<f64>) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -148,13 +148,13 @@ fn deploy_case(change: Option<f64>) -> (Value, String) {
             "--rate",
             &rate.to_string(),
             "--seconds",
-            "12",
+            "14",
             "--warmup",
             "0",
         ])
         .stdout(std::process::Stdio::null());
     if let Some(scale) = change {
-        program.args(["--change", &format!("{name}={scale}@6")]);
+        program.args(["--change", &format!("{name}={scale}@7")]);
     }
     let started = std::time::Instant::now();
     let mut child = program.spawn().unwrap();
@@ -180,8 +180,9 @@ fn deploy_case(change: Option<f64>) -> (Value, String) {
         assert!(ended < must_end, "{file} recording ended at {ended:.2} s");
     };
     // Starting the sampler takes a second or two on a busy machine.
-    record("before.pb.gz", 0.3, 6.0);
-    record("after.pb.gz", 6.1, 12.0);
+    // The first second and a half is left out: the program and the load settle.
+    record("before.pb.gz", 1.5, 7.0);
+    record("after.pb.gz", 7.1, 14.0);
     assert!(child.wait().unwrap().success());
     let before = dir.path().join("before.pb.gz");
     let after = dir.path().join("after.pb.gz");
