@@ -369,7 +369,10 @@ impl Window {
 }
 
 fn features(prefix: &str, f: Option<&FunctionEvidence>) -> Vec<(String, f64)> {
-    let values = f.map_or([0.0; 15], FunctionEvidence::features);
+    let values = f.map_or(
+        [0.0; FunctionEvidence::FEATURES.len()],
+        FunctionEvidence::features,
+    );
     FunctionEvidence::FEATURES
         .iter()
         .zip(values)

@@ -30,11 +30,12 @@ use crate::dataset::{DatasetError, Table};
 pub const TARGETS: [&str; 3] = ["p50", "p99", "throughput"];
 
 /// Methods on a single window, as the dataset column each ranks by.
-pub const WINDOW_METHODS: [(&str, &str); 4] = [
+pub const WINDOW_METHODS: [(&str, &str); 5] = [
     ("cpu", "cpu_self_s"),
     ("wall", "wall_s"),
     ("critical_path", "critical_path_share"),
     ("knot", "knot_s"),
+    ("utilization", "utilization"),
 ];
 
 /// Mean metrics over a set of programs.

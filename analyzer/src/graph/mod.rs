@@ -56,16 +56,20 @@ pub enum Method {
     CriticalPath,
     /// Time others waited on the knots (wPerf), spread over the knot threads' on-CPU functions.
     Knot,
+    /// The utilization of the resource the function is (its busiest request thread's share of
+    /// the window in it): the throughput bottleneck of a closed system.
+    Utilization,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Self::Cpu,
         Self::Wall,
         Self::CpuDelta,
         Self::CriticalPath,
         Self::Knot,
+        Self::Utilization,
     ];
 
     /// The name used in the API and on the command line.
@@ -76,6 +80,7 @@ impl Method {
             Self::CpuDelta => "cpu_delta",
             Self::CriticalPath => "critical_path",
             Self::Knot => "knot",
+            Self::Utilization => "utilization",
         }
     }
 
@@ -123,6 +128,10 @@ pub struct FunctionEvidence {
     pub critical_path_share: f64,
     /// Time others waited on knots, charged to it, s.
     pub knot_s: f64,
+    /// The utilization of the resource it is: the largest share of the window one request
+    /// thread spent in it, on CPU or blocked in it on the kernel (a device's service time). A
+    /// closed system's throughput is bounded by its most utilized resource.
+    pub utilization: f64,
     /// Threads it ran on.
     pub threads: usize,
     /// Who ended the waits it blocked in (it was the innermost program function of the blocked
@@ -167,7 +176,7 @@ fn top_peers(sums: HashMap<String, f64>) -> Vec<Peer> {
 
 impl FunctionEvidence {
     /// Names of [`FunctionEvidence::features`], in order.
-    pub const FEATURES: [&'static str; 15] = [
+    pub const FEATURES: [&'static str; 16] = [
         "cpu_self_s",
         "cpu_total_s",
         "off_lock_s",
@@ -183,10 +192,11 @@ impl FunctionEvidence {
         "critical_path_share",
         "knot_s",
         "threads",
+        "utilization",
     ];
 
     /// The evidence as numbers (the model's raw input features, and every method's score).
-    pub fn features(&self) -> [f64; 15] {
+    pub fn features(&self) -> [f64; 16] {
         let o = self.off_cpu_total_s;
         [
             self.cpu_self_s,
@@ -204,6 +214,7 @@ impl FunctionEvidence {
             self.critical_path_share,
             self.knot_s,
             self.threads as f64,
+            self.utilization,
         ]
     }
 }
@@ -255,6 +266,16 @@ impl Analysis {
                 }
             })
             .collect();
+        // Utilization: the busiest request thread's share of the window in each function.
+        let window_ns = evidence.seconds * 1e9;
+        if window_ns > 0.0 {
+            for &t in &blame.request_threads {
+                for (f, ns) in waits.thread_busy(t) {
+                    let u = &mut functions[f as usize].utilization;
+                    *u = u.max(ns / window_ns);
+                }
+            }
+        }
         // Who waited on whom, function to function.
         let mut on: Vec<HashMap<String, f64>> = vec![HashMap::new(); functions.len()];
         let mut by: Vec<HashMap<String, f64>> = vec![HashMap::new(); functions.len()];
@@ -333,6 +354,7 @@ impl Analysis {
                 Method::Wall => f.cpu_total_s + f.off_cpu_total_s.iter().sum::<f64>(),
                 Method::CriticalPath => f.critical_path_share,
                 Method::Knot => f.knot_s,
+                Method::Utilization => f.utilization,
                 Method::CpuDelta => {
                     let Some((base, base_evidence)) = baseline else {
                         return 0.0;

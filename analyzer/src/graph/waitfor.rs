@@ -212,6 +212,17 @@ impl WaitFor {
         &self.own[t as usize]
     }
 
+    /// A thread's busy time by function: on CPU in it, or blocked in it on the kernel (a
+    /// device's service, a sleep), ns.
+    pub fn thread_busy(&self, t: ThreadId) -> impl Iterator<Item = (FunctionId, f64)> + '_ {
+        let t = t as usize;
+        let mut busy: HashMap<FunctionId, f64> = self.own[t].clone();
+        for (&f, &ns) in &self.waiting_in[t] {
+            *busy.entry(f).or_default() += ns;
+        }
+        busy.into_iter()
+    }
+
     /// A thread's on-CPU time, ns.
     pub fn thread_cpu_ns(&self, t: ThreadId) -> f64 {
         self.own[t as usize].values().sum()
