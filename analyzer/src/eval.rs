@@ -355,6 +355,7 @@ mod tests {
                 ("wall_s", cpu),
                 ("critical_path_share", cp),
                 ("knot_s", 0.0),
+                ("utilization", cp),
             ]);
             t.push(
                 &[

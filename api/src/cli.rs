@@ -96,8 +96,9 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE", requires = "baseline_profile")]
     pub baseline_wakeups: Option<PathBuf>,
     /// Ranking method: critical_path (waits redistributed along the wait-for graph), cpu (on-CPU
-    /// self time), wall (on + off CPU, inclusive), knot (wPerf knots), cpu_delta (growth of
-    /// on-CPU time against the baseline).
+    /// self time), wall (on + off CPU, inclusive), knot (wPerf knots), utilization (of the
+    /// resource the function is: throughput), cpu_delta (growth of on-CPU time against the
+    /// baseline).
     #[arg(long, default_value = "critical_path")]
     pub method: String,
     /// Functions to show.

@@ -14,6 +14,12 @@ pub struct Ranked {
     pub function: String,
     /// Its score under the method (higher: more likely to matter).
     pub score: f64,
+    /// Its estimated impact on request latency: the share of the request threads' time
+    /// charged to it by the critical path ([`FunctionEvidence::critical_path_share`]).
+    pub latency_impact: f64,
+    /// Its estimated impact on throughput: the utilization of the resource it is
+    /// ([`FunctionEvidence::utilization`]).
+    pub throughput_impact: f64,
     /// Everything known about it in the window.
     pub evidence: FunctionEvidence,
     /// Its change against the baseline window, when there is one.
@@ -101,6 +107,8 @@ impl Explanation {
                         }
                     });
                     Ranked {
+                        latency_impact: now.critical_path_share,
+                        throughput_impact: now.utilization,
                         evidence: now.clone(),
                         function,
                         score,

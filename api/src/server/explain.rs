@@ -19,8 +19,9 @@ pub struct ExplainParams {
     #[param(ignore)]
     window: WindowParams,
     /// `critical_path` (default: waits redistributed along the wait-for graph), `cpu` (on-CPU
-    /// self time), `wall` (on + off CPU, inclusive), `knot` (wPerf knots) or `cpu_delta`
-    /// (growth of on-CPU time against the baseline).
+    /// self time), `wall` (on + off CPU, inclusive), `knot` (wPerf knots), `utilization` (of
+    /// the resource the function is: throughput) or `cpu_delta` (growth of on-CPU time
+    /// against the baseline).
     method: Option<String>,
     /// Functions answered. Default: 20.
     top: Option<usize>,
@@ -36,7 +37,7 @@ pub struct ExplainParams {
 /// and what they ran meanwhile), each with its evidence and its change against the baseline
 /// window, plus the request threads and the critical path.
 #[utoipa::path(get, path = "/api/v1/explain", tag = "queries", params(WindowParams, ExplainParams),
-    responses((status = 200, description = "`{method, seconds, request_threads: [string], functions: [{function, score, evidence: {cpu_self_s, cpu_total_s, off_cpu_total_s: [lock, io, sleep, poll, runqueue, other], waits_ended_s, waits_in_s, blame_s, critical_path_share, knot_s, threads, waited_on: [{function, waited_s}], waited_by: [{function, waited_s}]}, change: {cpu_self_per_s, critical_path_share}}], critical_path: [{actor, waited_s, functions: [[name, s]]}]}`", content_type = "application/json"),
+    responses((status = 200, description = "`{method, seconds, request_threads: [string], functions: [{function, score, latency_impact, throughput_impact, evidence: {cpu_self_s, cpu_total_s, off_cpu_total_s: [lock, io, sleep, poll, runqueue, other], waits_ended_s, waits_in_s, blame_s, critical_path_share, knot_s, utilization, threads, waited_on: [{function, waited_s}], waited_by: [{function, waited_s}]}, change: {cpu_self_per_s, critical_path_share}}], critical_path: [{actor, waited_s, functions: [[name, s]]}]}`", content_type = "application/json"),
         QueryErrors))]
 pub(super) async fn explain(
     State(state): State<AppState>,

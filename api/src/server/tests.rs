@@ -1092,6 +1092,14 @@ async fn explain() {
     assert_eq!(evidence("handle")["waited_on"], peer, "{critical:#}");
     let peer = serde_json::json!([{"function": "handle", "waited_s": 48.0}]);
     assert_eq!(evidence("critical")["waited_by"], peer, "{critical:#}");
+    // Throughput: `holder` is busy 80% of the time in `critical`; `burner` is off the path.
+    let top = &critical["functions"][0];
+    assert!(
+        (top["throughput_impact"].as_f64().unwrap() - 0.8).abs() < 1e-9,
+        "{top:#}"
+    );
+    assert!(top["latency_impact"].as_f64().unwrap() > 0.5, "{top:#}");
+    assert_eq!(evidence("spin")["utilization"], 0.0);
     let (_, cpu) = get_json(&app, &uri("cpu", 0)).await;
     assert_eq!(first(&cpu), "spin", "{cpu:#}");
     assert!(
