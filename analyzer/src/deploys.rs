@@ -186,6 +186,27 @@ pub fn mark(dir: &Path, service: &str, version: &str, at_ms: i64) -> Result<Depl
     Ok(deploy)
 }
 
+/// The deploys of `window`, oldest first: the marked ones (their `service` selected by the
+/// window's selector) and those [`detect`] finds.
+///
+/// # Errors
+/// The markers or the store cannot be read ([`AroundError::Deploys`], [`AroundError::Query`]).
+pub fn in_window(reader: &Reader, window: &Window) -> Result<Vec<Deploy>, AroundError> {
+    let mut all: Vec<Deploy> = marked(reader.dir())?
+        .into_iter()
+        .filter(|d| {
+            (window.from_ms..window.to_ms).contains(&d.at_ms)
+                && window.selector.matches(|label| match label {
+                    "service" => Some(d.service.as_str()),
+                    _ => None,
+                })
+        })
+        .collect();
+    all.extend(detect(reader, window)?);
+    all.sort_by_key(|d| d.at_ms);
+    Ok(all)
+}
+
 /// How far back [`around`] looks for a found deploy's id.
 pub const FOUND_LOOKBACK_MS: i64 = 7 * 24 * 3_600_000;
 /// Shortest window after a deploy worth comparing, ms.

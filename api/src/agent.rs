@@ -329,11 +329,14 @@ fn observe(
             }
             // Who ended the wait: the wait-for graph's edge.
             if let Some(waker) = &wait.waker {
-                let waker_labels = processes.labels(waker.thread.pid, waker.thread.comm.clone());
+                // In an interrupt the kernel woke it: the interrupted thread is beside the point
+                // (and its process need not be looked up).
+                let waker_labels = (!waker.in_interrupt)
+                    .then(|| processes.labels(waker.thread.pid, waker.thread.comm.clone()));
                 let sample = WakeupSample {
                     wakee: &labels,
                     wakee_frames: &wait.frames,
-                    waker: &waker_labels,
+                    waker: waker_labels.as_ref().unwrap_or(&labels),
                     waker_frames: &waker.frames,
                     cause: wait.cause,
                     in_interrupt: waker.in_interrupt,

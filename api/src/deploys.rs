@@ -1,21 +1,12 @@
 //! `critpath deploy`, `critpath deploys` and `critpath regressions`.
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context as _;
-use critpath_analyzer::deploys::{self, Deploy, Source};
+use critpath_analyzer::deploys::{self, Source};
 use critpath_analyzer::graph::{self, Analysis, Report};
 use critpath_analyzer::query::{Reader, Selector, parse_time_ms};
 
 use crate::cli::{DeployArgs, DeploysArgs, RegressionsArgs, default_data_dir};
 use crate::explain::evidence;
-use crate::query::{Target, timestamp};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::query::{Target, now_ms, timestamp};
 
 /// `critpath deploy`.
 pub fn deploy(args: &DeployArgs) -> anyhow::Result<()> {
@@ -44,18 +35,8 @@ pub fn list(args: DeploysArgs) -> anyhow::Result<()> {
         &args.window.query,
     )?;
     let w = &target.window;
-    let mut all: Vec<Deploy> = deploys::marked(target.reader.dir())?
-        .into_iter()
-        .filter(|d| {
-            (w.from_ms..w.to_ms).contains(&d.at_ms)
-                && w.selector.matches(|label| match label {
-                    "service" => Some(d.service.as_str()),
-                    _ => None,
-                })
-        })
-        .collect();
-    all.extend(deploys::detect(&target.reader, w).context("reading the store")?);
-    all.sort_by_key(|d| d.at_ms);
+    let all = deploys::in_window(&target.reader, w)
+        .with_context(|| format!("reading {}", target.reader.dir().display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());

@@ -6,7 +6,6 @@ use anyhow::{Context as _, bail};
 use critpath_analyzer::export::pprof;
 use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method};
 use critpath_analyzer::offcpu::WakeupEdge;
-use critpath_analyzer::query::parse_time_ms;
 use critpath_analyzer::{dataset, eval};
 
 use crate::cli::{EvalArgs, ExplainArgs, PackArgs, default_data_dir};
@@ -65,18 +64,11 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
                 Evidence::from_store(dir, w)
                     .with_context(|| format!("reading the store in {}", dir.display()))
             };
-            let w = &target.window;
             // Every function's change is reported against the baseline, not only by cpu_delta.
-            let time = |flag: &str, t: &Option<String>| {
-                t.as_deref()
-                    .map(|t| parse_time_ms(t, target.now_ms).with_context(|| flag.to_owned()))
-                    .transpose()
-            };
-            let (from, to) = w.baseline_range(
-                time("--baseline-from", &args.baseline_from)?,
-                time("--baseline-to", &args.baseline_to)?,
-            );
-            let baseline = Some(read(&w.with_range(from, to)?)?);
+            let base =
+                target.baseline(args.baseline_from.as_deref(), args.baseline_to.as_deref())?;
+            let baseline = Some(read(&base)?);
+            let w = &target.window;
             (read(w)?, baseline)
         }
     };

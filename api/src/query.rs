@@ -38,6 +38,24 @@ impl Target {
         })
     }
 
+    /// The baseline of the window: `--baseline-from` / `--baseline-to` when given, else the
+    /// window of equal length just before.
+    ///
+    /// # Errors
+    /// A time that does not parse, or an empty or reversed baseline.
+    pub fn baseline(&self, from: Option<&str>, to: Option<&str>) -> anyhow::Result<Window> {
+        let time = |text: Option<&str>, flag: &str| {
+            text.map(|t| parse_time_ms(t, self.now_ms).with_context(|| flag.to_owned()))
+                .transpose()
+        };
+        let (from, to) = self
+            .window
+            .baseline_range(time(from, "--baseline-from")?, time(to, "--baseline-to")?);
+        self.window
+            .with_range(from, to)
+            .context("the baseline window (--baseline-from, --baseline-to)")
+    }
+
     /// A query error for the user: an invalid parameter by its flag, a store error with the
     /// directory.
     fn error(&self, err: QueryError) -> anyhow::Error {
@@ -53,7 +71,8 @@ impl Target {
     }
 }
 
-fn now_ms() -> i64 {
+/// Now, Unix ms.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -309,18 +328,10 @@ pub struct DiffConfig {
 /// Writes the comparison of a window with its baseline.
 pub fn diff(target: &Target, config: &DiffConfig) -> anyhow::Result<()> {
     let w = &target.window;
-    let time = |text: &Option<String>, flag: &str| {
-        text.as_deref()
-            .map(|t| parse_time_ms(t, target.now_ms).with_context(|| flag.to_owned()))
-            .transpose()
-    };
-    let (base_from, base_to) = w.baseline_range(
-        time(&config.baseline_from, "--baseline-from")?,
-        time(&config.baseline_to, "--baseline-to")?,
-    );
-    let base = w
-        .with_range(base_from, base_to)
-        .context("the baseline window (--baseline-from, --baseline-to)")?;
+    let base = target.baseline(
+        config.baseline_from.as_deref(),
+        config.baseline_to.as_deref(),
+    )?;
     let (diff, b, c) = target
         .reader
         .diff(&base, w, config.profile_type, config.max_nodes)

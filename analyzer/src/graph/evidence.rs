@@ -328,6 +328,15 @@ impl Evidence {
             })
         };
         for b in batches {
+            // Per series of the batch, its thread when included, looked up once (on first use,
+            // so that threads are numbered in the order their rows and waits come).
+            let mut threads: Vec<Option<Option<ThreadId>>> = vec![None; b.series.len()];
+            let mut series_thread = |ev: &mut Evidence, i: u32| -> Option<ThreadId> {
+                *threads[i as usize].get_or_insert_with(|| {
+                    let s = &b.series[i as usize];
+                    included.contains(&key(s)).then(|| thread(ev, s))
+                })
+            };
             let frames = |stack: u32| -> Vec<&crate::Frame> {
                 b.stacks[stack as usize]
                     .iter()
@@ -336,11 +345,9 @@ impl Evidence {
                     .collect()
             };
             for row in &b.rows {
-                let series = &b.series[row.series as usize];
-                if !included.contains(&key(series)) {
+                let Some(t) = series_thread(&mut ev, row.series) else {
                     continue;
-                }
-                let t = thread(&mut ev, series);
+                };
                 let value = row.value as f64;
                 match row.kind {
                     SampleKind::Cpu => {
@@ -350,16 +357,15 @@ impl Evidence {
                 }
             }
             for w in &b.wakeups {
-                let wakee = &b.series[w.wakee as usize];
-                if !included.contains(&key(wakee)) {
+                let Some(wakee) = series_thread(&mut ev, w.wakee) else {
                     continue;
-                }
-                let wakee = thread(&mut ev, wakee);
+                };
                 let wakee_frames = ev.program_frames(&frames(w.wakee_stack));
                 let (waker, waker_frames) = if w.in_interrupt {
                     (Actor::Kernel(w.cause), Vec::new())
                 } else {
-                    let waker = thread(&mut ev, &b.series[w.waker as usize]);
+                    // A waker of an included thread is included.
+                    let waker = series_thread(&mut ev, w.waker).expect("an included waker");
                     (
                         Actor::Thread(waker),
                         ev.program_frames(&frames(w.waker_stack)),

@@ -72,8 +72,8 @@ pub struct Wakeup {
     pub wakee: u32,
     /// Its blocked stack (without the `[off-cpu: …]` frame): an index into [`Batch::stacks`].
     pub wakee_stack: u32,
-    /// The waking thread (in an interrupt, the interrupted one): an index into
-    /// [`Batch::series`].
+    /// The waking thread (in an interrupt, which the kernel handled: the wakee itself): an
+    /// index into [`Batch::series`].
     pub waker: u32,
     /// Its stack at the wakeup (empty in an interrupt): an index into [`Batch::stacks`].
     pub waker_stack: u32,
@@ -210,7 +210,7 @@ pub struct WakeupSample<'a> {
     pub wakee: &'a SeriesLabels,
     /// Its blocked stack, root first, without the `[off-cpu: …]` frame.
     pub wakee_frames: &'a [Frame],
-    /// The waking thread (in an interrupt, the interrupted one).
+    /// The waking thread (in an interrupt, the wakee itself: the kernel woke it).
     pub waker: &'a SeriesLabels,
     /// Its stack, root first (empty in an interrupt).
     pub waker_frames: &'a [Frame],

@@ -50,22 +50,7 @@ pub(super) async fn list(
     Query(params): Query<WindowParams>,
 ) -> Result<Response, ApiError> {
     let w = params.window(&state.config)?;
-    let deploys = run_query(&state, "deploys", move |r| {
-        let mut all: Vec<_> = deploys::marked(r.dir())?
-            .into_iter()
-            .filter(|d| {
-                (w.from_ms..w.to_ms).contains(&d.at_ms)
-                    && w.selector.matches(|label| match label {
-                        "service" => Some(d.service.as_str()),
-                        _ => None,
-                    })
-            })
-            .collect();
-        all.extend(deploys::detect(r, &w)?);
-        all.sort_by_key(|d| d.at_ms);
-        Ok(all)
-    })
-    .await?;
+    let deploys = run_query(&state, "deploys", move |r| Ok(deploys::in_window(r, &w)?)).await?;
     Ok(json_response(&serde_json::json!({ "deploys": deploys })))
 }
 

@@ -3,10 +3,10 @@
 use axum::extract::{Query, State};
 use axum::response::Response;
 use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method};
-use critpath_analyzer::query::{QueryError, parse_time_ms};
+use critpath_analyzer::query::QueryError;
 use serde::Deserialize;
 
-use super::{ApiError, AppState, QueryErrors, WindowParams, json_response, now_ms, run_query};
+use super::{ApiError, AppState, QueryErrors, WindowParams, json_response, run_query};
 
 /// Default number of functions answered.
 const DEFAULT_TOP: usize = 20;
@@ -50,18 +50,14 @@ pub(super) async fn explain(
         .unwrap_or("critical_path")
         .parse()
         .map_err(|e: String| ApiError::invalid("method", e))?;
-    let now = now_ms();
-    let time = |param: &'static str, text: Option<&str>| {
-        text.map(|t| parse_time_ms(t, now).map_err(|e| ApiError::invalid(param, e.to_string())))
-            .transpose()
-    };
-    let (base_from, base_to) = w.baseline_range(
-        time("baseline_from", params.baseline_from.as_deref())?,
-        time("baseline_to", params.baseline_to.as_deref())?,
-    );
     // Every function's change is reported against the baseline, not only by `cpu_delta`.
-    let query = params.window.query.clone().unwrap_or_default();
-    let baseline = super::window(&state.config, &query, base_from, base_to, "baseline_from")?;
+    let baseline = super::baseline(
+        &state.config,
+        &params.window,
+        &w,
+        params.baseline_from.as_deref(),
+        params.baseline_to.as_deref(),
+    )?;
     let top = params.top.unwrap_or(DEFAULT_TOP);
     let explanation = run_query(&state, "explain", move |r| {
         let read =

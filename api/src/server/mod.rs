@@ -299,6 +299,26 @@ fn window(
     Window::new(selector, from, to).map_err(ApiError::from)
 }
 
+/// The baseline of window `w` (selected by `params`): `baseline_from` / `baseline_to` when
+/// given, else the window of equal length just before.
+fn baseline(
+    config: &ServerConfig,
+    params: &WindowParams,
+    w: &Window,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Window, ApiError> {
+    let now = now_ms();
+    let time = |param: &'static str, text: Option<&str>| {
+        text.map(|t| parse_time_ms(t, now).map_err(|e| ApiError::invalid(param, e.to_string())))
+            .transpose()
+    };
+    let (base_from, base_to) =
+        w.baseline_range(time("baseline_from", from)?, time("baseline_to", to)?);
+    let query = params.query.as_deref().unwrap_or("");
+    window(config, query, base_from, base_to, "baseline_from")
+}
+
 fn profile_type(text: Option<&str>) -> Result<ProfileType, ApiError> {
     text.unwrap_or("cpu")
         .parse()
@@ -705,17 +725,14 @@ async fn diff(
             format!("unknown format {format:?}: expected tree or flamebearer"),
         ));
     }
-    let now = now_ms();
-    let time = |param: &'static str, text: Option<&str>| {
-        text.map(|t| parse_time_ms(t, now).map_err(|e| ApiError::invalid(param, e.to_string())))
-            .transpose()
-    };
-    let (base_from, base_to) = w.baseline_range(
-        time("baseline_from", params.baseline_from.as_deref())?,
-        time("baseline_to", params.baseline_to.as_deref())?,
-    );
+    let base = baseline(
+        &state.config,
+        &params.window,
+        &w,
+        params.baseline_from.as_deref(),
+        params.baseline_to.as_deref(),
+    )?;
     let query = params.window.query.clone().unwrap_or_default();
-    let base = window(&state.config, &query, base_from, base_to, "baseline_from")?;
     let key = format!(
         "diff {} {} {} {} {query:?} {ty} {nodes} {format}",
         base.from_ms, base.to_ms, w.from_ms, w.to_ms

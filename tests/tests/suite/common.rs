@@ -120,3 +120,36 @@ pub fn run_workload(name: &str, seconds: &str) -> (u32, i64, i64) {
     assert!(child.wait().unwrap().success());
     (pid, start, now_ms())
 }
+
+/// The synthetic lock-bound program of seed 1, for the deploy tests.
+pub struct LockBound {
+    /// Its spec (`synth_service generate lock_bound 1`).
+    pub spec_path: PathBuf,
+    /// Its lock holder's work function (`w39`).
+    pub holder: String,
+    /// A request rate of about 30% of the holder's capacity (a unit is about a microsecond):
+    /// still below saturation when the holder does twice the work.
+    pub rate: String,
+}
+
+/// Generates the lock-bound program of seed 1 into `dir`.
+pub fn lock_bound(dir: &std::path::Path) -> LockBound {
+    let spec = Command::new(workload("synth_service"))
+        .args(["generate", "lock_bound", "1"])
+        .output()
+        .unwrap();
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, &spec.stdout).unwrap();
+    let spec: serde_json::Value = serde_json::from_slice(&spec.stdout).unwrap();
+    let holder = spec["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "lock_holder")
+        .unwrap();
+    LockBound {
+        spec_path,
+        holder: holder["name"].as_str().unwrap().to_owned(),
+        rate: (0.3e6 / holder["units"].as_f64().unwrap()).to_string(),
+    }
+}

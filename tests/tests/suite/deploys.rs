@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::agent::{start_agent_with, stop, wait_ready};
-use super::common::{kernel_test_alone, now_ms, run_critpath, workload};
+use super::common::{LockBound, kernel_test_alone, lock_bound, now_ms, run_critpath, workload};
 
 /// Writes a copy of `from` over `to` with another build id (the first byte of its GNU build-id
 /// note flipped): the same code, as a rebuild looks to the agent.
@@ -52,22 +52,11 @@ fn a_new_build_is_a_deploy_and_regressions_name_the_slower_function() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
     let data_dir = data.to_str().unwrap();
-    let spec = Command::new(workload("synth_service"))
-        .args(["generate", "lock_bound", "1"])
-        .output()
-        .unwrap();
-    let spec_path = dir.path().join("spec.json");
-    std::fs::write(&spec_path, &spec.stdout).unwrap();
-    let spec: Value = serde_json::from_slice(&spec.stdout).unwrap();
-    let holder = spec["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["role"] == "lock_holder")
-        .unwrap();
-    let name = holder["name"].as_str().unwrap();
-    // About 30% of the holder's capacity: below saturation at twice the work too.
-    let rate = (0.3e6 / holder["units"].as_f64().unwrap()).to_string();
+    let LockBound {
+        spec_path,
+        holder: name,
+        rate,
+    } = lock_bound(dir.path());
 
     let mut agent = start_agent_with(&data, &["-F", "199"]);
     wait_ready(&mut agent);

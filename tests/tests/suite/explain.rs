@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::common::{kernel_test_alone, run_critpath, workload};
+use super::common::{LockBound, kernel_test_alone, lock_bound, run_critpath, workload};
 
 fn explain(dir: &std::path::Path, method: &str) -> Value {
     let p = dir.join("p.pb.gz");
@@ -28,6 +28,23 @@ fn explain(dir: &std::path::Path, method: &str) -> Value {
 
 fn first(v: &Value) -> &str {
     v["functions"][0]["function"].as_str().unwrap()
+}
+
+/// The request threads of the mutex workload's explanation: the holder and a waiter, not the
+/// red herring.
+fn assert_lock_path_threads(critical: &Value) {
+    let threads: Vec<&str> = critical["request_threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("lock-holder"))
+            && threads.iter().any(|t| t.starts_with("lock-waiter"))
+            && !threads.iter().any(|t| t.starts_with("housekeeping")),
+        "request threads: {threads:?}"
+    );
 }
 
 /// On the mutex workload with a CPU-burning red herring, the critical-path method ranks the lock
@@ -94,18 +111,7 @@ fn explain_ranks_the_lock_holder_not_the_red_herring() {
         "cpu: {:?}",
         summary(&cpu)
     );
-    let threads: Vec<&str> = critical["request_threads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
-    assert!(
-        threads.iter().any(|t| t.starts_with("lock-holder"))
-            && threads.iter().any(|t| t.starts_with("lock-waiter"))
-            && !threads.iter().any(|t| t.starts_with("housekeeping")),
-        "request threads: {threads:?}"
-    );
+    assert_lock_path_threads(&critical);
     // The critical path starts at a waiter and goes to the holder.
     let path: Vec<&str> = critical["critical_path"]
         .as_array()
@@ -123,35 +129,16 @@ fn explain_ranks_the_lock_holder_not_the_red_herring() {
 /// twice, before and after that moment; returns the `regressions` JSON and the holder's name.
 fn deploy_case(change: Option<f64>) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("spec.json");
-    let spec = std::process::Command::new(workload("synth_service"))
-        .args(["generate", "lock_bound", "1"])
-        .output()
-        .unwrap();
-    std::fs::write(&spec_path, &spec.stdout).unwrap();
-    let spec: Value = serde_json::from_slice(&spec.stdout).unwrap();
-    let holder = spec["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["role"] == "lock_holder")
-        .unwrap();
-    let name = holder["name"].as_str().unwrap().to_owned();
-    // About 30% of the holder's capacity (a unit is about a microsecond): still below
-    // saturation when it gets twice slower.
-    let rate = 0.3e6 / holder["units"].as_f64().unwrap();
+    let LockBound {
+        spec_path,
+        holder: name,
+        rate,
+    } = lock_bound(dir.path());
     let mut program = std::process::Command::new(workload("synth_service"));
     program
         .arg("run")
         .arg(&spec_path)
-        .args([
-            "--rate",
-            &rate.to_string(),
-            "--seconds",
-            "14",
-            "--warmup",
-            "0",
-        ])
+        .args(["--rate", &rate, "--seconds", "14", "--warmup", "0"])
         .stdout(std::process::Stdio::null());
     if let Some(scale) = change {
         program.args(["--change", &format!("{name}={scale}@7")]);
@@ -310,18 +297,7 @@ fn explain_from_the_store_ranks_the_lock_holder() {
         "critical path: {critical:#}"
     );
     assert!(first(&cpu).ends_with("::housekeeping_burn"), "cpu: {cpu:#}");
-    let threads: Vec<&str> = critical["request_threads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
-    assert!(
-        threads.iter().any(|t| t.starts_with("lock-holder"))
-            && threads.iter().any(|t| t.starts_with("lock-waiter"))
-            && !threads.iter().any(|t| t.starts_with("housekeeping")),
-        "request threads: {threads:?}"
-    );
+    assert_lock_path_threads(&critical);
     // The waiters blocked in `acquire_shared_lock`, woken by `lock_holder` above all.
     let out = run_critpath(&[
         "explain",
@@ -349,7 +325,7 @@ fn explain_from_the_store_ranks_the_lock_holder() {
         .expect("acquire_shared_lock");
     let on = &acquire["evidence"]["waited_on"][0]["function"];
     assert!(
-        on.as_str().unwrap().ends_with("::lock_holder"),
+        on.as_str().is_some_and(|f| f.ends_with("::lock_holder")),
         "{acquire:#}"
     );
 }
