@@ -130,6 +130,41 @@ fn waits_cascade() {
     );
 }
 
+/// A lock waiter whose waits are split over the holder and the other waiters (each wakes the
+/// next when it lets go) is still bound by its waits: the path goes on to the holder although
+/// no single wait is longer than the waiter's own CPU time.
+#[test]
+fn critical_path_follows_a_thread_bound_by_several_waits() {
+    let mut ev = Evidence::new(1.0);
+    let (waiter, holder, other) = (thread(&mut ev, 1), thread(&mut ev, 2), thread(&mut ev, 3));
+    cpu(&mut ev, waiter, &["main", "waiter_work"], 300.0);
+    wait(&mut ev, waiter, Actor::Thread(holder), Cause::Lock, 250.0);
+    wait(&mut ev, waiter, Actor::Thread(other), Cause::Lock, 200.0);
+    wait(
+        &mut ev,
+        waiter,
+        Actor::Kernel(Cause::RunQueue),
+        Cause::RunQueue,
+        250.0,
+    );
+    cpu(&mut ev, holder, &["main", "critical_section"], 900.0);
+    cpu(&mut ev, other, &["main", "waiter_work"], 300.0);
+    wait(&mut ev, other, Actor::Thread(holder), Cause::Lock, 450.0);
+    let analysis = Analysis::new(&ev);
+    let path = analysis.waits.critical_path(&[waiter]);
+    let actors: Vec<Actor> = path.iter().map(|s| s.actor).collect();
+    assert_eq!(actors, [Actor::Thread(waiter), Actor::Thread(holder)]);
+    // Waits shorter than the CPU time in all end the path at the thread.
+    let mut ev = Evidence::new(1.0);
+    let (busy, helper) = (thread(&mut ev, 1), thread(&mut ev, 2));
+    cpu(&mut ev, busy, &["main", "busy_work"], 600.0);
+    wait(&mut ev, busy, Actor::Thread(helper), Cause::Lock, 300.0);
+    cpu(&mut ev, helper, &["main", "helper_work"], 900.0);
+    let analysis = Analysis::new(&ev);
+    let path = analysis.waits.critical_path(&[busy]);
+    assert_eq!(path.len(), 1, "{path:?}");
+}
+
 /// Two threads waiting only for each other, waited for by a third, form a knot; its weight is
 /// the third thread's wait, spread over the knot's functions by CPU time.
 #[test]

@@ -388,7 +388,8 @@ impl WaitFor {
     /// The critical path: from the request thread that waited for other threads most often (a
     /// thread serving requests waits once or more per request; one joining others waits once),
     /// follow the heaviest wait (of at least [`MIN_EDGE_SHARE`] of the thread's time) to the
-    /// thread or kernel actor it waited for, until an actor waits for nobody else, or a thread
+    /// thread or kernel actor it waited for, until an actor waits for nobody else, spends more
+    /// time on CPU than waiting for others (its own work is then what bounds it), or a thread
     /// comes round again.
     pub fn critical_path(&self, request_threads: &[ThreadId]) -> Vec<PathStep> {
         let top = |t: ThreadId| {
@@ -416,19 +417,26 @@ impl WaitFor {
         loop {
             let node = self.nodes[&Actor::Thread(current)];
             let total = self.thread_total_ns(current);
-            let heaviest = self
+            let waits: Vec<(Actor, f64)> = self
                 .graph
                 .edges(node)
                 .map(|e| (self.graph[e.target()], *e.weight()))
+                .filter(|&(a, _)| !matches!(a, Actor::Kernel(Cause::RunQueue)))
+                .collect();
+            // A thread waiting for several others in turn (a lock queue: the holder, then each
+            // waiter that let go before it) is bound by its waits as a whole, not by the
+            // heaviest one alone.
+            if waits.iter().map(|w| w.1).sum::<f64>() <= self.thread_cpu_ns(current) {
+                break;
+            }
+            let heaviest = waits
+                .into_iter()
                 .filter(|&(a, ns)| {
                     ns >= MIN_EDGE_SHARE * total
-                        && !matches!(a, Actor::Kernel(Cause::RunQueue))
                         && !matches!(a, Actor::Thread(b) if visited.contains(&b))
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
-            // Stop where the thread spends more time on CPU than in its heaviest wait.
-            let Some((actor, ns)) = heaviest.filter(|&(_, ns)| ns > self.thread_cpu_ns(current))
-            else {
+            let Some((actor, ns)) = heaviest else {
                 break;
             };
             let functions = match actor {

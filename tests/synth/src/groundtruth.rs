@@ -42,6 +42,8 @@ pub struct Protocol {
     pub warmup: Duration,
     /// Up/down pairs per function.
     pub rounds: usize,
+    /// Roles whose functions are measured; empty: every function.
+    pub roles: Vec<String>,
 }
 
 impl Default for Protocol {
@@ -52,6 +54,7 @@ impl Default for Protocol {
             run: Duration::from_secs(4),
             warmup: Duration::from_secs(1),
             rounds: 2,
+            roles: Vec::new(),
         }
     }
 }
@@ -143,10 +146,15 @@ pub fn measure(spec: &Spec, protocol: &Protocol, mut progress: impl FnMut(&str))
         ));
         s
     };
+    let measured: Vec<_> = spec
+        .functions
+        .iter()
+        .filter(|f| protocol.roles.is_empty() || protocol.roles.contains(&f.role))
+        .collect();
     let mut baselines = vec![once(HashMap::new(), "baseline")];
-    let mut diffs: Vec<Vec<[f64; 3]>> = vec![Vec::new(); spec.functions.len()];
+    let mut diffs: Vec<Vec<[f64; 3]>> = vec![Vec::new(); measured.len()];
     for _ in 0..protocol.rounds {
-        for (i, f) in spec.functions.iter().enumerate() {
+        for (i, f) in measured.iter().enumerate() {
             let up = once(
                 HashMap::from([(f.name.clone(), 1.0 + protocol.delta)]),
                 &format!("{} ({}) ×{:.2}", f.name, f.role, 1.0 + protocol.delta),
@@ -170,8 +178,7 @@ pub fn measure(spec: &Spec, protocol: &Protocol, mut progress: impl FnMut(&str))
         *n = var.sqrt();
     }
     let span = (1.0 + protocol.delta).ln() - (1.0 - protocol.delta).ln();
-    let functions = spec
-        .functions
+    let functions = measured
         .iter()
         .zip(&diffs)
         .map(|(f, d)| {

@@ -9,7 +9,9 @@ use critpath_synth::{Family, Spec};
 /// One program at a time: two at once on this 2-core machine would measure each other.
 static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn quick(family: Family, seed: u64) -> (Spec, Truth) {
+/// Measures only the functions of `roles`, in two rounds: the time a full one-round measure of
+/// the program would take, with intervals √2 narrower.
+fn quick(family: Family, seed: u64, roles: &[&str]) -> (Spec, Truth) {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let spec = Spec::generate(family, seed);
     let protocol = Protocol {
@@ -17,7 +19,8 @@ fn quick(family: Family, seed: u64) -> (Spec, Truth) {
         delta: 0.3,
         run: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
-        rounds: 1,
+        rounds: 2,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
     };
     let truth = measure(&spec, &protocol, |line| eprintln!("{family:?}: {line}"));
     (spec, truth)
@@ -31,7 +34,7 @@ fn role<'a>(truth: &'a Truth, role: &str) -> &'a FunctionTruth {
 /// zero, while the housekeeping thread, burning more CPU, has about none.
 #[test]
 fn lock_holder_matters_red_herring_does_not() {
-    let (spec, truth) = quick(Family::LockBound, 1);
+    let (spec, truth) = quick(Family::LockBound, 1, &["lock_holder", "housekeeping"]);
     let holder = role(&truth, "lock_holder");
     let herring = role(&truth, "housekeeping");
     eprintln!("{holder:?}\n{herring:?}\nnoise {:?}", truth.noise);
@@ -57,10 +60,10 @@ fn lock_holder_matters_red_herring_does_not() {
 }
 
 /// On a pool-bound program, speeding up (or slowing) the stage with spare workers changes
-/// throughput not at all, while the one-worker stage sets it (elasticity about −1).
+/// throughput little, while the one-worker stage sets it (elasticity about −1).
 #[test]
 fn only_the_bottleneck_stage_matters() {
-    let (_, truth) = quick(Family::PoolBound, 1);
+    let (_, truth) = quick(Family::PoolBound, 1, &["bottleneck_stage", "spare_stage"]);
     let bottleneck = role(&truth, "bottleneck_stage");
     let spare = role(&truth, "spare_stage");
     eprintln!("{bottleneck:?}\n{spare:?}\nnoise {:?}", truth.noise);
@@ -68,8 +71,10 @@ fn only_the_bottleneck_stage_matters() {
         bottleneck.throughput.raw + bottleneck.throughput.ci95 < -0.5,
         "bottleneck: {bottleneck:?}"
     );
+    // On 2 cores the spare stage's extra work takes some CPU from the bottleneck (measured:
+    // −0.01 to −0.10), a fraction of what the bottleneck's own does.
     assert!(
-        spare.throughput.raw.abs() < 0.15,
+        spare.throughput.raw.abs() < bottleneck.throughput.raw.abs() / 4.0,
         "spare stage: {spare:?} vs {bottleneck:?}"
     );
     assert!(

@@ -121,7 +121,8 @@ fn explain_ranks_the_lock_holder_not_the_red_herring() {
         .collect();
     assert!(
         path.len() >= 2 && path[0].starts_with("lock-waiter") && path[1].starts_with("lock-holder"),
-        "critical path: {path:?}"
+        "critical path: {path:?}\n{:#}",
+        critical["critical_path"]
     );
 }
 
