@@ -10,6 +10,8 @@
 //! DIR/LOCK                                   flock(2)ed by the one writer
 //! DIR/wal/<seq:016>.wal                      write-ahead log segments
 //! DIR/wal/<seq:016>.done                     marker: segment <seq> is compacted (transient)
+//! DIR/data/<YYYYMMDDHH>/<part>.*.parquet          a part: <seq:016> (compacted from log segment
+//!                                            <seq>) or <first:016>-<last:016> (merged)
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.frames.parquet
 //!     frame_id u32, function str, module str?, build_id str?, file str?, line u32?,
 //!     kernel bool, inlined bool
@@ -53,6 +55,15 @@
 //! `<seq>` only when segment `<seq>` is gone or marked done, and the segment otherwise, so a
 //! crash at any point never shows a sample twice or not at all, and a query never reads a
 //! half-written file. Segment numbers are never reused.
+//!
+//! **Merging.** Once an hour is closed (a later hour is being written, or the store is closed
+//! in a later hour) and no live log segment could still add a part to it, its parts are merged
+//! into one, `<first:016>-<last:016>.*.parquet`, named by the range of segment numbers it
+//! replaces, so each hour repeats its frame, stack and series tables and its roll-up once, and
+//! a query reads one part per hour. Readers skip any part whose range a complete merged part
+//! covers; the replaced parts are deleted by a maintenance round at least a minute later (so a
+//! reader that listed them just before can still read them), as are the files of a merge cut
+//! short. A part pushed late into a merged hour is merged with it at the next round.
 //!
 //! **Retention.** After each compaction, hour directories older than [`Retention::max_age`]
 //! are deleted whole, then the oldest ones until the store fits [`Retention::max_bytes`].
@@ -129,7 +140,15 @@ pub struct Maintenance {
     pub dropped_hours: usize,
     /// Bytes they held.
     pub dropped_bytes: u64,
+    /// Closed hours whose parts were merged into one.
+    pub merged_hours: usize,
+    /// Parts deleted after a merge replaced them.
+    pub removed_parts: usize,
 }
+
+/// How long the parts a merge replaced stay on disk after it: a reader that listed them just
+/// before the merge completed can still read them.
+const MERGE_GRACE: Duration = Duration::from_secs(60);
 
 /// An open store directory.
 pub struct Store {
@@ -138,6 +157,9 @@ pub struct Store {
     options: StoreOptions,
     /// The hour (Unix ms) of the current segment's batches.
     segment_hour: Option<i64>,
+    /// The start (Unix ms) of the newest hour written: the open one, whose parts are not
+    /// merged.
+    newest_hour: Option<i64>,
     maintenance: Option<JoinHandle<Result<Maintenance, StoreError>>>,
     _lock: std::fs::File,
 }
@@ -169,13 +191,14 @@ impl Store {
         let next_seq = parquet::max_part_seq(&dir).map_or(1, |s| s + 1);
         let (wal, recovery) = Wal::open(dir.join("wal"), next_seq)?;
         // Earlier segments are closed (each writer starts its own): compact them now.
-        maintain(&dir, Some(wal.path()), &options.retention)?;
+        maintain(&dir, Some(wal.path()), None, &options.retention)?;
         Ok((
             Self {
                 dir,
                 wal,
                 options,
                 segment_hour: None,
+                newest_hour: None,
                 maintenance: None,
                 _lock: lock,
             },
@@ -191,7 +214,7 @@ impl Store {
     pub fn close(mut self) -> Result<(), StoreError> {
         self.finish_maintenance();
         // Every segment is closed now, this writer's included.
-        maintain(&self.dir, None, &self.options.retention).map(|_| ())
+        maintain(&self.dir, None, self.newest_hour, &self.options.retention).map(|_| ())
     }
 
     /// The store's directory.
@@ -208,6 +231,7 @@ impl Store {
     /// appends may succeed.
     pub fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let hour = batch.start_ms.div_euclid(HOUR_MS);
+        self.newest_hour = self.newest_hour.max(Some(hour * HOUR_MS));
         let rotate = self.wal.needs_rotation()
             || (self.wal.segment_len() > 0
                 && (self.segment_hour != Some(hour)
@@ -232,9 +256,10 @@ impl Store {
         let dir = self.dir.clone();
         let active = self.wal.path().to_owned();
         let retention = self.options.retention.clone();
+        let open_hour = self.newest_hour;
         let spawned = std::thread::Builder::new()
             .name("critpath-compact".into())
-            .spawn(move || maintain(&dir, Some(&active), &retention));
+            .spawn(move || maintain(&dir, Some(&active), open_hour, &retention));
         match spawned {
             Ok(handle) => self.maintenance = Some(handle),
             Err(err) => log::warn!("starting the compaction thread: {err}"),
@@ -248,8 +273,11 @@ impl Store {
         };
         match handle.join() {
             Ok(Ok(m)) => log::info!(
-                "compacted {} segment(s), dropped {} hour(s) ({} bytes) by retention",
+                "compacted {} segment(s), merged the parts of {} hour(s) (deleted {} replaced \
+                 part(s)), dropped {} hour(s) ({} bytes) by retention",
                 m.compacted_segments,
+                m.merged_hours,
+                m.removed_parts,
                 m.dropped_hours,
                 m.dropped_bytes
             ),
@@ -302,11 +330,14 @@ impl Drop for Store {
     }
 }
 
-/// Compacts every closed segment (those before `active`; all when `active` is `None`), then
-/// applies retention.
+/// Compacts every closed segment (those before `active`; all when `active` is `None`),
+/// applies retention, then merges the parts of each closed hour (before `open_hour`, the hour
+/// being written; before the current hour when none is) and deletes parts merged at least
+/// [`MERGE_GRACE`] ago.
 fn maintain(
     dir: &Path,
     active: Option<&Path>,
+    open_hour: Option<i64>,
     retention: &Retention,
 ) -> Result<Maintenance, StoreError> {
     let mut m = Maintenance::default();
@@ -339,7 +370,24 @@ fn maintain(
     let (hours, bytes) = apply_retention(dir, retention, now_ms)?;
     m.dropped_hours = hours;
     m.dropped_bytes = bytes;
-    Ok(m)
+    // A hour that fails to merge (a damaged part) does not keep the others from merging.
+    let open_hour = open_hour.unwrap_or(now_ms.div_euclid(HOUR_MS) * HOUR_MS);
+    let mut failed = None;
+    for (hour, hour_ms) in parquet::hour_dirs(dir)? {
+        let merged = if hour_ms < open_hour {
+            parquet::merge_hour(dir, &hour)
+        } else {
+            Ok(false)
+        };
+        match merged.and_then(|merged| {
+            m.merged_hours += usize::from(merged);
+            parquet::remove_merged(&hour, MERGE_GRACE)
+        }) {
+            Ok(removed) => m.removed_parts += removed,
+            Err(err) => failed = failed.or(Some(err)),
+        }
+    }
+    failed.map_or(Ok(m), Err)
 }
 
 /// Drops hour directories older than the maximum age, then the oldest while the store is over
@@ -551,6 +599,130 @@ mod tests {
         store.close().unwrap();
         assert!(!parts(dir.path()).is_empty());
         assert_eq!(wakeups(dir.path()), want, "from the parts");
+    }
+
+    /// Once an hour is closed, its parts are merged into one that holds each frame once:
+    /// readers see every sample and wakeup exactly once before the merge, while the merged and
+    /// the replaced parts are both on disk, and after the replaced ones are deleted; the open
+    /// hour is left alone; a part added to a merged hour later is merged with it.
+    #[test]
+    fn closed_hours_are_merged() {
+        use crate::Frame;
+        use crate::offcpu::Cause;
+        let dir = tempfile::tempdir().unwrap();
+        let every_batch_rotates = StoreOptions {
+            retention: Retention {
+                max_age: None,
+                max_bytes: None,
+            },
+            segment_max_bytes: 1,
+        };
+        let (mut store, _) = Store::open_with(dir.path(), every_batch_rotates.clone()).unwrap();
+        let mut agg = Aggregator::new(10_000, 1);
+        let thread = |comm: &str| SeriesLabels {
+            pid: 7,
+            comm: comm.into(),
+            ..SeriesLabels::default()
+        };
+        let (waiter, holder) = (thread("waiter"), thread("holder"));
+        let wait = [Frame::user("main", "/x"), Frame::user("lock", "/x")];
+        let work = [Frame::user("main", "/x"), Frame::user("unlock", "/x")];
+        for i in 0..3_i64 {
+            let t = i * 10_000;
+            agg.add(t, &holder, &work, SampleKind::Cpu, 1 + i);
+            let sample = WakeupSample {
+                wakee: &waiter,
+                wakee_frames: &wait,
+                waker: &holder,
+                waker_frames: &work,
+                cause: Cause::Lock,
+                in_interrupt: false,
+                weight: 1.0,
+                blocked_ns: 100 * (i as u64 + 1),
+            };
+            agg.add_wakeup(t + 1, &sample);
+            store.append(&agg.flush().unwrap()).unwrap();
+            store.finish_maintenance();
+        }
+        let hour0 = dir.path().join("data/1970010100");
+        let (cpu, woken) = (total(dir.path()), wakeups(dir.path()));
+        assert_eq!(cpu, 6);
+        assert_eq!(woken.len(), 3, "{woken:?}");
+        assert_eq!(
+            parquet::complete_parts(&hour0).len(),
+            2,
+            "the open hour is not merged"
+        );
+
+        store.append(&batch(HOUR_MS, 4)).unwrap(); // closes hour 0
+        store.finish_maintenance();
+        let merged = "0000000000000001-0000000000000003";
+        assert_eq!(parquet::visible_parts(&hour0), [merged]);
+        assert_eq!(
+            parquet::complete_parts(&hour0).len(),
+            4,
+            "replaced parts kept a while"
+        );
+        assert_eq!(total(dir.path()), cpu + 4);
+        assert_eq!(wakeups(dir.path()), woken);
+        let frames = |name: &str| {
+            parquet::read_frames_stacks(
+                &hour0.join(format!("{name}.frames.parquet")),
+                &hour0.join(format!("{name}.stacks.parquet")),
+            )
+            .unwrap()
+        };
+        let (merged_frames, merged_stacks) = frames(merged);
+        assert_eq!(
+            merged_frames.len(),
+            3,
+            "main, lock, unlock: {merged_frames:?}"
+        );
+        assert_eq!(merged_stacks.len(), 2);
+
+        assert_eq!(parquet::remove_merged(&hour0, MERGE_GRACE).unwrap(), 0);
+        assert_eq!(parquet::remove_merged(&hour0, Duration::ZERO).unwrap(), 3);
+        assert_eq!(parquet::complete_parts(&hour0), [merged]);
+        assert_eq!(
+            std::fs::read_dir(&hour0).unwrap().count(),
+            7,
+            "one part's files"
+        );
+        assert_eq!(total(dir.path()), cpu + 4);
+        assert_eq!(wakeups(dir.path()), woken);
+
+        // A batch for the merged hour arrives late (a pushing agent's queue): its part is
+        // read at once, and merged at the next round.
+        store.append(&batch(30_000, 5)).unwrap();
+        store.append(&batch(HOUR_MS + 10_000, 1)).unwrap();
+        store.finish_maintenance();
+        assert_eq!(
+            parquet::visible_parts(&hour0),
+            ["0000000000000001-0000000000000005"]
+        );
+        assert_eq!(total(dir.path()), cpu + 10);
+        store.close().unwrap();
+        assert_eq!(total(dir.path()), cpu + 10);
+        assert_eq!(wakeups(dir.path()), woken);
+        // A writer opening the store later merges the last hour too (it is past), and the
+        // next one starts after the highest segment any part covers, merged ones included.
+        let (store, _) = Store::open_with(dir.path(), every_batch_rotates.clone()).unwrap();
+        store.close().unwrap();
+        let hour1 = dir.path().join("data/1970010101");
+        assert_eq!(
+            parquet::visible_parts(&hour1),
+            ["0000000000000004-0000000000000006"]
+        );
+        for hour in [&hour0, &hour1] {
+            parquet::remove_merged(hour, Duration::ZERO).unwrap();
+        }
+        assert_eq!(total(dir.path()), cpu + 10);
+        let (store, _) = Store::open_with(dir.path(), every_batch_rotates).unwrap();
+        assert!(
+            store.wal.path().ends_with("0000000000000007.wal"),
+            "{}",
+            store.wal.path().display()
+        );
     }
 
     /// A store of schema 1 is read as it is, and marked version 2 by the first writer; other

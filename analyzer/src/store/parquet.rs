@@ -77,91 +77,284 @@ pub(crate) fn compact_segment(store: &Path, segment: &Path) -> Result<usize, Sto
 }
 
 fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError> {
-    let mut frames: HashMap<&Frame, u32> = HashMap::new();
-    let mut stacks: HashMap<Vec<u32>, u32> = HashMap::new();
-    let mut series: HashMap<&SeriesLabels, u32> = HashMap::new();
-    let (mut f_cols, mut s_cols, mut r_cols, mut x_cols) = (
-        FrameCols::default(),
-        StackCols::default(),
-        SeriesCols::default(),
-        SampleCols::default(),
-    );
-    let mut w_cols = WakeupCols::default();
+    let mut part = PartBuilder::default();
     for batch in batches {
-        let frame_ids: Vec<u32> = batch
-            .frames
+        part.add_batch(batch);
+    }
+    part.write(dir, &format!("{seq:016}"))
+}
+
+/// One part under construction, out of batches (a compaction) or other parts (a merge), with
+/// frames, stacks and series deduplicated across all of them.
+#[derive(Default)]
+struct PartBuilder {
+    frames: HashMap<Frame, u32>,
+    stacks: HashMap<Vec<u32>, u32>,
+    series: HashMap<SeriesLabels, u32>,
+    frame_cols: FrameCols,
+    stack_cols: StackCols,
+    series_cols: SeriesCols,
+    samples: SampleCols,
+    wakeups: WakeupCols,
+}
+
+/// Maps a source's ids (positions in its tables) to the part's.
+struct IdMap {
+    stacks: Vec<u32>,
+    series: Vec<u32>,
+}
+
+impl PartBuilder {
+    /// Adds a source's frame, stack and series tables; returns where its ids went.
+    fn tables(&mut self, frames: &[Frame], stacks: &[Vec<u32>], series: &[SeriesLabels]) -> IdMap {
+        let frame_ids: Vec<u32> = frames
             .iter()
             .map(|f| {
-                let next = frames.len() as u32;
-                *frames.entry(f).or_insert_with(|| {
-                    f_cols.push(next, f);
-                    next
-                })
+                if let Some(&id) = self.frames.get(f) {
+                    return id;
+                }
+                let id = self.frames.len() as u32;
+                self.frame_cols.push(id, f);
+                self.frames.insert(f.clone(), id);
+                id
             })
             .collect();
-        let stack_ids: Vec<u32> = batch
-            .stacks
+        let stacks = stacks
             .iter()
             .map(|s| {
-                let global: Vec<u32> = s.iter().map(|&f| frame_ids[f as usize]).collect();
-                let next = stacks.len() as u32;
-                *stacks.entry(global.clone()).or_insert_with(|| {
-                    s_cols.push(next, &global);
+                let global: Vec<u32> = s
+                    .iter()
+                    .map(|&f| frame_ids.get(f as usize).copied().unwrap_or(u32::MAX))
+                    .collect();
+                let next = self.stacks.len() as u32;
+                *self.stacks.entry(global).or_insert_with_key(|global| {
+                    self.stack_cols.push(next, global);
                     next
                 })
             })
             .collect();
-        let series_ids: Vec<u32> = batch
-            .series
+        let series = series
             .iter()
             .map(|s| {
-                let next = series.len() as u32;
-                *series.entry(s).or_insert_with(|| {
-                    r_cols.push(next, s);
-                    next
-                })
+                if let Some(&id) = self.series.get(s) {
+                    return id;
+                }
+                let id = self.series.len() as u32;
+                self.series_cols.push(id, s);
+                self.series.insert(s.clone(), id);
+                id
             })
             .collect();
+        IdMap { stacks, series }
+    }
+
+    fn add_batch(&mut self, batch: &Batch) {
+        let ids = self.tables(&batch.frames, &batch.stacks, &batch.series);
         for row in &batch.rows {
-            x_cols.push(
-                batch,
-                series_ids[row.series as usize],
-                stack_ids[row.stack as usize],
-                row,
+            self.samples.push(
+                (batch.start_ms, batch.end_ms, batch.period_ns),
+                ids.series[row.series as usize],
+                ids.stacks[row.stack as usize],
+                row.kind == SampleKind::OffCpu,
+                row.value,
             );
         }
         for w in &batch.wakeups {
-            w_cols.push(
-                batch,
+            self.wakeups.push(
+                batch.start_ms,
+                batch.end_ms,
                 &Wakeup {
-                    wakee: series_ids[w.wakee as usize],
-                    wakee_stack: stack_ids[w.wakee_stack as usize],
-                    waker: series_ids[w.waker as usize],
-                    waker_stack: stack_ids[w.waker_stack as usize],
+                    wakee: ids.series[w.wakee as usize],
+                    wakee_stack: ids.stacks[w.wakee_stack as usize],
+                    waker: ids.series[w.waker as usize],
+                    waker_stack: ids.stacks[w.waker_stack as usize],
                     ..*w
                 },
             );
         }
     }
-    let file = |kind: &str| dir.join(format!("{seq:016}.{kind}.parquet"));
-    write_df(&file("frames"), f_cols.into_df())?;
-    write_df(&file("stacks"), s_cols.into_df())?;
-    write_df(&file("series"), r_cols.into_df())?;
-    let samples = x_cols.into_df().map_err(|source| StoreError::Parquet {
-        path: file("samples"),
-        error: source,
-    })?;
-    write_df(
-        &file("rollup"),
-        rollup_frame(samples.clone().lazy()).collect(),
-    )?;
-    write_df(
-        &file("intervals"),
-        intervals_frame(samples.clone().lazy()).collect(),
-    )?;
-    write_df(&file("wakeups"), w_cols.into_df())?;
-    // Last: a part is complete once its samples file exists.
-    write_df(&file("samples"), Ok(samples))
+
+    /// Adds every row of part `name` in `dir`.
+    fn add_part(&mut self, dir: &Path, name: &str) -> Result<(), StoreError> {
+        let file = |kind: &str| dir.join(format!("{name}.{kind}.parquet"));
+        let (frames, stacks) = read_frames_stacks(&file("frames"), &file("stacks"))?;
+        let series = read_series(&file("series"))?;
+        let ids = self.tables(&frames, &stacks, &series);
+        let corrupt = |kind: &str| StoreError::Parquet {
+            path: file(kind),
+            error: PolarsError::ComputeError(
+                "a row refers to a series or stack the part does not have".into(),
+            ),
+        };
+        let map = |ids: &[u32], id: u32, kind: &str| {
+            ids.get(id as usize).copied().ok_or_else(|| corrupt(kind))
+        };
+        let s = read_samples(dir, name)?;
+        for i in 0..s.value.len() {
+            self.samples.push(
+                (s.start_ms[i], s.end_ms[i], s.period_ns[i]),
+                map(&ids.series, s.series[i], "samples")?,
+                map(&ids.stacks, s.stack[i], "samples")?,
+                s.off_cpu[i],
+                s.value[i],
+            );
+        }
+        for (start_ms, end_ms, w) in read_timed_wakeups(&file("wakeups"), i64::MIN, i64::MAX)? {
+            let wakeup = Wakeup {
+                wakee: map(&ids.series, w.wakee, "wakeups")?,
+                wakee_stack: map(&ids.stacks, w.wakee_stack, "wakeups")?,
+                waker: map(&ids.series, w.waker, "wakeups")?,
+                waker_stack: map(&ids.stacks, w.waker_stack, "wakeups")?,
+                ..w
+            };
+            self.wakeups.push(start_ms, end_ms, &wakeup);
+        }
+        Ok(())
+    }
+
+    /// Writes the part's files as part `name` of `dir`, the samples file last.
+    fn write(self, dir: &Path, name: &str) -> Result<(), StoreError> {
+        let file = |kind: &str| dir.join(format!("{name}.{kind}.parquet"));
+        write_df(&file("frames"), self.frame_cols.into_df())?;
+        write_df(&file("stacks"), self.stack_cols.into_df())?;
+        write_df(&file("series"), self.series_cols.into_df())?;
+        let samples = self
+            .samples
+            .into_df()
+            .map_err(|source| StoreError::Parquet {
+                path: file("samples"),
+                error: source,
+            })?;
+        write_df(
+            &file("rollup"),
+            rollup_frame(samples.clone().lazy()).collect(),
+        )?;
+        write_df(
+            &file("intervals"),
+            intervals_frame(samples.clone().lazy()).collect(),
+        )?;
+        write_df(&file("wakeups"), self.wakeups.into_df())?;
+        // Last: a part is complete once its samples file exists.
+        write_df(&file("samples"), Ok(samples))
+    }
+}
+
+/// The segment numbers a part's name covers: `N` (compacted from segment `N`) or `A-B` (merged
+/// from the parts of its hour numbered `A` to `B`).
+pub(crate) fn part_range(name: &str) -> Option<(u64, u64)> {
+    match name.split_once('-') {
+        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+        None => name.parse().ok().map(|n| (n, n)),
+    }
+}
+
+/// The complete parts of an hour directory (those with a samples file), by name, in order.
+pub(crate) fn complete_parts(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_str()?
+                .strip_suffix(".samples.parquet")?
+                .to_owned();
+            part_range(&name).is_some().then_some(name)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether a part covering `inner` is replaced by a complete part covering `outer`.
+fn covers(outer: (u64, u64), inner: (u64, u64)) -> bool {
+    outer != inner && outer.0 <= inner.0 && inner.1 <= outer.1
+}
+
+/// The parts of an hour directory that readers use: complete ones not covered by a complete
+/// merged part.
+pub(crate) fn visible_parts(dir: &Path) -> Vec<String> {
+    let names = complete_parts(dir);
+    let ranges: Vec<(u64, u64)> = names.iter().filter_map(|n| part_range(n)).collect();
+    names
+        .into_iter()
+        .zip(&ranges)
+        .filter(|&(_, &r)| !ranges.iter().any(|&o| covers(o, r)))
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Merges the visible parts of an hour directory into one part named after the range of
+/// segments they cover, when there are several and no log segment up to the highest of them
+/// is still live (so no part can appear later inside that range). The merged part replaces
+/// them for readers once complete; [`remove_merged`] deletes them later. Returns whether it
+/// merged.
+pub(crate) fn merge_hour(store: &Path, dir: &Path) -> Result<bool, StoreError> {
+    let parts = visible_parts(dir);
+    if parts.len() < 2 {
+        return Ok(false);
+    }
+    let ranges: Vec<(u64, u64)> = parts.iter().filter_map(|n| part_range(n)).collect();
+    let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+    let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+    let live = super::wal::segments(&store.join("wal"))?
+        .into_iter()
+        .any(|segment| {
+            segment_seq(&segment).is_some_and(|seq| seq <= last)
+                && !segment.with_extension("done").exists()
+        });
+    if live {
+        return Ok(false);
+    }
+    let mut merged = PartBuilder::default();
+    for name in &parts {
+        merged.add_part(dir, name)?;
+    }
+    merged.write(dir, &format!("{first:016}-{last:016}"))?;
+    Ok(true)
+}
+
+/// Deletes the files of parts covered by a complete merged part written at least `grace` ago
+/// (a reader that listed them just before the merge can still read them meanwhile), and the
+/// files of incomplete parts so covered (a merge cut short). Returns the parts deleted.
+pub(crate) fn remove_merged(dir: &Path, grace: std::time::Duration) -> Result<usize, StoreError> {
+    let now = std::time::SystemTime::now();
+    let settled: Vec<(u64, u64)> = complete_parts(dir)
+        .iter()
+        .filter(|name| {
+            std::fs::metadata(dir.join(format!("{name}.samples.parquet")))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= grace)
+        })
+        .filter_map(|n| part_range(n))
+        .filter(|r| r.0 != r.1)
+        .collect();
+    if settled.is_empty() {
+        return Ok(0);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+    let mut removed = std::collections::BTreeSet::new();
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str().and_then(|n| n.split('.').next()) else {
+            continue;
+        };
+        let Some(range) = part_range(name) else {
+            continue;
+        };
+        if settled.iter().any(|&o| covers(o, range)) {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+            removed.insert(name.to_owned());
+        }
+    }
+    Ok(removed.len())
 }
 
 /// A part's sums over all its intervals per (series, stack): what a window covering the whole
@@ -463,14 +656,22 @@ struct SampleCols {
 }
 
 impl SampleCols {
-    fn push(&mut self, batch: &Batch, series: u32, stack: u32, row: &Row) {
-        self.start.push(batch.start_ms);
-        self.end.push(batch.end_ms);
-        self.period.push(batch.period_ns);
+    /// One row of the interval `(start_ms, end_ms, period_ns)`.
+    fn push(
+        &mut self,
+        interval: (i64, i64, i64),
+        series: u32,
+        stack: u32,
+        off_cpu: bool,
+        value: i64,
+    ) {
+        self.start.push(interval.0);
+        self.end.push(interval.1);
+        self.period.push(interval.2);
         self.series.push(series);
         self.stack.push(stack);
-        self.off_cpu.push(row.kind == SampleKind::OffCpu);
-        self.value.push(row.value);
+        self.off_cpu.push(off_cpu);
+        self.value.push(value);
     }
 
     fn into_df(self) -> PolarsResult<DataFrame> {
@@ -504,9 +705,9 @@ struct WakeupCols {
 
 impl WakeupCols {
     /// `w`'s indices are the part's.
-    fn push(&mut self, batch: &Batch, w: &Wakeup) {
-        self.start.push(batch.start_ms);
-        self.end.push(batch.end_ms);
+    fn push(&mut self, start_ms: i64, end_ms: i64, w: &Wakeup) {
+        self.start.push(start_ms);
+        self.end.push(end_ms);
         self.wakee.push(w.wakee);
         self.wakee_stack.push(w.wakee_stack);
         self.waker.push(w.waker);
@@ -537,6 +738,18 @@ impl WakeupCols {
 
 /// A part's wakeups overlapping `[from_ms, to_ms)` (none for a part of schema 1).
 fn read_wakeups(path: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Wakeup>, StoreError> {
+    Ok(read_timed_wakeups(path, from_ms, to_ms)?
+        .into_iter()
+        .map(|(_, _, w)| w)
+        .collect())
+}
+
+/// A part's wakeups overlapping `[from_ms, to_ms)` with their intervals' start and end.
+fn read_timed_wakeups(
+    path: &Path,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, i64, Wakeup)>, StoreError> {
     if !path.exists() {
         return Ok(Vec::new());
     }
@@ -552,7 +765,8 @@ fn read_wakeups(path: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Wakeup>, St
         )
         .collect()
         .map_err(parquet)?;
-    let decode = || -> PolarsResult<Vec<Wakeup>> {
+    let decode = || -> PolarsResult<Vec<(i64, i64, Wakeup)>> {
+        let (start, end) = (i64s(&df, "start_ms")?, i64s(&df, "end_ms")?);
         let (wakee, wakee_stack, waker, waker_stack) = (
             u32s(&df, "wakee_series")?,
             u32s(&df, "wakee_stack")?,
@@ -568,19 +782,22 @@ fn read_wakeups(path: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Wakeup>, St
             .map(|v| v.unwrap_or(0.0))
             .collect();
         Ok((0..wakee.len())
-            .map(|i| Wakeup {
-                wakee: wakee[i],
-                wakee_stack: wakee_stack[i],
-                waker: waker[i],
-                waker_stack: waker_stack[i],
-                cause: Cause::ALL
-                    .into_iter()
-                    .find(|c| Some(c.name()) == cause[i].as_deref())
-                    .unwrap_or(Cause::Other),
-                in_interrupt: in_interrupt[i],
-                count: count[i].max(0) as u64,
-                weight: weight[i],
-                blocked_ns: blocked_ns[i],
+            .map(|i| {
+                let w = Wakeup {
+                    wakee: wakee[i],
+                    wakee_stack: wakee_stack[i],
+                    waker: waker[i],
+                    waker_stack: waker_stack[i],
+                    cause: Cause::ALL
+                        .into_iter()
+                        .find(|c| Some(c.name()) == cause[i].as_deref())
+                        .unwrap_or(Cause::Other),
+                    in_interrupt: in_interrupt[i],
+                    count: count[i].max(0) as u64,
+                    weight: weight[i],
+                    blocked_ns: blocked_ns[i],
+                };
+                (start[i], end[i], w)
             })
             .collect())
     };
@@ -595,14 +812,7 @@ pub(crate) fn max_part_seq(store: &Path) -> Option<u64> {
         .filter_map(|h| std::fs::read_dir(h.path()).ok())
         .flatten()
         .filter_map(Result::ok)
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .split('.')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .filter_map(|e| Some(part_range(e.file_name().to_str()?.split('.').next()?)?.1))
         .max()
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::parquet::{HOUR_MS, hour_dirs, read_frames_stacks, read_series};
+use super::parquet::{HOUR_MS, hour_dirs, read_frames_stacks, read_series, visible_parts};
 use super::wal::{decode_records, segment_seq, segments};
 use super::{Batch, SampleKind, SeriesLabels, StoreError, check_version};
 use crate::Frame;
@@ -184,27 +184,16 @@ pub(crate) fn list_sources(
         if hour_ms >= to_ms || hour_ms + HOUR_MS <= from_ms {
             continue;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue; // dropped by retention meanwhile
-        };
-        let mut seqs: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".samples.parquet")
-                    .map(str::to_owned)
-            })
-            .collect();
-        seqs.sort();
-        for seq in seqs {
-            let Ok(n) = seq.parse::<u64>() else { continue };
-            let segment = wal.join(format!("{seq}.wal"));
-            if from_log.contains(&n)
-                || (segment.exists() && !segment.with_extension("done").exists())
-            {
-                // Read from the log, or still being compacted.
-                continue;
+        // Empty when dropped by retention meanwhile.
+        for seq in visible_parts(&dir) {
+            if let Ok(n) = seq.parse::<u64>() {
+                let segment = wal.join(format!("{seq}.wal"));
+                if from_log.contains(&n)
+                    || (segment.exists() && !segment.with_extension("done").exists())
+                {
+                    // Read from the log, or still being compacted.
+                    continue;
+                }
             }
             out.push(SourceRef::Part {
                 dir: dir.clone(),
