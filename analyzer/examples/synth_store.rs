@@ -327,6 +327,14 @@ fn query(dir: &Path, rounds: usize) -> anyhow_like::Result {
             }),
         ),
         (
+            "profile 24 h on a new reader (cold index, every round)",
+            Box::new(|| {
+                let cold = Reader::with_cache_bytes(dir, 2 << 30);
+                let t = cold.tree(&w(hour(0), hour(24)), ProfileType::Cpu).unwrap();
+                format!("{} samples, {} nodes", t.total(), t.nodes.len())
+            }),
+        ),
+        (
             "profile 24 h, one service",
             Box::new(|| {
                 let win = Window::new(one_service.clone(), hour(0), hour(24)).unwrap();
@@ -430,6 +438,20 @@ fn stats(dir: &Path) -> anyhow_like::Result {
         data as f64 / cpu as f64,
         total as f64 / cpu as f64
     );
+    let mut by_kind = std::collections::BTreeMap::<String, u64>::new();
+    let mut parts = 0;
+    for hour in std::fs::read_dir(dir.join("data"))?.flatten() {
+        for file in std::fs::read_dir(hour.path())?.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let kind = name.split('.').nth(1).unwrap_or("other").to_owned();
+            parts += usize::from(kind == "samples");
+            *by_kind.entry(kind).or_default() += file.metadata()?.len();
+        }
+    }
+    println!("{parts} parts; bytes per on-CPU sample by file:");
+    for (kind, bytes) in by_kind {
+        println!("  {kind:>10} {:8.3}", bytes as f64 / cpu as f64);
+    }
     Ok(())
 }
 

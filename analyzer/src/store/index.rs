@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::parquet::{read_rollup, read_samples, read_stack_functions};
+use super::parquet::{NO_NODE, read_rollup, read_samples, read_stack_functions};
 use super::scan::{SourceRef, list_sources};
 use super::wal::decode_records;
 use super::{Batch, ProfileType, SampleKind, SeriesLabels, StoreError};
@@ -410,7 +410,8 @@ fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, Sto
     let super::parquet::StackFunctions {
         functions,
         inlined,
-        stacks,
+        tree,
+        stack_nodes,
     } = read_stack_functions(dir, seq)?;
     let mut nodes: FastMap<u64, u32> = FastMap::default();
     let mut rows = Vec::with_capacity(rollup.series.len());
@@ -421,28 +422,43 @@ fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, Sto
             .zip(&inlined)
             .map(|(f, &inlined)| paths.intern(f, inlined))
             .collect();
-        let mut by_service: FastMap<(u32, u32), u32> = FastMap::default();
         let services: Vec<u32> = series
             .iter()
             .map(|s| paths.intern(&s.service, false))
             .collect();
+        // Trie node of (service name, part's tree node): each prefix is looked up once.
+        let mut mapped: FastMap<(u32, u32), u32> = FastMap::default();
+        let mut chain = Vec::new();
         for i in 0..rollup.series.len() {
             let (s, stack) = (rollup.series[i], rollup.stack[i]);
             let service = *services.get(s as usize).ok_or_else(|| corrupt(dir, seq))?;
-            let frames = stacks
+            let leaf = *stack_nodes
                 .get(stack as usize)
                 .ok_or_else(|| corrupt(dir, seq))?;
-            let node = match by_service.get(&(service, stack)) {
-                Some(&node) => node,
-                None => {
-                    let node = paths.path(
-                        &series[s as usize].service,
-                        frames.iter().map(|&f| names[f as usize]),
-                    );
-                    by_service.insert((service, stack), node);
-                    node
+            chain.clear();
+            let mut at = leaf;
+            let mut node = loop {
+                if at == NO_NODE {
+                    break paths.child(0, service);
                 }
+                if let Some(&node) = mapped.get(&(service, at)) {
+                    break node;
+                }
+                chain.push(at);
+                let &(parent, _) = tree.get(at as usize).ok_or_else(|| corrupt(dir, seq))?;
+                if chain.len() > tree.len() {
+                    return Err(corrupt(dir, seq));
+                }
+                at = parent;
             };
+            for &at in chain.iter().rev() {
+                let frame = tree[at as usize].1;
+                if frame != NO_NODE {
+                    let name = *names.get(frame as usize).ok_or_else(|| corrupt(dir, seq))?;
+                    node = paths.child(node, name);
+                }
+                mapped.insert((service, at), node);
+            }
             nodes.insert((u64::from(s) << 32) | u64::from(stack), node);
             rows.push((
                 s,

@@ -2,11 +2,12 @@
 //! append-only, checksummed, fsynced write-ahead log, compacted into hourly Parquet parts
 //! (written with polars), dropped whole by retention, and read by polars lazy scans.
 //!
-//! # On-disk layout (store schema version 2)
+//! # On-disk layout (store schema version 3)
 //!
 //! ```text
-//! DIR/STORE_VERSION                          "2\n"; version 1 (no wakeups) is read, and marked 2 by
-//!                                            the first writer; other versions are refused
+//! DIR/STORE_VERSION                          "3\n"; versions 1 (no wakeups) and 2 (flat stack
+//!                                            tables) are read, and marked 3 by the first writer;
+//!                                            other versions are refused
 //! DIR/LOCK                                   flock(2)ed by the one writer
 //! DIR/wal/<seq:016>.wal                      write-ahead log segments
 //! DIR/wal/<seq:016>.done                     marker: segment <seq> is compacted (transient)
@@ -16,6 +17,13 @@
 //!     frame_id u32, function str, module str?, build_id str?, file str?, line u32?,
 //!     kernel bool, inlined bool
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.stacks.parquet
+//!     up u32, frame_id u32?, is_stack bool            the part's stacks as a prefix tree: one
+//!                                                      row per node, the row number its id,
+//!                                                      parents first; up: how many rows back
+//!                                                      its parent is (0: none, a root frame);
+//!                                                      a stack is the node of its last frame
+//!                                                      (is_stack), the empty stack a node with
+//!                                                      no parent and no frame. Versions 1–2:
 //!     stack_id u32, depth u32, frame_id u32            one row per frame, root first (depth 0)
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.series.parquet
 //!     series_id u32, host str, pid u32, comm str, exe str, build_id str, service str
@@ -89,7 +97,7 @@ use parquet::HOUR_MS;
 /// The store schema version this code writes. It reads version 1 too (no wakeups), and
 /// upgrades a version 1 store it opens for writing (only additions: new log records and
 /// parts carry wakeups).
-pub const STORE_VERSION: u32 = 2;
+pub const STORE_VERSION: u32 = 3;
 
 /// How long and how much the store keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -468,10 +476,13 @@ pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> 
     let path = dir.join("STORE_VERSION");
     match std::fs::read_to_string(&path) {
         Ok(text) => match text.trim() {
-            "2" => Ok(()),
-            // Readable as is; a writer marks it version 2 before writing wakeups into it.
-            "1" if create => wal::write_atomic(&path, format!("{STORE_VERSION}\n").as_bytes()),
-            "1" => Ok(()),
+            "3" => Ok(()),
+            // Readable as is; a writer marks it version 3 before writing wakeups or prefix-tree
+            // stack tables into it.
+            "1" | "2" if create => {
+                wal::write_atomic(&path, format!("{STORE_VERSION}\n").as_bytes())
+            }
+            "1" | "2" => Ok(()),
             found => Err(StoreError::Version {
                 dir: dir.to_owned(),
                 found: found.to_owned(),
@@ -678,7 +689,8 @@ mod tests {
             3,
             "main, lock, unlock: {merged_frames:?}"
         );
-        assert_eq!(merged_stacks.len(), 2);
+        let stacks: Vec<&Vec<u32>> = merged_stacks.iter().filter(|s| !s.is_empty()).collect();
+        assert_eq!(stacks.len(), 2, "main→lock, main→unlock: {merged_stacks:?}");
 
         assert_eq!(parquet::remove_merged(&hour0, MERGE_GRACE).unwrap(), 0);
         assert_eq!(parquet::remove_merged(&hour0, Duration::ZERO).unwrap(), 3);
@@ -725,7 +737,104 @@ mod tests {
         );
     }
 
-    /// A store of schema 1 is read as it is, and marked version 2 by the first writer; other
+    /// A stack table is a prefix tree: a stack that is a prefix of another, and the empty
+    /// stack, come back as they went in, each shared prefix stored once. Parts of schema 2 (a
+    /// row per frame of each stack) are still read, and merged into the tree layout.
+    #[test]
+    fn stacks_are_a_prefix_tree_and_flat_tables_still_read() {
+        use crate::Frame;
+        use polars::prelude::*;
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            retention: Retention {
+                max_age: None,
+                max_bytes: None,
+            },
+            segment_max_bytes: 1,
+        };
+        let (mut store, _) = Store::open_with(dir.path(), options).unwrap();
+        let s = SeriesLabels {
+            pid: 7,
+            comm: "w".into(),
+            ..SeriesLabels::default()
+        };
+        let f = |name: &str| Frame::user(name, "/x");
+        // The empty stack first: a table of schema 2 could not end with one.
+        let stacks: [Vec<Frame>; 4] = [
+            vec![],
+            vec![f("main"), f("a"), f("b")],
+            vec![f("main"), f("a")],
+            vec![f("main"), f("c")],
+        ];
+        for (i, start) in [0, 10_000].into_iter().enumerate() {
+            let mut agg = Aggregator::new(10_000, 1);
+            for (n, stack) in stacks.iter().enumerate() {
+                agg.add(start, &s, stack, SampleKind::Cpu, (n + 1 + 4 * i) as i64);
+            }
+            store.append(&agg.flush().unwrap()).unwrap();
+        }
+        store.finish_maintenance();
+        let hour0 = dir.path().join("data/1970010100");
+        let part = parquet::complete_parts(&hour0).remove(0);
+        let file = |kind: &str| hour0.join(format!("{part}.{kind}.parquet"));
+        let (frames, read) = parquet::read_frames_stacks(&file("frames"), &file("stacks")).unwrap();
+        let mut named: Vec<Vec<&str>> = read
+            .iter()
+            .map(|st| {
+                st.iter()
+                    .map(|&i| frames[i as usize].function.as_str())
+                    .collect()
+            })
+            .collect();
+        let tree_rows = parquet::scan(&file("stacks"))
+            .unwrap()
+            .collect()
+            .unwrap()
+            .height();
+        assert_eq!(tree_rows, 5, "the empty stack, main, a, b and c: {named:?}");
+        named.retain(|st| !st.is_empty());
+        named.sort();
+        assert_eq!(
+            named,
+            [vec!["main", "a"], vec!["main", "a", "b"], vec!["main", "c"]],
+            "a stack ends at a and another below it; main alone is no stack"
+        );
+
+        // As schema 2 wrote it: one row per frame of each stack.
+        let (mut ids, mut depths, mut frame_ids) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, st) in read.iter().enumerate() {
+            for (depth, &frame) in st.iter().enumerate() {
+                ids.push(id as u32);
+                depths.push(depth as u32);
+                frame_ids.push(frame);
+            }
+        }
+        let mut flat = DataFrame::new_infer_height(vec![
+            Column::new("stack_id".into(), ids),
+            Column::new("depth".into(), depths),
+            Column::new("frame_id".into(), frame_ids),
+        ])
+        .unwrap();
+        let out = std::fs::File::create(file("stacks")).unwrap();
+        ParquetWriter::new(out).finish(&mut flat).unwrap();
+        let profile = |dir: &Path| {
+            let all = Store::batches(dir, 0, i64::MAX).unwrap();
+            let p = Aggregator::profile(&all, SampleKind::Cpu, |_| true);
+            ["main", "a", "b", "c"].map(|name| p.inclusive_value(0, |fr| fr.function == name))
+        };
+        // Values 1–4 in the first interval, 5–8 in the second, in the order of `stacks`.
+        let want = [2 + 6 + 3 + 7 + 4 + 8, 2 + 6 + 3 + 7, 2 + 6, 4 + 8];
+        assert_eq!(total(dir.path()), 1 + 2 + 3 + 4 + 5 + 6 + 7 + 8);
+        assert_eq!(profile(dir.path()), want);
+        store.append(&batch(HOUR_MS, 1)).unwrap(); // hour 0 closes and is merged
+        store.finish_maintenance();
+        assert_eq!(parquet::visible_parts(&hour0).len(), 1);
+        assert_ne!(parquet::visible_parts(&hour0)[0], part);
+        assert_eq!(profile(dir.path()), want);
+        store.close().unwrap();
+    }
+
+    /// A store of schema 1 is read as it is, and marked version 3 by the first writer; other
     /// versions are refused.
     #[test]
     fn schema_1_is_read_and_upgraded() {
@@ -739,9 +848,9 @@ mod tests {
         Store::open(dir.path()).unwrap().0.close().unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("STORE_VERSION")).unwrap(),
-            "2\n"
+            "3\n"
         );
-        std::fs::write(dir.path().join("STORE_VERSION"), "3\n").unwrap();
+        std::fs::write(dir.path().join("STORE_VERSION"), "4\n").unwrap();
         assert!(matches!(
             check_version(dir.path(), false),
             Err(StoreError::Version { .. })

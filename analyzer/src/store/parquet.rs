@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! DIR/data/<YYYYMMDDHH>/<N>.frames.parquet    frame_id u32, function, module, build_id, file: str, line u32, kernel, inlined: bool
-//! DIR/data/<YYYYMMDDHH>/<N>.stacks.parquet    stack_id u32, depth u32, frame_id u32   (one row per frame, root first)
+//! DIR/data/<YYYYMMDDHH>/<N>.stacks.parquet    up u32, frame_id u32?, is_stack bool  (row = node id)
+//!                                             (a prefix tree, schema 3; schemas 1–2: stack_id, depth, frame_id u32)
 //! DIR/data/<YYYYMMDDHH>/<N>.series.parquet    series_id u32, host, comm, exe, build_id, service: str, pid u32
 //! DIR/data/<YYYYMMDDHH>/<N>.rollup.parquet    series_id, stack_id: u32, cpu_samples, cpu_ns, offcpu_ns: i64   (sums over the part)
 //! DIR/data/<YYYYMMDDHH>/<N>.intervals.parquet start_ms, end_ms: i64, rows u32          (the part's distinct intervals)
@@ -89,7 +90,8 @@ fn write_part(dir: &Path, seq: u64, batches: &[Batch]) -> Result<(), StoreError>
 #[derive(Default)]
 struct PartBuilder {
     frames: HashMap<Frame, u32>,
-    stacks: HashMap<Vec<u32>, u32>,
+    /// Prefix-tree nodes by (parent node, frame); [`NONE`] for the root and the empty stack.
+    nodes: HashMap<(u32, u32), u32>,
     series: HashMap<SeriesLabels, u32>,
     frame_cols: FrameCols,
     stack_cols: StackCols,
@@ -122,15 +124,9 @@ impl PartBuilder {
         let stacks = stacks
             .iter()
             .map(|s| {
-                let global: Vec<u32> = s
-                    .iter()
-                    .map(|&f| frame_ids.get(f as usize).copied().unwrap_or(u32::MAX))
-                    .collect();
-                let next = self.stacks.len() as u32;
-                *self.stacks.entry(global).or_insert_with_key(|global| {
-                    self.stack_cols.push(next, global);
-                    next
-                })
+                // A frame index past the table (a damaged source) is left out of the stack.
+                let frames = s.iter().filter_map(|&f| frame_ids.get(f as usize).copied());
+                self.stack_id(frames)
             })
             .collect();
         let series = series
@@ -146,6 +142,29 @@ impl PartBuilder {
             })
             .collect();
         IdMap { stacks, series }
+    }
+
+    /// The node of a stack (frames root first), added with its prefixes as needed.
+    fn stack_id(&mut self, frames: impl Iterator<Item = u32>) -> u32 {
+        let mut node = NONE;
+        let mut empty = true;
+        for frame in frames {
+            node = self.node(node, frame);
+            empty = false;
+        }
+        if empty {
+            node = self.node(NONE, NONE);
+        }
+        self.stack_cols.is_stack[node as usize] = true;
+        node
+    }
+
+    fn node(&mut self, parent: u32, frame: u32) -> u32 {
+        let next = self.nodes.len() as u32;
+        *self.nodes.entry((parent, frame)).or_insert_with(|| {
+            self.stack_cols.push(next, parent, frame);
+            next
+        })
     }
 
     fn add_batch(&mut self, batch: &Batch) {
@@ -218,9 +237,19 @@ impl PartBuilder {
         write_df(&file("frames"), self.frame_cols.into_df())?;
         write_df(&file("stacks"), self.stack_cols.into_df())?;
         write_df(&file("series"), self.series_cols.into_df())?;
+        // Rows of an interval sorted by series and stack: consecutive intervals of a steady
+        // host then repeat long runs of ids, which zstd stores once.
         let samples = self
             .samples
             .into_df()
+            .and_then(|df| {
+                df.lazy()
+                    .sort(
+                        ["start_ms", "end_ms", "off_cpu", "series_id", "stack_id"],
+                        Default::default(),
+                    )
+                    .collect()
+            })
             .map_err(|source| StoreError::Parquet {
                 path: file("samples"),
                 error: source,
@@ -485,16 +514,22 @@ pub(crate) fn read_samples(dir: &Path, seq: &str) -> Result<Samples, StoreError>
     decode().map_err(parquet)
 }
 
-/// Reads a part's function name per frame and its stacks (frame indices, root first).
-/// A part's frames and stacks, as the query index reads them.
+/// A part's frames and stacks, as the query index reads them: the stacks as a prefix tree, so
+/// that each shared prefix is mapped into the index's trie once.
 pub(crate) struct StackFunctions {
     /// Function names by frame id.
     pub functions: Vec<String>,
     /// Whether each frame was inlined, by frame id.
     pub inlined: Vec<bool>,
-    /// Frame ids by stack id, outermost first.
-    pub stacks: Vec<Vec<u32>>,
+    /// The tree: each node's parent ([`NO_NODE`] at the root) and frame id ([`NO_NODE`] for
+    /// the empty stack), by node id; a parent's id is below its children's.
+    pub tree: Nodes,
+    /// The node of each stack, by stack id.
+    pub stack_nodes: Vec<u32>,
 }
+
+/// No node or frame (see [`StackFunctions::tree`]).
+pub(crate) const NO_NODE: u32 = NONE;
 
 /// A part's frames and stacks.
 pub(crate) fn read_stack_functions(dir: &Path, seq: &str) -> Result<StackFunctions, StoreError> {
@@ -518,15 +553,35 @@ pub(crate) fn read_stack_functions(dir: &Path, seq: &str) -> Result<StackFunctio
         .map(Option::unwrap_or_default)
         .collect();
     let inlined = bools(&frames, "inlined").map_err(parquet)?;
-    let stacks = collect_sorted(&stacks_path, &["stack_id", "depth"])?;
-    let stacks = decode_stacks(&stacks).map_err(|source| StoreError::Parquet {
+    let df = scan(&stacks_path)?
+        .collect()
+        .map_err(|source| StoreError::Parquet {
+            path: stacks_path.clone(),
+            error: source,
+        })?;
+    let decode = || -> PolarsResult<(Nodes, Vec<u32>)> {
+        if df.column("depth").is_ok() {
+            // Schemas 1–2: build the tree.
+            let mut part = PartBuilder::default();
+            let stack_nodes = decode_flat_stacks(&df)?
+                .into_iter()
+                .map(|frames| part.stack_id(frames.into_iter()))
+                .collect();
+            return Ok((part.stack_cols.nodes, stack_nodes));
+        }
+        let (tree, _) = decode_tree(&df)?;
+        let n = tree.len() as u32;
+        Ok((tree, (0..n).collect()))
+    };
+    let (tree, stack_nodes) = decode().map_err(|source| StoreError::Parquet {
         path: stacks_path,
         error: source,
     })?;
     Ok(StackFunctions {
         functions,
         inlined,
-        stacks,
+        tree,
+        stack_nodes,
     })
 }
 
@@ -584,29 +639,74 @@ impl FrameCols {
     }
 }
 
+/// No node or frame: the parent of a root frame's node, the frame of the empty stack's.
+const NONE: u32 = u32::MAX;
+
+/// Prefix-tree nodes: (parent or [`NONE`], frame or [`NONE`]) by node id.
+pub(crate) type Nodes = Vec<(u32, u32)>;
+
+/// A part's stacks as a prefix tree (schema 3): one row per node in id order (the row number is
+/// the node id), parents before children, a stack being the node of its last frame. Each row
+/// holds `up`, the distance back to its parent's row (0 for a root frame's node): mostly 1, so
+/// the column compresses to almost nothing.
 #[derive(Default)]
 struct StackCols {
-    id: Vec<u32>,
-    depth: Vec<u32>,
-    frame: Vec<u32>,
+    nodes: Nodes,
+    is_stack: Vec<bool>,
 }
 
 impl StackCols {
-    fn push(&mut self, id: u32, frames: &[u32]) {
-        for (depth, &f) in frames.iter().enumerate() {
-            self.id.push(id);
-            self.depth.push(depth as u32);
-            self.frame.push(f);
-        }
+    fn push(&mut self, id: u32, parent: u32, frame: u32) {
+        debug_assert_eq!(id as usize, self.nodes.len());
+        self.nodes.push((parent, frame));
+        self.is_stack.push(false);
     }
 
     fn into_df(self) -> PolarsResult<DataFrame> {
+        let up: Vec<u32> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(id, &(parent, _))| {
+                if parent == NONE {
+                    0
+                } else {
+                    id as u32 - parent
+                }
+            })
+            .collect();
+        let frame: Vec<Option<u32>> = self
+            .nodes
+            .iter()
+            .map(|&(_, f)| (f != NONE).then_some(f))
+            .collect();
         DataFrame::new_infer_height(vec![
-            Column::new("stack_id".into(), self.id),
-            Column::new("depth".into(), self.depth),
-            Column::new("frame_id".into(), self.frame),
+            Column::new("up".into(), up),
+            Column::new("frame_id".into(), frame),
+            Column::new("is_stack".into(), self.is_stack),
         ])
     }
+}
+
+/// A prefix-tree stack table's nodes: (parent or [`NONE`], frame or [`NONE`]) by node id, and
+/// whether each is a stack.
+fn decode_tree(df: &DataFrame) -> PolarsResult<(Nodes, Vec<bool>)> {
+    let up = u32s(df, "up")?;
+    let frames = df.column("frame_id")?.u32()?;
+    let mut nodes = Vec::with_capacity(up.len());
+    for (id, &up) in up.iter().enumerate() {
+        let parent = match up {
+            0 => NONE,
+            up if up as usize <= id => id as u32 - up,
+            _ => {
+                return Err(PolarsError::ComputeError(
+                    format!("stack node {id} points {up} rows back, before the first").into(),
+                ));
+            }
+        };
+        nodes.push((parent, frames.get(id).unwrap_or(NONE)));
+    }
+    Ok((nodes, bools(df, "is_stack")?))
 }
 
 #[derive(Default)]
@@ -902,12 +1002,7 @@ pub(crate) fn read_frames_stacks(
         path: frames_path.to_owned(),
         error: source,
     })?;
-    let stacks = collect_sorted(stacks_path, &["stack_id", "depth"])?;
-    let stacks = decode_stacks(&stacks).map_err(|source| StoreError::Parquet {
-        path: stacks_path.to_owned(),
-        error: source,
-    })?;
-    Ok((frames, stacks))
+    Ok((frames, read_stacks(stacks_path)?))
 }
 
 /// Reads a part's series table (ids are positions).
@@ -981,12 +1076,37 @@ fn decode_frames(frames: &DataFrame) -> PolarsResult<Vec<Frame>> {
         .collect())
 }
 
-fn decode_stacks(stacks: &DataFrame) -> PolarsResult<Vec<Vec<u32>>> {
-    let mut stack_list: Vec<Vec<u32>> = Vec::new();
-    for (id, frame) in u32s(stacks, "stack_id")?
+/// Reads a part's stacks (frame ids, root first) by stack id, from either layout: a prefix
+/// tree (schema 3) or one row per frame of each stack (`stack_id, depth, frame_id`, schemas 1
+/// and 2).
+fn read_stacks(path: &Path) -> Result<Vec<Vec<u32>>, StoreError> {
+    let df = scan(path)?
+        .collect()
+        .map_err(|source| StoreError::Parquet {
+            path: path.to_owned(),
+            error: source,
+        })?;
+    let decoded = if df.column("depth").is_ok() {
+        decode_flat_stacks(&df)
+    } else {
+        decode_stack_tree(&df)
+    };
+    decoded.map_err(|source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    })
+}
+
+fn decode_flat_stacks(stacks: &DataFrame) -> PolarsResult<Vec<Vec<u32>>> {
+    let mut rows: Vec<(u32, u32, u32)> = u32s(stacks, "stack_id")?
         .into_iter()
+        .zip(u32s(stacks, "depth")?)
         .zip(u32s(stacks, "frame_id")?)
-    {
+        .map(|((id, depth), frame)| (id, depth, frame))
+        .collect();
+    rows.sort_unstable();
+    let mut stack_list: Vec<Vec<u32>> = Vec::new();
+    for (id, _, frame) in rows {
         let id = id as usize;
         if stack_list.len() <= id {
             stack_list.resize(id + 1, Vec::new());
@@ -994,6 +1114,27 @@ fn decode_stacks(stacks: &DataFrame) -> PolarsResult<Vec<Vec<u32>>> {
         stack_list[id].push(frame);
     }
     Ok(stack_list)
+}
+
+/// Rebuilds the stacks of a prefix tree; nodes that are no stack are left empty.
+fn decode_stack_tree(tree: &DataFrame) -> PolarsResult<Vec<Vec<u32>>> {
+    let (nodes, is_stack) = decode_tree(tree)?;
+    let mut out = vec![Vec::new(); nodes.len()];
+    for (id, _) in is_stack.iter().enumerate().filter(|&(_, &s)| s) {
+        // Parents come before their children (checked by decode_tree): the walk ends.
+        let mut path = Vec::new();
+        let mut at = id as u32;
+        while at != NONE {
+            let (parent, frame) = nodes[at as usize];
+            if frame != NONE {
+                path.push(frame);
+            }
+            at = parent;
+        }
+        path.reverse();
+        out[id] = path;
+    }
+    Ok(out)
 }
 
 fn decode_series(series: &DataFrame) -> PolarsResult<Vec<SeriesLabels>> {
