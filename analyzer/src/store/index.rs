@@ -205,8 +205,8 @@ struct Part {
     rollup: Vec<(u32, u32, i64, i64, i64)>,
     /// The part's distinct intervals.
     intervals: Vec<(i64, i64)>,
-    /// (series << 32 | stack) → node, to map sample rows when they are loaded.
-    nodes: FastMap<u64, u32>,
+    /// The stack of each roll-up row, to map sample rows to nodes when they are loaded.
+    rollup_stacks: Vec<u32>,
     /// The sample rows, loaded on first need.
     rows: Mutex<Option<Arc<Rows>>>,
     rows_bytes: AtomicUsize,
@@ -215,7 +215,7 @@ struct Part {
 
 impl Part {
     fn bytes(&self) -> usize {
-        self.rollup.len() * 32 + self.nodes.len() * 16 + self.rows_bytes.load(Ordering::Relaxed)
+        self.rollup.len() * 36 + self.rows_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -300,24 +300,61 @@ impl Index {
         let mut logs = Vec::new();
         let mut parts = Vec::new();
         let mut live = Vec::new();
-        for source in list_sources(store, from_ms, to_ms)? {
-            match source {
-                SourceRef::Log { path, file } => {
-                    live.push(path.clone());
-                    logs.push(read_log(&generation, path, file)?);
-                }
-                SourceRef::Part { dir, seq, .. } => {
-                    let path = dir.join(format!("{seq}.samples.parquet"));
-                    match part(&generation, &dir, &seq) {
-                        Ok(part) => parts.push(part),
-                        // Dropped by retention while we read it.
-                        Err(StoreError::Parquet { .. } | StoreError::Io { .. })
-                            if !path.exists() => {}
-                        Err(err) => return Err(err),
+        let sources = list_sources(store, from_ms, to_ms)?;
+        // Parts not in the cache are read (Parquet decoded) by a second thread while this one
+        // maps the previous part's stacks into the trie.
+        let missing: Vec<(PathBuf, String)> = {
+            let cache = generation.parts.lock().expect("part cache");
+            sources
+                .iter()
+                .filter_map(|s| match s {
+                    SourceRef::Part { dir, seq, .. } if !cache.contains_key(&dir.join(seq)) => {
+                        Some((dir.clone(), seq.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let reading = &missing;
+            if !reading.is_empty() {
+                scope.spawn(move || {
+                    for (dir, seq) in reading {
+                        if tx.send(read_part_files(dir, seq)).is_err() {
+                            break; // the query failed
+                        }
+                    }
+                });
+            }
+            let mut next_missing = missing.iter().peekable();
+            for source in sources {
+                match source {
+                    SourceRef::Log { path, file } => {
+                        live.push(path.clone());
+                        logs.push(read_log(&generation, path, file)?);
+                    }
+                    SourceRef::Part { dir, seq, .. } => {
+                        let files = match next_missing.peek() {
+                            Some((d, s)) if *d == dir && *s == seq => {
+                                next_missing.next();
+                                rx.recv().ok()
+                            }
+                            _ => None,
+                        };
+                        let path = dir.join(format!("{seq}.samples.parquet"));
+                        match part(&generation, &dir, &seq, files) {
+                            Ok(part) => parts.push(part),
+                            // Dropped by retention while we read it.
+                            Err(StoreError::Parquet { .. } | StoreError::Io { .. })
+                                if !path.exists() => {}
+                            Err(err) => return Err(err),
+                        }
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         generation
             .logs
             .lock()
@@ -397,23 +434,49 @@ impl Index {
     }
 }
 
-/// A cached part, loaded (roll-up and call paths) on first use.
-fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, StoreError> {
+/// A part's files as read from disk, before its stacks are mapped into the trie.
+struct PartFiles {
+    series: Vec<SeriesLabels>,
+    rollup: super::parquet::Rollup,
+    stacks: super::parquet::StackFunctions,
+}
+
+fn read_part_files(dir: &Path, seq: &str) -> Result<PartFiles, StoreError> {
+    Ok(PartFiles {
+        series: super::parquet::read_series(&dir.join(format!("{seq}.series.parquet")))?,
+        rollup: read_rollup(dir, seq)?,
+        stacks: read_stack_functions(dir, seq)?,
+    })
+}
+
+/// A cached part, loaded (roll-up and call paths) on first use, from `files` when they were
+/// read already.
+fn part(
+    generation: &Generation,
+    dir: &Path,
+    seq: &str,
+    files: Option<Result<PartFiles, StoreError>>,
+) -> Result<Arc<Part>, StoreError> {
     let key = dir.join(seq);
     let tick = generation.clock.fetch_add(1, Ordering::Relaxed);
     if let Some(part) = generation.parts.lock().expect("part cache").get(&key) {
         part.last_used.store(tick, Ordering::Relaxed);
         return Ok(part.clone());
     }
-    let series = super::parquet::read_series(&dir.join(format!("{seq}.series.parquet")))?;
-    let rollup = read_rollup(dir, seq)?;
-    let super::parquet::StackFunctions {
-        functions,
-        inlined,
-        tree,
-        stack_nodes,
-    } = read_stack_functions(dir, seq)?;
-    let mut nodes: FastMap<u64, u32> = FastMap::default();
+    let PartFiles {
+        series,
+        rollup,
+        stacks:
+            super::parquet::StackFunctions {
+                functions,
+                inlined,
+                tree,
+                stack_nodes,
+            },
+    } = match files {
+        Some(files) => files?,
+        None => read_part_files(dir, seq)?,
+    };
     let mut rows = Vec::with_capacity(rollup.series.len());
     {
         let mut paths = generation.paths.write().expect("call paths");
@@ -426,8 +489,10 @@ fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, Sto
             .iter()
             .map(|s| paths.intern(&s.service, false))
             .collect();
-        // Trie node of (service name, part's tree node): each prefix is looked up once.
-        let mut mapped: FastMap<(u32, u32), u32> = FastMap::default();
+        // Trie node of (service name, part's tree node): each prefix is looked up once. A node
+        // is nearly always under one service: its first one is kept by position, others hashed.
+        let mut first: Vec<(u32, u32)> = vec![(NO_NODE, NO_NODE); tree.len()];
+        let mut others: FastMap<(u32, u32), u32> = FastMap::default();
         let mut chain = Vec::new();
         for i in 0..rollup.series.len() {
             let (s, stack) = (rollup.series[i], rollup.stack[i]);
@@ -441,8 +506,14 @@ fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, Sto
                 if at == NO_NODE {
                     break paths.child(0, service);
                 }
-                if let Some(&node) = mapped.get(&(service, at)) {
-                    break node;
+                match first.get(at as usize) {
+                    Some(&(s, node)) if s == service => break node,
+                    Some(&(s, _)) if s != NO_NODE => {
+                        if let Some(&node) = others.get(&(service, at)) {
+                            break node;
+                        }
+                    }
+                    _ => {}
                 }
                 chain.push(at);
                 let &(parent, _) = tree.get(at as usize).ok_or_else(|| corrupt(dir, seq))?;
@@ -457,9 +528,14 @@ fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, Sto
                     let name = *names.get(frame as usize).ok_or_else(|| corrupt(dir, seq))?;
                     node = paths.child(node, name);
                 }
-                mapped.insert((service, at), node);
+                let slot = &mut first[at as usize];
+                if slot.0 == NO_NODE {
+                    *slot = (service, node);
+                } else {
+                    others.insert((service, at), node);
+                }
             }
-            nodes.insert((u64::from(s) << 32) | u64::from(stack), node);
+
             rows.push((
                 s,
                 node,
@@ -475,7 +551,7 @@ fn part(generation: &Generation, dir: &Path, seq: &str) -> Result<Arc<Part>, Sto
         series,
         rollup: rows,
         intervals: rollup.intervals,
-        nodes,
+        rollup_stacks: rollup.stack,
         rows: Mutex::new(None),
         rows_bytes: AtomicUsize::new(0),
         last_used: AtomicU64::new(tick),
@@ -505,10 +581,17 @@ fn load_rows(part: &Part) -> Result<Arc<Rows>, StoreError> {
     }
     let (dir, seq) = (part.dir.as_path(), part.seq.as_str());
     let samples = read_samples(dir, seq)?;
+    // (series << 32 | stack) → node, from the roll-up, which has every pair of the part.
+    let nodes: FastMap<u64, u32> = part
+        .rollup
+        .iter()
+        .zip(&part.rollup_stacks)
+        .map(|(&(s, node, ..), &stack)| ((u64::from(s) << 32) | u64::from(stack), node))
+        .collect();
     let mut rows = Rows::default();
     for i in 0..samples.value.len() {
         let key = (u64::from(samples.series[i]) << 32) | u64::from(samples.stack[i]);
-        let Some(&node) = part.nodes.get(&key) else {
+        let Some(&node) = nodes.get(&key) else {
             return Err(corrupt(dir, seq));
         };
         rows.push(samples.start_ms[i], samples.end_ms[i], samples.period_ns[i]);
