@@ -186,9 +186,8 @@ fn deploy_case(change: Option<f64>) -> (Value, String) {
 }
 
 /// A deploy that makes the lock holder twice slower: `regressions` ranks it first among the
-/// regressions (in the top 3 at worst). The same program untouched gives no regression at all
-/// (a significant shrinkage, such as kernel entry time settling after the program's start, is
-/// not one).
+/// regressions (in the top 3 at worst). The same program untouched gives no regression in any
+/// of its functions (a significant shrinkage is not one).
 #[test]
 fn regressions_find_the_deploy_and_no_false_positives() {
     let Some(_machine) = kernel_test_alone() else {
@@ -212,9 +211,27 @@ fn regressions_find_the_deploy_and_no_false_positives() {
         top.contains(&(holder_frame.as_str(), true)),
         "{holder_frame} not among the top 3 regressions: {deployed:#}"
     );
+    // The program's own functions, judged: the kernel's interrupt entry and exit paths change
+    // with whatever else the machine does (in CI, `irqentry_exit_to_user_mode` went once from
+    // 0.090 to 0.012 and once from 0.010 to 0.049 CPU-s/s on this untouched program).
     let (untouched, _) = deploy_case(None);
-    assert_eq!(
-        untouched["regressions"], 0,
+    let own = |s: &&Value| {
+        s["function"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("critpath_synth::"))
+    };
+    let suspects = untouched["suspects"].as_array().unwrap();
+    assert!(
+        suspects.iter().filter(own).count() >= 2,
+        "the program's functions are judged: {untouched:#}"
+    );
+    let false_positives: Vec<&Value> = suspects
+        .iter()
+        .filter(own)
+        .filter(|s| s["regression"] == true)
+        .collect();
+    assert!(
+        false_positives.is_empty(),
         "an untouched program has regressions: {untouched:#}"
     );
 }
