@@ -516,10 +516,8 @@ fn part(
                     _ => {}
                 }
                 chain.push(at);
+                // Parents come before their children (the reader checks): the walk ends.
                 let &(parent, _) = tree.get(at as usize).ok_or_else(|| corrupt(dir, seq))?;
-                if chain.len() > tree.len() {
-                    return Err(corrupt(dir, seq));
-                }
                 at = parent;
             };
             for &at in chain.iter().rev() {

@@ -517,6 +517,56 @@ mod tests {
             .sum()
     }
 
+    /// Options that keep everything (no retention).
+    fn keep_all() -> StoreOptions {
+        StoreOptions {
+            retention: Retention {
+                max_age: None,
+                max_bytes: None,
+            },
+            ..StoreOptions::default()
+        }
+    }
+
+    /// A waiter blocked in `main → lock`, woken by a holder in `main → unlock`, both of pid 7.
+    struct LockThreads {
+        waiter: SeriesLabels,
+        holder: SeriesLabels,
+        wait: [crate::Frame; 2],
+        work: [crate::Frame; 2],
+    }
+
+    impl LockThreads {
+        fn new() -> Self {
+            use crate::Frame;
+            let thread = |comm: &str| SeriesLabels {
+                pid: 7,
+                comm: comm.into(),
+                ..SeriesLabels::default()
+            };
+            Self {
+                waiter: thread("waiter"),
+                holder: thread("holder"),
+                wait: [Frame::user("main", "/x"), Frame::user("lock", "/x")],
+                work: [Frame::user("main", "/x"), Frame::user("unlock", "/x")],
+            }
+        }
+
+        /// The holder waking the waiter from a lock wait of `blocked_ns`.
+        fn wakeup(&self, weight: f64, blocked_ns: u64) -> WakeupSample<'_> {
+            WakeupSample {
+                wakee: &self.waiter,
+                wakee_frames: &self.wait,
+                waker: &self.holder,
+                waker_frames: &self.work,
+                cause: crate::offcpu::Cause::Lock,
+                in_interrupt: false,
+                weight,
+                blocked_ns,
+            }
+        }
+    }
+
     fn parts(dir: &Path) -> Vec<String> {
         let mut out = Vec::new();
         for (hour, _) in parquet::hour_dirs(dir).unwrap() {
@@ -565,31 +615,12 @@ mod tests {
     /// the log is compacted into, with their threads and stacks.
     #[test]
     fn wakeups_survive_compaction() {
-        use crate::Frame;
-        use crate::offcpu::Cause;
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = Store::open(dir.path()).unwrap();
         let mut agg = Aggregator::new(10_000, 1);
-        let thread = |comm: &str| SeriesLabels {
-            pid: 7,
-            comm: comm.into(),
-            ..SeriesLabels::default()
-        };
-        let (waiter, holder) = (thread("waiter"), thread("holder"));
-        let wait = [Frame::user("main", "/x"), Frame::user("lock", "/x")];
-        let work = [Frame::user("main", "/x"), Frame::user("unlock", "/x")];
+        let lock = LockThreads::new();
         for (t, blocked_ns) in [(1_000, 300), (2_000, 500), (12_000, 100)] {
-            let sample = WakeupSample {
-                wakee: &waiter,
-                wakee_frames: &wait,
-                waker: &holder,
-                waker_frames: &work,
-                cause: Cause::Lock,
-                in_interrupt: false,
-                weight: 2.0,
-                blocked_ns,
-            };
-            if let Some(b) = agg.add_wakeup(t, &sample) {
+            if let Some(b) = agg.add_wakeup(t, &lock.wakeup(2.0, blocked_ns)) {
                 assert_eq!(b.wakeups.len(), 1, "alike wakeups are summed");
                 store.append(&b).unwrap();
             }
@@ -618,40 +649,18 @@ mod tests {
     /// hour is left alone; a part added to a merged hour later is merged with it.
     #[test]
     fn closed_hours_are_merged() {
-        use crate::Frame;
-        use crate::offcpu::Cause;
         let dir = tempfile::tempdir().unwrap();
         let every_batch_rotates = StoreOptions {
-            retention: Retention {
-                max_age: None,
-                max_bytes: None,
-            },
             segment_max_bytes: 1,
+            ..keep_all()
         };
         let (mut store, _) = Store::open_with(dir.path(), every_batch_rotates.clone()).unwrap();
         let mut agg = Aggregator::new(10_000, 1);
-        let thread = |comm: &str| SeriesLabels {
-            pid: 7,
-            comm: comm.into(),
-            ..SeriesLabels::default()
-        };
-        let (waiter, holder) = (thread("waiter"), thread("holder"));
-        let wait = [Frame::user("main", "/x"), Frame::user("lock", "/x")];
-        let work = [Frame::user("main", "/x"), Frame::user("unlock", "/x")];
+        let lock = LockThreads::new();
         for i in 0..3_i64 {
             let t = i * 10_000;
-            agg.add(t, &holder, &work, SampleKind::Cpu, 1 + i);
-            let sample = WakeupSample {
-                wakee: &waiter,
-                wakee_frames: &wait,
-                waker: &holder,
-                waker_frames: &work,
-                cause: Cause::Lock,
-                in_interrupt: false,
-                weight: 1.0,
-                blocked_ns: 100 * (i as u64 + 1),
-            };
-            agg.add_wakeup(t + 1, &sample);
+            agg.add(t, &lock.holder, &lock.work, SampleKind::Cpu, 1 + i);
+            agg.add_wakeup(t + 1, &lock.wakeup(1.0, 100 * (i as u64 + 1)));
             store.append(&agg.flush().unwrap()).unwrap();
             store.finish_maintenance();
         }
@@ -746,11 +755,8 @@ mod tests {
         use polars::prelude::*;
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
-            retention: Retention {
-                max_age: None,
-                max_bytes: None,
-            },
             segment_max_bytes: 1,
+            ..keep_all()
         };
         let (mut store, _) = Store::open_with(dir.path(), options).unwrap();
         let s = SeriesLabels {
@@ -862,13 +868,7 @@ mod tests {
     #[test]
     fn rotates_per_hour_and_compacts_in_background() {
         let dir = tempfile::tempdir().unwrap();
-        let keep_all = StoreOptions {
-            retention: Retention {
-                max_age: None,
-                max_bytes: None,
-            },
-            ..StoreOptions::default()
-        };
+        let keep_all = keep_all();
         let (mut store, _) = Store::open_with(dir.path(), keep_all).unwrap();
         store.append(&batch(0, 3)).unwrap();
         store.append(&batch(10_000, 2)).unwrap();
@@ -928,13 +928,7 @@ mod tests {
             .unwrap()
             .as_millis() as i64;
         let hour = |h: i64| (now / HOUR_MS - h) * HOUR_MS;
-        let options = StoreOptions {
-            retention: Retention {
-                max_age: None,
-                max_bytes: None,
-            },
-            ..StoreOptions::default()
-        };
+        let options = keep_all();
         let (mut store, _) = Store::open_with(dir.path(), options).unwrap();
         for h in [50, 30, 3, 2, 1] {
             store.append(&batch(hour(h), 2)).unwrap();

@@ -553,30 +553,23 @@ pub(crate) fn read_stack_functions(dir: &Path, seq: &str) -> Result<StackFunctio
         .map(Option::unwrap_or_default)
         .collect();
     let inlined = bools(&frames, "inlined").map_err(parquet)?;
-    let df = scan(&stacks_path)?
-        .collect()
-        .map_err(|source| StoreError::Parquet {
-            path: stacks_path.clone(),
-            error: source,
-        })?;
-    let decode = || -> PolarsResult<(Nodes, Vec<u32>)> {
-        if df.column("depth").is_ok() {
+    let (tree, stack_nodes) = read_stack_table(
+        &stacks_path,
+        |flat| {
             // Schemas 1–2: build the tree.
             let mut part = PartBuilder::default();
-            let stack_nodes = decode_flat_stacks(&df)?
+            let stack_nodes = decode_flat_stacks(flat)?
                 .into_iter()
                 .map(|frames| part.stack_id(frames.into_iter()))
                 .collect();
-            return Ok((part.stack_cols.nodes, stack_nodes));
-        }
-        let (tree, _) = decode_tree(&df)?;
-        let n = tree.len() as u32;
-        Ok((tree, (0..n).collect()))
-    };
-    let (tree, stack_nodes) = decode().map_err(|source| StoreError::Parquet {
-        path: stacks_path,
-        error: source,
-    })?;
+            Ok((part.stack_cols.nodes, stack_nodes))
+        },
+        |tree| {
+            let (tree, _) = decode_tree(tree)?;
+            let n = tree.len() as u32;
+            Ok((tree, (0..n).collect()))
+        },
+    )?;
     Ok(StackFunctions {
         functions,
         inlined,
@@ -1080,21 +1073,27 @@ fn decode_frames(frames: &DataFrame) -> PolarsResult<Vec<Frame>> {
 /// tree (schema 3) or one row per frame of each stack (`stack_id, depth, frame_id`, schemas 1
 /// and 2).
 fn read_stacks(path: &Path) -> Result<Vec<Vec<u32>>, StoreError> {
-    let df = scan(path)?
-        .collect()
-        .map_err(|source| StoreError::Parquet {
-            path: path.to_owned(),
-            error: source,
-        })?;
-    let decoded = if df.column("depth").is_ok() {
-        decode_flat_stacks(&df)
-    } else {
-        decode_stack_tree(&df)
-    };
-    decoded.map_err(|source| StoreError::Parquet {
+    read_stack_table(path, decode_flat_stacks, decode_stack_tree)
+}
+
+/// Reads a part's stack table and decodes it with `flat` (schemas 1–2: a row per frame of each
+/// stack) or `tree` (schema 3: a prefix tree).
+fn read_stack_table<T>(
+    path: &Path,
+    flat: impl FnOnce(&DataFrame) -> PolarsResult<T>,
+    tree: impl FnOnce(&DataFrame) -> PolarsResult<T>,
+) -> Result<T, StoreError> {
+    let parquet = |source| StoreError::Parquet {
         path: path.to_owned(),
         error: source,
-    })
+    };
+    let df = scan(path)?.collect().map_err(parquet)?;
+    let decoded = if df.column("depth").is_ok() {
+        flat(&df)
+    } else {
+        tree(&df)
+    };
+    decoded.map_err(parquet)
 }
 
 fn decode_flat_stacks(stacks: &DataFrame) -> PolarsResult<Vec<Vec<u32>>> {
