@@ -44,7 +44,7 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use crate::export::pprof;
-use crate::graph::{Analysis, Evidence, FunctionEvidence, regressions};
+use crate::graph::{Analysis, Dispersion, Evidence, FunctionEvidence, regressions};
 use crate::offcpu::WakeupEdge;
 
 /// The module path of the synthetic programs' work functions in their symbols.
@@ -543,10 +543,12 @@ pub fn pack(
             );
             let injected = c["case"]["function"].as_str().unwrap_or_default();
             // What `critpath regressions` says of the two windows: each work function's rank
-            // (regressions first) and whether it calls the function's change a regression.
+            // (regressions first) and whether it calls the function's change a regression. The
+            // windows are recordings: sampling noise alone is modelled.
             let suspects = regressions(
                 (&before.evidence, &before.analysis),
                 (&after.evidence, &after.analysis),
+                &Dispersion::poisson(),
             );
             let suspect = |name: &str| {
                 let full = format!("{WORK_PREFIX}{name}");

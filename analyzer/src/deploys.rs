@@ -526,7 +526,12 @@ mod tests {
         assert_eq!((a.after.from_ms, a.after.to_ms), (30_000, 60_000));
         let api = Selector::parse(r#"{service="api"}"#).unwrap();
         assert_eq!(a.after.selector, api);
-        let s = regressions_in_store(&reader, &a.before, &a.after).unwrap();
+        let (s, dispersion) = regressions_in_store(&reader, &a.before, &a.after).unwrap();
+        // Three 10-s intervals a window: their counts give each function's dispersion.
+        assert_eq!(
+            (dispersion.model(), dispersion.degrees_of_freedom()),
+            ("intervals", 4)
+        );
         assert_eq!(s[0].function, "b");
         assert!(s[0].regression && s[0].pattern == Pattern::Grew, "{s:?}");
         // 50 samples of 10 ms per 10 s: 0.05 s/s, then 0.1.
@@ -547,7 +552,7 @@ mod tests {
         assert!(std::fs::read_dir(dir.path().join("data")).unwrap().count() > 0);
         assert_eq!(
             regressions_in_store(&compacted, &a.before, &a.after).unwrap(),
-            s
+            (s, dispersion)
         );
 
         // A marked deploy by id; an unknown id, a moment too recent, and both at once fail.

@@ -1,7 +1,7 @@
 //! `critpath deploy`, `critpath deploys` and `critpath regressions`.
 use anyhow::Context as _;
 use critpath_analyzer::deploys::{self, Source};
-use critpath_analyzer::graph::{self, Analysis, Report};
+use critpath_analyzer::graph::{self, Analysis, Dispersion, Report};
 use critpath_analyzer::query::{Reader, Selector, parse_time_ms};
 
 use crate::cli::{DeployArgs, DeploysArgs, RegressionsArgs, default_data_dir};
@@ -71,11 +71,16 @@ pub fn list(args: DeploysArgs) -> anyhow::Result<()> {
 
 /// `critpath regressions`: between two recordings, or the store's windows around a deploy.
 pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
-    let suspects = if let (Some(before), Some(after)) = (&args.before, &args.after) {
+    let (suspects, dispersion) = if let (Some(before), Some(after)) = (&args.before, &args.after) {
+        // Recordings carry no time within them: sampling noise alone is modelled.
         let before = evidence(before, None)?;
         let after = evidence(after, None)?;
         let (ab, aa) = (Analysis::new(&before), Analysis::new(&after));
-        graph::regressions((&before, &ab), (&after, &aa))
+        let dispersion = Dispersion::poisson();
+        (
+            graph::regressions((&before, &ab), (&after, &aa), &dispersion),
+            dispersion,
+        )
     } else {
         let reader = Reader::new(args.data_dir.clone().unwrap_or_else(default_data_dir));
         let selector = Selector::parse(&args.query).context("--query")?;
@@ -111,14 +116,14 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
         graph::regressions_in_store(&reader, &around.before, &around.after)
             .with_context(|| format!("reading the store in {}", reader.dir().display()))?
     };
-    let report = Report::new(suspects, args.top);
+    let report = Report::new(suspects, &dispersion, args.top);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
-        "{:>11} {:>11} {:>11} {:>7}  {:<13} function",
-        "before s/s", "after s/s", "delta", "z", "change"
+        "{:>11} {:>11} {:>11} {:>7} {:>5}  {:<13} function",
+        "before s/s", "after s/s", "delta", "z", "φ", "change"
     );
     for s in &report.suspects {
         // Significant changes are named; a regression (significant growth) is starred.
@@ -132,13 +137,22 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
             "-".to_owned()
         };
         println!(
-            "{:>11.4} {:>11.4} {:>+11.4} {:>7.1}  {:<13} {}",
-            s.before, s.after, s.delta, s.z, change, s.function
+            "{:>11.4} {:>11.4} {:>+11.4} {:>7.1} {:>5.2}  {:<13} {}",
+            s.before, s.after, s.delta, s.z, s.dispersion, change, s.function
         );
     }
     println!(
-        "{} regressions (*), {} significant changes",
-        report.regressions, report.significant
+        "{} regressions (*), {} significant changes; noise: {}",
+        report.regressions,
+        report.significant,
+        if report.degrees_of_freedom > 0 {
+            format!(
+                "each function's dispersion φ from its counts per interval ({} degrees of freedom)",
+                report.degrees_of_freedom
+            )
+        } else {
+            "sampling only (φ = 1: recordings, or too few intervals)".to_owned()
+        }
     );
     Ok(())
 }

@@ -33,6 +33,15 @@ fn main() -> ExitCode {
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    if !matches!(
+        cli.command,
+        Command::Record(_) | Command::Agent(_) | Command::Serve(_) | Command::Run(_)
+    ) {
+        // Commands that only print end quietly when their reader goes away (`| head`), as
+        // other command-line tools do, instead of panicking on the failed write.
+        // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Record(args) => record_config(args).and_then(record::run),
         Command::Agent(args) => config::agent_config(args).and_then(run_agent),

@@ -3,12 +3,21 @@
 //!
 //! On-CPU time is sampled: a function's self samples in a window are a Poisson count. Under "no
 //! change", the after-window's share of the function's samples over both windows is binomial
-//! with p = T_after / (T_before + T_after), which gives a z-score for each function; a change
-//! is significant when |z| passes the Bonferroni-corrected threshold for the number of
-//! functions compared (family-wise error [`ALPHA`]) *and* is large enough to matter: at least
-//! [`MIN_RELATIVE`] of the function's own rate and [`MIN_SHARE`] of the process's CPU. The
-//! second condition is the noise filter that sampling statistics alone miss (load and
-//! scheduling move every function's rate a little between any two windows).
+//! with p = T_after / (T_before + T_after), which gives a z-score for each function.
+//!
+//! Sampling is not the only noise: load comes in bursts, and interrupts and the scheduler move
+//! kernel paths with whatever else the machine does, so many functions' counts vary more than
+//! Poisson counts do. When the windows come from the store, each function's *dispersion* is
+//! estimated from its counts per stored interval (quasi-Poisson, as function-level regression
+//! detectors such as FBDetect model each function's own noise): Pearson's χ² of the counts
+//! against the function's steady rate in its window, over its degrees of freedom, at least 1. The z-score is divided by its square root: a function that varies
+//! twice as much as sampling explains needs a change √2 times larger. Two recordings without
+//! time resolution (pprof files) get the Poisson model alone ([`Dispersion::poisson`]).
+//!
+//! A change is significant when |z| passes the Bonferroni-corrected threshold for the number
+//! of functions compared (family-wise error [`ALPHA`]) *and* is large enough to matter: at
+//! least [`MIN_RELATIVE`] of the function's own rate and [`MIN_SHARE`] of the process's CPU.
+//! The second condition is the filter for changes too small to act on.
 //!
 //! A regression is a significant growth (`grew`, `new`, or a `cost_shift` that grew): a
 //! function that costs less after the deploy is reported with its z-score and flagged
@@ -20,6 +29,8 @@
 //! regressions first. Patterns flagged: `new` (absent before), `went_away` (absent
 //! after), `cost_shift` (a significant growth or shrinkage offset by an opposite one in a
 //! function with the same caller: cost moved, not added).
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -33,6 +44,91 @@ pub const ALPHA: f64 = 0.01;
 pub const MIN_RELATIVE: f64 = 0.1;
 /// Smallest change counted, as a share of the total on-CPU rate (before).
 pub const MIN_SHARE: f64 = 0.005;
+/// Fewest degrees of freedom (intervals less one per window) from which dispersions are
+/// estimated; with fewer, sampling noise alone is modelled.
+pub const MIN_DEGREES_OF_FREEDOM: usize = 4;
+
+/// How much more each function's sample counts vary than sampling alone makes them vary: the
+/// quasi-Poisson dispersion φ ≥ 1 of the module docs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dispersion {
+    by_function: HashMap<String, f64>,
+    degrees_of_freedom: usize,
+}
+
+impl Dispersion {
+    /// Sampling noise alone: φ = 1 for every function.
+    pub fn poisson() -> Self {
+        Self::default()
+    }
+
+    /// Estimated from each window's self samples per function in each of its intervals (as
+    /// [`Reader::self_by_interval`] gives them; the agent's intervals are of equal length).
+    /// Under "no change within a window", a function's count in each of the window's I
+    /// intervals is Poisson with mean C / I, C its count over the window; φ is the sum over
+    /// both windows of (c_i − C / I)² / (C / I) over the degrees of freedom (I − 1 per
+    /// window), at least 1. Rates are compared, not shares of each interval, so that one
+    /// function's bursts do not show as noise in the others. An interval cut short by an
+    /// agent's start or stop only makes φ larger. Fewer than [`MIN_DEGREES_OF_FREEDOM`]:
+    /// [`Dispersion::poisson`].
+    pub fn from_intervals(windows: &[&BTreeMap<i64, HashMap<String, i64>>]) -> Self {
+        let mut chi2: HashMap<&str, f64> = HashMap::new();
+        let mut degrees_of_freedom = 0;
+        for intervals in windows {
+            if intervals.len() < 2 {
+                continue;
+            }
+            degrees_of_freedom += intervals.len() - 1;
+            let mut sums: HashMap<&str, f64> = HashMap::new();
+            for counts in intervals.values() {
+                for (name, &c) in counts {
+                    *sums.entry(name).or_default() += c as f64;
+                }
+            }
+            for (&name, &c) in &sums {
+                let expected = c / intervals.len() as f64;
+                let x: f64 = intervals
+                    .values()
+                    .map(|counts| {
+                        let seen = counts.get(name).copied().unwrap_or(0) as f64;
+                        (seen - expected).powi(2) / expected
+                    })
+                    .sum();
+                *chi2.entry(name).or_default() += x;
+            }
+        }
+        if degrees_of_freedom < MIN_DEGREES_OF_FREEDOM {
+            return Self::poisson();
+        }
+        let by_function = chi2
+            .into_iter()
+            .map(|(name, x)| (name.to_owned(), (x / degrees_of_freedom as f64).max(1.0)))
+            .collect();
+        Self {
+            by_function,
+            degrees_of_freedom,
+        }
+    }
+
+    /// φ of `function` (1 when not estimated).
+    pub fn of(&self, function: &str) -> f64 {
+        self.by_function.get(function).copied().unwrap_or(1.0)
+    }
+
+    /// The degrees of freedom of the estimates; 0 for [`Dispersion::poisson`].
+    pub fn degrees_of_freedom(&self) -> usize {
+        self.degrees_of_freedom
+    }
+
+    /// The noise model: `poisson` or `intervals` (estimated dispersions).
+    pub fn model(&self) -> &'static str {
+        if self.degrees_of_freedom == 0 {
+            "poisson"
+        } else {
+            "intervals"
+        }
+    }
+}
 
 /// What a change looks like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -61,8 +157,11 @@ pub struct Suspect {
     pub after: f64,
     /// `after − before`.
     pub delta: f64,
-    /// Its z-score under "no change".
+    /// Its z-score under "no change", sampling noise scaled by its dispersion.
     pub z: f64,
+    /// Its dispersion φ: how much more its counts vary than sampling explains (1: not more,
+    /// or not estimated).
+    pub dispersion: f64,
     /// Whether the change passes both the significance and the size thresholds.
     pub significant: bool,
     /// Whether it is a significant growth: a regression suspect.
@@ -98,8 +197,13 @@ pub fn z_threshold(alpha: f64, tests: usize) -> f64 {
     hi
 }
 
-/// Functions ranked as regression suspects between `before` and `after`.
-pub fn regressions(before: (&Evidence, &Analysis), after: (&Evidence, &Analysis)) -> Vec<Suspect> {
+/// Functions ranked as regression suspects between `before` and `after`, each function's
+/// sampling noise scaled by its `dispersion`.
+pub fn regressions(
+    before: (&Evidence, &Analysis),
+    after: (&Evidence, &Analysis),
+    dispersion: &Dispersion,
+) -> Vec<Suspect> {
     let (eb, ab) = before;
     let (ea, aa) = after;
     let (tb, ta) = (eb.seconds.max(1e-9), ea.seconds.max(1e-9));
@@ -133,8 +237,9 @@ pub fn regressions(before: (&Evidence, &Analysis), after: (&Evidence, &Analysis)
             let n = kb + ka;
             // Expected share of the after-window's samples, from the windows' sampled time.
             let p = (ta / pa) / (tb / pb + ta / pa);
+            let phi = dispersion.of(name);
             let z = if n > 0.0 {
-                (ka - n * p) / (n * p * (1.0 - p)).sqrt()
+                (ka - n * p) / (n * p * (1.0 - p) * phi).sqrt()
             } else {
                 0.0
             };
@@ -154,6 +259,7 @@ pub fn regressions(before: (&Evidence, &Analysis), after: (&Evidence, &Analysis)
                 after,
                 delta,
                 z,
+                dispersion: phi,
                 significant: z.abs() >= threshold && big,
                 regression: z >= threshold && big,
                 pattern,
@@ -218,13 +324,19 @@ pub struct Report {
     pub min_relative: f64,
     /// [`MIN_SHARE`].
     pub min_share: f64,
+    /// The noise model: `poisson` (sampling alone) or `intervals` (each function's dispersion
+    /// estimated from its counts per stored interval).
+    pub noise: &'static str,
+    /// Degrees of freedom of the dispersions (0 with `poisson`).
+    pub degrees_of_freedom: usize,
     /// The first `top` suspects, regressions first.
     pub suspects: Vec<Suspect>,
 }
 
 impl Report {
-    /// The report of `suspects` (as [`regressions`] orders them) showing the first `top`.
-    pub fn new(mut suspects: Vec<Suspect>, top: usize) -> Report {
+    /// The report of `suspects` (as [`regressions`] orders them, with `dispersion`) showing
+    /// the first `top`.
+    pub fn new(mut suspects: Vec<Suspect>, dispersion: &Dispersion, top: usize) -> Report {
         let regressions = suspects.iter().filter(|s| s.regression).count();
         let significant = suspects.iter().filter(|s| s.significant).count();
         suspects.truncate(top);
@@ -235,6 +347,8 @@ impl Report {
             alpha: ALPHA,
             min_relative: MIN_RELATIVE,
             min_share: MIN_SHARE,
+            noise: dispersion.model(),
+            degrees_of_freedom: dispersion.degrees_of_freedom(),
             suspects,
         }
     }
@@ -242,7 +356,7 @@ impl Report {
 
 /// [`regressions`] between two windows of the store (each with its selector): on-CPU samples
 /// only, each service standing as one thread. The sampling period is the windows' own (their
-/// on-CPU time over their sample count).
+/// on-CPU time over their sample count); dispersions come from the windows' intervals.
 ///
 /// # Errors
 /// A store error.
@@ -250,7 +364,7 @@ pub fn regressions_in_store(
     reader: &Reader,
     before: &Window,
     after: &Window,
-) -> Result<Vec<Suspect>, QueryError> {
+) -> Result<(Vec<Suspect>, Dispersion), QueryError> {
     let evidence = |w: &Window| -> Result<Evidence, QueryError> {
         let tree = reader.tree(w, ProfileType::Cpu)?;
         let total = |ty| Ok::<_, QueryError>(reader.tree_trimmed(w, ty, 1, 0.0)?.total());
@@ -265,7 +379,11 @@ pub fn regressions_in_store(
     };
     let (eb, ea) = (evidence(before)?, evidence(after)?);
     let (ab, aa) = (Analysis::new(&eb), Analysis::new(&ea));
-    Ok(regressions((&eb, &ab), (&ea, &aa)))
+    let dispersion = Dispersion::from_intervals(&[
+        &reader.self_by_interval(before)?,
+        &reader.self_by_interval(after)?,
+    ]);
+    Ok((regressions((&eb, &ab), (&ea, &aa), &dispersion), dispersion))
 }
 
 #[cfg(test)]
@@ -296,6 +414,75 @@ mod tests {
         (ev, a)
     }
 
+    /// A window of 1-s intervals at 100 Hz from each function's samples per interval, with
+    /// the intervals as [`Reader::self_by_interval`] gives them.
+    fn intervals(
+        counts: &[(&str, &[i64])],
+    ) -> (Evidence, Analysis, BTreeMap<i64, HashMap<String, i64>>) {
+        let n = counts[0].1.len();
+        let mut by_interval: BTreeMap<i64, HashMap<String, i64>> = BTreeMap::new();
+        for (i, start) in (0..n).map(|i| (i, i as i64 * 1000)) {
+            let interval = by_interval.entry(start).or_default();
+            for &(f, c) in counts {
+                interval.insert(f.to_owned(), c[i]);
+            }
+        }
+        let totals: Vec<(&str, f64)> = counts
+            .iter()
+            .map(|&(f, c)| (f, c.iter().sum::<i64>() as f64 / 100.0))
+            .collect();
+        let (ev, a) = window(n as f64, &totals);
+        (ev, a, by_interval)
+    }
+
+    /// A kernel path that comes in bursts moves a lot between two windows with no change in
+    /// the program: sampling noise alone calls it a regression, its dispersion from the
+    /// intervals does not. A function whose rate steps up between steady windows stays a
+    /// regression, and too few intervals leave the Poisson model.
+    #[test]
+    fn dispersion_from_intervals_filters_bursty_functions() {
+        let (eb, ab, ib) = intervals(&[
+            ("a", &[100, 98, 103, 99, 100]),
+            ("b", &[20, 21, 19, 20, 20]),
+            ("irq", &[0, 20, 0, 20, 0]),
+        ]);
+        let (ea, aa, ia) = intervals(&[
+            ("a", &[101, 100, 97, 102, 100]),
+            ("b", &[40, 39, 41, 40, 40]),
+            ("irq", &[40, 0, 40, 0, 40]),
+        ]);
+        let get = |s: &[Suspect], f: &str| s.iter().find(|x| x.function == f).unwrap().clone();
+        let poisson = regressions((&eb, &ab), (&ea, &aa), &Dispersion::poisson());
+        assert!(get(&poisson, "irq").regression, "{poisson:?}");
+        assert!(get(&poisson, "b").regression, "{poisson:?}");
+
+        let dispersion = Dispersion::from_intervals(&[&ib, &ia]);
+        assert_eq!(
+            (dispersion.model(), dispersion.degrees_of_freedom()),
+            ("intervals", 8)
+        );
+        assert!(dispersion.of("irq") > 10.0, "{dispersion:?}");
+        // Counts steadier than sampling makes them: no less noise than sampling.
+        assert_eq!((dispersion.of("a"), dispersion.of("b")), (1.0, 1.0));
+        let s = regressions((&eb, &ab), (&ea, &aa), &dispersion);
+        let irq = get(&s, "irq");
+        assert!(!irq.significant && irq.dispersion > 10.0, "{s:?}");
+        assert!((irq.z * irq.dispersion.sqrt() - get(&poisson, "irq").z).abs() < 1e-9);
+        assert_eq!(s[0].function, "b");
+        assert!(s[0].regression && !s[1].significant, "{s:?}");
+
+        // Two intervals a window: 2 degrees of freedom, too few.
+        let first_two = |m: &BTreeMap<i64, HashMap<String, i64>>| {
+            m.iter().take(2).map(|(k, v)| (*k, v.clone())).collect()
+        };
+        let (b2, a2) = (first_two(&ib), first_two(&ia));
+        assert_eq!(
+            Dispersion::from_intervals(&[&b2, &a2]),
+            Dispersion::poisson()
+        );
+        assert_eq!(Dispersion::poisson().model(), "poisson");
+    }
+
     #[test]
     fn thresholds() {
         assert!((normal_tail(1.96) - 0.025).abs() < 1e-4);
@@ -309,7 +496,7 @@ mod tests {
     fn finds_the_grown_function() {
         let (eb, ab) = window(10.0, &[("a", 5.0), ("b", 2.0), ("c", 1.0)]);
         let (ea, aa) = window(20.0, &[("a", 10.1), ("b", 6.0), ("c", 1.95)]);
-        let s = regressions((&eb, &ab), (&ea, &aa));
+        let s = regressions((&eb, &ab), (&ea, &aa), &Dispersion::poisson());
         assert_eq!(s[0].function, "b");
         assert!(s[0].regression && s[0].pattern == Pattern::Grew, "{s:?}");
         assert!((s[0].delta - 0.1).abs() < 1e-9);
@@ -322,7 +509,7 @@ mod tests {
         let (eb, ab) = window(10.0, &[("a", 5.0), ("b", 2.0), ("c", 1.0)]);
         let (ea, aa) = window(10.0, &[("a", 4.9), ("b", 2.08), ("c", 0.97)]);
         assert!(
-            regressions((&eb, &ab), (&ea, &aa))
+            regressions((&eb, &ab), (&ea, &aa), &Dispersion::poisson())
                 .iter()
                 .all(|x| !x.significant)
         );
@@ -334,7 +521,7 @@ mod tests {
     fn patterns() {
         let (eb, ab) = window(10.0, &[("a", 5.0), ("b", 2.0), ("old", 1.0)]);
         let (ea, aa) = window(10.0, &[("a", 3.0), ("b", 4.0)]);
-        let s = regressions((&eb, &ab), (&ea, &aa));
+        let s = regressions((&eb, &ab), (&ea, &aa), &Dispersion::poisson());
         let get = |f: &str| s.iter().find(|x| x.function == f).unwrap();
         assert_eq!(get("b").pattern, Pattern::CostShift);
         assert_eq!(get("a").pattern, Pattern::CostShift);
@@ -349,7 +536,7 @@ mod tests {
     fn shrinking_is_not_a_regression() {
         let (eb, ab) = window(10.0, &[("a", 5.0), ("kernel_entry", 1.0)]);
         let (ea, aa) = window(10.0, &[("a", 6.0), ("kernel_entry", 0.1)]);
-        let s = regressions((&eb, &ab), (&ea, &aa));
+        let s = regressions((&eb, &ab), (&ea, &aa), &Dispersion::poisson());
         assert_eq!(s[0].function, "a");
         assert!(s[0].regression, "{s:?}");
         let entry = s.iter().find(|x| x.function == "kernel_entry").unwrap();

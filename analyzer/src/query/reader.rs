@@ -380,6 +380,38 @@ impl Reader {
         Ok(profile)
     }
 
+    /// On-CPU self samples per function (the leaf frame of each stack) in each stored interval
+    /// of the window, keyed by the interval's start: the counts the noise of a function's rate
+    /// is estimated from. An interval starting before the window is keyed by the window's
+    /// start; intervals without a selected sample are absent.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn self_by_interval(
+        &self,
+        window: &Window,
+    ) -> Result<BTreeMap<i64, HashMap<String, i64>>, QueryError> {
+        // A step of 1 ms puts every row in the step of its own interval's start.
+        let parts = self.scan(window, ProfileType::Cpu, true, Some(1))?;
+        let mut out: BTreeMap<i64, HashMap<String, i64>> = BTreeMap::new();
+        for part in &parts {
+            for row in &part.rows {
+                let Some(&leaf) = part.stacks[row.stack as usize].last() else {
+                    continue;
+                };
+                let name = &part.frames[leaf as usize].function;
+                let counts = out.entry(row.bucket_ms).or_default();
+                match counts.get_mut(name) {
+                    Some(n) => *n += row.value,
+                    None => {
+                        counts.insert(name.clone(), row.value);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The label names with a non-empty value in the window's selected series.
     ///
     /// # Errors

@@ -120,10 +120,11 @@ pub struct RegressionsParams {
 
 /// Which functions regressed at a deploy: on-CPU time per function in the window before it
 /// against the window after, ranked by growth; a change counts only when statistically
-/// significant (sampling noise modelled, Bonferroni-corrected) and large enough to matter;
-/// significant growths are regressions.
+/// significant (sampling noise scaled by each function's dispersion over the store's
+/// intervals, Bonferroni-corrected) and large enough to matter; significant growths are
+/// regressions.
 #[utoipa::path(get, path = "/api/v1/regressions", tag = "deploys", params(RegressionsParams),
-    responses((status = 200, description = "`{deploy, at_ms, before: {from_ms, to_ms}, after: {from_ms, to_ms}, method, regressions, significant, alpha, min_relative, min_share, suspects: [{function, before, after, delta, z, significant, regression, pattern}]}` (before/after: on-CPU seconds per second)", content_type = "application/json"),
+    responses((status = 200, description = "`{deploy, at_ms, before: {from_ms, to_ms}, after: {from_ms, to_ms}, method, regressions, significant, alpha, min_relative, min_share, noise, degrees_of_freedom, suspects: [{function, before, after, delta, z, dispersion, significant, regression, pattern}]}` (before/after: on-CPU seconds per second)", content_type = "application/json"),
         (status = 404, description = "No deploy has this id", body = error::Body),
         QueryErrors))]
 pub(super) async fn regressions(
@@ -156,7 +157,8 @@ pub(super) async fn regressions(
             &selector,
             now,
         )?;
-        let report = Report::new(regressions_in_store(r, &around.before, &around.after)?, top);
+        let (suspects, dispersion) = regressions_in_store(r, &around.before, &around.after)?;
+        let report = Report::new(suspects, &dispersion, top);
         let range = |w: &critpath_analyzer::query::Window| {
             serde_json::json!({ "from_ms": w.from_ms, "to_ms": w.to_ms })
         };

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::common::{LockBound, kernel_test_alone, lock_bound, run_critpath, workload};
+use super::agent::{start_agent_with, stop, wait_ready};
+use super::common::{LockBound, kernel_test_alone, lock_bound, now_ms, run_critpath, workload};
 
 fn explain(dir: &std::path::Path, method: &str) -> Value {
     let p = dir.join("p.pb.gz");
@@ -126,15 +127,21 @@ fn explain_ranks_the_lock_holder_not_the_red_herring() {
     );
 }
 
-/// Runs the synthetic lock-bound program for 14 s (with `change` applied 7 s in) and records it
-/// twice, before and after that moment; returns the `regressions` JSON and the holder's name.
+/// Runs the synthetic lock-bound program for 14 s (with `change` applied 7 s in) under the
+/// always-on agent (1-s intervals); returns what `regressions` makes of the store's 5-s windows
+/// either side of that moment (the first 2 s, where the program and its load settle, left
+/// out), and the holder's name.
 fn deploy_case(change: Option<f64>) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
     let LockBound {
         spec_path,
         holder: name,
         rate,
     } = lock_bound(dir.path());
+    // The agent's intervals are 1 s.
+    let mut agent = start_agent_with(&data, &["-F", "199"]);
+    wait_ready(&mut agent);
     let mut program = std::process::Command::new(workload("synth_service"));
     program
         .arg("run")
@@ -144,50 +151,38 @@ fn deploy_case(change: Option<f64>) -> (Value, String) {
     if let Some(scale) = change {
         program.args(["--change", &format!("{name}={scale}@7")]);
     }
-    let started = std::time::Instant::now();
+    let started_ms = now_ms();
     let mut child = program.spawn().unwrap();
-    let pid = child.id().to_string();
-    let record = |file: &str, from: f64, must_end: f64| {
-        let wait = from - started.elapsed().as_secs_f64();
-        if wait > 0.0 {
-            std::thread::sleep(std::time::Duration::from_secs_f64(wait));
-        }
-        let out = dir.path().join(file);
-        run_critpath(&[
-            "record",
-            "-F",
-            "199",
-            "-p",
-            &pid,
-            "-d",
-            "3",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        let ended = started.elapsed().as_secs_f64();
-        assert!(ended < must_end, "{file} recording ended at {ended:.2} s");
-    };
-    // Starting the sampler takes a second or two on a busy machine.
-    // The first second and a half is left out: the program and the load settle.
-    record("before.pb.gz", 1.5, 7.0);
-    record("after.pb.gz", 7.1, 14.0);
+    let pid = child.id();
     assert!(child.wait().unwrap().success());
-    let before = dir.path().join("before.pb.gz");
-    let after = dir.path().join("after.pb.gz");
+    // Past the last interval, so that the store holds all of the run.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop(&mut agent, libc::SIGINT);
     let out = run_critpath(&[
         "regressions",
-        "--before",
-        before.to_str().unwrap(),
-        "--after",
-        after.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--at",
+        &(started_ms + 7000).to_string(),
+        "--window",
+        "5s",
+        "--query",
+        &format!("{{pid=\"{pid}\"}}"),
         "--json",
     ]);
-    (serde_json::from_slice(&out.stdout).unwrap(), name)
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Each function's noise is estimated from the windows' intervals.
+    assert_eq!(report["noise"], "intervals", "{report:#}");
+    assert!(
+        report["degrees_of_freedom"].as_u64() >= Some(6),
+        "{report:#}"
+    );
+    (report, name)
 }
 
 /// A deploy that makes the lock holder twice slower: `regressions` ranks it first among the
-/// regressions (in the top 3 at worst). The same program untouched gives no regression in any
-/// of its functions (a significant shrinkage is not one).
+/// regressions (in the top 3 at worst). The same program untouched gives no significant
+/// change at all, in its own functions or the kernel's.
 #[test]
 fn regressions_find_the_deploy_and_no_false_positives() {
     let Some(_machine) = kernel_test_alone() else {
@@ -211,28 +206,21 @@ fn regressions_find_the_deploy_and_no_false_positives() {
         top.contains(&(holder_frame.as_str(), true)),
         "{holder_frame} not among the top 3 regressions: {deployed:#}"
     );
-    // The program's own functions, judged: the kernel's interrupt entry and exit paths change
-    // with whatever else the machine does (in CI, `irqentry_exit_to_user_mode` went once from
-    // 0.090 to 0.012 and once from 0.010 to 0.049 CPU-s/s on this untouched program).
     let (untouched, _) = deploy_case(None);
-    let own = |s: &&Value| {
-        s["function"]
-            .as_str()
-            .is_some_and(|f| f.starts_with("critpath_synth::"))
-    };
     let suspects = untouched["suspects"].as_array().unwrap();
     assert!(
-        suspects.iter().filter(own).count() >= 2,
+        suspects
+            .iter()
+            .filter(|s| s["function"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("critpath_synth::")))
+            .count()
+            >= 2,
         "the program's functions are judged: {untouched:#}"
     );
-    let false_positives: Vec<&Value> = suspects
-        .iter()
-        .filter(own)
-        .filter(|s| s["regression"] == true)
-        .collect();
-    assert!(
-        false_positives.is_empty(),
-        "an untouched program has regressions: {untouched:#}"
+    assert_eq!(
+        untouched["significant"], 0,
+        "an untouched program has significant changes: {untouched:#}"
     );
 }
 
@@ -272,9 +260,9 @@ fn explain_from_the_store_ranks_the_lock_holder() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
-    let mut agent = super::agent::start_agent_with(&data, &["-F", "99", "--off-cpu-min-us", "100"]);
-    super::agent::wait_ready(&mut agent);
-    let from = super::common::now_ms();
+    let mut agent = start_agent_with(&data, &["-F", "99", "--off-cpu-min-us", "100"]);
+    wait_ready(&mut agent);
+    let from = now_ms();
     let out = std::process::Command::new(workload("mutex_contention"))
         .args([
             "3",
@@ -287,10 +275,10 @@ fn explain_from_the_store_ranks_the_lock_holder() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let to = super::common::now_ms();
+    let to = now_ms();
     // Past the last interval, so that the store holds all of the run.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    super::agent::stop(&mut agent, libc::SIGINT);
+    stop(&mut agent, libc::SIGINT);
     let explain = |method: &str| -> Value {
         let out = run_critpath(&[
             "explain",
