@@ -272,11 +272,9 @@ pub struct ModelGraph {
 }
 
 impl ModelGraph {
-    /// The graph of a window; `labelled` functions are kept first.
-    pub fn new(window: &Window, labelled: &[crate::graph::FunctionId]) -> ModelGraph {
+    /// The graph of a window's evidence and analysis; `labelled` functions are kept first.
+    pub fn new(ev: &Evidence, a: &Analysis, labelled: &[crate::graph::FunctionId]) -> ModelGraph {
         use std::collections::HashMap;
-        let ev = &window.evidence;
-        let a = &window.analysis;
         let weight = |f: usize| {
             let e = &a.functions[f];
             e.cpu_total_s + e.off_cpu_total_s.iter().sum::<f64>() + e.blame_s
@@ -471,7 +469,7 @@ pub fn pack(
             })
             .collect();
         let ids: Vec<u32> = labelled.iter().map(|&(id, _)| id).collect();
-        let graph = ModelGraph::new(&window, &ids);
+        let graph = ModelGraph::new(&window.evidence, &window.analysis, &ids);
         for (i, &f) in graph.nodes.iter().enumerate() {
             let row = labelled.iter().find(|&&(id, _)| id == f).map(|&(_, r)| r);
             let label =
@@ -671,7 +669,7 @@ mod tests {
             analysis,
         };
         let reply = window.evidence.function_id("reply").unwrap();
-        let g = ModelGraph::new(&window, &[reply]);
+        let g = ModelGraph::new(&window.evidence, &window.analysis, &[reply]);
         assert_eq!(g.nodes[0], reply);
         assert!(!g.nodes.contains(&idle));
         assert_eq!(g.nodes.len(), 4); // reply, then main, hold, parse

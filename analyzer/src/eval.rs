@@ -146,6 +146,26 @@ fn groups(table: &Table, keys: &[&str]) -> Result<Vec<Vec<usize>>, String> {
     Ok(out)
 }
 
+/// A learned method's scores per (program, work function `w17`): p50, p99 and throughput
+/// impact, larger meaning more (throughput's elasticity negated). Functions without a score
+/// (not in the recording) rank last.
+pub type Scores = BTreeMap<(String, String), [f64; 3]>;
+
+/// One program's metrics for one method and target.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProgramMetrics {
+    /// The program.
+    pub program: String,
+    /// Its family.
+    pub family: String,
+    /// The method.
+    pub method: String,
+    /// The target.
+    pub target: String,
+    /// Top-1 and NDCG@5, when the program has a bottleneck.
+    pub top1_ndcg5: Option<(f64, f64)>,
+}
+
 /// Per method, per family (and `all`), per target.
 pub type Report = BTreeMap<String, BTreeMap<String, BTreeMap<String, Metrics>>>;
 
@@ -177,7 +197,7 @@ pub fn evaluate(dataset: &Path) -> Result<Evaluation, DatasetError> {
     let path = dataset.join("functions.parquet");
     let functions = Table::read(&path)?;
     let mut evaluation = Evaluation {
-        elasticity: elasticity(&functions).map_err(bad(&path))?,
+        elasticity: elasticity(&functions, &[]).map_err(bad(&path))?.0,
         ..Evaluation::default()
     };
     let path = dataset.join("cases.parquet");
@@ -188,30 +208,67 @@ pub fn evaluate(dataset: &Path) -> Result<Evaluation, DatasetError> {
     Ok(evaluation)
 }
 
-fn elasticity(t: &Table) -> Result<Report, String> {
+/// The elasticity report of the graph methods and of the learned methods `extra` on the
+/// functions table `t`, with every program's metrics.
+///
+/// # Errors
+/// A column is missing.
+pub fn elasticity(
+    t: &Table,
+    extra: &[(&str, &Scores)],
+) -> Result<(Report, Vec<ProgramMetrics>), String> {
     let names = t.str("function")?;
     let families = t.str("family")?;
+    let programs = t.str("program")?;
+    type Score<'a> = Box<dyn Fn(usize, usize) -> f64 + 'a>;
+    let mut methods: Vec<(String, Score)> = Vec::new();
+    for (method, column) in WINDOW_METHODS {
+        let col = t.num(column)?;
+        methods.push((method.to_owned(), Box::new(move |r, _| col[r])));
+    }
+    for &(method, scores) in extra {
+        methods.push((
+            method.to_owned(),
+            Box::new(move |r, target| {
+                scores
+                    .get(&(programs[r].clone(), names[r].clone()))
+                    .map_or(-1e9, |s| s[target])
+            }),
+        ));
+    }
     let mut sums: BTreeMap<(String, String, String), Sums> = BTreeMap::new();
+    let mut per_program = Vec::new();
     for rows in groups(t, &["program"])? {
         let family = families[rows[0]].as_str();
         let fnames: Vec<&str> = rows.iter().map(|&r| names[r].as_str()).collect();
-        for (method, column) in WINDOW_METHODS {
-            let col = t.num(column)?;
-            let scores: Vec<f64> = rows.iter().map(|&r| col[r]).collect();
-            let ranking = order(&scores, &fnames);
-            for target in TARGETS {
+        for (method, score) in &methods {
+            for (ti, target) in TARGETS.into_iter().enumerate() {
+                let scores: Vec<f64> = rows.iter().map(|&r| score(r, ti)).collect();
+                let ranking = order(&scores, &fnames);
                 let sign = if target == "throughput" { -1.0 } else { 1.0 };
                 let label = t.num(target)?;
                 let signed: Vec<f64> = rows.iter().map(|&r| sign * label[r]).collect();
                 let gains: Vec<f64> = signed.iter().map(|&v| v.max(0.0)).collect();
                 let best = gains.iter().copied().fold(0.0, f64::max);
+                let is_best = |i: usize| gains[i] == best;
+                per_program.push(ProgramMetrics {
+                    program: programs[rows[0]].clone(),
+                    family: family.to_owned(),
+                    method: method.clone(),
+                    target: target.to_owned(),
+                    top1_ndcg5: (best > 0.0).then(|| {
+                        (
+                            f64::from(u8::from(is_best(ranking[0]))),
+                            ndcg(&ranking, &gains, 5),
+                        )
+                    }),
+                });
                 for fam in [family, "all"] {
                     let s = sums
-                        .entry((method.to_owned(), fam.to_owned(), target.to_owned()))
+                        .entry((method.clone(), fam.to_owned(), target.to_owned()))
                         .or_default();
                     if best > 0.0 {
                         s.programs += 1;
-                        let is_best = |i: usize| gains[i] == best;
                         s.top1 += f64::from(u8::from(is_best(ranking[0])));
                         s.top3 += f64::from(u8::from(ranking.iter().take(3).any(|&i| is_best(i))));
                         s.ndcg5 += ndcg(&ranking, &gains, 5);
@@ -233,7 +290,56 @@ fn elasticity(t: &Table) -> Result<Report, String> {
             .or_default()
             .insert(target, s.metrics());
     }
-    Ok(report)
+    Ok((report, per_program))
+}
+
+/// The noise ceiling: how well a second, independent measurement of the same programs would
+/// rank their functions against the first. Each draw re-measures every elasticity as the
+/// measured value plus normal noise of the difference of two measurements (standard deviation
+/// √2 × the 95% half-width / 1.96; the half-widths are in `functions.parquet`) and scores it as
+/// a method; the metrics are averaged over `draws` draws from `seed`.
+///
+/// # Errors
+/// A column is missing.
+pub fn noise_ceiling(
+    t: &Table,
+    draws: usize,
+    seed: u64,
+) -> Result<BTreeMap<String, BTreeMap<String, Metrics>>, String> {
+    let (programs, names) = (t.str("program")?, t.str("function")?);
+    let columns: Vec<(&[f64], &[f64], f64)> = [("p50", 1.0), ("p99", 1.0), ("throughput", -1.0)]
+        .into_iter()
+        .map(|(c, sign)| Ok((t.num(c)?, t.num(&format!("{c}_ci"))?, sign)))
+        .collect::<Result<_, String>>()?;
+    let mut rng = crate::model::Rng::new(seed);
+    let mut sums: BTreeMap<String, BTreeMap<String, Metrics>> = BTreeMap::new();
+    for _ in 0..draws {
+        let mut scores = Scores::new();
+        for r in 0..t.len() {
+            let s = std::array::from_fn(|k| {
+                let (value, ci, sign) = columns[k];
+                sign * (value[r] + rng.normal() * std::f64::consts::SQRT_2 * ci[r] / 1.96)
+            });
+            scores.insert((programs[r].clone(), names[r].clone()), s);
+        }
+        let (report, _) = elasticity(t, &[("remeasured", &scores)])?;
+        for (family, targets) in &report["remeasured"] {
+            for (target, m) in targets {
+                let a = sums
+                    .entry(family.clone())
+                    .or_default()
+                    .entry(target.clone())
+                    .or_default();
+                a.programs = m.programs;
+                a.tau_programs = m.tau_programs;
+                a.top1 += m.top1 / draws as f64;
+                a.top3 += m.top3 / draws as f64;
+                a.ndcg5 += m.ndcg5 / draws as f64;
+                a.kendall_tau += m.kendall_tau / draws as f64;
+            }
+        }
+    }
+    Ok(sums)
 }
 
 fn injected(t: &Table) -> Result<CaseReport, String> {
@@ -371,7 +477,7 @@ mod tests {
             row(&mut t, p, "parse", 0.2, 0.5, 0.2);
             row(&mut t, p, "housekeeping", 0.0, 3.0, 0.0);
         }
-        let r = elasticity(&t).unwrap();
+        let r = elasticity(&t, &[]).unwrap().0;
         let cp = &r["critical_path"]["lock_bound"]["p50"];
         assert_eq!(
             (cp.programs, cp.top1, cp.top3, cp.ndcg5),

@@ -16,6 +16,7 @@ pub mod deploys;
 pub mod eval;
 pub mod export;
 pub mod graph;
+pub mod model;
 pub mod offcpu;
 mod profile;
 pub mod query;

@@ -68,6 +68,44 @@ pub enum Command {
     /// Build the ground-truth dataset's tables from measured and recorded programs.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// The impact model: a small graph transformer that scores functions by their predicted
+    /// elasticity of latency and throughput.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// `critpath model ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Train the model on the dataset and judge it on held-out template families.
+    ///
+    /// For each family, a transformer, an MLP and a linear model are trained on the other
+    /// families and predict the held-out one; their rankings are judged with the graph
+    /// methods and the noise ceiling, and the ship rule decides whether the model becomes
+    /// the default ranking. Then the transformer is trained on every program and written to
+    /// --out (model.safetensors, config.json, heldout.parquet, MODEL_CARD.md), the evaluation
+    /// to --eval. Deterministic given --seed; about 16 minutes on 2 cores.
+    Train(TrainArgs),
+}
+
+/// `critpath model train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The packed dataset (nodes.parquet, edges.parquet, functions.parquet).
+    #[arg(long, value_name = "DIR", default_value = "models/data")]
+    pub dataset: PathBuf,
+    /// The model directory to write.
+    #[arg(long, value_name = "DIR", default_value = "models/impact")]
+    pub out: PathBuf,
+    /// The evaluation JSON to write.
+    #[arg(long, value_name = "FILE", default_value = "models/eval/model.json")]
+    pub eval: PathBuf,
+    /// Seed of the initial weights and the training order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Passes over the training programs [default: the model's, 60].
+    #[arg(long)]
+    pub epochs: Option<usize>,
 }
 
 /// `critpath explain`.
@@ -95,12 +133,21 @@ pub struct ExplainArgs {
     /// The baseline recording's wakeup edges.
     #[arg(long, value_name = "FILE", requires = "baseline_profile")]
     pub baseline_wakeups: Option<PathBuf>,
-    /// Ranking method: critical_path (waits redistributed along the wait-for graph), cpu (on-CPU
-    /// self time), wall (on + off CPU, inclusive), knot (wPerf knots), utilization (of the
-    /// resource the function is: throughput), cpu_delta (growth of on-CPU time against the
-    /// baseline).
-    #[arg(long, default_value = "critical_path")]
+    /// Ranking method: model (the impact model's predicted p50 elasticity), critical_path
+    /// (waits redistributed along the wait-for graph), cpu (on-CPU self time), wall (on + off
+    /// CPU, inclusive), knot (wPerf knots), utilization (of the resource the function is:
+    /// throughput), cpu_delta (growth of on-CPU time against the baseline). auto: the model
+    /// when --model holds one that the ship rule made the default, else critical_path.
+    #[arg(long, default_value = "auto")]
     pub method: String,
+    /// The impact model's directory (`critpath model train --out`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CRITPATH_MODEL",
+        default_value = "models/impact"
+    )]
+    pub model: PathBuf,
     /// Functions to show.
     #[arg(long, default_value_t = 15)]
     pub top: usize,
@@ -180,6 +227,11 @@ pub struct EvalArgs {
     /// Also write the evaluation as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Judge the learned methods instead: a model directory's held-out predictions
+    /// (heldout.parquet, from `critpath model train`) next to the graph methods, with the
+    /// noise ceiling and the ship rule.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
 }
 
 /// `critpath dataset ...`.
@@ -284,6 +336,15 @@ pub struct ListenArgs {
     /// 2GiB. At startup the last 24 h are loaded into it in the background.
     #[arg(long, default_value = "512MiB", value_name = "SIZE")]
     pub cache_size: String,
+    /// The impact model's directory (`critpath model train --out`), loaded once at start;
+    /// explain's `method=model` uses it (and `auto`, when the ship rule made it the default).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CRITPATH_MODEL",
+        default_value = "models/impact"
+    )]
+    pub model: PathBuf,
 }
 
 /// `critpath serve`.

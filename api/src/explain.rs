@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use critpath_analyzer::export::pprof;
 use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method};
+use critpath_analyzer::model::Model;
 use critpath_analyzer::offcpu::WakeupEdge;
 use critpath_analyzer::{dataset, eval};
 
@@ -35,7 +36,19 @@ pub(crate) fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result
 
 /// `critpath explain`: a recording (`--profile`, `--wakeups`) or a window of the store.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
-    let method: Method = args.method.parse().map_err(anyhow::Error::msg)?;
+    let model = match args.method.as_str() {
+        "model" => Some(
+            Model::load(&args.model)
+                .with_context(|| format!("--method model: loading {}", args.model.display()))?,
+        ),
+        // No model, or one the ship rule kept from being the default: the graph method.
+        "auto" => Model::load(&args.model).ok().filter(Model::is_default),
+        _ => None,
+    };
+    let method: Method = match args.method.as_str() {
+        "model" | "auto" => Method::CriticalPath,
+        m => m.parse().map_err(anyhow::Error::msg)?,
+    };
     let (ev, baseline) = match (&args.profile, &args.wakeups) {
         (Some(profile), Some(wakeups)) => {
             let ev = evidence(profile, Some(wakeups))?;
@@ -74,13 +87,11 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     };
     let analysis = Analysis::new(&ev);
     let baseline = baseline.map(|b| (Analysis::new(&b), b));
-    let explanation = Explanation::new(
-        &ev,
-        &analysis,
-        method,
-        baseline.as_ref().map(|(a, e)| (a, e)),
-        args.top,
-    );
+    let base = baseline.as_ref().map(|(a, e)| (a, e));
+    let explanation = match &model {
+        Some(m) => Explanation::by_model(&ev, &analysis, m, base, args.top)?,
+        None => Explanation::new(&ev, &analysis, method, base, args.top),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&explanation)?);
         return Ok(());
@@ -92,7 +103,10 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
         "{} request threads, {:.1} s; ranked by {}:",
         explanation.request_threads.len(),
         ev.seconds,
-        method.name()
+        model.as_ref().map_or(method.name().to_owned(), |m| format!(
+            "the model {}",
+            m.version()
+        ))
     );
     println!(
         "{:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  function",
@@ -136,6 +150,9 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
 
 /// `critpath eval`.
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.model {
+        return crate::model::eval(&args.dataset, dir, args.json.as_deref());
+    }
     let evaluation = eval::evaluate(&args.dataset)?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&evaluation)? + "\n")

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod deploys;
 mod explain;
+mod model;
 mod query;
 mod record;
 mod server;
@@ -106,6 +107,7 @@ fn main() -> ExitCode {
         Command::Deploy(args) => deploys::deploy(&args),
         Command::Deploys(args) => deploys::list(args),
         Command::Dataset(cli::DatasetCommand::Pack(args)) => explain::pack(&args),
+        Command::Model(cli::ModelCommand::Train(args)) => model::train(&args),
         Command::Query(QueryCommand::Labels(args)) => {
             target(args.window).and_then(|t| query::labels(&t, args.name.as_deref(), args.json))
         }
@@ -153,6 +155,7 @@ fn server_config(
         request_timeout: listen.request_timeout,
         auth_token,
         insecure: listen.insecure,
+        model_dir: Some(listen.model),
         ..server::ServerConfig::default()
     };
     config.check_exposure()?;

@@ -15,10 +15,12 @@ pub struct Ranked {
     /// Its score under the method (higher: more likely to matter).
     pub score: f64,
     /// Its estimated impact on request latency: the share of the request threads' time
-    /// charged to it by the critical path ([`FunctionEvidence::critical_path_share`]).
+    /// charged to it by the critical path ([`FunctionEvidence::critical_path_share`]), or
+    /// with the model, its predicted p50 elasticity.
     pub latency_impact: f64,
     /// Its estimated impact on throughput: the utilization of the resource it is
-    /// ([`FunctionEvidence::utilization`]).
+    /// ([`FunctionEvidence::utilization`]), or with the model, its predicted throughput
+    /// elasticity negated (larger: more impact).
     pub throughput_impact: f64,
     /// Everything known about it in the window.
     pub evidence: FunctionEvidence,
@@ -74,11 +76,60 @@ impl Explanation {
         top: usize,
     ) -> Explanation {
         let ranked = rank(evidence, analysis, method, baseline);
+        Self::from_ranking(
+            evidence,
+            analysis,
+            method.name(),
+            ranked,
+            None,
+            baseline,
+            top,
+        )
+    }
+
+    /// The explanation of a window by the impact model: functions ranked by their predicted
+    /// p50 elasticity, latency and throughput impact the model's predictions (functions
+    /// outside the model's nodes are not ranked).
+    ///
+    /// # Errors
+    /// The model failed.
+    pub fn by_model(
+        evidence: &Evidence,
+        analysis: &Analysis,
+        model: &crate::model::Model,
+        baseline: Option<(&Analysis, &Evidence)>,
+        top: usize,
+    ) -> Result<Explanation, crate::model::ModelError> {
+        let scored = model.score(evidence, analysis)?;
+        let mut ranked: Vec<(String, f64)> =
+            scored.iter().map(|(f, s)| (f.clone(), s[0])).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let impacts: std::collections::HashMap<String, [f64; 3]> = scored.into_iter().collect();
+        Ok(Self::from_ranking(
+            evidence,
+            analysis,
+            "model",
+            ranked,
+            Some(&impacts),
+            baseline,
+            top,
+        ))
+    }
+
+    fn from_ranking(
+        evidence: &Evidence,
+        analysis: &Analysis,
+        method: &'static str,
+        ranked: Vec<(String, f64)>,
+        impacts: Option<&std::collections::HashMap<String, [f64; 3]>>,
+        baseline: Option<(&Analysis, &Evidence)>,
+        top: usize,
+    ) -> Explanation {
         let path = analysis
             .waits
             .critical_path(&analysis.blame.request_threads);
         Explanation {
-            method: method.name(),
+            method,
             seconds: evidence.seconds,
             request_threads: analysis
                 .blame
@@ -106,9 +157,10 @@ impl Explanation {
                                 - before.map_or(0.0, |f| f.critical_path_share),
                         }
                     });
+                    let predicted = impacts.and_then(|m| m.get(&function));
                     Ranked {
-                        latency_impact: now.critical_path_share,
-                        throughput_impact: now.utilization,
+                        latency_impact: predicted.map_or(now.critical_path_share, |p| p[0]),
+                        throughput_impact: predicted.map_or(now.utilization, |p| p[2]),
                         evidence: now.clone(),
                         function,
                         score,

@@ -18,10 +18,12 @@ pub struct ExplainParams {
     #[serde(flatten)]
     #[param(ignore)]
     window: WindowParams,
-    /// `critical_path` (default: waits redistributed along the wait-for graph), `cpu` (on-CPU
-    /// self time), `wall` (on + off CPU, inclusive), `knot` (wPerf knots), `utilization` (of
-    /// the resource the function is: throughput) or `cpu_delta` (growth of on-CPU time
-    /// against the baseline).
+    /// `auto` (default: the impact model when the server has one that the ship rule made the
+    /// default, else `critical_path`), `model` (the impact model's predicted p50
+    /// elasticity), `critical_path` (waits redistributed along the wait-for graph), `cpu`
+    /// (on-CPU self time), `wall` (on + off CPU, inclusive), `knot` (wPerf knots),
+    /// `utilization` (of the resource the function is: throughput) or `cpu_delta` (growth of
+    /// on-CPU time against the baseline). The answer's `method` says which ranked.
     method: Option<String>,
     /// Functions answered. Default: 20.
     top: Option<usize>,
@@ -44,12 +46,20 @@ pub(super) async fn explain(
     Query(params): Query<ExplainParams>,
 ) -> Result<Response, ApiError> {
     let w = params.window.window(&state.config)?;
-    let method: Method = params
-        .method
-        .as_deref()
-        .unwrap_or("critical_path")
-        .parse()
-        .map_err(|e: String| ApiError::invalid("method", e))?;
+    let requested = params.method.as_deref().unwrap_or("auto");
+    let model = match requested {
+        "model" => Some(state.model.clone().ok_or_else(|| {
+            ApiError::invalid("method", "this server has no impact model (--model DIR)")
+        })?),
+        "auto" => state.model.clone().filter(|m| m.is_default()),
+        _ => None,
+    };
+    let method: Method = match requested {
+        "model" | "auto" => Method::CriticalPath,
+        m => m
+            .parse()
+            .map_err(|e: String| ApiError::invalid("method", e))?,
+    };
     // Every function's change is reported against the baseline, not only by `cpu_delta`.
     let baseline = super::baseline(
         &state.config,
@@ -66,13 +76,13 @@ pub(super) async fn explain(
         let analysis = Analysis::new(&ev);
         let base = read(&baseline)?;
         let base_analysis = Analysis::new(&base);
-        Ok(Explanation::new(
-            &ev,
-            &analysis,
-            method,
-            Some((&base_analysis, &base)),
-            top,
-        ))
+        let baseline = Some((&base_analysis, &base));
+        match &model {
+            Some(m) => {
+                Explanation::by_model(&ev, &analysis, m, baseline, top).map_err(ApiError::internal)
+            }
+            None => Ok(Explanation::new(&ev, &analysis, method, baseline, top)),
+        }
     })
     .await?;
     Ok(json_response(&explanation))

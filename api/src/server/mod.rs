@@ -23,6 +23,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use critpath_analyzer::export::{Format, flamebearer};
+use critpath_analyzer::model::Model;
 use critpath_analyzer::query::{Reader, Selector, Window, parse_duration_ms, parse_time_ms};
 use critpath_analyzer::store::{ProfileType, Store, wire};
 use serde::Deserialize;
@@ -58,6 +59,9 @@ pub struct ServerConfig {
     pub insecure: bool,
     /// Memory for the query index. Default: 512 MiB.
     pub cache_bytes: usize,
+    /// The impact model's directory; `None` or a directory without a model: graph methods
+    /// only. Default: `models/impact`.
+    pub model_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -90,6 +94,7 @@ impl Default for ServerConfig {
             auth_token: None,
             insecure: false,
             cache_bytes: critpath_analyzer::store::DEFAULT_CACHE_BYTES,
+            model_dir: Some(PathBuf::from("models/impact")),
         }
     }
 }
@@ -105,6 +110,7 @@ pub struct AppState {
     writer: Option<WriterHandle>,
     responses: Arc<std::sync::Mutex<ResponseCache>>,
     started: Instant,
+    model: Option<Arc<Model>>,
 }
 
 impl AppState {
@@ -116,7 +122,21 @@ impl AppState {
         agent: Option<Arc<AgentStatus>>,
         writer: Option<WriterHandle>,
     ) -> Self {
+        // Loaded once; a directory without a model leaves the graph methods.
+        let model = config
+            .model_dir
+            .as_deref()
+            .and_then(|dir| match Model::load(dir) {
+                Ok(m) => Some(Arc::new(m)),
+                Err(e) => {
+                    if dir.join(critpath_analyzer::model::CONFIG).exists() {
+                        log::warn!("no impact model: {e}");
+                    }
+                    None
+                }
+            });
         Self {
+            model,
             reader: Reader::with_cache_bytes(&config.data_dir, config.cache_bytes),
             queries: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
             config: Arc::new(config),
@@ -366,7 +386,7 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 
 /// Build, store and sampler status. Needs no token.
 #[utoipa::path(get, path = "/api/v1/health", tag = "status",
-    responses((status = 200, description = "`{status, version, uptime_seconds, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes} | null}`", content_type = "application/json")))]
+    responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes} | null}`", content_type = "application/json")))]
 async fn health(State(state): State<AppState>) -> Response {
     let dir = state.config.data_dir.clone();
     let (bytes, store_ok) = tokio::task::spawn_blocking(move || {
@@ -379,6 +399,11 @@ async fn health(State(state): State<AppState>) -> Response {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
+        "model": state.model.as_ref().map(|m| serde_json::json!({
+            "version": m.version(),
+            "default": m.is_default(),
+            "parameters": m.config().parameters,
+        })),
         "store": {
             "dir": state.config.data_dir,
             "exists": store_ok,

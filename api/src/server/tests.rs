@@ -1136,3 +1136,77 @@ async fn explain() {
     )
     .await;
 }
+
+/// The impact model: loaded once from `--model DIR` (the committed `models/impact`), named
+/// with its weights' hash in health, ranking by `method=model`; `auto` takes it only when the
+/// ship rule made it the default. Without a model, `method=model` is refused and `auto` is the
+/// critical path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_with_the_model() {
+    let dir = lock_store();
+    let uri = |method: &str| format!("/api/v1/explain?{}&method={method}", window(0, 60));
+    let none = app(
+        &dir,
+        ServerConfig {
+            model_dir: None,
+            ..ServerConfig::default()
+        },
+    );
+    let (_, health) = get_json(&none, "/api/v1/health").await;
+    assert!(health["model"].is_null(), "{health:#}");
+    assert_error(
+        &none,
+        &uri("model"),
+        StatusCode::BAD_REQUEST,
+        Some("method"),
+        "no impact model",
+    )
+    .await;
+    let (_, auto) = get_json(&none, &uri("auto")).await;
+    assert_eq!(auto["method"], "critical_path");
+
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/impact");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models.join("config.json")).unwrap()).unwrap();
+    let with = app(
+        &dir,
+        ServerConfig {
+            model_dir: Some(models),
+            ..ServerConfig::default()
+        },
+    );
+    let (_, health) = get_json(&with, "/api/v1/health").await;
+    let version = health["model"]["version"].as_str().unwrap();
+    assert!(
+        version.starts_with("impact@") && version.len() == 15,
+        "{health:#}"
+    );
+    assert!(health["model"]["parameters"].as_u64().unwrap() > 100_000);
+    assert_eq!(health["model"]["default"], config["ship"]["default"]);
+    let (status, body) = get_json(&with, &uri("model")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["method"], "model");
+    let functions = body["functions"].as_array().unwrap();
+    let names: Vec<&str> = functions
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"critical") && names.contains(&"spin"),
+        "{body:#}"
+    );
+    for f in functions {
+        assert_eq!(f["score"], f["latency_impact"], "{f:#}");
+        assert!(
+            f["throughput_impact"].as_f64().unwrap().is_finite(),
+            "{f:#}"
+        );
+    }
+    let (_, auto) = get_json(&with, &uri("auto")).await;
+    let expected = if config["ship"]["default"] == true {
+        "model"
+    } else {
+        "critical_path"
+    };
+    assert_eq!(auto["method"], expected);
+}
