@@ -180,6 +180,9 @@ fn deploy_case(change: Option<f64>) -> (Value, String) {
         "5s",
         "--query",
         &format!("{{pid=\"{pid}\"}}"),
+        // Every function judged, not only the first 20.
+        "--top",
+        "100000",
         "--json",
     ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
