@@ -310,7 +310,11 @@ fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
          - Labels come from 2-s runs with one round: small effects are labelled 0, and p99 labels are noisy.\n\
          - One window at a time: regressions (before/after pairs) are not modelled; `regressions` keeps its \
          statistical test.\n\
-         - Inputs are normalized within the window, so absolute load is not seen.\n",
+         - Inputs are normalized within the window, so absolute load is not seen.\n\
+         - Out of the training distribution it can be wrong where the graph method is right: on the mutex \
+         workload whose critical section sleeps with the lock held (2 ms of CPU, then 4 ms asleep) beside two nice-19 \
+         CPU burners, it ranked a burner first in 4 of 12 runs (the critical path: 12 of 12 right); with a \
+         CPU-only critical section it ranked the critical section first.\n",
         s.metric,
         s.model,
         s.best_baseline,

@@ -1,5 +1,5 @@
 //! Lock contention with a known culprit: `lock_holder` keeps a `std::sync::Mutex` held for ~2 ms
-//! at a time in `critical_section_work`, while `--waiters W` threads (default 3) in `lock_waiter`
+//! of CPU (then `--held-sleep-us` off CPU, default 0) at a time in `critical_section_work`, while `--waiters W` threads (default 3) in `lock_waiter`
 //! block in `acquire_shared_lock`. Each acquisition is followed by ~20 µs of work, so waiters
 //! queue on the lock instead of hammering it whenever the holder lets go. `--red-herring` adds
 //! `housekeeping_burn`, a CPU-hungry thread that never touches the lock: the busiest thread, but
@@ -7,8 +7,8 @@
 //! `--herring-nice` (default 19; at 0 they compete with the holder for the CPU as equals, and
 //! `housekeeping_burn` is then the busiest function by far on a small machine).
 //!
-//! Usage: `mutex_contention [SECONDS] [--waiters W] [--red-herring [--herring-threads N]
-//! [--herring-nice N]]`.
+//! Usage: `mutex_contention [SECONDS] [--waiters W] [--held-sleep-us US] [--red-herring
+//! [--herring-threads N] [--herring-nice N]]`.
 //! Summary: holder iterations, waiter acquisitions, housekeeping chunks.
 
 use critpath_tests::workload::{Args, Deadline, burn, iterations_for, print_summary};
@@ -19,11 +19,17 @@ use std::time::Duration;
 #[inline(never)]
 fn main() {
     let args = Args::parse(
-        &[("waiters", 3), ("herring-threads", 1), ("herring-nice", 19)],
+        &[
+            ("waiters", 3),
+            ("held-sleep-us", 0),
+            ("herring-threads", 1),
+            ("herring-nice", 19),
+        ],
         &["red-herring"],
     );
     let deadline = Deadline::after(args.duration);
     let held = iterations_for(Duration::from_millis(2));
+    let held_sleep = Duration::from_micros(args.option("held-sleep-us"));
     // Long enough (~5% of a cycle) for a woken waiter to get scheduled and take the lock.
     let outside = iterations_for(Duration::from_micros(100));
     let between = iterations_for(Duration::from_micros(20));
@@ -32,7 +38,7 @@ fn main() {
     let holder = {
         let lock = Arc::clone(&lock);
         spawn("lock-holder", move || {
-            lock_holder(&lock, deadline, held, outside)
+            lock_holder(&lock, deadline, held, held_sleep, outside)
         })
     };
     let waiters: Vec<_> = (0..args.option("waiters"))
@@ -84,11 +90,17 @@ fn join(handle: JoinHandle<u64>) -> u64 {
 }
 
 #[inline(never)]
-fn lock_holder(lock: &Mutex<u64>, deadline: Deadline, held: u64, outside: u64) -> u64 {
+fn lock_holder(
+    lock: &Mutex<u64>,
+    deadline: Deadline,
+    held: u64,
+    held_sleep: Duration,
+    outside: u64,
+) -> u64 {
     let mut iterations = 0;
     while !deadline.passed() {
         let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        *guard = guard.wrapping_add(critical_section_work(held));
+        *guard = guard.wrapping_add(critical_section_work(held, held_sleep));
         drop(guard);
         burn(outside, 0x0075);
         iterations += 1;
@@ -97,8 +109,13 @@ fn lock_holder(lock: &Mutex<u64>, deadline: Deadline, held: u64, outside: u64) -
 }
 
 #[inline(never)]
-fn critical_section_work(iterations: u64) -> u64 {
-    burn(iterations, 0xc5)
+fn critical_section_work(iterations: u64, sleep: Duration) -> u64 {
+    let v = burn(iterations, 0xc5);
+    if !sleep.is_zero() {
+        // Off CPU with the lock held, as a critical section doing I/O would be.
+        thread::sleep(sleep);
+    }
+    v
 }
 
 #[inline(never)]
