@@ -148,6 +148,44 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `value` as pretty JSON to `path`, creating its directory.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Every (method, family, target, metrics) of an elasticity report.
+pub(crate) fn elasticity_rows(
+    report: &eval::Report,
+) -> impl Iterator<Item = (&str, &str, &str, &eval::Metrics)> {
+    report.iter().flat_map(|(method, families)| {
+        families.iter().flat_map(move |(family, targets)| {
+            targets
+                .iter()
+                .map(move |(target, m)| (method.as_str(), family.as_str(), target.as_str(), m))
+        })
+    })
+}
+
+/// Prints elasticity metrics as a table, one row per (method, family, target).
+pub(crate) fn print_metrics<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a eval::Metrics)>,
+) {
+    println!(
+        "{:<15} {:<11} {:<10} {:>4} {:>6} {:>6} {:>7} {:>7}",
+        "method", "family", "target", "n", "top1", "top3", "ndcg@5", "tau"
+    );
+    for (method, family, target, m) in rows {
+        println!(
+            "{:<15} {:<11} {:<10} {:>4} {:>6.2} {:>6.2} {:>7.3} {:>7.3}",
+            method, family, target, m.programs, m.top1, m.top3, m.ndcg5, m.kendall_tau
+        );
+    }
+}
+
 /// `critpath eval`.
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.model {
@@ -155,26 +193,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     }
     let evaluation = eval::evaluate(&args.dataset)?;
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&evaluation)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &evaluation)?;
     }
     println!(
         "ranking work functions by measured elasticity (mean over programs with a bottleneck):"
     );
-    println!(
-        "{:<15} {:<11} {:<10} {:>4} {:>6} {:>6} {:>7} {:>7}",
-        "method", "family", "target", "n", "top1", "top3", "ndcg@5", "tau"
-    );
-    for (method, families) in &evaluation.elasticity {
-        for (family, targets) in families {
-            for (target, m) in targets {
-                println!(
-                    "{:<15} {:<11} {:<10} {:>4} {:>6.2} {:>6.2} {:>7.3} {:>7.3}",
-                    method, family, target, m.programs, m.top1, m.top3, m.ndcg5, m.kendall_tau
-                );
-            }
-        }
-    }
+    print_metrics(elasticity_rows(&evaluation.elasticity));
     if !evaluation.cases.is_empty() {
         println!("\nfinding the injected function (deploys: regressions; stalls: slow windows):");
         println!(

@@ -11,14 +11,7 @@ use critpath_analyzer::model::{
 };
 
 use crate::cli::TrainArgs;
-
-fn shape(kind: model::Kind) -> Shape {
-    match kind {
-        model::Kind::Transformer => Shape::transformer(),
-        model::Kind::Mlp => Shape::mlp(),
-        model::Kind::Linear => Shape::linear(),
-    }
-}
+use crate::explain::{elasticity_rows, print_metrics, write_json};
 
 /// `critpath model train`.
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
@@ -31,7 +24,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         args.dataset.display()
     );
     let config = |kind| {
-        let mut c = TrainConfig::new(shape(kind), args.seed);
+        let mut c = TrainConfig::new(Shape::of(kind), args.seed);
         if let Some(e) = args.epochs {
             c.epochs = e;
         }
@@ -102,7 +95,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&model_config)? + "\n",
     )?;
     model::write_held_out(&args.out.join(HELD_OUT), &refs)?;
-    write_eval(&args.eval, &evaluation)?;
+    write_json(&args.eval, &evaluation)?;
     std::fs::write(
         args.out.join("MODEL_CARD.md"),
         model_card(&model_config, &evaluation),
@@ -118,14 +111,6 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_eval(path: &Path, evaluation: &ModelEvaluation) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(evaluation)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// `critpath eval --model DIR`: the held-out predictions of a model directory judged again.
 pub fn eval(dataset: &Path, dir: &Path, json: Option<&Path>) -> anyhow::Result<()> {
     let path = dir.join(HELD_OUT);
@@ -138,7 +123,7 @@ pub fn eval(dataset: &Path, dir: &Path, json: Option<&Path>) -> anyhow::Result<(
     let in_sample = shipped.scores(&all)?;
     let evaluation = model::evaluate(dataset, &refs, Some(&in_sample))?;
     if let Some(path) = json {
-        write_eval(path, &evaluation)?;
+        write_json(path, &evaluation)?;
     }
     print_eval(&evaluation);
     Ok(())
@@ -146,46 +131,17 @@ pub fn eval(dataset: &Path, dir: &Path, json: Option<&Path>) -> anyhow::Result<(
 
 fn print_eval(e: &ModelEvaluation) {
     println!("held-out families: ranking work functions by measured elasticity");
-    println!(
-        "{:<15} {:<11} {:<10} {:>4} {:>6} {:>6} {:>7} {:>7}",
-        "method", "family", "target", "n", "top1", "top3", "ndcg@5", "tau"
-    );
-    let mut rows: Vec<(&str, &str, &str, &critpath_analyzer::eval::Metrics)> = Vec::new();
-    for (method, families) in &e.elasticity {
-        for (family, targets) in families {
-            for (target, m) in targets {
-                rows.push((method, family, target, m));
-            }
-        }
-    }
-    for (family, targets) in &e.noise_ceiling {
-        for (target, m) in targets {
-            rows.push(("noise_ceiling", family, target, m));
-        }
-    }
-    for (method, family, target, m) in rows {
-        println!(
-            "{:<15} {:<11} {:<10} {:>4} {:>6.2} {:>6.2} {:>7.3} {:>7.3}",
-            method, family, target, m.programs, m.top1, m.top3, m.ndcg5, m.kendall_tau
-        );
-    }
-    if let Some(in_sample) = &e.in_sample {
-        for (family, targets) in in_sample {
-            for (target, m) in targets {
-                println!(
-                    "{:<15} {:<11} {:<10} {:>4} {:>6.2} {:>6.2} {:>7.3} {:>7.3}",
-                    "shipped (seen)",
-                    family,
-                    target,
-                    m.programs,
-                    m.top1,
-                    m.top3,
-                    m.ndcg5,
-                    m.kendall_tau
-                );
-            }
-        }
-    }
+    let noise = e.noise_ceiling.iter().flat_map(|(family, targets)| {
+        targets
+            .iter()
+            .map(move |(target, m)| ("noise_ceiling", family.as_str(), target.as_str(), m))
+    });
+    let seen = e.in_sample.iter().flatten().flat_map(|(family, targets)| {
+        targets
+            .iter()
+            .map(move |(target, m)| ("shipped (seen)", family.as_str(), target.as_str(), m))
+    });
+    print_metrics(elasticity_rows(&e.elasticity).chain(noise).chain(seen));
     let s = &e.ship;
     println!(
         "\nship rule ({}): model {:.3}, best baseline {} {:.3}, difference 95% CI [{:+.3}, {:+.3}], noise ceiling {:.3}: {}",

@@ -53,6 +53,15 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The default shape of each kind.
+    pub fn of(kind: Kind) -> Self {
+        match kind {
+            Kind::Transformer => Self::transformer(),
+            Kind::Mlp => Self::mlp(),
+            Kind::Linear => Self::linear(),
+        }
+    }
+
     /// The transformer shipped: 4 heads, 3 layers, width 64 (about 0.1 M parameters).
     pub fn transformer() -> Self {
         Shape {
