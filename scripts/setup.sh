@@ -10,8 +10,12 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: LLVM 22 (and its link dependencies) for bpf-linker, since nightly rustc uses
 # LLVM 22; golang-go for `go tool pprof`, which the tests use to prove pprof output opens in the
-# reference reader. (No protoc: the pprof messages are declared with prost derives.)
-APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libelf-dev pkg-config golang-go)
+# reference reader (no protoc: the pprof messages are declared with prost derives). For the
+# unwinding tests (tests/native): gcc builds the C programs without frame pointers, Debian's
+# python3.11 is the packaged program profiled, and libc6-dbg names the C library's internal
+# start-up functions (__libc_start_call_main) under main.
+APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libelf-dev pkg-config golang-go
+  gcc python3.11-minimal libc6-dbg)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,4 +24,4 @@ pub mod store;
 mod types;
 
 pub use profile::{Profile, ProfileSample, SampleLabels, StackId, ValueType};
-pub use types::{Frame, FrameId, FrameKind, KERNEL_MODULE, module_basename};
+pub use types::{Frame, FrameId, FrameKind, KERNEL_MODULE, TRUNCATED, module_basename};

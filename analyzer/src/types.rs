@@ -69,7 +69,20 @@ impl Frame {
             ..Self::user("", "")
         }
     }
+
+    /// The marker at the root of a user stack that could not be unwound to its first frame
+    /// ([`TRUNCATED`]): what lies above is unknown, rather than guessed.
+    pub fn truncated() -> Self {
+        Self {
+            function: TRUNCATED.to_owned(),
+            module: None,
+            ..Self::user("", "")
+        }
+    }
 }
+
+/// Function name of the [`Frame::truncated`] marker.
+pub const TRUNCATED: &str = "[truncated]";
 
 /// Module name given to kernel frames, as `perf` does.
 pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";

@@ -13,6 +13,7 @@ use critpath_analyzer::store::{
 };
 use critpath_sampler::{
     Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
+    Unwinding,
 };
 use regex::Regex;
 
@@ -33,8 +34,10 @@ pub struct AgentConfig {
     pub host: String,
     /// Stop after this long; `None` runs until SIGINT/SIGTERM.
     pub duration: Option<Duration>,
-    /// Ring buffer size in bytes. Default: 4 MiB.
+    /// Ring buffer size in bytes. Default: 8 MiB.
     pub ring_bytes: u32,
+    /// How user stacks are unwound. Default: call-frame information, 16 KiB copied.
+    pub unwinding: Unwinding,
     /// What the store keeps. Default: 30 days, 10 GiB.
     pub retention: Retention,
     /// Rules naming the `service` label; the first match wins, else the process name.
@@ -79,6 +82,64 @@ pub struct AgentStatus {
     events_lost: AtomicU64,
     stack_errors: AtomicU64,
     wal_bytes: AtomicU64,
+    unwinding: std::sync::Mutex<UnwindStatus>,
+}
+
+/// How user stacks were unwound, for health and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UnwindStatus {
+    /// `dwarf` (call-frame information over copied stacks) or `fp` (frame pointers).
+    pub mode: String,
+    /// User stacks unwound (samples with a user context), all processes.
+    pub stacks: u64,
+    /// Those that ended in a `[truncated]` frame.
+    pub truncated: u64,
+    /// The processes with the most truncated stacks (at most [`UNWIND_PROCESSES_SHOWN`]).
+    pub processes: Vec<ProcessUnwind>,
+}
+
+/// One process's unwound and truncated user stacks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessUnwind {
+    /// Process id.
+    pub pid: u32,
+    /// Its thread name in the last sample.
+    pub comm: String,
+    /// User stacks unwound.
+    pub stacks: u64,
+    /// Those truncated.
+    pub truncated: u64,
+}
+
+/// Processes listed in [`UnwindStatus::processes`].
+pub const UNWIND_PROCESSES_SHOWN: usize = 20;
+
+impl UnwindStatus {
+    /// The totals and the processes with the most truncated stacks (then the most stacks).
+    fn from_counts<'a>(
+        mode: &str,
+        counts: impl IntoIterator<Item = (&'a u32, &'a critpath_sampler::UnwindCounts)>,
+    ) -> Self {
+        let mut status = Self {
+            mode: mode.to_owned(),
+            ..Self::default()
+        };
+        for (&pid, c) in counts {
+            status.stacks += c.stacks;
+            status.truncated += c.truncated;
+            status.processes.push(ProcessUnwind {
+                pid,
+                comm: c.comm.clone(),
+                stacks: c.stacks,
+                truncated: c.truncated,
+            });
+        }
+        status
+            .processes
+            .sort_by(|a, b| (b.truncated, b.stacks, a.pid).cmp(&(a.truncated, a.stacks, b.pid)));
+        status.processes.truncate(UNWIND_PROCESSES_SHOWN);
+        status
+    }
 }
 
 /// A copy of [`AgentStatus`] at one moment.
@@ -104,6 +165,8 @@ pub struct AgentSnapshot {
     pub stack_errors: u64,
     /// Bytes appended to the log.
     pub wal_bytes: u64,
+    /// User stack unwinding: mode, totals, and the processes with the most truncated stacks.
+    pub unwinding: UnwindStatus,
 }
 
 impl AgentStatus {
@@ -121,6 +184,11 @@ impl AgentStatus {
             events_lost: get(&self.events_lost),
             stack_errors: get(&self.stack_errors),
             wal_bytes: get(&self.wal_bytes),
+            unwinding: self
+                .unwinding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -187,6 +255,7 @@ pub fn run(
         frequency_hz: config.frequency_hz,
         target: Target::AllProcesses,
         ring_bytes: config.ring_bytes,
+        unwinding: config.unwinding,
         off_cpu: config.off_cpu.clone(),
         probes: Vec::new(),
     })
@@ -233,7 +302,7 @@ pub fn run(
         sink.send(&mut finished, &mut stats, false);
         if last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
-            update_status(status, &sampler, &sink, &stats);
+            update_status(status, &sampler, &collector, &sink, &stats);
         }
         if stop.load(Ordering::Relaxed) || config.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -246,7 +315,7 @@ pub fn run(
         .context("reading samples")?;
     finished.extend(agg.flush());
     sink.send(&mut finished, &mut stats, true);
-    update_status(status, &sampler, &sink, &stats);
+    update_status(status, &sampler, &collector, &sink, &stats);
     status.running.store(false, Ordering::Relaxed);
     let counters = sampler
         .counters()
@@ -277,7 +346,13 @@ struct AgentStats {
     off_cpu_waits: u64,
 }
 
-fn update_status(status: &AgentStatus, sampler: &Sampler, sink: &Sink, stats: &AgentStats) {
+fn update_status(
+    status: &AgentStatus,
+    sampler: &Sampler,
+    collector: &Collector,
+    sink: &Sink,
+    stats: &AgentStats,
+) {
     let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
     set(&status.samples, stats.samples);
     set(&status.off_cpu_waits, stats.off_cpu_waits);
@@ -291,6 +366,12 @@ fn update_status(status: &AgentStatus, sampler: &Sampler, sink: &Sink, stats: &A
             c.get(Counter::UserStackErrors) + c.get(Counter::KernelStackErrors),
         );
     }
+    let mode = match sampler.config().unwinding {
+        Unwinding::FramePointers => "fp",
+        Unwinding::CallFrameInfo { .. } => "dwarf",
+    };
+    *status.unwinding.lock().unwrap_or_else(|e| e.into_inner()) =
+        UnwindStatus::from_counts(mode, collector.symbolizer().unwind_counts());
 }
 
 fn observe(

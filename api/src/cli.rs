@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use critpath_analyzer::export::Format;
 use critpath_analyzer::store::ProfileType;
 
@@ -266,7 +266,8 @@ pub fn default_data_dir() -> PathBuf {
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// TOML configuration file: the settings below by their long names (data_dir, frequency,
-    /// interval, off_cpu, off_cpu_min_us, off_cpu_budget, host, ring_bytes), a [retention]
+    /// interval, off_cpu, off_cpu_min_us, off_cpu_budget, host, ring_bytes, unwind,
+    /// user_stack_bytes), a [retention]
     /// table (max_age, max_bytes) and [[service]] rules (name, exe or cgroup regex) naming the
     /// `service` label of matching processes. See README "Agent configuration".
     #[arg(long, value_name = "FILE")]
@@ -296,9 +297,17 @@ pub struct AgentArgs {
     /// Stop after this long (e.g. 30s) instead of running until a signal.
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
-    /// Ring buffer size in bytes between the kernel and critpath [default: 4 MiB].
+    /// Ring buffer size in bytes between the kernel and critpath [default: 8 MiB].
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
+    /// How user stacks are unwound: dwarf (call-frame information, works without frame
+    /// pointers) or fp (frame pointers only, cheaper) [default: dwarf].
+    #[arg(long, value_enum)]
+    pub unwind: Option<UnwindMode>,
+    /// With --unwind dwarf, bytes of user stack copied per sample (4096 to 32768): deeper
+    /// stacks end in a [truncated] frame [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub user_stack_bytes: Option<u32>,
     /// Drop stored hours older than this (e.g. 7d, 12h; "0" keeps everything) [default: 30d].
     #[arg(long, value_name = "DURATION")]
     pub retention_max_age: Option<String>,
@@ -550,6 +559,16 @@ pub struct RecordArgs {
     /// Ring buffer size in bytes between the kernel and critpath (rounded up to a power of two).
     #[arg(long, default_value_t = critpath_sampler::SamplerConfig::default().ring_bytes, value_name = "BYTES")]
     pub ring_bytes: u32,
+    /// How user stacks are unwound: dwarf copies the top of each sampled user stack and unwinds
+    /// it with the modules' call-frame information (.eh_frame), so code built without frame
+    /// pointers gets full stacks; fp walks frame pointers in the kernel (cheaper; garbage past
+    /// code without them).
+    #[arg(long, value_enum, default_value_t = UnwindMode::Dwarf)]
+    pub unwind: UnwindMode,
+    /// With --unwind dwarf, bytes of user stack copied per sample (4096 to 32768): deeper
+    /// stacks end in a [truncated] frame.
+    #[arg(long, default_value_t = critpath_sampler::Unwinding::DEFAULT_STACK_BYTES, value_name = "BYTES")]
+    pub user_stack_bytes: u32,
     /// Also trace off-CPU waits (blocked stacks, durations, causes) and who woke them.
     #[arg(long)]
     pub off_cpu: bool,
@@ -585,6 +604,26 @@ pub struct RecordArgs {
     /// Run this command and profile it and its children until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// How user stacks are unwound (`--unwind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnwindMode {
+    /// Call-frame information (`.eh_frame`/`.debug_frame`) over a copy of the user stack.
+    Dwarf,
+    /// Frame pointers, walked in the kernel.
+    Fp,
+}
+
+impl UnwindMode {
+    /// The sampler's setting, with `stack_bytes` copied for `dwarf`.
+    pub fn unwinding(self, stack_bytes: u32) -> critpath_sampler::Unwinding {
+        match self {
+            Self::Dwarf => critpath_sampler::Unwinding::CallFrameInfo { stack_bytes },
+            Self::Fp => critpath_sampler::Unwinding::FramePointers,
+        }
+    }
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {

@@ -8,6 +8,8 @@
 //! off_cpu_min_us = 1000
 //! off_cpu_budget = 2000
 //! host = "web-1"
+//! unwind = "dwarf"        # or "fp"
+//! user_stack_bytes = 16384
 //!
 //! [retention]
 //! max_age = "30d"
@@ -33,7 +35,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::agent::{AgentConfig, ServiceRule};
-use crate::cli::{AgentArgs, default_data_dir};
+use crate::cli::{AgentArgs, UnwindMode, default_data_dir};
 
 /// The file's contents; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +49,8 @@ struct AgentFile {
     off_cpu_budget: Option<u32>,
     host: Option<String>,
     ring_bytes: Option<u32>,
+    unwind: Option<UnwindMode>,
+    user_stack_bytes: Option<u32>,
     retention: Option<RetentionFile>,
     #[serde(default)]
     service: Vec<ServiceFile>,
@@ -204,6 +208,15 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .ring_bytes
             .or(file.ring_bytes)
             .unwrap_or(critpath_sampler::SamplerConfig::default().ring_bytes),
+        unwinding: args
+            .unwind
+            .or(file.unwind)
+            .unwrap_or(UnwindMode::Dwarf)
+            .unwinding(
+                args.user_stack_bytes
+                    .or(file.user_stack_bytes)
+                    .unwrap_or(critpath_sampler::Unwinding::DEFAULT_STACK_BYTES),
+            ),
         retention: Retention { max_age, max_bytes },
         services,
         push_token: args

@@ -304,5 +304,6 @@ fn record_config(args: RecordArgs) -> anyhow::Result<RecordConfig> {
         format: args.format,
         target,
         ring_bytes: args.ring_bytes,
+        unwinding: args.unwind.unwinding(args.user_stack_bytes),
     })
 }

@@ -11,7 +11,7 @@ use critpath_analyzer::offcpu::{OffCpuWait, WakeupEdge};
 use critpath_analyzer::{Profile, SampleLabels, ValueType, export};
 use critpath_sampler::{
     Collector, Counter, Observation, OffCpuConfig, Probe, Sampler, SamplerConfig, Symbolizer,
-    Target,
+    Target, Unwinding,
 };
 
 /// What to record.
@@ -40,6 +40,8 @@ pub struct RecordConfig {
     pub target: RecordTarget,
     /// Ring buffer size in bytes.
     pub ring_bytes: u32,
+    /// How user stacks are unwound.
+    pub unwinding: Unwinding,
     /// Off-CPU tracing, when on.
     pub off_cpu: Option<OffCpuConfig>,
     /// Sample type written to folded and speedscope output (`samples`, `cpu`, `off_cpu`, `wall`).
@@ -125,6 +127,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         frequency_hz: config.frequency_hz,
         target,
         ring_bytes: config.ring_bytes,
+        unwinding: config.unwinding,
         off_cpu: config.off_cpu.clone(),
         probes: config.probes.clone(),
     })
@@ -214,6 +217,17 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     );
     if lost > 0 {
         eprintln!("critpath: events were lost; raise --ring-bytes");
+    }
+    if let Unwinding::CallFrameInfo { .. } = config.unwinding {
+        let counts = collector.symbolizer().unwind_counts();
+        let (stacks, truncated, bytes) = counts.values().fold((0, 0, 0), |(s, t, b), c| {
+            (s + c.stacks, t + c.truncated, b + c.stack_bytes)
+        });
+        eprintln!(
+            "critpath: user stacks: {stacks} unwound with call-frame information, {truncated} truncated ({:.1}%), {:.1} KiB of stack copied per sample",
+            100.0 * truncated as f64 / stacks.max(1) as f64,
+            bytes as f64 / 1024.0 / stacks.max(1) as f64,
+        );
     }
     if config.off_cpu.is_some() {
         eprintln!(

@@ -84,6 +84,13 @@ impl Collector {
                 comm: String::from_utf8_lossy(event.comm_bytes()).into_owned(),
                 frames: self.symbolizer.symbolize_event(event),
             }),
+            Event::OnCpuStack(event) => f(Observation::OnCpu {
+                time_unix_ns: event.time_ns as i64 + self.unix_offset_ns,
+                pid: event.pid,
+                tid: event.tid,
+                comm: String::from_utf8_lossy(event.comm_bytes()).into_owned(),
+                frames: self.symbolizer.symbolize_stack_event(event),
+            }),
             Event::OffCpu(event) => {
                 // Read the mappings now, while the processes surely live.
                 self.symbolizer.observe_process(event.pid);

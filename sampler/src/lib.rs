@@ -23,10 +23,13 @@ pub mod offcpu;
 mod probe;
 mod symbolize;
 pub mod sys;
+mod unwind;
 
-pub use bpf::{Counters, Event, OffCpuConfig, Sampler, SamplerConfig, Target};
+pub use bpf::{Counters, Event, OffCpuConfig, Sampler, SamplerConfig, Target, Unwinding};
 pub use collect::{Collector, Observation};
-pub use critpath_common::{CallEvent, Counter, EventKind, OffCpuEvent, SampleEvent};
+pub use critpath_common::{
+    CallEvent, Counter, EventKind, OffCpuEvent, SampleEvent, StackSampleEvent,
+};
 pub use error::Error;
 pub use probe::{Probe, resolve as resolve_probe};
-pub use symbolize::{SymbolizeStats, Symbolizer};
+pub use symbolize::{SymbolizeStats, Symbolizer, UnwindCounts};

@@ -16,9 +16,11 @@ use blazesym::symbolize::{
     source::{Elf, Kernel, Source},
 };
 use critpath_analyzer::{Frame, FrameKind};
-use critpath_common::SampleEvent;
+use critpath_common::{SampleEvent, StackSampleEvent};
+use framehop::x86_64::CacheX86_64;
 
 use crate::sys::{self, MapsEntry};
+use crate::unwind::{self, ProcessUnwinder, UnwindTables, Walk};
 
 /// How often a live process's mappings are re-read at most (new `dlopen`s, `exec`).
 const MAPS_REFRESH: Duration = Duration::from_secs(1);
@@ -44,6 +46,8 @@ struct Module {
     open_path: PathBuf,
     build_id: Option<String>,
     frames: HashMap<u64, Arc<[Frame]>>,
+    /// Call-frame information, read at the first stack that needs it (`Some(None)`: none).
+    unwind: Option<Option<Arc<UnwindTables>>>,
 }
 
 struct Process {
@@ -55,6 +59,21 @@ struct Process {
     /// without frame pointers yield the same garbage on every stack, which must not cause a
     /// re-read each time. A new address (after an `exec` or `dlopen`) still does.
     misses: HashSet<u64>,
+    /// The unwinder over `maps`, built at the first copied stack of the process.
+    unwinder: Option<ProcessUnwinder>,
+}
+
+/// User stacks unwound for one process, and how many of them were truncated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnwindCounts {
+    /// Thread name of the last stack seen.
+    pub comm: String,
+    /// Samples with a user context whose stack was unwound.
+    pub stacks: u64,
+    /// Those that could not be unwound to their first frame (and end in `[truncated]`).
+    pub truncated: u64,
+    /// Bytes of user stack the kernel copied for them.
+    pub stack_bytes: u64,
 }
 
 /// Counters of what could not be resolved.
@@ -79,6 +98,8 @@ pub struct Symbolizer {
     file_index: HashMap<(String, u64), usize>,
     kernel: HashMap<u64, Arc<[Frame]>>,
     stats: SymbolizeStats,
+    unwind_cache: CacheX86_64,
+    unwind_counts: HashMap<u32, UnwindCounts>,
 }
 
 impl Default for Symbolizer {
@@ -102,6 +123,8 @@ impl Symbolizer {
             file_index: HashMap::new(),
             kernel: HashMap::new(),
             stats: SymbolizeStats::default(),
+            unwind_cache: unwind::new_cache(),
+            unwind_counts: HashMap::new(),
         }
     }
 
@@ -136,6 +159,7 @@ impl Symbolizer {
     /// Forgets a process's mappings (after it exited and its samples were symbolized).
     pub fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
+        self.unwind_counts.remove(&pid);
     }
 
     fn refresh_maps(&mut self, pid: u32) -> bool {
@@ -169,6 +193,7 @@ impl Symbolizer {
                 modules,
                 read_at: Instant::now(),
                 misses: HashSet::new(),
+                unwinder: None,
             },
         );
         true
@@ -226,6 +251,7 @@ impl Symbolizer {
             open_path,
             build_id,
             frames: HashMap::new(),
+            unwind: None,
         });
         self.module_index.insert(key, index);
         index
@@ -334,6 +360,103 @@ impl Symbolizer {
     /// down, then kernel frames from the system call entry down to the sampled instruction.
     pub fn symbolize_event(&mut self, event: &SampleEvent) -> Vec<Frame> {
         self.symbolize_stacks(event.pid, event.user_frames(), event.kernel_frames())
+    }
+
+    /// As [`Self::symbolize_event`] for a sample with a copied user stack: the user stack is
+    /// unwound with its modules' call-frame information first. A user stack that could not be
+    /// unwound to its first frame starts with a [`Frame::truncated`] marker.
+    pub fn symbolize_stack_event(&mut self, event: &StackSampleEvent) -> Vec<Frame> {
+        let mut user = Vec::with_capacity(32);
+        // A kernel thread, or a sample taken before the task had user registers.
+        let has_user = event.regs.ip != 0;
+        let complete = has_user && self.unwind(event, &mut user);
+        if has_user {
+            let counts = self.unwind_counts.entry(event.pid).or_default();
+            counts.stacks += 1;
+            counts.truncated += u64::from(!complete);
+            counts.stack_bytes += event.user_stack().len() as u64;
+            if counts.comm.as_bytes() != event.comm_bytes() {
+                counts.comm = String::from_utf8_lossy(event.comm_bytes()).into_owned();
+            }
+        }
+        let mut frames = Vec::with_capacity(32);
+        self.symbolize_kernel(event.kernel_frames(), &mut frames);
+        if !user.is_empty() {
+            self.symbolize_user(event.pid, &user, &mut frames);
+        }
+        if has_user && !complete {
+            frames.push(Frame::truncated());
+        }
+        frames.reverse();
+        frames
+    }
+
+    /// Stacks unwound and truncated per process so far (pids of exited processes included until
+    /// [`Self::forget_process`]).
+    pub fn unwind_counts(&self) -> &HashMap<u32, UnwindCounts> {
+        &self.unwind_counts
+    }
+
+    /// Unwinds a copied user stack into `out` (innermost first); see [`crate::unwind`]. A walk
+    /// that leaves the known mappings re-reads them once (a library mapped since, e.g. while
+    /// the program was still starting when first seen) and walks again.
+    fn unwind(&mut self, event: &StackSampleEvent, out: &mut Vec<u64>) -> bool {
+        let pid = event.pid;
+        self.observe_process(pid);
+        let mut refreshed = false;
+        loop {
+            let Some(process) = self.processes.get_mut(&pid) else {
+                out.push(event.regs.ip);
+                return false;
+            };
+            if process.unwinder.is_none() {
+                let modules = &mut self.modules;
+                let tables: Vec<Option<Arc<UnwindTables>>> = process
+                    .modules
+                    .iter()
+                    .map(|&m| {
+                        let module = &mut modules[m];
+                        if module.name.starts_with('[') {
+                            return None;
+                        }
+                        module
+                            .unwind
+                            .get_or_insert_with(|| UnwindTables::open(&module.open_path))
+                            .clone()
+                    })
+                    .collect();
+                process.unwinder = Some(ProcessUnwinder::new(
+                    process.maps.iter().zip(tables.iter().map(Option::as_ref)),
+                ));
+            }
+            let maps = &process.maps;
+            let is_mapped = |addr: u64| maps.iter().any(|m| (m.start..m.end).contains(&addr));
+            let unwinder = process.unwinder.as_ref().expect("built above");
+            let walk = unwinder.unwind(&mut self.unwind_cache, event, is_mapped, out);
+            match walk {
+                Walk::Complete => return true,
+                Walk::Truncated => {}
+                Walk::Unmapped(addr) => {
+                    let retry = !refreshed
+                        && !process.misses.contains(&addr)
+                        && process.read_at.elapsed() >= MISS_REFRESH;
+                    if retry && self.refresh_maps(pid) {
+                        refreshed = true;
+                        out.clear();
+                        continue;
+                    }
+                    if refreshed && let Some(p) = self.processes.get_mut(&pid) {
+                        // Still outside after a fresh read: not a new library; do not re-read
+                        // for this address again.
+                        p.misses.insert(addr);
+                    }
+                }
+            }
+            if out.is_empty() {
+                out.push(event.regs.ip);
+            }
+            return false;
+        }
     }
 
     /// A user and a kernel stack of process `pid` (each innermost first) as frames, root first.

@@ -177,6 +177,40 @@ impl Metrics {
                     "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
                 );
             }
+            let u = &s.unwinding;
+            for (name, help, value) in [
+                (
+                    "critpath_user_stacks_total",
+                    "User stacks unwound (samples with a user context).",
+                    u.stacks,
+                ),
+                (
+                    "critpath_user_stacks_truncated_total",
+                    "User stacks that could not be unwound to their first frame ([truncated]).",
+                    u.truncated,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                );
+            }
+            if !u.processes.is_empty() {
+                out.push_str(
+                    "# HELP critpath_process_truncated_stacks_ratio Share of a process's user \
+                     stacks that were truncated (the processes with the most truncated stacks).\n\
+                     # TYPE critpath_process_truncated_stacks_ratio gauge\n",
+                );
+                for p in &u.processes {
+                    let _ = writeln!(
+                        out,
+                        "critpath_process_truncated_stacks_ratio{{pid=\"{}\",comm=\"{}\"}} {}",
+                        p.pid,
+                        escape_label(&p.comm),
+                        p.truncated as f64 / p.stacks.max(1) as f64
+                    );
+                }
+            }
             let _ = writeln!(
                 out,
                 "# HELP critpath_sampler_running Whether the sampler runs.\n# TYPE critpath_sampler_running gauge\ncritpath_sampler_running {}",
@@ -185,4 +219,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -52,8 +52,18 @@ pub const STATE_INTERRUPTIBLE: u32 = 0x1;
 /// `TASK_UNINTERRUPTIBLE` as `sched_switch` reports it (`D`).
 pub const STATE_UNINTERRUPTIBLE: u32 = 0x2;
 
-/// Default ring buffer size in bytes (a power of two multiple of the page size).
-pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+/// Default ring buffer size in bytes (a power of two multiple of the page size): room for about
+/// 200 samples with their copied user stacks ([`StackSampleEvent`]).
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Page size of the user stack copies ([`StackSampleEvent`]): they are read a page at a time, so
+/// that a read never crosses the end of the stack's mapping.
+pub const PAGE_SIZE: usize = 4096;
+/// Most pages of user stack copied per sample: the page holding the stack pointer and up to
+/// 32 KiB above it.
+pub const USER_STACK_MAX_PAGES: usize = 9;
+/// Bytes of [`StackSampleEvent::user_stack`].
+pub const USER_STACK_MAX_BYTES: usize = USER_STACK_MAX_PAGES * PAGE_SIZE;
 /// Capacity of [`MAP_PID_FILTER`]: processes followed by `-p`/`-- CMD`, children included.
 pub const PID_FILTER_CAPACITY: u32 = 8192;
 
@@ -92,6 +102,9 @@ pub enum EventKind {
     Exec = 3,
     /// A call of a probed function returned ([`CallEvent`]).
     Call = 4,
+    /// A timer sample of a running task with its user registers and a copy of its user stack,
+    /// for unwinding in user space ([`StackSampleEvent`]).
+    OnCpuStack = 5,
 }
 
 impl EventKind {
@@ -102,6 +115,7 @@ impl EventKind {
             2 => Some(Self::OffCpu),
             3 => Some(Self::Exec),
             4 => Some(Self::Call),
+            5 => Some(Self::OnCpuStack),
             _ => None,
         }
     }
@@ -221,8 +235,10 @@ pub struct Config {
     /// Waits whose stacks may be captured per CPU per [`OFFCPU_WINDOW_NS`]; beyond it, each
     /// switch-out is captured with probability budget / switch-outs of the previous window.
     pub off_cpu_budget: u32,
-    /// Padding; keep zero.
-    pub _pad: u32,
+    /// Pages of user stack copied per on-CPU sample for unwinding in user space
+    /// ([`StackSampleEvent`], at most [`USER_STACK_MAX_PAGES`]); 0: user stacks are walked by
+    /// frame pointers in the kernel instead ([`SampleEvent`]).
+    pub user_stack_pages: u32,
 }
 
 /// Record offsets of the scheduler tracepoints, read by the off-CPU programs as constants.
@@ -445,6 +461,74 @@ impl SampleEvent {
     }
 }
 
+/// The user registers an unwinder starts from (x86-64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegs {
+    /// Instruction pointer.
+    pub ip: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// Frame pointer register (`rbp`; any value in code built without frame pointers).
+    pub bp: u64,
+}
+
+/// One on-CPU sample with the user registers and a copy of the user stack, for binaries built
+/// without frame pointers: user space unwinds it with the modules' call-frame information
+/// (`.eh_frame`), which the kernel cannot do. The kernel stack is walked in the kernel as in
+/// [`SampleEvent`].
+///
+/// The copy starts at the page holding the stack pointer and goes up a page at a time until
+/// [`Config::user_stack_pages`] pages or the end of the stack's mapping: `user_stack[i]` is the
+/// byte at `user_stack_base + i`, valid for `i < user_stack_pages * PAGE_SIZE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackSampleEvent {
+    /// [`EventKind::OnCpuStack`].
+    pub kind: u32,
+    /// CPU the sample was taken on.
+    pub cpu: u32,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// Thread name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// Bytes of `kernel_stack` filled, or a negative errno.
+    pub kernel_stack_bytes: i32,
+    /// Pages of `user_stack` copied; 0 when the task has no user context (a kernel thread) or
+    /// its stack could not be read.
+    pub user_stack_pages: u32,
+    /// The user registers at the sample (the interrupted ones, or those saved at kernel entry).
+    pub regs: UserRegs,
+    /// User address of `user_stack[0]`: the stack pointer rounded down to its page.
+    pub user_stack_base: u64,
+    /// Kernel return addresses, innermost first.
+    pub kernel_stack: [u64; MAX_STACK_DEPTH],
+    /// The copied user stack.
+    pub user_stack: [u8; USER_STACK_MAX_BYTES],
+}
+
+impl StackSampleEvent {
+    /// The valid kernel frames, innermost first.
+    pub fn kernel_frames(&self) -> &[u64] {
+        &self.kernel_stack[..SampleEvent::frames(self.kernel_stack_bytes)]
+    }
+
+    /// The copied user stack, starting at [`Self::user_stack_base`].
+    pub fn user_stack(&self) -> &[u8] {
+        let len = (self.user_stack_pages as usize).min(USER_STACK_MAX_PAGES) * PAGE_SIZE;
+        &self.user_stack[..len]
+    }
+
+    /// The thread name up to its first NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        comm_str(&self.comm)
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -452,6 +536,8 @@ mod user {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SampleEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for StackSampleEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuEvent {}
     // SAFETY: as above.
@@ -470,3 +556,7 @@ const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<OffCpuState>() == 96);
 const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 32);
 const _: () = assert!(core::mem::size_of::<SampleEvent>() == 48 + 2 * 8 * MAX_STACK_DEPTH);
+const _: () = assert!(
+    core::mem::size_of::<StackSampleEvent>()
+        == 48 + 24 + 8 + 8 * MAX_STACK_DEPTH + USER_STACK_MAX_BYTES
+);

@@ -23,7 +23,7 @@ static CONFIG: Config = Config {
     off_cpu: 0,
     off_cpu_min_ns: 0,
     off_cpu_budget: 0,
-    _pad: 0,
+    user_stack_pages: 0,
 };
 
 /// Events to user space. A ring buffer rather than per-CPU perf buffers: one ordered stream for

@@ -6,4 +6,5 @@ mod groundtruth;
 mod offcpu;
 mod record;
 mod serve;
+mod unwind;
 mod workloads;

@@ -10,9 +10,9 @@ use critpath_analyzer::export::folded;
 
 use super::common::{critpath, inclusive, kernel_test, run_workload};
 
-struct Server {
+pub(super) struct Server {
     child: Child,
-    addr: String,
+    pub(super) addr: String,
 }
 
 impl Drop for Server {
@@ -30,7 +30,7 @@ fn start(dir: &std::path::Path) -> Server {
 
 /// Starts a `critpath` server command (`run ...`, `serve ...`) on an ephemeral loopback port
 /// and waits until it serves (and samples, when `samples`).
-fn start_with(dir: &std::path::Path, command: &[&str], samples: bool) -> Server {
+pub(super) fn start_with(dir: &std::path::Path, command: &[&str], samples: bool) -> Server {
     let mut child = Command::new(critpath())
         .args(command)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -72,7 +72,7 @@ fn enc(value: &str) -> String {
 }
 
 /// A plain HTTP/1.1 GET; returns the status and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
+pub(super) fn get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))

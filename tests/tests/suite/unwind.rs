@@ -1,0 +1,380 @@
+//! User stacks of code built without frame pointers, unwound with call-frame information: C and
+//! Rust programs with a known 11-frame chain through a shared library (`tests/native`), a
+//! Debian-packaged interpreter, stacks deeper than the copy, and the truncation counters of the
+//! agent's health and metrics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use critpath_analyzer::export::folded;
+
+use super::common::{Folded, kernel_test, run_critpath};
+use super::serve::{get, start_with};
+
+/// Source directory of the native test programs.
+fn native_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("native")
+}
+
+/// Runs a build command, asserting success.
+fn build(command: &mut Command) {
+    let output = command.output().expect("running the compiler");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Builds libdeepchain.so, `deepchain` (C, `-O2 -fomit-frame-pointer`) and `deepchain-rs`
+/// (Rust, opt-level 3 and no frame pointers, as Rust's release profile) into `dir`.
+fn build_native(dir: &Path) {
+    let src = native_dir();
+    let gcc = |args: &[&str]| {
+        build(
+            Command::new("gcc")
+                .args(["-O2", "-fomit-frame-pointer", "-g0"])
+                .args(args)
+                .current_dir(dir),
+        )
+    };
+    gcc(&[
+        "-fPIC",
+        "-shared",
+        "-o",
+        "libdeepchain.so",
+        src.join("libdeepchain.c").to_str().unwrap(),
+    ]);
+    gcc(&[
+        "-o",
+        "deepchain",
+        src.join("deepchain.c").to_str().unwrap(),
+        "-L.",
+        "-ldeepchain",
+        "-Wl,-rpath,$ORIGIN",
+    ]);
+    // rustc directly, not cargo: the workspace's .cargo/config.toml forces frame pointers.
+    build(
+        Command::new("rustc")
+            .args([
+                "--edition",
+                "2024",
+                "-C",
+                "opt-level=3",
+                "-o",
+                "deepchain-rs",
+            ])
+            .arg(src.join("deepchain.rs"))
+            .args(["-L", ".", "-C", "link-arg=-Wl,-rpath,$ORIGIN"])
+            .current_dir(dir),
+    );
+}
+
+/// Records `args` (a command) at 299 Hz with `unwind` and returns the folded profile.
+fn record(unwind: &str, extra: &[&str], command: &[&str]) -> Folded {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("profile.folded");
+    let mut args = vec![
+        "record",
+        "-F",
+        "299",
+        "--unwind",
+        unwind,
+        "--format",
+        "folded",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(command);
+    run_critpath(&args);
+    folded::parse(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+/// Share of samples whose stack holds `chain` as consecutive frames (root first), and the share
+/// starting with a `[truncated]` marker.
+fn shares(profile: &Folded, chain: &[&str]) -> (f64, f64, i64) {
+    let total: i64 = profile.iter().map(|(_, v)| v).sum();
+    let with_chain: i64 = profile
+        .iter()
+        .filter(|(stack, _)| {
+            stack
+                .windows(chain.len())
+                .any(|w| w.iter().zip(chain).all(|(f, c)| f == c))
+        })
+        .map(|(_, v)| v)
+        .sum();
+    let truncated: i64 = profile
+        .iter()
+        .filter(|(stack, _)| {
+            stack
+                .get(1)
+                .is_some_and(|f| f == critpath_analyzer::TRUNCATED)
+        })
+        .map(|(_, v)| v)
+        .sum();
+    let total_f = total.max(1) as f64;
+    (
+        with_chain as f64 / total_f,
+        truncated as f64 / total_f,
+        total,
+    )
+}
+
+/// The heaviest stacks of a profile, and the heaviest truncated ones, for failure messages.
+fn sample_stacks(profile: &Folded) -> String {
+    let mut rows: Vec<_> = profile.iter().collect();
+    rows.sort_by_key(|(_, v)| -v);
+    let truncated = rows
+        .iter()
+        .filter(|(s, _)| s.get(1).is_some_and(|f| f == critpath_analyzer::TRUNCATED));
+    rows.iter()
+        .take(3)
+        .chain(truncated.take(3))
+        .map(|(s, v)| format!("  {v} {}", s.join(";")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const LIB_CHAIN: [&str; 4] = ["lib_enter", "lib_level_1", "lib_level_2", "lib_level_3"];
+
+fn c_chain() -> Vec<&'static str> {
+    let mut chain = vec![
+        "main",
+        "app_level_1",
+        "app_level_2",
+        "app_level_3",
+        "app_level_4",
+    ];
+    chain.extend(LIB_CHAIN);
+    chain.push("app_leaf");
+    chain
+}
+
+fn rust_chain() -> Vec<&'static str> {
+    let mut chain = vec![
+        "deepchain::main",
+        "deepchain::rust_level_1",
+        "deepchain::rust_level_2",
+        "deepchain::rust_level_3",
+        "deepchain::rust_level_4",
+    ];
+    chain.extend(LIB_CHAIN);
+    chain.push("deepchain::rust_leaf");
+    chain
+}
+
+/// ≥ 95% of the samples of the C and Rust programs built without frame pointers carry the whole
+/// chain from main to the leaf, by name and in order, through the shared library. The same
+/// programs recorded with frame pointers alone get (almost) none: the chain really needs the
+/// call-frame information.
+#[test]
+fn programs_without_frame_pointers_unwind_from_main_to_the_leaf() {
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    build_native(dir.path());
+    for (program, chain) in [("deepchain", c_chain()), ("deepchain-rs", rust_chain())] {
+        let exe = dir.path().join(program);
+        let exe = exe.to_str().unwrap();
+        let profile = record("dwarf", &[], &[exe, "2"]);
+        let (complete, truncated, total) = shares(&profile, &chain);
+        assert!(total >= 300, "{program}: only {total} samples");
+        assert!(
+            complete >= 0.95,
+            "{program}: {:.1}% of {total} samples have the chain {chain:?} ({:.1}% truncated):\n{}",
+            complete * 100.0,
+            truncated * 100.0,
+            sample_stacks(&profile)
+        );
+        assert!(
+            truncated <= 0.05,
+            "{program}: {truncated:.3} truncated:\n{}",
+            sample_stacks(&profile)
+        );
+        // Below main: the C library's start code, named (libc6-dbg).
+        let rooted = profile
+            .iter()
+            .filter(|(stack, _)| {
+                let libc = stack.iter().position(|f| f == "__libc_start_call_main");
+                let main = stack.iter().position(|f| f == chain[0]);
+                matches!((libc, main), (Some(l), Some(m)) if l < m)
+            })
+            .map(|(_, v)| v)
+            .sum::<i64>();
+        assert!(
+            rooted as f64 >= 0.95 * total as f64,
+            "{program}: {rooted} of {total} stacks reach __libc_start_call_main"
+        );
+
+        let fp = record("fp", &[], &[exe, "1"]);
+        let (fp_complete, _, fp_total) = shares(&fp, &chain);
+        assert!(
+            fp_complete <= 0.05,
+            "{program} has frame pointers after all: {:.1}% of {fp_total} samples complete with \
+             --unwind fp:\n{}",
+            fp_complete * 100.0,
+            sample_stacks(&fp)
+        );
+    }
+}
+
+/// A stack deeper than the copy (100 recursions of half a KiB) ends in a `[truncated]` marker,
+/// with the innermost frames still right and no guessed frames above them.
+#[test]
+fn stacks_deeper_than_the_copy_are_marked_truncated() {
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    build_native(dir.path());
+    let exe = dir.path().join("deepchain");
+    let profile = record(
+        "dwarf",
+        &["--user-stack-bytes", "8192"],
+        &[exe.to_str().unwrap(), "1", "100"],
+    );
+    let inner = &c_chain()[1..];
+    let (with_inner, truncated, total) = shares(&profile, inner);
+    assert!(
+        truncated >= 0.95 && with_inner >= 0.95,
+        "{:.1}% truncated, {:.1}% with the inner chain, of {total}:\n{}",
+        truncated * 100.0,
+        with_inner * 100.0,
+        sample_stacks(&profile)
+    );
+    for (stack, _) in &profile {
+        if stack
+            .get(1)
+            .is_some_and(|f| f == critpath_analyzer::TRUNCATED)
+        {
+            let user: Vec<_> = stack[2..].iter().filter(|f| !f.ends_with("_[k]")).collect();
+            assert!(
+                user.iter().all(|f| f.as_str() == "app_recurse"
+                    || inner.contains(&f.as_str())
+                    || f.starts_with("[unknown] [vdso]")
+                    || f.contains("clock_gettime")),
+                "a guessed frame above the truncation: {stack:?}"
+            );
+        }
+    }
+}
+
+/// Debian's python3.11 (built without frame pointers, symbols only for its exported functions):
+/// the interpreter loop `_PyEval_EvalFrameDefault` appears with its callers up to
+/// `Py_BytesMain` and the C library's `__libc_start_call_main`.
+#[test]
+fn debian_python_interpreter_has_its_callers() {
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let python = "/usr/bin/python3.11";
+    assert!(
+        Path::new(python).exists(),
+        "{python} missing: scripts/setup.sh installs python3.11-minimal"
+    );
+    let script = "import time\nend = time.time() + 2\nwhile time.time() < end: sum(range(1000))";
+    let profile = record("dwarf", &[], &[python, "-c", script]);
+    let total: i64 = profile.iter().map(|(_, v)| v).sum();
+    let chained: i64 = profile
+        .iter()
+        .filter(|(stack, _)| {
+            let at = |name: &str| stack.iter().position(|f| f == name);
+            matches!(
+                (at("__libc_start_call_main"), at("Py_BytesMain"), at("_PyEval_EvalFrameDefault")),
+                (Some(a), Some(b), Some(c)) if a < b && b < c
+            )
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        chained as f64 >= 0.9 * total as f64,
+        "{chained} of {total} python samples have __libc_start_call_main > Py_BytesMain > \
+         _PyEval_EvalFrameDefault:\n{}",
+        sample_stacks(&profile)
+    );
+    let (_, truncated, _) = shares(&profile, &["_PyEval_EvalFrameDefault"]);
+    assert!(truncated <= 0.05, "{:.1}% truncated", truncated * 100.0);
+}
+
+/// The agent reports truncated stacks per process in health and /metrics: all of a too-deep
+/// program's, (almost) none of a shallow one's.
+#[test]
+fn agent_reports_truncated_stacks_per_process() {
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let native = tempfile::tempdir().unwrap();
+    build_native(native.path());
+    let store = tempfile::tempdir().unwrap();
+    let server = start_with(
+        store.path(),
+        &[
+            "run",
+            "--interval",
+            "1s",
+            "-F",
+            "99",
+            "--user-stack-bytes",
+            "8192",
+        ],
+        true,
+    );
+    let exe = native.path().join("deepchain");
+    let mut deep = Command::new(&exe).args(["3", "100"]).spawn().unwrap();
+    let mut shallow = Command::new(&exe).args(["3"]).spawn().unwrap();
+    let (deep_pid, shallow_pid) = (deep.id(), shallow.id());
+    assert!(deep.wait().unwrap().success() && shallow.wait().unwrap().success());
+    // The status is refreshed every second.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let (status, health) = get(&server.addr, "/api/v1/health");
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let unwinding = &health["sampler"]["unwinding"];
+    assert_eq!(unwinding["mode"], "dwarf", "{unwinding}");
+    let process = |pid: u32| {
+        unwinding["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .cloned()
+    };
+    let deep_status = process(deep_pid).unwrap_or_else(|| panic!("{deep_pid} not in {unwinding}"));
+    let (stacks, truncated) = (
+        deep_status["stacks"].as_u64().unwrap(),
+        deep_status["truncated"].as_u64().unwrap(),
+    );
+    assert!(
+        stacks >= 100 && truncated as f64 >= 0.95 * stacks as f64,
+        "{deep_status}"
+    );
+    assert_eq!(deep_status["comm"], "deepchain");
+    // Listed only when among the processes with the most truncated stacks; then almost none.
+    if let Some(s) = process(shallow_pid) {
+        assert!(
+            s["truncated"].as_u64().unwrap() as f64 <= 0.05 * s["stacks"].as_u64().unwrap() as f64,
+            "{s}"
+        );
+    }
+    assert!(unwinding["truncated"].as_u64().unwrap() >= truncated);
+
+    let (status, metrics) = get(&server.addr, "/metrics");
+    assert_eq!(status, 200);
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "critpath_process_truncated_stacks_ratio{{pid=\"{deep_pid}\",comm=\"deepchain\"}}"
+            ))
+        })
+        .unwrap_or_else(|| panic!("no truncation ratio of {deep_pid} in:\n{metrics}"));
+    let ratio: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(ratio >= 0.95, "{line}");
+    assert!(metrics.contains("critpath_user_stacks_truncated_total "));
+    drop(server);
+}
