@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use critpath_analyzer::Frame;
 use critpath_analyzer::offcpu::OffCpuWait;
-use critpath_common::OffCpuEvent;
+use critpath_common::{OffCpuEvent, SampleHeader};
 
 use crate::{Error, Event, Sampler, Symbolizer, offcpu, sys};
 
@@ -77,20 +77,14 @@ impl Collector {
         mut f: impl FnMut(Observation),
     ) -> Result<usize, Error> {
         let n = sampler.poll(timeout, |event| match event {
-            Event::OnCpu(event) => f(Observation::OnCpu {
-                time_unix_ns: event.time_ns as i64 + self.unix_offset_ns,
-                pid: event.pid,
-                tid: event.tid,
-                comm: String::from_utf8_lossy(event.comm_bytes()).into_owned(),
-                frames: self.symbolizer.symbolize_event(event),
-            }),
-            Event::OnCpuStack(event) => f(Observation::OnCpu {
-                time_unix_ns: event.time_ns as i64 + self.unix_offset_ns,
-                pid: event.pid,
-                tid: event.tid,
-                comm: String::from_utf8_lossy(event.comm_bytes()).into_owned(),
-                frames: self.symbolizer.symbolize_stack_event(event),
-            }),
+            Event::OnCpu(event) => {
+                let frames = self.symbolizer.symbolize_event(event);
+                f(on_cpu(&event.header, self.unix_offset_ns, frames));
+            }
+            Event::OnCpuStack(event) => {
+                let frames = self.symbolizer.symbolize_stack_event(event);
+                f(on_cpu(&event.header, self.unix_offset_ns, frames));
+            }
             Event::OffCpu(event) => {
                 // Read the mappings now, while the processes surely live.
                 self.symbolizer.observe_process(event.pid);
@@ -115,5 +109,16 @@ impl Collector {
             )));
         }
         Ok(n)
+    }
+}
+
+/// The observation of an on-CPU sample with its symbolized stack.
+fn on_cpu(header: &SampleHeader, unix_offset_ns: i64, frames: Vec<Frame>) -> Observation {
+    Observation::OnCpu {
+        time_unix_ns: header.time_ns as i64 + unix_offset_ns,
+        pid: header.pid,
+        tid: header.tid,
+        comm: String::from_utf8_lossy(header.comm_bytes()).into_owned(),
+        frames,
     }
 }

@@ -10,7 +10,7 @@
 //! sampler.poll(Duration::from_millis(100), |event| {
 //!     if let Event::OnCpu(sample) = event {
 //!         let frames = symbolizer.symbolize_event(sample);
-//!         println!("{} {:?}", sample.pid, frames.last().map(|f| &f.function));
+//!         println!("{} {:?}", sample.header.pid, frames.last().map(|f| &f.function));
 //!     }
 //! })?;
 //! # Ok::<(), critpath_sampler::Error>(())
@@ -28,7 +28,7 @@ mod unwind;
 pub use bpf::{Counters, Event, OffCpuConfig, Sampler, SamplerConfig, Target, Unwinding};
 pub use collect::{Collector, Observation};
 pub use critpath_common::{
-    CallEvent, Counter, EventKind, OffCpuEvent, SampleEvent, StackSampleEvent,
+    CallEvent, Counter, EventKind, OffCpuEvent, SampleEvent, SampleHeader, StackSampleEvent,
 };
 pub use error::Error;
 pub use probe::{Probe, resolve as resolve_probe};

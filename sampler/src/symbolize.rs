@@ -359,7 +359,7 @@ impl Symbolizer {
     /// The full stack of an event as frames, root first: user frames from the outermost caller
     /// down, then kernel frames from the system call entry down to the sampled instruction.
     pub fn symbolize_event(&mut self, event: &SampleEvent) -> Vec<Frame> {
-        self.symbolize_stacks(event.pid, event.user_frames(), event.kernel_frames())
+        self.symbolize_stacks(event.header.pid, event.user_frames(), event.kernel_frames())
     }
 
     /// As [`Self::symbolize_event`] for a sample with a copied user stack: the user stack is
@@ -371,18 +371,18 @@ impl Symbolizer {
         let has_user = event.regs.ip != 0;
         let complete = has_user && self.unwind(event, &mut user);
         if has_user {
-            let counts = self.unwind_counts.entry(event.pid).or_default();
+            let counts = self.unwind_counts.entry(event.header.pid).or_default();
             counts.stacks += 1;
             counts.truncated += u64::from(!complete);
             counts.stack_bytes += event.user_stack().len() as u64;
-            if counts.comm.as_bytes() != event.comm_bytes() {
-                counts.comm = String::from_utf8_lossy(event.comm_bytes()).into_owned();
+            if counts.comm.as_bytes() != event.header.comm_bytes() {
+                counts.comm = String::from_utf8_lossy(event.header.comm_bytes()).into_owned();
             }
         }
         let mut frames = Vec::with_capacity(32);
         self.symbolize_kernel(event.kernel_frames(), &mut frames);
         if !user.is_empty() {
-            self.symbolize_user(event.pid, &user, &mut frames);
+            self.symbolize_user(event.header.pid, &user, &mut frames);
         }
         if has_user && !complete {
             frames.push(Frame::truncated());
@@ -401,7 +401,7 @@ impl Symbolizer {
     /// that leaves the known mappings re-reads them once (a library mapped since, e.g. while
     /// the program was still starting when first seen) and walks again.
     fn unwind(&mut self, event: &StackSampleEvent, out: &mut Vec<u64>) -> bool {
-        let pid = event.pid;
+        let pid = event.header.pid;
         self.observe_process(pid);
         let mut refreshed = false;
         loop {

@@ -285,7 +285,7 @@ impl ProcessUnwinder {
                     };
                 }
                 Err(err) => {
-                    log::trace!("pid {}: unwinding stopped: {err}", event.pid);
+                    log::trace!("pid {}: unwinding stopped: {err}", event.header.pid);
                     return Walk::Truncated;
                 }
             }
@@ -307,4 +307,116 @@ pub(crate) enum Walk {
 /// framehop's rule cache, shared by every process (its entries carry the module generation).
 pub(crate) fn new_cache() -> CacheX86_64 {
     CacheX86_64::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use critpath_common::{EventKind, PAGE_SIZE, USER_STACK_MAX_PAGES, UserRegs};
+
+    use crate::Symbolizer;
+
+    use super::*;
+
+    /// A sample of this thread taken here, as the eBPF program would take it: registers, and
+    /// the stack from the page of the stack pointer up to 9 pages or the end of its mapping.
+    #[inline(never)]
+    fn sample_here() -> Box<StackSampleEvent> {
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads three registers, touches no memory.
+        unsafe {
+            core::arch::asm!(
+                "lea {ip}, [rip]",
+                "mov {sp}, rsp",
+                "mov {bp}, rbp",
+                ip = out(reg) ip,
+                sp = out(reg) sp,
+                bp = out(reg) bp,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let stack_end = maps
+            .lines()
+            .find_map(|l| {
+                let (range, _) = l.split_once(' ')?;
+                let (a, b) = range.split_once('-')?;
+                let (a, b) = (
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                );
+                (a..b).contains(&sp).then_some(b)
+            })
+            .expect("the stack's mapping");
+        let base = sp & !(PAGE_SIZE as u64 - 1);
+        let pages = (((stack_end - base) as usize) / PAGE_SIZE).min(USER_STACK_MAX_PAGES);
+        // SAFETY: an all-integer repr(C) struct; zero is a valid value of every field.
+        let mut event: Box<StackSampleEvent> = unsafe { Box::new_zeroed().assume_init() };
+        event.header.kind = EventKind::OnCpuStack as u32;
+        event.header.pid = std::process::id();
+        event.regs = UserRegs { ip, sp, bp };
+        event.user_stack_base = base;
+        event.user_stack_pages = pages as u32;
+        // SAFETY: [base, base + pages pages) lies inside this thread's mapped stack.
+        let live = unsafe { std::slice::from_raw_parts(base as *const u8, pages * PAGE_SIZE) };
+        event.user_stack[..live.len()].copy_from_slice(live);
+        event
+    }
+
+    #[inline(never)]
+    fn unwind_marker_inner() -> Box<StackSampleEvent> {
+        std::hint::black_box(sample_here())
+    }
+
+    #[inline(never)]
+    fn unwind_marker_outer() -> Box<StackSampleEvent> {
+        std::hint::black_box(unwind_marker_inner())
+    }
+
+    /// This test's own stack, copied as the kernel would copy it, unwinds through the module's
+    /// call-frame information and symbolizes to sample_here < inner < outer < this test, in
+    /// order: the base address of the executable (whose code segment's file offset differs
+    /// from its address) and framehop's inputs are right.
+    #[test]
+    fn unwinds_its_own_stack() {
+        let event = unwind_marker_outer();
+        let mut symbolizer = Symbolizer::new();
+        let frames = symbolizer.symbolize_stack_event(&event);
+        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        let at = |suffix: &str| {
+            names
+                .iter()
+                .position(|n| n.ends_with(suffix))
+                .unwrap_or_else(|| panic!("no {suffix} in {names:?}"))
+        };
+        let (test, outer, inner, here) = (
+            at("unwinds_its_own_stack"),
+            at("unwind_marker_outer"),
+            at("unwind_marker_inner"),
+            at("sample_here"),
+        );
+        assert!(test < outer && outer < inner && inner < here, "{names:?}");
+        assert_eq!(here, names.len() - 1, "the sampled function is the leaf");
+        let counts = &symbolizer.unwind_counts()[&std::process::id()];
+        assert_eq!(counts.stacks, 1);
+        assert_eq!(counts.stack_bytes, event.user_stack().len() as u64);
+    }
+
+    /// A copy cut right above the stack pointer cannot be unwound past the leaf: the stack is
+    /// marked truncated instead of being guessed.
+    #[test]
+    fn a_stack_cut_short_is_truncated() {
+        let mut event = unwind_marker_outer();
+        // Keep only the page of the stack pointer, and move the pointer to its last word: the
+        // return address the leaf needs lies beyond the copy.
+        event.user_stack_pages = 1;
+        event.regs.sp = event.user_stack_base + PAGE_SIZE as u64 - 8;
+        let mut symbolizer = Symbolizer::new();
+        let frames = symbolizer.symbolize_stack_event(&event);
+        assert_eq!(
+            frames[0].function,
+            critpath_analyzer::TRUNCATED,
+            "{frames:?}"
+        );
+        assert_eq!(symbolizer.unwind_counts()[&std::process::id()].truncated, 1);
+    }
 }

@@ -403,15 +403,10 @@ pub fn comm_str(comm: &[u8; COMM_LEN]) -> &[u8] {
     &comm[..end]
 }
 
-/// One sample with its stacks, as written to the ring buffer.
-///
-/// Stacks travel inline (about 2 KiB an event) rather than as ids into a stack-trace map: a
-/// stack-trace map loses stacks silently on hash collisions unless ids are reused, and ids
-/// outlive the stacks they name when user space clears it. At 19 Hz per CPU the bytes are
-/// negligible, and each event is self-contained.
+/// What every on-CPU sample starts with.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct SampleEvent {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleHeader {
     /// An [`EventKind`].
     pub kind: u32,
     /// CPU the sample was taken on.
@@ -424,6 +419,26 @@ pub struct SampleEvent {
     pub time_ns: u64,
     /// Thread name, NUL-padded.
     pub comm: [u8; COMM_LEN],
+}
+
+impl SampleHeader {
+    /// The thread name up to its first NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        comm_str(&self.comm)
+    }
+}
+
+/// One sample with its stacks, as written to the ring buffer.
+///
+/// Stacks travel inline (about 2 KiB an event) rather than as ids into a stack-trace map: a
+/// stack-trace map loses stacks silently on hash collisions unless ids are reused, and ids
+/// outlive the stacks they name when user space clears it. At 19 Hz per CPU the bytes are
+/// negligible, and each event is self-contained.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SampleEvent {
+    /// Kind ([`EventKind::OnCpu`]), CPU, process, thread, time, thread name.
+    pub header: SampleHeader,
     /// Bytes of `user_stack` filled by `bpf_get_stack`, or a negative errno.
     pub user_stack_bytes: i32,
     /// Bytes of `kernel_stack` filled, or a negative errno.
@@ -453,12 +468,6 @@ impl SampleEvent {
     pub fn kernel_frames(&self) -> &[u64] {
         &self.kernel_stack[..Self::frames(self.kernel_stack_bytes)]
     }
-
-    /// The thread name up to its first NUL.
-    pub fn comm_bytes(&self) -> &[u8] {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        &self.comm[..end]
-    }
 }
 
 /// The user registers an unwinder starts from (x86-64).
@@ -484,18 +493,8 @@ pub struct UserRegs {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct StackSampleEvent {
-    /// [`EventKind::OnCpuStack`].
-    pub kind: u32,
-    /// CPU the sample was taken on.
-    pub cpu: u32,
-    /// Process id (tgid).
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
-    pub time_ns: u64,
-    /// Thread name, NUL-padded.
-    pub comm: [u8; COMM_LEN],
+    /// Kind ([`EventKind::OnCpuStack`]), CPU, process, thread, time, thread name.
+    pub header: SampleHeader,
     /// Bytes of `kernel_stack` filled, or a negative errno.
     pub kernel_stack_bytes: i32,
     /// Pages of `user_stack` copied; 0 when the task has no user context (a kernel thread) or
@@ -522,11 +521,6 @@ impl StackSampleEvent {
         let len = (self.user_stack_pages as usize).min(USER_STACK_MAX_PAGES) * PAGE_SIZE;
         &self.user_stack[..len]
     }
-
-    /// The thread name up to its first NUL.
-    pub fn comm_bytes(&self) -> &[u8] {
-        comm_str(&self.comm)
-    }
 }
 
 #[cfg(feature = "user")]
@@ -536,6 +530,8 @@ mod user {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SampleEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SampleHeader {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StackSampleEvent {}
     // SAFETY: as above.
@@ -555,6 +551,7 @@ const _: () = assert!(core::mem::size_of::<CallEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<OffCpuState>() == 96);
 const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 32);
+const _: () = assert!(core::mem::size_of::<SampleHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<SampleEvent>() == 48 + 2 * 8 * MAX_STACK_DEPTH);
 const _: () = assert!(
     core::mem::size_of::<StackSampleEvent>()

@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::PerfEventContext,
 };
 use critpath_common::{
-    Counter, EventKind, MAX_STACK_DEPTH, PAGE_SIZE, SampleEvent, StackSampleEvent,
+    Counter, EventKind, MAX_STACK_DEPTH, PAGE_SIZE, SampleEvent, SampleHeader, StackSampleEvent,
     USER_STACK_MAX_PAGES, UserRegs,
 };
 
@@ -55,12 +55,7 @@ fn try_on_cpu(ctx: &PerfEventContext) {
     // every field is written through raw pointers before submit, and bpf_get_stack writes at most
     // STACK_BYTES into each stack array.
     unsafe {
-        (*ev).kind = EventKind::OnCpu as u32;
-        (*ev).cpu = bpf_get_smp_processor_id();
-        (*ev).pid = tgid;
-        (*ev).tid = tid;
-        (*ev).time_ns = bpf_ktime_get_ns();
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*ev).header = header(EventKind::OnCpu, tgid, tid);
         let user = bpf_get_stack(
             ctx.as_ptr(),
             (*ev).user_stack.as_mut_ptr().cast(),
@@ -84,6 +79,21 @@ fn try_on_cpu(ctx: &PerfEventContext) {
     }
     entry.submit(0);
     count(Counter::OnCpuSamples);
+}
+
+/// The header of a sample of the current task.
+#[inline(always)]
+fn header(kind: EventKind, tgid: u32, tid: u32) -> SampleHeader {
+    SampleHeader {
+        kind: kind as u32,
+        // SAFETY: no preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        pid: tgid,
+        tid,
+        // SAFETY: no preconditions.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
 }
 
 /// `struct pt_regs` on x86-64, as the kernel saves it at entry (only the fields read here named).
@@ -114,12 +124,7 @@ fn sample_with_user_stack(ctx: &PerfEventContext, tgid: u32, tid: u32, pages: u3
     // below USER_STACK_MAX_PAGES pages. The task's saved user registers are read with
     // bpf_probe_read_kernel, which fails cleanly on a bad pointer.
     unsafe {
-        (*ev).kind = EventKind::OnCpuStack as u32;
-        (*ev).cpu = bpf_get_smp_processor_id();
-        (*ev).pid = tgid;
-        (*ev).tid = tid;
-        (*ev).time_ns = bpf_ktime_get_ns();
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*ev).header = header(EventKind::OnCpuStack, tgid, tid);
         let kernel = bpf_get_stack(
             ctx.as_ptr(),
             (*ev).kernel_stack.as_mut_ptr().cast(),
