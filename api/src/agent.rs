@@ -36,7 +36,7 @@ pub struct AgentConfig {
     pub duration: Option<Duration>,
     /// Ring buffer size in bytes. Default: 8 MiB.
     pub ring_bytes: u32,
-    /// How user stacks are unwound. Default: call-frame information, 16 KiB copied.
+    /// How user stacks are unwound. Default: call-frame information, 32 KiB copied.
     pub unwinding: Unwinding,
     /// What the store keeps. Default: 30 days, 10 GiB.
     pub retention: Retention,

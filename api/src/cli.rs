@@ -305,7 +305,7 @@ pub struct AgentArgs {
     #[arg(long, value_enum)]
     pub unwind: Option<UnwindMode>,
     /// With --unwind dwarf, bytes of user stack copied per sample (4096 to 32768): deeper
-    /// stacks end in a [truncated] frame [default: 16384].
+    /// stacks end in a [truncated] frame [default: 32768].
     #[arg(long, value_name = "BYTES")]
     pub user_stack_bytes: Option<u32>,
     /// Drop stored hours older than this (e.g. 7d, 12h; "0" keeps everything) [default: 30d].

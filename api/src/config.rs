@@ -9,7 +9,7 @@
 //! off_cpu_budget = 2000
 //! host = "web-1"
 //! unwind = "dwarf"        # or "fp"
-//! user_stack_bytes = 16384
+//! user_stack_bytes = 32768
 //!
 //! [retention]
 //! max_age = "30d"

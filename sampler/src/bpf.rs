@@ -79,9 +79,11 @@ pub enum Unwinding {
 }
 
 impl Unwinding {
-    /// Default bytes of user stack copied per sample: enough for the call chains of most
-    /// programs (a frame is typically 50–200 bytes), and 5 pages a sample.
-    pub const DEFAULT_STACK_BYTES: u32 = 16 << 10;
+    /// Default bytes of user stack copied per sample: the most the record holds. Measured
+    /// while this machine compiled critpath (`critpath record -a`), 16 KiB left 51% of the
+    /// stacks truncated (LLVM's worker threads, rustc), 32 KiB 15%; at 19 Hz the 9 pages a
+    /// sample cost a few µs (docs/design/unwinding.md).
+    pub const DEFAULT_STACK_BYTES: u32 = 32 << 10;
 
     /// Pages copied per sample (the page of the stack pointer and `stack_bytes` above it); 0
     /// for frame pointers.
@@ -142,7 +144,7 @@ pub struct SamplerConfig {
     /// samples with copied stacks, 4000 without; at 19 Hz on 64 CPUs, 0.2 s of slack for the
     /// reader, which drains it continuously).
     pub ring_bytes: u32,
-    /// How user stacks are unwound. Default: call-frame information with 16 KiB copied.
+    /// How user stacks are unwound. Default: call-frame information with 32 KiB copied.
     pub unwinding: Unwinding,
     /// Off-CPU waits and wakeups; `None` turns them off. Default: on, with default settings.
     pub off_cpu: Option<OffCpuConfig>,
