@@ -61,4 +61,16 @@ elif [ ! -d "$PYRO_DIR/node_modules" ] ||
   (cd "$PYRO_DIR" && npm ci --no-audit --no-fund --loglevel=error &&
      sha256sum package-lock.json > node_modules/.critpath-lock.sha256)
 fi
+# Notebooks (notebooks/): a virtual environment outside the clone with the pinned packages,
+# which the tests execute the notebooks with; reinstalled only when the pins change.
+NB_VENV="${CRITPATH_NOTEBOOKS_VENV:-/var/tmp/critpath-notebooks-venv}"
+NB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../notebooks" && pwd)"
+if [ ! -x "$NB_VENV/bin/jupyter" ] ||
+   ! (cd "$NB_DIR" && sha256sum --status -c "$NB_VENV/.critpath-pins.sha256" 2>/dev/null); then
+  log "pip install -r notebooks/requirements.txt (into $NB_VENV)"
+  python3 -m venv "$NB_VENV"
+  "$NB_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    -r "$NB_DIR/requirements.txt" -c "$NB_DIR/constraints.txt"
+  (cd "$NB_DIR" && sha256sum requirements.txt constraints.txt > "$NB_VENV/.critpath-pins.sha256")
+fi
 log "toolchain ready"

@@ -3,6 +3,7 @@ mod common;
 mod deploys;
 mod explain;
 mod groundtruth;
+mod notebooks;
 mod offcpu;
 mod record;
 mod serve;
