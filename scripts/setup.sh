@@ -61,6 +61,19 @@ elif [ ! -d "$PYRO_DIR/node_modules" ] ||
   (cd "$PYRO_DIR" && npm ci --no-audit --no-fund --loglevel=error &&
      sha256sum package-lock.json > node_modules/.critpath-lock.sha256)
 fi
+# The web page (api/ui): TypeScript bundled by esbuild with uPlot, built into the binary by
+# api/build.rs; its browser test drives Chromium with playwright-core. npm ci reruns only when
+# node_modules is missing or package-lock.json changed since the last install.
+UI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../api/ui" && pwd)"
+if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+  echo "critpath needs Node.js 20 or later to build its web page (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+elif [ ! -d "$UI_DIR/node_modules" ] ||
+     ! (cd "$UI_DIR" && sha256sum --status -c node_modules/.critpath-lock.sha256 2>/dev/null); then
+  log "npm ci (api/ui)"
+  (cd "$UI_DIR" && npm ci --no-audit --no-fund --loglevel=error &&
+     sha256sum package-lock.json > node_modules/.critpath-lock.sha256)
+fi
 # Notebooks (notebooks/): a virtual environment outside the clone with the pinned packages,
 # which the tests execute the notebooks with; reinstalled only when the pins change.
 NB_VENV="${CRITPATH_NOTEBOOKS_VENV:-/var/tmp/critpath-notebooks-venv}"

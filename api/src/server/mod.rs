@@ -10,6 +10,7 @@ mod error;
 mod explain;
 mod metrics;
 mod openapi;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -172,6 +173,8 @@ pub fn router(state: AppState) -> Router {
             authenticate,
         ));
     Router::new()
+        .route("/", get(ui::index))
+        .route("/assets/{file}", get(ui::asset))
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(protected)

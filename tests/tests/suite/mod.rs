@@ -7,5 +7,6 @@ mod notebooks;
 mod offcpu;
 mod record;
 mod serve;
+mod ui;
 mod unwind;
 mod workloads;
