@@ -1210,3 +1210,29 @@ async fn explain_with_the_model() {
     };
     assert_eq!(auto["method"], expected);
 }
+
+/// The page and its assets are served from the binary, with their content types; an unknown
+/// asset is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_web_page() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let (status, content_type, page) = get_raw(&app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/html"));
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains(r#"<script src="assets/app.js">"#), "{page}");
+    let (status, content_type, script) = get_raw(&app, "/assets/app.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/javascript"));
+    // The bundle holds the page's code and uPlot, nothing to fetch elsewhere.
+    let script = String::from_utf8(script).unwrap();
+    assert!(script.contains("/api/v1/profile") && script.contains("uplot"));
+    let (status, content_type, _) = get_raw(&app, "/assets/app.css").await;
+    assert_eq!(
+        (status, content_type.starts_with("text/css")),
+        (StatusCode::OK, true)
+    );
+    let (status, _, _) = get_raw(&app, "/assets/other.js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
