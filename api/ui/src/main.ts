@@ -29,6 +29,7 @@ interface State {
   to: string;
   query: string;
   type: string;
+  group: string;
   compare: boolean;
   /** The window shown (the comparison window in compare mode). */
   window?: Window;
@@ -53,6 +54,7 @@ function readState(): State {
     to: p.get("to") ?? "",
     query: p.get("query") ?? "",
     type: p.get("type") ?? "cpu",
+    group: p.get("group") ?? "comm",
     compare: p.get("compare") === "1",
     window: win(p.get("window")),
     base: win(p.get("base")),
@@ -70,6 +72,7 @@ function writeState() {
   }
   if (state.query) p.set("query", state.query);
   if (state.type !== "cpu") p.set("type", state.type);
+  if (state.group !== "comm") p.set("group", state.group);
   if (state.compare) p.set("compare", "1");
   if (state.window) p.set("window", `${state.window.from}-${state.window.to}`);
   if (state.base) p.set("base", `${state.base.from}-${state.base.to}`);
@@ -118,8 +121,8 @@ async function loadSeries() {
       query: state.query,
       ...range,
       step: `${stepMs / 1000}s`,
-      type: state.type === "wall" ? "cpu" : state.type,
-      group_by: "comm",
+      type: state.type,
+      group_by: state.group,
     }),
     get<{ deploys: Deploy[] }>("/api/v1/deploys", { query: state.query, ...range }).catch(() => ({ deploys: [] })),
   ]);
@@ -136,7 +139,7 @@ async function loadSeries() {
     series: [
       {},
       ...busiest.map((s, i) => ({
-        label: s.labels.comm ?? Object.values(s.labels).join(","),
+        label: s.labels[state.group] ?? Object.values(s.labels).join(","),
         stroke: palette[i % palette.length],
         width: 1.5,
       })),
@@ -428,6 +431,7 @@ function bind() {
   const to = $<HTMLInputElement>("to");
   const query = $<HTMLInputElement>("query");
   const type = $<HTMLSelectElement>("type");
+  const group = $<HTMLSelectElement>("group");
   const compare = $<HTMLInputElement>("compare");
   const search = $<HTMLInputElement>("search");
   range.value = state.range;
@@ -435,6 +439,7 @@ function bind() {
   to.value = state.to;
   query.value = state.query;
   type.value = state.type;
+  group.value = state.group;
   compare.checked = state.compare;
   search.value = state.search;
   $("custom-range").hidden = state.range !== "custom";
@@ -444,12 +449,14 @@ function bind() {
     state.to = to.value;
     state.query = query.value.trim();
     state.type = type.value;
+    state.group = group.value;
     $("custom-range").hidden = state.range !== "custom";
     writeState();
     refresh();
   };
   range.addEventListener("change", changed);
   type.addEventListener("change", changed);
+  group.addEventListener("change", changed);
   for (const input of [from, to, query]) input.addEventListener("keydown", (e) => e.key === "Enter" && changed());
   $("refresh").addEventListener("click", changed);
   compare.addEventListener("change", () => {
