@@ -66,19 +66,21 @@ fn try_on_cpu(ctx: &PerfEventContext) {
             count(Counter::UserStackErrors);
         }
         (*ev).user_stack_bytes = user as i32;
-        let kernel = bpf_get_stack(
-            ctx.as_ptr(),
-            (*ev).kernel_stack.as_mut_ptr().cast(),
-            STACK_BYTES,
-            0,
-        );
-        if kernel < 0 {
-            count(Counter::KernelStackErrors);
-        }
-        (*ev).kernel_stack_bytes = kernel as i32;
+        (*ev).kernel_stack_bytes = kernel_stack(ctx, &mut (*ev).kernel_stack);
     }
     entry.submit(0);
     count(Counter::OnCpuSamples);
+}
+
+/// Walks the kernel stack into `dst`; returns the bytes written or a negative errno (counted).
+#[inline(always)]
+fn kernel_stack(ctx: &PerfEventContext, dst: &mut [u64; MAX_STACK_DEPTH]) -> i32 {
+    // SAFETY: bpf_get_stack writes at most STACK_BYTES, the size of `dst`.
+    let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), dst.as_mut_ptr().cast(), STACK_BYTES, 0) };
+    if bytes < 0 {
+        count(Counter::KernelStackErrors);
+    }
+    bytes as i32
 }
 
 /// The header of a sample of the current task.
@@ -125,16 +127,7 @@ fn sample_with_user_stack(ctx: &PerfEventContext, tgid: u32, tid: u32, pages: u3
     // bpf_probe_read_kernel, which fails cleanly on a bad pointer.
     unsafe {
         (*ev).header = header(EventKind::OnCpuStack, tgid, tid);
-        let kernel = bpf_get_stack(
-            ctx.as_ptr(),
-            (*ev).kernel_stack.as_mut_ptr().cast(),
-            STACK_BYTES,
-            0,
-        );
-        if kernel < 0 {
-            count(Counter::KernelStackErrors);
-        }
-        (*ev).kernel_stack_bytes = kernel as i32;
+        (*ev).kernel_stack_bytes = kernel_stack(ctx, &mut (*ev).kernel_stack);
         (*ev).user_stack_pages = 0;
         (*ev).regs = UserRegs::default();
         (*ev).user_stack_base = 0;
