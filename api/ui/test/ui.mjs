@@ -4,8 +4,8 @@
 //
 //   node ui.mjs BASE_URL OUT_DIR SCENARIO_JSON
 //
-// SCENARIO_JSON: {hot: {at_ms, function}, compare: {base: [from, to], comparison: [from, to],
-// grown}, explain: {window: [from, to], query, function}}. Prints one JSON line of what it saw;
+// SCENARIO_JSON: {hot: {at_ms, function}, compare: {base: [from, to], comparison: [from, to]},
+// explain: {window: [from, to], query}, deploy: {service, version, at}}. Prints one JSON line of what it saw;
 // exits 1 with a message when a step fails.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -92,6 +92,23 @@ try {
   seen.explain = await page.locator("#explain-list li strong").allTextContents();
   seen.critical_path = await page.textContent("#critical-path");
   await page.screenshot({ path: join(out, "ui-5-explain.png") });
+
+  // 5. A deploy marked between the windows shows on the chart; its regression suspects list
+  // what the new version runs more.
+  await page.evaluate(async (deploy) => {
+    const r = await fetch("/api/v1/deploys", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(deploy),
+    });
+    if (!r.ok) throw new Error(`marking the deploy: ${r.status} ${await r.text()}`);
+  }, scenario.deploy);
+  await page.goto(`${base}/?range=5m`);
+  await page.waitForSelector('body[data-series="ready"]', { timeout: 30000 });
+  await page.click("#deploys button");
+  await page.waitForSelector("#regressions-list li", { timeout: 30000 });
+  seen.regressions = await page.locator("#regressions-list li").allTextContents();
+  await page.screenshot({ path: join(out, "ui-6-regressions.png") });
   seen.errors = errors;
   writeFileSync(join(out, "ui-seen.json"), JSON.stringify(seen, null, 2));
   console.log(JSON.stringify(seen));

@@ -1,6 +1,7 @@
 //! The web page, driven in headless Chromium against `critpath run` while workloads run: the
 //! chart renders with data, a click on it shows the icicle graph of the hot workload, compare
-//! mode shows the grown function first, explain ranks the lock holder first. Screenshots of
+//! mode shows the grown function first, explain ranks the lock holder first, a deploy's
+//! regression suspects name the new version's work. Screenshots of
 //! each step are saved in `tests/artifacts/` (`ui-*.png`).
 
 use std::path::Path;
@@ -64,6 +65,8 @@ fn page_shows_series_icicle_comparison_and_explanation() {
         "hot": {"at_ms": (b_from + b_to) / 2, "function": "hot_a"},
         "compare": {"base": [a_from, a_to], "comparison": [b_from, b_to]},
         "explain": {"window": [c_from, c_to], "query": format!("{{pid=\"{c_pid}\"}}")},
+        // Between syscall_heavy and cpu_ratio: cpu_ratio's functions are new after it.
+        "deploy": {"service": "cpu_ratio", "version": "v2", "at": (a_to + b_from) / 2},
     });
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
@@ -129,8 +132,20 @@ fn page_shows_series_icicle_comparison_and_explanation() {
         "explain: {explained:?}; critical path: {}",
         seen["critical_path"]
     );
+    // The deploy's regression suspects: cpu_ratio's work, new after it.
+    let regressions = seen["regressions"].to_string();
+    assert!(
+        regressions.contains("workload::burn") || regressions.contains("cpu_ratio::"),
+        "regressions: {regressions}"
+    );
     assert_eq!(seen["errors"], serde_json::json!([]), "errors in the page");
-    for shot in ["ui-1-series", "ui-2-icicle", "ui-4-compare", "ui-5-explain"] {
+    for shot in [
+        "ui-1-series",
+        "ui-2-icicle",
+        "ui-4-compare",
+        "ui-5-explain",
+        "ui-6-regressions",
+    ] {
         let png = artifacts.join(format!("{shot}.png"));
         assert!(
             std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000),
