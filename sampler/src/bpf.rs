@@ -225,6 +225,8 @@ impl Sampler {
             off_cpu_budget: (u64::from(off_cpu.budget_per_second) / windows_per_second).max(1)
                 as u32,
             user_stack_pages: config.unwinding.pages()?,
+            exclude_tgid: std::process::id(),
+            _pad: 0,
         };
         if config.off_cpu.is_some() {
             use critpath_common::tracepoint_offsets as tp;

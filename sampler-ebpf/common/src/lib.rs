@@ -131,7 +131,7 @@ pub enum Counter {
     RingFull = 1,
     /// Timer ticks that found the CPU idle (pid 0); not emitted.
     IdleTicks = 2,
-    /// Ticks of processes outside the pid filter; not emitted.
+    /// Ticks of processes outside the pid filter, or of the sampler itself; not emitted.
     Filtered = 3,
     /// `bpf_get_stack` failures for the user stack (the sample is kept with an empty user stack).
     UserStackErrors = 4,
@@ -239,6 +239,11 @@ pub struct Config {
     /// ([`StackSampleEvent`], at most [`USER_STACK_MAX_PAGES`]); 0: user stacks are walked by
     /// frame pointers in the kernel instead ([`SampleEvent`]).
     pub user_stack_pages: u32,
+    /// A process never sampled (on-CPU or off-CPU): the sampler's own, so that its work and
+    /// waits, and the symbolization of its own large binary, stay out of what it reports.
+    pub exclude_tgid: u32,
+    /// Padding; keep zero.
+    pub _pad: u32,
 }
 
 /// Record offsets of the scheduler tracepoints, read by the off-CPU programs as constants.
@@ -546,7 +551,7 @@ mod user {
     unsafe impl aya::Pod for OffCpuRate {}
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<OffCpuState>() == 96);

@@ -24,6 +24,8 @@ static CONFIG: Config = Config {
     off_cpu_min_ns: 0,
     off_cpu_budget: 0,
     user_stack_pages: 0,
+    exclude_tgid: 0,
+    _pad: 0,
 };
 
 /// Events to user space. A ring buffer rather than per-CPU perf buffers: one ordered stream for
@@ -68,7 +70,11 @@ fn add(counter: Counter, n: u64) {
 
 #[inline(always)]
 fn wanted(tgid: u32) -> bool {
-    if config().filter_pids == 0 {
+    let cfg = config();
+    if tgid == cfg.exclude_tgid {
+        return false;
+    }
+    if cfg.filter_pids == 0 {
         return true;
     }
     // SAFETY: the value is only tested for presence, never held across calls.

@@ -99,6 +99,9 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
         return;
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == cfg.exclude_tgid {
+        return;
+    }
     let user = stack_id(ctx, BPF_F_USER_STACK as u64);
     let kernel = stack_id(ctx, 0);
     let Some(slot) = slot(tid) else {
@@ -251,7 +254,9 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     st.waker_pid = (pid_tgid >> 32) as u32;
     st.waker_tid = pid_tgid as u32;
     st.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    if now.wrapping_sub(st.start_ns) >= cfg.off_cpu_min_ns {
+    // The sampler's own stacks stay out of its reports (and out of its symbolizer: its binary
+    // is large), even as a waker; the wakeup itself is kept.
+    if now.wrapping_sub(st.start_ns) >= cfg.off_cpu_min_ns && st.waker_pid != cfg.exclude_tgid {
         // Only waits that will be emitted pay for the waker's stacks. (In an interrupt the user
         // stack is the interrupted task's; user space sees that in the kernel stack and drops it.)
         st.waker_user_stack_id = stack_id(&ctx, BPF_F_USER_STACK as u64);
