@@ -1,6 +1,6 @@
 //! Draining the sampler into symbolized observations: what `record` and the agent consume.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use critpath_analyzer::Frame;
 use critpath_analyzer::offcpu::OffCpuWait;
@@ -48,7 +48,13 @@ pub struct Collector {
     /// Off-CPU events waiting for their stack ids (which need the sampler, busy while polling).
     pending: Vec<OffCpuEvent>,
     unix_offset_ns: i64,
+    /// When processes not seen for [`FORGET_IDLE`] were last forgotten.
+    forgot_at: Instant,
 }
+
+/// Processes whose samples stopped this long ago are forgotten by the symbolizer (their
+/// mappings are read again if they come back).
+const FORGET_IDLE: Duration = Duration::from_secs(600);
 
 impl Collector {
     /// A collector symbolizing with `symbolizer`.
@@ -57,6 +63,7 @@ impl Collector {
             symbolizer,
             pending: Vec::new(),
             unix_offset_ns: sys::monotonic_to_unix_offset_ns(),
+            forgot_at: Instant::now(),
         }
     }
 
@@ -100,6 +107,13 @@ impl Collector {
                 duration_ns: call.end_ns.saturating_sub(call.start_ns),
             }),
         })?;
+        if self.forgot_at.elapsed() >= FORGET_IDLE / 10 {
+            self.forgot_at = Instant::now();
+            let forgotten = self.symbolizer.forget_idle(FORGET_IDLE);
+            if forgotten > 0 {
+                log::debug!("forgot {forgotten} processes idle for {FORGET_IDLE:?}");
+            }
+        }
         for event in std::mem::take(&mut self.pending) {
             f(Observation::OffCpu(offcpu::resolve(
                 sampler,

@@ -156,6 +156,23 @@ impl Symbolizer {
         self.processes.remove(&pid);
     }
 
+    /// Forgets the processes not seen for `idle` (no sample, wait or wakeup of theirs needed
+    /// their mappings): those that exited, and idle ones, whose mappings are read again at their
+    /// next sample. Keeps an always-on symbolizer's memory bounded by the processes active
+    /// recently rather than by every process ever seen. Returns how many were forgotten.
+    pub fn forget_idle(&mut self, idle: Duration) -> usize {
+        let stale: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| p.read_at.elapsed() >= idle)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for &pid in &stale {
+            self.forget_process(pid);
+        }
+        stale.len()
+    }
+
     /// Forgets a process's mappings (after it exited and its samples were symbolized).
     pub fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
@@ -630,6 +647,20 @@ mod tests {
         s.symbolize_user(std::process::id(), &[0x10], &mut out);
         assert_eq!(out[0].function, "[unknown] 0x10");
         assert_eq!(s.stats().unmapped, 1);
+    }
+
+    /// Processes not seen for the idle time are forgotten, with their unwinding counts; recent
+    /// ones are kept.
+    #[test]
+    fn forgets_idle_processes() {
+        let mut s = Symbolizer::new();
+        let pid = std::process::id();
+        s.observe_process(pid);
+        s.unwind_counts.insert(pid, UnwindCounts::default());
+        assert_eq!(s.forget_idle(Duration::from_secs(3600)), 0);
+        assert!(s.processes.contains_key(&pid));
+        assert_eq!(s.forget_idle(Duration::ZERO), 1);
+        assert!(s.processes.is_empty() && s.unwind_counts.is_empty());
     }
 
     /// Kernel addresses from kallsyms resolve to kernel function names.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::common::{kernel_test, run_workload};
+use super::common::{kernel_test_alone, run_workload};
 use super::serve::start_with;
 
 /// The notebooks' virtual environment (scripts/setup.sh).
@@ -75,7 +75,8 @@ fn outputs(notebook: &serde_json::Value) -> Vec<(String, String, bool)> {
 /// The model notebook renders its per-family and calibration plots from `models/`.
 #[test]
 fn notebooks_execute_against_a_capture() {
-    let Some(_machine) = kernel_test() else {
+    // Alone: Jupyter's kernels and matplotlib are CPU-heavy next to timing-sensitive tests.
+    let Some(_machine) = kernel_test_alone() else {
         return;
     };
     let store = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use critpath_analyzer::export::folded;
@@ -25,6 +26,18 @@ fn build(command: &mut Command) {
         "{command:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The native programs, built once per test run into the target's temporary directory (the
+/// compilers are CPU-heavy next to the timing-sensitive tests running beside these).
+fn native() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("critpath-native");
+        std::fs::create_dir_all(&dir).unwrap();
+        build_native(&dir);
+        dir
+    })
 }
 
 /// Builds libdeepchain.so, `deepchain` (C, `-O2 -fomit-frame-pointer`) and `deepchain-rs`
@@ -175,10 +188,8 @@ fn programs_without_frame_pointers_unwind_from_main_to_the_leaf() {
     let Some(_machine) = kernel_test() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    build_native(dir.path());
     for (program, chain) in [("deepchain", c_chain()), ("deepchain-rs", rust_chain())] {
-        let exe = dir.path().join(program);
+        let exe = native().join(program);
         let exe = exe.to_str().unwrap();
         let profile = record("dwarf", &[], &[exe, "2"]);
         let (complete, truncated, total) = shares(&profile, &chain);
@@ -229,9 +240,7 @@ fn stacks_deeper_than_the_copy_are_marked_truncated() {
     let Some(_machine) = kernel_test() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    build_native(dir.path());
-    let exe = dir.path().join("deepchain");
+    let exe = native().join("deepchain");
     let profile = record(
         "dwarf",
         &["--user-stack-bytes", "8192"],
@@ -307,8 +316,6 @@ fn agent_reports_truncated_stacks_per_process() {
     let Some(_machine) = kernel_test() else {
         return;
     };
-    let native = tempfile::tempdir().unwrap();
-    build_native(native.path());
     let store = tempfile::tempdir().unwrap();
     let server = start_with(
         store.path(),
@@ -323,7 +330,7 @@ fn agent_reports_truncated_stacks_per_process() {
         ],
         true,
     );
-    let exe = native.path().join("deepchain");
+    let exe = native().join("deepchain");
     let mut deep = Command::new(&exe).args(["3", "100"]).spawn().unwrap();
     let mut shallow = Command::new(&exe).args(["3"]).spawn().unwrap();
     let (deep_pid, shallow_pid) = (deep.id(), shallow.id());
