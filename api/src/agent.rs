@@ -90,7 +90,8 @@ pub struct AgentStatus {
 pub struct UnwindStatus {
     /// `dwarf` (call-frame information over copied stacks) or `fp` (frame pointers).
     pub mode: String,
-    /// User stacks unwound (samples with a user context), all processes.
+    /// User stacks unwound (samples with a user context), all processes since the start
+    /// (a counter: processes forgotten by the symbolizer stay counted).
     pub stacks: u64,
     /// Those that ended in a `[truncated]` frame.
     pub truncated: u64,
@@ -116,24 +117,25 @@ pub const UNWIND_PROCESSES_SHOWN: usize = 20;
 
 impl UnwindStatus {
     /// The totals and the processes with the most truncated stacks (then the most stacks).
-    fn from_counts<'a>(
+    fn new<'a>(
         mode: &str,
+        totals: &critpath_sampler::SymbolizeStats,
         counts: impl IntoIterator<Item = (&'a u32, &'a critpath_sampler::UnwindCounts)>,
     ) -> Self {
         let mut status = Self {
             mode: mode.to_owned(),
-            ..Self::default()
+            stacks: totals.user_stacks,
+            truncated: totals.truncated_stacks,
+            processes: counts
+                .into_iter()
+                .map(|(&pid, c)| ProcessUnwind {
+                    pid,
+                    comm: c.comm.clone(),
+                    stacks: c.stacks,
+                    truncated: c.truncated,
+                })
+                .collect(),
         };
-        for (&pid, c) in counts {
-            status.stacks += c.stacks;
-            status.truncated += c.truncated;
-            status.processes.push(ProcessUnwind {
-                pid,
-                comm: c.comm.clone(),
-                stacks: c.stacks,
-                truncated: c.truncated,
-            });
-        }
         status
             .processes
             .sort_by(|a, b| (b.truncated, b.stacks, a.pid).cmp(&(a.truncated, a.stacks, b.pid)));
@@ -366,12 +368,12 @@ fn update_status(
             c.get(Counter::UserStackErrors) + c.get(Counter::KernelStackErrors),
         );
     }
-    let mode = match sampler.config().unwinding {
-        Unwinding::FramePointers => "fp",
-        Unwinding::CallFrameInfo { .. } => "dwarf",
-    };
-    *status.unwinding.lock().unwrap_or_else(|e| e.into_inner()) =
-        UnwindStatus::from_counts(mode, collector.symbolizer().unwind_counts());
+    let symbolizer = collector.symbolizer();
+    *status.unwinding.lock().unwrap_or_else(|e| e.into_inner()) = UnwindStatus::new(
+        sampler.config().unwinding.name(),
+        &symbolizer.stats(),
+        symbolizer.unwind_counts(),
+    );
 }
 
 fn observe(

@@ -219,10 +219,11 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
         eprintln!("critpath: events were lost; raise --ring-bytes");
     }
     if let Unwinding::CallFrameInfo { .. } = config.unwinding {
-        let counts = collector.symbolizer().unwind_counts();
-        let (stacks, truncated, bytes) = counts.values().fold((0, 0, 0), |(s, t, b), c| {
-            (s + c.stacks, t + c.truncated, b + c.stack_bytes)
-        });
+        let (stacks, truncated, bytes) = (
+            stats.user_stacks,
+            stats.truncated_stacks,
+            stats.user_stack_bytes,
+        );
         eprintln!(
             "critpath: user stacks: {stacks} unwound with call-frame information, {truncated} truncated ({:.1}%), {:.1} KiB of stack copied per sample",
             100.0 * truncated as f64 / stacks.max(1) as f64,

@@ -79,6 +79,14 @@ pub enum Unwinding {
 }
 
 impl Unwinding {
+    /// The mode's name, as `--unwind` takes it: `dwarf` or `fp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FramePointers => "fp",
+            Self::CallFrameInfo { .. } => "dwarf",
+        }
+    }
+
     /// Default bytes of user stack copied per sample: the most the record holds. Measured
     /// while this machine compiled critpath (`critpath record -a`), 16 KiB left 51% of the
     /// stacks truncated (LLVM's worker threads, rustc), 32 KiB 15%; at 19 Hz the 9 pages a
@@ -194,6 +202,9 @@ pub struct Sampler {
     rate: PerCpuArray<MapData, OffCpuRate>,
     /// Stacks already read, by id. Ids are stable: the programs never reuse a bucket.
     stack_cache: StdHashMap<i32, Arc<[u64]>>,
+    /// Where each sample with a copied stack is read to: 38 KiB, reused rather than allocated
+    /// per sample, and kept off the stack of the (possibly small) polling thread.
+    stack_event: Box<StackSampleEvent>,
     config: SamplerConfig,
     cpus: Vec<u32>,
 }
@@ -353,6 +364,8 @@ impl Sampler {
             stacks,
             rate,
             stack_cache: StdHashMap::new(),
+            // SAFETY: StackSampleEvent is Pod (integers only): all zeroes is a valid value.
+            stack_event: unsafe { Box::new_zeroed().assume_init() },
             config,
             cpus,
         })
@@ -414,11 +427,10 @@ impl Sampler {
                     f(Event::OnCpu(&event));
                 }
                 Some(EventKind::OnCpuStack) => {
-                    // 38 KiB: kept off the stack of the (possibly small) polling thread.
-                    let Some(event) = read_boxed_record::<StackSampleEvent>(&item) else {
+                    if !read_record_into(&item, &mut *self.stack_event) {
                         continue;
-                    };
-                    f(Event::OnCpuStack(&event));
+                    }
+                    f(Event::OnCpuStack(&self.stack_event));
                 }
                 Some(EventKind::OffCpu) => {
                     let Some(event) = read_record::<OffCpuEvent>(&item) else {
@@ -496,22 +508,18 @@ fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
-/// As [`read_record`], into a box.
-fn read_boxed_record<T: aya::Pod>(bytes: &[u8]) -> Option<Box<T>> {
+/// As [`read_record`], into `out` (for records too large to copy around).
+fn read_record_into<T: aya::Pod>(bytes: &[u8], out: &mut T) -> bool {
     if bytes.len() < size_of::<T>() {
         log::warn!("short event of {} bytes ignored", bytes.len());
-        return None;
+        return false;
     }
-    let mut boxed = Box::<T>::new_uninit();
-    // SAFETY: as in read_record; the copy fills the whole allocation with a valid T.
+    // SAFETY: as in read_record: the record holds a whole T written by the eBPF program, any
+    // bit pattern is a valid T, and the byte copy needs no alignment.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            boxed.as_mut_ptr().cast::<u8>(),
-            size_of::<T>(),
-        );
-        Some(boxed.assume_init())
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (out as *mut T).cast::<u8>(), size_of::<T>());
     }
+    true
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, Error> {

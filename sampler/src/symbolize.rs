@@ -63,6 +63,21 @@ struct Process {
     unwinder: Option<ProcessUnwinder>,
 }
 
+impl Process {
+    /// The mapping holding `addr`, as an index into `maps`.
+    fn mapping(&self, addr: u64) -> Option<usize> {
+        self.maps
+            .iter()
+            .position(|m| (m.start..m.end).contains(&addr))
+    }
+
+    /// Whether an address outside every mapping may trigger a re-read of them: not a known
+    /// miss, and not read too recently.
+    fn may_reread_for(&self, addr: u64) -> bool {
+        !self.misses.contains(&addr) && self.read_at.elapsed() >= MISS_REFRESH
+    }
+}
+
 /// User stacks unwound for one process, and how many of them were truncated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UnwindCounts {
@@ -85,6 +100,12 @@ pub struct SymbolizeStats {
     pub unresolved: u64,
     /// Processes whose mappings could not be read (exited before the first read).
     pub maps_unreadable: u64,
+    /// User stacks unwound from copies (all processes, forgotten ones included).
+    pub user_stacks: u64,
+    /// Those that could not be unwound to their first frame.
+    pub truncated_stacks: u64,
+    /// Bytes of user stack the kernel copied for them.
+    pub user_stack_bytes: u64,
 }
 
 /// Turns raw stack addresses into [`Frame`]s, caching per process and per module.
@@ -291,7 +312,7 @@ impl Symbolizer {
             && self
                 .processes
                 .get(&pid)
-                .is_some_and(|p| !p.misses.contains(&addr) && p.read_at.elapsed() >= MISS_REFRESH)
+                .is_some_and(|p| p.may_reread_for(addr))
             && self.refresh_maps(pid)
         {
             fresh = true;
@@ -324,10 +345,7 @@ impl Symbolizer {
 
     fn locate(&self, pid: u32, addr: u64) -> Option<(usize, u64)> {
         let p = self.processes.get(&pid)?;
-        let i = p
-            .maps
-            .iter()
-            .position(|m| (m.start..m.end).contains(&addr))?;
+        let i = p.mapping(addr)?;
         let m = &p.maps[i];
         Some((p.modules[i], addr - m.start + m.offset))
     }
@@ -388,10 +406,14 @@ impl Symbolizer {
         let has_user = event.regs.ip != 0;
         let complete = has_user && self.unwind(event, &mut user);
         if has_user {
+            let (truncated, bytes) = (u64::from(!complete), event.user_stack().len() as u64);
+            self.stats.user_stacks += 1;
+            self.stats.truncated_stacks += truncated;
+            self.stats.user_stack_bytes += bytes;
             let counts = self.unwind_counts.entry(event.header.pid).or_default();
             counts.stacks += 1;
-            counts.truncated += u64::from(!complete);
-            counts.stack_bytes += event.user_stack().len() as u64;
+            counts.truncated += truncated;
+            counts.stack_bytes += bytes;
             if counts.comm.as_bytes() != event.header.comm_bytes() {
                 counts.comm = String::from_utf8_lossy(event.header.comm_bytes()).into_owned();
             }
@@ -409,7 +431,7 @@ impl Symbolizer {
     }
 
     /// Stacks unwound and truncated per process so far (pids of exited processes included until
-    /// [`Self::forget_process`]).
+    /// [`Self::forget_process`]; the totals, which never decrease, are in [`Self::stats`]).
     pub fn unwind_counts(&self) -> &HashMap<u32, UnwindCounts> {
         &self.unwind_counts
     }
@@ -446,18 +468,14 @@ impl Symbolizer {
                     process.maps.iter().zip(tables.iter().map(Option::as_ref)),
                 ));
             }
-            let maps = &process.maps;
-            let is_mapped = |addr: u64| maps.iter().any(|m| (m.start..m.end).contains(&addr));
             let unwinder = process.unwinder.as_ref().expect("built above");
+            let is_mapped = |addr| process.mapping(addr).is_some();
             let walk = unwinder.unwind(&mut self.unwind_cache, event, is_mapped, out);
             match walk {
                 Walk::Complete => return true,
                 Walk::Truncated => {}
                 Walk::Unmapped(addr) => {
-                    let retry = !refreshed
-                        && !process.misses.contains(&addr)
-                        && process.read_at.elapsed() >= MISS_REFRESH;
-                    if retry && self.refresh_maps(pid) {
+                    if !refreshed && process.may_reread_for(addr) && self.refresh_maps(pid) {
                         refreshed = true;
                         out.clear();
                         continue;

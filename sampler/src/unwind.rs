@@ -257,31 +257,30 @@ impl ProcessUnwinder {
             cache,
             &mut read_stack,
         );
+        // The code address of the outermost frame so far (a return address moved into its call).
+        let mut outermost = None;
         loop {
             match frames.next() {
                 Ok(Some(frame)) => {
-                    let address = frame.address();
-                    if !is_mapped(frame.address_for_lookup()) {
+                    let lookup = frame.address_for_lookup();
+                    if !is_mapped(lookup) {
                         // A frame-pointer guess through code without frame pointers, code no
                         // module covers, or a library mapped since the mappings were read:
                         // nothing above it can be trusted.
-                        return Walk::Unmapped(frame.address_for_lookup());
+                        return Walk::Unmapped(lookup);
                     }
                     if out.len() == MAX_STACK_DEPTH {
                         return Walk::Truncated;
                     }
-                    out.push(address);
+                    out.push(frame.address());
+                    outermost = Some(lookup);
                 }
-                // The outermost frame's own rules ended the walk, not a frame-pointer guess.
+                // Complete when the outermost frame's own rules ended the walk, not a
+                // frame-pointer guess.
                 Ok(None) => {
-                    let Some(&last) = out.last() else {
-                        return Walk::Truncated;
-                    };
-                    let lookup = if out.len() == 1 { last } else { last - 1 };
-                    return if self.covers(lookup) {
-                        Walk::Complete
-                    } else {
-                        Walk::Truncated
+                    return match outermost {
+                        Some(lookup) if self.covers(lookup) => Walk::Complete,
+                        _ => Walk::Truncated,
                     };
                 }
                 Err(err) => {
