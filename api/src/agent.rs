@@ -97,6 +97,15 @@ pub struct UnwindStatus {
     pub truncated: u64,
     /// The processes with the most truncated stacks (at most [`UNWIND_PROCESSES_SHOWN`]).
     pub processes: Vec<ProcessUnwind>,
+    /// User stacks of off-CPU waits and their wakers copied by the kernel (a counter).
+    pub wait_copies: u64,
+    /// Their bytes (a counter).
+    pub wait_copy_bytes: u64,
+    /// Captured waits kept without a user stack copy, past the capture budget's copies in a
+    /// burst (their user stack shows `[truncated]`; a counter).
+    pub waits_without_copy: u64,
+    /// Bytes of copies held now for waits still in progress.
+    pub held_wait_copy_bytes: u64,
 }
 
 /// One process's unwound and truncated user stacks.
@@ -135,6 +144,7 @@ impl UnwindStatus {
                     truncated: c.truncated,
                 })
                 .collect(),
+            ..Self::default()
         };
         status
             .processes
@@ -369,11 +379,18 @@ fn update_status(
         );
     }
     let symbolizer = collector.symbolizer();
-    *status.unwinding.lock().unwrap_or_else(|e| e.into_inner()) = UnwindStatus::new(
+    let mut unwinding = UnwindStatus::new(
         sampler.config().unwinding.name(),
         &symbolizer.stats(),
         symbolizer.unwind_counts(),
     );
+    if let Ok(c) = sampler.counters() {
+        unwinding.wait_copies = c.get(Counter::WaitCopies);
+        unwinding.wait_copy_bytes = c.get(Counter::WaitCopyBytes);
+        unwinding.waits_without_copy = c.get(Counter::WaitCopiesOverBudget);
+    }
+    unwinding.held_wait_copy_bytes = collector.held_wait_stacks().1 as u64;
+    *status.unwinding.lock().unwrap_or_else(|e| e.into_inner()) = unwinding;
 }
 
 fn observe(

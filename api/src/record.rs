@@ -242,6 +242,15 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
             counters.get(Counter::StackCollisions),
             counters.get(Counter::OffCpuStateFull),
         );
+        if config.unwinding != Unwinding::FramePointers {
+            let copies = counters.get(Counter::WaitCopies);
+            eprintln!(
+                "critpath: off-CPU user stacks: {copies} copied at switch-out or wakeup ({:.0}/s, {:.1} KiB each), {} waits kept without one (past the budget's copies, shown [truncated])",
+                copies as f64 / elapsed.as_secs_f64().max(1e-9),
+                counters.get(Counter::WaitCopyBytes) as f64 / 1024.0 / copies.max(1) as f64,
+                counters.get(Counter::WaitCopiesOverBudget),
+            );
+        }
     }
     if !config.probes.is_empty() {
         report_calls(&config.probes, &rec.calls, elapsed.as_secs_f64());

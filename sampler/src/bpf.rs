@@ -16,11 +16,12 @@ use aya::{
 };
 use critpath_common::{
     CallEvent, Config, Counter, EventKind, ExecEvent, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MAP_OFFCPU_RATE, MAP_OFFCPU_STACKS, MAP_PID_FILTER, OFFCPU_WINDOW_NS, OffCpuEvent, OffCpuRate,
-    PAGE_SIZE, SampleEvent, StackSampleEvent, USER_STACK_MAX_PAGES, programs,
+    MAP_OFFCPU_RATE, MAP_OFFCPU_STACKS, MAP_PID_FILTER, MAP_WAIT_STACK_SCRATCH, OFFCPU_WINDOW_NS,
+    OffCpuEvent, OffCpuRate, PAGE_SIZE, SampleEvent, StackSampleEvent, USER_STACK_MAX_PAGES,
+    programs,
 };
 
-use crate::{Error, sys};
+use crate::{Error, UserStack, sys};
 
 /// The compiled eBPF object, built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/critpath-ebpf"));
@@ -129,8 +130,23 @@ pub enum Event<'a> {
     /// An on-CPU sample with its copied user stack, to unwind in user space
     /// ([`Unwinding::CallFrameInfo`]).
     OnCpuStack(&'a StackSampleEvent),
-    /// A finished off-CPU wait; resolve its stack ids with [`Sampler::stack`].
+    /// A finished off-CPU wait; resolve its stack ids with [`Sampler::stack`]. Its copied user
+    /// stacks, if any ([`OffCpuEvent::copies`]), came before it as [`Event::WaitStack`].
     OffCpu(&'a OffCpuEvent),
+    /// The copied user stack of a thread that blocked, or of the thread that woke it, for the
+    /// wait of thread `tid` that started at `start_ns` ([`critpath_common::WaitStackEvent`]).
+    /// It comes before that wait's [`Event::OffCpu`], which may never come (a wait shorter than
+    /// the minimum).
+    WaitStack {
+        /// [`critpath_common::wait_copies::ROLE_WAITER`] or `ROLE_WAKER`.
+        role: u32,
+        /// The blocked thread.
+        tid: u32,
+        /// Start of its wait ([`OffCpuEvent::start_ns`]).
+        start_ns: u64,
+        /// The copy, borrowed from the ring buffer.
+        stack: UserStack<'a>,
+    },
     /// This process exec'd: its mappings changed (see [`crate::Symbolizer::process_exec`]).
     Exec {
         /// Process id.
@@ -263,6 +279,7 @@ impl Sampler {
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_CONFIG, &bpf_config, true)
             .map_max_entries(MAP_EVENTS, ring_bytes)
+            .map_max_entries(MAP_WAIT_STACK_SCRATCH, possible_cpus()?)
             .load(EBPF_OBJECT)
             .map_err(Error::load)?;
 
@@ -438,6 +455,18 @@ impl Sampler {
                     };
                     f(Event::OffCpu(&event));
                 }
+                Some(EventKind::WaitStack) => {
+                    let Some((role, tid, start_ns, stack)) = UserStack::of_wait_record(&item)
+                    else {
+                        continue;
+                    };
+                    f(Event::WaitStack {
+                        role,
+                        tid,
+                        start_ns,
+                        stack,
+                    });
+                }
                 Some(EventKind::Exec) => {
                     let Some(event) = read_record::<ExecEvent>(&item) else {
                         continue;
@@ -494,6 +523,13 @@ impl Sampler {
             rates.iter().map(|r| r.unsampled_total).sum();
         Ok(out)
     }
+}
+
+/// Number of possible CPUs (the size of per-CPU state).
+fn possible_cpus() -> Result<u32, Error> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(path, err)| Error::Config(format!("reading {path}: {err}")))
 }
 
 /// Copies a ring buffer record into a `T`, if it is long enough.

@@ -33,3 +33,4 @@ pub use critpath_common::{
 pub use error::Error;
 pub use probe::{Probe, resolve as resolve_probe};
 pub use symbolize::{SymbolizeStats, Symbolizer, UnwindCounts};
+pub use unwind::{OwnedUserStack, UserStack};

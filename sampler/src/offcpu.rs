@@ -2,28 +2,97 @@
 
 use critpath_analyzer::FrameKind;
 use critpath_analyzer::offcpu::{self, Cause, OffCpuWait, ThreadRef, Waker};
-use critpath_common::{OffCpuEvent, PROB_ONE, comm_str};
+use critpath_common::{OffCpuEvent, PROB_ONE, comm_str, wait_copies};
 
-use crate::{Sampler, Symbolizer};
+use crate::{OwnedUserStack, Sampler, Symbolizer, Unwinding};
 
-/// Resolves an off-CPU event's stack ids, symbolizes both sides and classifies the cause.
-/// `unix_offset_ns` converts the event's monotonic times ([`crate::sys::monotonic_to_unix_offset_ns`]).
+/// The user stacks copied for a wait ([`crate::Event::WaitStack`]), found by its blocked thread
+/// and start.
+#[derive(Clone, Debug, Default)]
+pub struct WaitStacks {
+    /// The blocked thread's.
+    pub waiter: Option<OwnedUserStack>,
+    /// The waker's.
+    pub waker: Option<OwnedUserStack>,
+}
+
+/// Where one side's user stack is.
+enum User<'a> {
+    /// Walked by frame pointers in the kernel: an id in the stack map (negative when absent).
+    Walked(i32),
+    /// Copied, to unwind with call-frame information.
+    Copied(&'a OwnedUserStack),
+    /// Known to exist but lost (ring buffer full, or the copy was dropped): `[truncated]`.
+    Lost,
+    /// None to show: a kernel thread, or a waker whose stacks were not captured.
+    Absent,
+}
+
+/// Resolves an off-CPU event's stacks — ids in the stack map, and the user stacks copied ahead of
+/// it (`copies`) — symbolizes both sides and classifies the cause. `unix_offset_ns` converts the
+/// event's monotonic times ([`crate::sys::monotonic_to_unix_offset_ns`]).
 pub fn resolve(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
     event: &OffCpuEvent,
+    copies: &WaitStacks,
     unix_offset_ns: i64,
 ) -> OffCpuWait {
-    let mut stacks = |pid, user_id, kernel_id| {
-        let user = sampler.stack(user_id);
-        let kernel = sampler.stack(kernel_id);
-        symbolizer.symbolize_stacks(
-            pid,
-            user.as_deref().unwrap_or_default(),
-            kernel.as_deref().unwrap_or_default(),
+    let copied = sampler.config().unwinding != Unwinding::FramePointers;
+    fn side(
+        copies: u32,
+        copy: Option<&OwnedUserStack>,
+        bits: (u32, u32),
+        attempted: bool,
+    ) -> User<'_> {
+        match copy {
+            Some(copy) if copies & bits.0 != 0 => User::Copied(copy),
+            _ if copies & bits.1 != 0 || !attempted => User::Absent,
+            _ => User::Lost,
+        }
+    }
+    let waiter_user = if copied {
+        side(
+            event.copies,
+            copies.waiter.as_ref(),
+            (wait_copies::WAITER, wait_copies::WAITER_NO_USER),
+            true,
         )
+    } else {
+        User::Walked(event.user_stack_id)
     };
-    let frames = stacks(event.pid, event.user_stack_id, event.kernel_stack_id);
+    let waker_user = if copied {
+        side(
+            event.copies,
+            copies.waker.as_ref(),
+            (wait_copies::WAKER, wait_copies::WAKER_NO_USER),
+            // The waker's stacks are captured only for waits past the minimum at wakeup.
+            event.waker_capture_ns != 0,
+        )
+    } else {
+        User::Walked(event.waker_user_stack_id)
+    };
+    let mut stacks = |pid, comm: &[u8], user: &User<'_>, kernel_id| {
+        let kernel = sampler.stack(kernel_id);
+        let kernel = kernel.as_deref().unwrap_or_default();
+        match user {
+            User::Walked(id) => {
+                let user = sampler.stack(*id);
+                symbolizer.symbolize_stacks(pid, user.as_deref().unwrap_or_default(), kernel)
+            }
+            User::Copied(copy) => {
+                symbolizer.symbolize_copied(pid, Some(&copy.as_stack()), kernel, comm)
+            }
+            User::Lost => symbolizer.symbolize_lost_user(pid, kernel, comm),
+            User::Absent => symbolizer.symbolize_stacks(pid, &[], kernel),
+        }
+    };
+    let frames = stacks(
+        event.pid,
+        comm_str(&event.comm),
+        &waiter_user,
+        event.kernel_stack_id,
+    );
     let cause = offcpu::classify(
         frames
             .iter()
@@ -46,21 +115,25 @@ pub fn resolve(
         event.end_ns
     };
     let waker = (event.wakeup_ns != 0 && cause != Cause::RunQueue).then(|| {
-        let mut frames = stacks(
+        // The kernel side first: in an interrupt, the user stack belongs to whichever task the
+        // interrupt hit, not to a waker, and is neither shown nor unwound.
+        let kernel = stacks(
             event.waker_pid,
-            event.waker_user_stack_id,
+            b"",
+            &User::Absent,
             event.waker_kernel_stack_id,
         );
-        let in_interrupt = offcpu::is_interrupt_stack(
-            frames
-                .iter()
-                .filter(|f| f.kind == FrameKind::Kernel)
-                .map(|f| f.function.as_str()),
-        );
-        if in_interrupt {
-            // The user frames belong to whichever task the interrupt hit, not to a waker.
-            frames.retain(|f| f.kind == FrameKind::Kernel);
-        }
+        let in_interrupt = offcpu::is_interrupt_stack(kernel.iter().map(|f| f.function.as_str()));
+        let frames = if in_interrupt {
+            kernel
+        } else {
+            stacks(
+                event.waker_pid,
+                comm_str(&event.waker_comm),
+                &waker_user,
+                event.waker_kernel_stack_id,
+            )
+        };
         Waker {
             thread: ThreadRef {
                 pid: event.waker_pid,

@@ -20,7 +20,7 @@ use critpath_common::{SampleEvent, StackSampleEvent};
 use framehop::x86_64::CacheX86_64;
 
 use crate::sys::{self, MapsEntry};
-use crate::unwind::{self, ProcessUnwinder, UnwindTables, Walk};
+use crate::unwind::{self, ProcessUnwinder, UnwindTables, UserStack, Walk};
 
 /// How often a live process's mappings are re-read at most (new `dlopen`s, `exec`).
 const MAPS_REFRESH: Duration = Duration::from_secs(1);
@@ -401,31 +401,69 @@ impl Symbolizer {
     /// unwound with its modules' call-frame information first. A user stack that could not be
     /// unwound to its first frame starts with a [`Frame::truncated`] marker.
     pub fn symbolize_stack_event(&mut self, event: &StackSampleEvent) -> Vec<Frame> {
-        let mut user = Vec::with_capacity(32);
         // A kernel thread, or a sample taken before the task had user registers.
-        let has_user = event.regs.ip != 0;
-        let complete = has_user && self.unwind(event, &mut user);
-        if has_user {
-            let (truncated, bytes) = (u64::from(!complete), event.user_stack().len() as u64);
+        let user = (event.regs.ip != 0).then(|| UserStack::of_sample(event));
+        self.symbolize_copied(
+            event.header.pid,
+            user.as_ref(),
+            event.kernel_frames(),
+            event.header.comm_bytes(),
+        )
+    }
+
+    /// A copied user stack (`None`: the thread has no user context) unwound with call-frame
+    /// information, and a kernel stack (innermost first), as frames, root first. A user stack
+    /// that could not be unwound to its first frame starts with a [`Frame::truncated`] marker.
+    /// The unwinding is counted for process `pid`, named `comm`.
+    pub fn symbolize_copied(
+        &mut self,
+        pid: u32,
+        user: Option<&UserStack<'_>>,
+        kernel: &[u64],
+        comm: &[u8],
+    ) -> Vec<Frame> {
+        let mut addrs = Vec::with_capacity(32);
+        let complete = user.is_some_and(|copy| self.unwind(copy, &mut addrs));
+        if let Some(copy) = user {
+            let (truncated, bytes) = (u64::from(!complete), copy.bytes.len() as u64);
             self.stats.user_stacks += 1;
             self.stats.truncated_stacks += truncated;
             self.stats.user_stack_bytes += bytes;
-            let counts = self.unwind_counts.entry(event.header.pid).or_default();
+            let counts = self.unwind_counts.entry(pid).or_default();
             counts.stacks += 1;
             counts.truncated += truncated;
             counts.stack_bytes += bytes;
-            if counts.comm.as_bytes() != event.header.comm_bytes() {
-                counts.comm = String::from_utf8_lossy(event.header.comm_bytes()).into_owned();
+            if counts.comm.as_bytes() != comm {
+                counts.comm = String::from_utf8_lossy(comm).into_owned();
             }
         }
         let mut frames = Vec::with_capacity(32);
-        self.symbolize_kernel(event.kernel_frames(), &mut frames);
-        if !user.is_empty() {
-            self.symbolize_user(event.header.pid, &user, &mut frames);
+        self.symbolize_kernel(kernel, &mut frames);
+        if !addrs.is_empty() {
+            self.symbolize_user(pid, &addrs, &mut frames);
         }
-        if has_user && !complete {
+        if user.is_some() && !complete {
             frames.push(Frame::truncated());
         }
+        frames.reverse();
+        frames
+    }
+
+    /// A user stack that is known to exist but could not be captured (its copy was lost), and
+    /// a kernel stack, as frames, root first: the user part is a single [`Frame::truncated`]
+    /// marker, counted as a truncated stack of process `pid`.
+    pub fn symbolize_lost_user(&mut self, pid: u32, kernel: &[u64], comm: &[u8]) -> Vec<Frame> {
+        self.stats.user_stacks += 1;
+        self.stats.truncated_stacks += 1;
+        let counts = self.unwind_counts.entry(pid).or_default();
+        counts.stacks += 1;
+        counts.truncated += 1;
+        if counts.comm.as_bytes() != comm {
+            counts.comm = String::from_utf8_lossy(comm).into_owned();
+        }
+        let mut frames = Vec::with_capacity(32);
+        self.symbolize_kernel(kernel, &mut frames);
+        frames.push(Frame::truncated());
         frames.reverse();
         frames
     }
@@ -439,13 +477,13 @@ impl Symbolizer {
     /// Unwinds a copied user stack into `out` (innermost first); see [`crate::unwind`]. A walk
     /// that leaves the known mappings re-reads them once (a library mapped since, e.g. while
     /// the program was still starting when first seen) and walks again.
-    fn unwind(&mut self, event: &StackSampleEvent, out: &mut Vec<u64>) -> bool {
-        let pid = event.header.pid;
+    fn unwind(&mut self, copy: &UserStack<'_>, out: &mut Vec<u64>) -> bool {
+        let pid = copy.pid;
         self.observe_process(pid);
         let mut refreshed = false;
         loop {
             let Some(process) = self.processes.get_mut(&pid) else {
-                out.push(event.regs.ip);
+                out.push(copy.regs.ip);
                 return false;
             };
             if process.unwinder.is_none() {
@@ -470,7 +508,7 @@ impl Symbolizer {
             }
             let unwinder = process.unwinder.as_ref().expect("built above");
             let is_mapped = |addr| process.mapping(addr).is_some();
-            let walk = unwinder.unwind(&mut self.unwind_cache, event, is_mapped, out);
+            let walk = unwinder.unwind(&mut self.unwind_cache, copy, is_mapped, out);
             match walk {
                 Walk::Complete => return true,
                 Walk::Truncated => {}
@@ -488,7 +526,7 @@ impl Symbolizer {
                 }
             }
             if out.is_empty() {
-                out.push(event.regs.ip);
+                out.push(copy.regs.ip);
             }
             return false;
         }

@@ -21,13 +21,120 @@ use std::ops::{Deref, Range};
 use std::path::Path;
 use std::sync::Arc;
 
-use critpath_common::{MAX_STACK_DEPTH, StackSampleEvent};
+use critpath_common::{MAX_STACK_DEPTH, StackSampleEvent, UserRegs, WaitStackEvent};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
 use memmap2::Mmap;
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 use crate::sys::MapsEntry;
+
+/// A copied user stack, as the eBPF programs take it with an on-CPU sample
+/// ([`StackSampleEvent`]) or an off-CPU wait ([`WaitStackEvent`]): the registers saved when
+/// the thread entered the kernel, and the stack from `base` (the stack pointer's page) up.
+#[derive(Clone, Copy, Debug)]
+pub struct UserStack<'a> {
+    /// Process whose stack it is.
+    pub pid: u32,
+    /// Instruction, stack and frame pointer.
+    pub regs: UserRegs,
+    /// User address of `bytes[0]`.
+    pub base: u64,
+    /// The copy.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> UserStack<'a> {
+    /// The copy of an on-CPU sample.
+    pub fn of_sample(event: &'a StackSampleEvent) -> Self {
+        Self {
+            pid: event.header.pid,
+            regs: event.regs,
+            base: event.user_stack_base,
+            bytes: event.user_stack(),
+        }
+    }
+
+    /// The copy a [`WaitStackEvent`] record holds, read in place from the record's bytes
+    /// (without copying its 36 KiB), with the record's role, blocked thread and wait start;
+    /// `None` when the record is too short for what it claims.
+    pub fn of_wait_record(record: &'a [u8]) -> Option<(u32, u32, u64, Self)> {
+        use std::mem::offset_of;
+        let header = record.get(..critpath_common::WAIT_STACK_HEADER_BYTES)?;
+        let u32_at = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4"));
+        let u64_at = |at: usize| u64::from_ne_bytes(header[at..at + 8].try_into().expect("8"));
+        let regs = offset_of!(WaitStackEvent, regs);
+        let pages = u32_at(offset_of!(WaitStackEvent, user_stack_pages)) as usize;
+        let len = pages.min(critpath_common::USER_STACK_MAX_PAGES) * critpath_common::PAGE_SIZE;
+        let start = offset_of!(WaitStackEvent, user_stack);
+        let stack = Self {
+            pid: u32_at(offset_of!(WaitStackEvent, pid)),
+            regs: UserRegs {
+                ip: u64_at(regs + offset_of!(UserRegs, ip)),
+                sp: u64_at(regs + offset_of!(UserRegs, sp)),
+                bp: u64_at(regs + offset_of!(UserRegs, bp)),
+            },
+            base: u64_at(offset_of!(WaitStackEvent, user_stack_base)),
+            bytes: record.get(start..start + len)?,
+        };
+        Some((
+            u32_at(offset_of!(WaitStackEvent, role)),
+            u32_at(offset_of!(WaitStackEvent, tid)),
+            u64_at(offset_of!(WaitStackEvent, start_ns)),
+            stack,
+        ))
+    }
+
+    /// An owned copy of what the unwinder can use: the stack from the stack pointer up.
+    pub fn to_owned(&self) -> OwnedUserStack {
+        let from = usize::try_from(self.regs.sp.saturating_sub(self.base))
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        OwnedUserStack {
+            pid: self.pid,
+            regs: self.regs,
+            base: self.base + from as u64,
+            bytes: self.bytes[from..].into(),
+        }
+    }
+}
+
+/// A [`UserStack`] kept until it is needed (the copy of a wait, until the wait is known to be
+/// long enough to report), trimmed to the live part of the stack.
+#[derive(Clone, Debug)]
+pub struct OwnedUserStack {
+    pid: u32,
+    regs: UserRegs,
+    base: u64,
+    bytes: Box<[u8]>,
+}
+
+impl OwnedUserStack {
+    /// The copy, to unwind.
+    pub fn as_stack(&self) -> UserStack<'_> {
+        UserStack {
+            pid: self.pid,
+            regs: self.regs,
+            base: self.base,
+            bytes: &self.bytes,
+        }
+    }
+
+    /// The process whose stack it is.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether nothing of the stack was copied.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
 
 /// A section of a mapped module file: what framehop reads unwind rules and code from.
 #[derive(Clone)]
@@ -232,16 +339,16 @@ impl ProcessUnwinder {
     pub(crate) fn unwind(
         &self,
         cache: &mut CacheX86_64,
-        event: &StackSampleEvent,
+        copy: &UserStack<'_>,
         is_mapped: impl Fn(u64) -> bool,
         out: &mut Vec<u64>,
     ) -> Walk {
-        let stack = event.user_stack();
+        let stack = copy.bytes;
         if stack.is_empty() {
             return Walk::Truncated;
         }
-        let base = event.user_stack_base;
-        let regs = event.regs;
+        let base = copy.base;
+        let regs = copy.regs;
         // Only what lies at or above the stack pointer is the task's stack; below it is dead.
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             if addr < regs.sp || !addr.is_multiple_of(8) {
@@ -284,7 +391,7 @@ impl ProcessUnwinder {
                     };
                 }
                 Err(err) => {
-                    log::trace!("pid {}: unwinding stopped: {err}", event.header.pid);
+                    log::trace!("pid {}: unwinding stopped: {err}", copy.pid);
                     return Walk::Truncated;
                 }
             }

@@ -189,12 +189,36 @@ impl Metrics {
                     "User stacks that could not be unwound to their first frame ([truncated]).",
                     u.truncated,
                 ),
+                (
+                    "critpath_wait_stack_copies_total",
+                    "User stacks of off-CPU waits and their wakers copied for unwinding.",
+                    u.wait_copies,
+                ),
+                (
+                    "critpath_wait_stack_copy_bytes_total",
+                    "Bytes of those copies.",
+                    u.wait_copy_bytes,
+                ),
+                (
+                    "critpath_waits_without_stack_copy_total",
+                    "Captured waits kept without a user stack copy (past the capture budget's \
+                     copies in a burst; shown [truncated]).",
+                    u.waits_without_copy,
+                ),
             ] {
                 let _ = writeln!(
                     out,
                     "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
                 );
             }
+            let _ = writeln!(
+                out,
+                "# HELP critpath_held_wait_stack_bytes Bytes of user stack copies held for \
+                 off-CPU waits still in progress.\n\
+                 # TYPE critpath_held_wait_stack_bytes gauge\n\
+                 critpath_held_wait_stack_bytes {}",
+                u.held_wait_copy_bytes
+            );
             if !u.processes.is_empty() {
                 out.push_str(
                     "# HELP critpath_process_truncated_stacks_ratio Share of a process's user \

@@ -389,7 +389,7 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 
 /// Build, store and sampler status. Needs no token.
 #[utoipa::path(get, path = "/api/v1/health", tag = "status",
-    responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}]}} | null}`", content_type = "application/json")))]
+    responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}], wait_copies, wait_copy_bytes, waits_without_copy, held_wait_copy_bytes}} | null}`", content_type = "application/json")))]
 async fn health(State(state): State<AppState>) -> Response {
     let dir = state.config.data_dir.clone();
     let (bytes, store_ok) = tokio::task::spawn_blocking(move || {

@@ -18,6 +18,9 @@ pub const COMM_LEN: usize = 16;
 
 /// Name of the ring buffer map that carries [`SampleEvent`]s to user space.
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Name of the scratch array where an off-CPU wait's user stack is copied, one
+/// [`WaitStackEvent`] per CPU (sized by the loader to the possible CPUs).
+pub const MAP_WAIT_STACK_SCRATCH: &str = "WAIT_STACK_SCRATCH";
 /// Name of the per-CPU counter array, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the hash map of process ids (tgids) to sample when [`Config::filter_pids`] is set.
@@ -105,6 +108,10 @@ pub enum EventKind {
     /// A timer sample of a running task with its user registers and a copy of its user stack,
     /// for unwinding in user space ([`StackSampleEvent`]).
     OnCpuStack = 5,
+    /// The user registers and a copy of the user stack of a thread that blocked, or of the
+    /// thread that woke it, for unwinding in user space ([`WaitStackEvent`]). It precedes the
+    /// [`OffCpuEvent`] of its wait in the ring buffer.
+    WaitStack = 6,
 }
 
 impl EventKind {
@@ -116,6 +123,7 @@ impl EventKind {
             3 => Some(Self::Exec),
             4 => Some(Self::Call),
             5 => Some(Self::OnCpuStack),
+            6 => Some(Self::WaitStack),
             _ => None,
         }
     }
@@ -163,11 +171,20 @@ pub enum Counter {
     Calls = 16,
     /// Calls not timed because the table of calls in progress was full.
     CallsLost = 17,
+    /// User stacks of off-CPU waits and their wakers copied to the ring buffer
+    /// ([`WaitStackEvent`]).
+    WaitCopies = 18,
+    /// Bytes of those copies (registers and stack).
+    WaitCopyBytes = 19,
+    /// Captured waits whose user stack was not copied because the window's copies had reached
+    /// the capture budget (a burst of switch-outs while the capture probability was still 1):
+    /// the wait is kept, its user stack shows `[truncated]`.
+    WaitCopiesOverBudget = 20,
 }
 
 impl Counter {
     /// Number of counters (the size of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 21;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::OnCpuSamples,
@@ -188,6 +205,9 @@ impl Counter {
         Self::Wakeups,
         Self::Calls,
         Self::CallsLost,
+        Self::WaitCopies,
+        Self::WaitCopyBytes,
+        Self::WaitCopiesOverBudget,
     ];
 
     /// A stable snake_case name, used in metrics and reports.
@@ -211,6 +231,9 @@ impl Counter {
             Self::Wakeups => "wakeups",
             Self::Calls => "calls",
             Self::CallsLost => "calls_lost",
+            Self::WaitCopies => "wait_copies",
+            Self::WaitCopyBytes => "wait_copy_bytes",
+            Self::WaitCopiesOverBudget => "wait_copies_over_budget",
         }
     }
 }
@@ -278,6 +301,11 @@ pub struct OffCpuRate {
     pub switches_total: u64,
     /// Switch-outs sampled out by the budget ([`Counter::OffCpuUnsampled`]).
     pub unsampled_total: u64,
+    /// User stacks copied in the current window (at most the budget: see
+    /// [`Counter::WaitCopiesOverBudget`]).
+    pub copies: u32,
+    /// Padding; zero.
+    pub _pad: u32,
 }
 
 /// Name of the per-CPU [`OffCpuRate`] array (one entry).
@@ -322,14 +350,34 @@ pub struct OffCpuState {
     /// Time spent capturing the waker's stacks, ns: it delays the wakee, and is taken off its
     /// run-queue delay so that critpath does not report its own cost as the workload's.
     pub waker_capture_ns: u32,
-    /// Padding; zero.
-    pub _pad: u32,
+    /// Which user stacks were copied into [`WaitStackEvent`]s ([`wait_copies`] bits).
+    pub copies: u32,
+}
+
+/// Bits of [`OffCpuEvent::copies`]: which user stacks of a wait were copied for unwinding in
+/// user space (with [`Config::user_stack_pages`] > 0; frame-pointer stack ids otherwise).
+pub mod wait_copies {
+    /// The blocked thread's user stack was submitted ([`super::WaitStackEvent`], role
+    /// [`ROLE_WAITER`]).
+    pub const WAITER: u32 = 1;
+    /// The blocked thread has no user context (a kernel thread): nothing to copy.
+    pub const WAITER_NO_USER: u32 = 2;
+    /// The waker's user stack was submitted (role [`ROLE_WAKER`]).
+    pub const WAKER: u32 = 4;
+    /// The waker had no user context (a kernel thread, or an interrupt of one).
+    pub const WAKER_NO_USER: u32 = 8;
+    /// [`super::WaitStackEvent::role`] of the blocked thread's stack.
+    pub const ROLE_WAITER: u32 = 0;
+    /// [`super::WaitStackEvent::role`] of the waker's stack.
+    pub const ROLE_WAKER: u32 = 1;
 }
 
 /// A finished off-CPU wait, emitted at switch-in when it lasted at least the minimum.
 ///
-/// Stacks travel as ids into [`MAP_OFFCPU_STACKS`]: they are captured at switch-out and must
-/// live in the per-thread state until switch-in, where 8 bytes of ids beat 2 KiB of frames.
+/// Kernel stacks travel as ids into [`MAP_OFFCPU_STACKS`]: they are captured at switch-out and
+/// must live in the per-thread state until switch-in, where 8 bytes of ids beat 2 KiB of frames.
+/// User stacks are ids too when walked by frame pointers; when copied for unwinding in user
+/// space they travel ahead of this event as [`WaitStackEvent`]s (see [`Self::copies`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OffCpuEvent {
@@ -369,8 +417,8 @@ pub struct OffCpuEvent {
     pub waker_kernel_stack_id: i32,
     /// Time spent capturing the waker's stacks, ns (see [`OffCpuState::waker_capture_ns`]).
     pub waker_capture_ns: u32,
-    /// Padding; zero.
-    pub _pad: u32,
+    /// Which user stacks were copied ahead of this event ([`wait_copies`] bits).
+    pub copies: u32,
 }
 
 /// A followed process replaced its image (`exec`): user space must re-read its mappings before
@@ -528,6 +576,39 @@ impl StackSampleEvent {
     }
 }
 
+/// The user registers and a copy of the user stack of a thread that blocked (at its switch-out)
+/// or of the thread that woke it (at `sched_waking`), for unwinding in user space as
+/// [`StackSampleEvent`]'s copy is. Submitted before the wait is known to be long enough to
+/// emit: user space keeps it until the [`OffCpuEvent`] of the same `tid` and `start_ns`
+/// arrives, and drops it when the thread's next wait replaces it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WaitStackEvent {
+    /// [`EventKind::WaitStack`].
+    pub kind: u32,
+    /// Whose stack: [`wait_copies::ROLE_WAITER`] or [`wait_copies::ROLE_WAKER`].
+    pub role: u32,
+    /// The blocked thread (the wait's key, with `start_ns`).
+    pub tid: u32,
+    /// Process of the copied stack: the blocked thread's, or the waker's.
+    pub pid: u32,
+    /// Switch-out time of the wait ([`OffCpuEvent::start_ns`]).
+    pub start_ns: u64,
+    /// Pages of `user_stack` copied.
+    pub user_stack_pages: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// The user registers saved when the thread entered the kernel.
+    pub regs: UserRegs,
+    /// User address of `user_stack[0]`: the stack pointer rounded down to its page.
+    pub user_stack_base: u64,
+    /// The copied user stack.
+    pub user_stack: [u8; USER_STACK_MAX_BYTES],
+}
+
+/// Bytes of a [`WaitStackEvent`] before its `user_stack`.
+pub const WAIT_STACK_HEADER_BYTES: usize = 64;
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -542,6 +623,8 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for WaitStackEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ExecEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CallEvent {}
@@ -555,8 +638,11 @@ const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<OffCpuState>() == 96);
-const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 32);
+const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 40);
 const _: () = assert!(core::mem::size_of::<SampleHeader>() == 40);
+const _: () = assert!(
+    core::mem::size_of::<WaitStackEvent>() == WAIT_STACK_HEADER_BYTES + USER_STACK_MAX_BYTES
+);
 const _: () = assert!(core::mem::size_of::<SampleEvent>() == 48 + 2 * 8 * MAX_STACK_DEPTH);
 const _: () = assert!(
     core::mem::size_of::<StackSampleEvent>()

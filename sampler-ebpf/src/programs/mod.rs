@@ -1,6 +1,7 @@
 //! The eBPF programs and the maps they share.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_RING_SIZE},
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -13,6 +14,7 @@ use critpath_common::{
 mod off_cpu;
 mod on_cpu;
 mod probe;
+mod user_stack;
 
 /// Settings from user space, fixed at load time (see `EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -65,6 +67,21 @@ fn add(counter: Counter, n: u64) {
         // SAFETY: the pointer comes from the per-CPU array and is valid for this CPU; preemption
         // is disabled while a BPF program runs, so nothing else writes this slot now.
         unsafe { *slot += n };
+    }
+}
+
+/// Flags for submitting an event (on-CPU samples, finished waits): by default the kernel wakes
+/// the reader only when it has read everything before the event; copies of waits' user stacks
+/// are submitted without a wakeup (off_cpu.rs), so that after one, nothing would wake the reader
+/// until its poll times out. Once the ring is a quarter full, the wakeup is forced. These events
+/// come at times unrelated to which waits are captured, so the reader running then does not
+/// lengthen the captured waits more than others.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > EVENTS.query(BPF_RB_RING_SIZE as u64) / 4 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        0
     }
 }
 

@@ -12,10 +12,19 @@
 //! Wakers are joined here, in the kernel: `sched_waking` looks up the wakee's sampled wait and
 //! records who woke it (and, for waits already past the minimum, the waker's stacks). One event
 //! per wait then carries both sides, and wakeups of unsampled or short waits cost one map miss.
+//!
+//! Kernel stacks are walked into `OFFCPU_STACKS`. User stacks are too with frame pointers; for
+//! unwinding with call-frame information (`Config::user_stack_pages` > 0) the user registers and
+//! stack are copied instead, into a `WaitStackEvent` submitted at once (the blocked thread's at
+//! switch-out, the waker's at `sched_waking`): the stack of a blocked thread is only readable
+//! in its own context, and whether its wait will be long enough to emit is only known at
+//! switch-in. User space keeps each copy until its wait's event arrives, and drops the copies of
+//! waits that ended below the minimum. The capture budget bounds the copies as it bounds the
+//! stack walks.
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
         bpf_get_smp_processor_id,
@@ -26,11 +35,15 @@ use aya_ebpf::{
 };
 use critpath_common::{
     Config, Counter, EventKind, OFFCPU_STACKS_CAPACITY, OFFCPU_THREADS_CAPACITY, OFFCPU_WINDOW_NS,
-    OffCpuEvent, OffCpuRate, OffCpuState, PROB_ONE, STATE_BLOCKED_MASK, STATE_PREEMPTED,
-    tracepoint_offsets,
+    OffCpuEvent, OffCpuRate, OffCpuState, PAGE_SIZE, PROB_ONE, STATE_BLOCKED_MASK, STATE_PREEMPTED,
+    USER_STACK_MAX_PAGES, WAIT_STACK_HEADER_BYTES, WaitStackEvent, tracepoint_offsets, wait_copies,
 };
 
-use super::{EVENTS, add, config, count, ktime, wanted};
+use super::user_stack::{self, Copied};
+use super::{EVENTS, add, config, count, ktime, wakeup_flags, wanted};
+
+/// The user stack id of a wait whose user stack was copied instead of walked.
+const COPIED: i32 = -1;
 
 #[map(name = "OFFCPU_STACKS")]
 static OFFCPU_STACKS: StackTrace = StackTrace::with_max_entries(OFFCPU_STACKS_CAPACITY, 0);
@@ -47,6 +60,12 @@ fn slot(tid: u32) -> Option<&'static mut OffCpuState> {
     // slot can at worst leave stale waker fields, never invalid memory.
     Some(unsafe { &mut *ptr })
 }
+
+/// Scratch space where a wait's user stack is copied before the used part goes to the ring
+/// buffer (see [`submit_copy`]), one record per CPU, indexed by CPU number: a per-CPU array
+/// cannot hold values this large. The loader sizes it to the possible CPUs.
+#[map(name = "WAIT_STACK_SCRATCH")]
+static WAIT_STACK_SCRATCH: Array<WaitStackEvent> = Array::with_max_entries(1, 0);
 
 #[map(name = "OFFCPU_RATE")]
 static OFFCPU_RATE: PerCpuArray<OffCpuRate> = PerCpuArray::with_max_entries(1, 0);
@@ -95,24 +114,42 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
     if cfg.filter_pids != 0 && !wanted((bpf_get_current_pid_tgid() >> 32) as u32) {
         return;
     }
-    let Some(prob) = capture_probability(cfg, now) else {
+    let Some((prob, may_copy)) = capture_probability(cfg, now) else {
         return;
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == cfg.exclude_tgid {
         return;
     }
-    let user = stack_id(ctx, BPF_F_USER_STACK as u64);
-    let kernel = stack_id(ctx, 0);
     let Some(slot) = slot(tid) else {
         return;
     };
+    let (user, copies, copy) = if cfg.user_stack_pages > 0 && !may_copy {
+        count(Counter::WaitCopiesOverBudget);
+        (COPIED, 0, None)
+    } else if cfg.user_stack_pages > 0 {
+        let (bits, copy) = copy_user_stack(
+            wait_copies::ROLE_WAITER,
+            tid,
+            tgid,
+            cfg.user_stack_pages,
+            (wait_copies::WAITER, wait_copies::WAITER_NO_USER),
+        );
+        (COPIED, bits, copy)
+    } else {
+        (stack_id(ctx, BPF_F_USER_STACK as u64), 0, None)
+    };
+    let kernel = stack_id(ctx, 0);
+    // After the stack walks and the copy: their cost is ours, not the thread's wait.
+    let start_ns = ktime();
+    if let Some(copy) = copy {
+        submit_copy(copy, start_ns);
+    }
     if slot.start_ns != 0 && slot.tid != tid {
         count(Counter::OffCpuStateFull);
     }
     *slot = OffCpuState {
-        // After the stack walks: their cost is ours, not the thread's wait.
-        start_ns: ktime(),
+        start_ns,
         wakeup_ns: 0,
         pid: tgid,
         state: state as u32,
@@ -127,15 +164,102 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         waker_comm: [0; 16],
         waker_capture_ns: 0,
-        _pad: 0,
+        copies,
     };
     count(Counter::OffCpuSampled);
 }
 
-/// Decides whether this switch-out is captured; returns the probability it was captured with.
-/// Counts the switch-out, and it if it is sampled out.
+/// Copies the current task's user registers and up to `pages` pages of its user stack into this
+/// CPU's [`WaitStackEvent`] scratch record, for the wait of thread `tid`. Returns the
+/// [`wait_copies`] bits to record (`bits.0` when a record is returned, `bits.1` when the task has
+/// no user context) and the record, which the caller completes with the wait's `start_ns` and
+/// hands to [`submit_copy`].
 #[inline(always)]
-fn capture_probability(cfg: &Config, now: u64) -> Option<u32> {
+fn copy_user_stack(
+    role: u32,
+    tid: u32,
+    pid: u32,
+    pages: u32,
+    bits: (u32, u32),
+) -> (u32, Option<&'static mut WaitStackEvent>) {
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(ev) = WAIT_STACK_SCRATCH.get_ptr_mut(cpu) else {
+        return (0, None);
+    };
+    // SAFETY: this CPU's scratch record; BPF programs are not preempted, and tracing programs
+    // do not nest on a CPU (the kernel skips a program that would run inside another), so
+    // nothing else uses it until this program returns. Its user_stack holds
+    // USER_STACK_MAX_PAGES pages.
+    let ev = unsafe { &mut *ev };
+    // SAFETY: as above.
+    match unsafe { user_stack::copy(ev.user_stack.as_mut_ptr(), pages) } {
+        Copied::Stack { regs, base, pages } => {
+            if pages == 0 {
+                count(Counter::UserStackErrors);
+            }
+            ev.kind = EventKind::WaitStack as u32;
+            ev.role = role;
+            ev.tid = tid;
+            ev.pid = pid;
+            ev.start_ns = 0;
+            ev.user_stack_pages = pages;
+            ev._pad = 0;
+            ev.regs = regs;
+            ev.user_stack_base = base;
+            (bits.0, Some(ev))
+        }
+        Copied::NoUser => (bits.1, None),
+        Copied::Failed => {
+            count(Counter::UserStackErrors);
+            (0, None)
+        }
+    }
+}
+
+/// Writes a wait's copied stack to the ring buffer: only the pages copied (a record of the
+/// full size would take 36 KiB of the ring for the 8 KiB a stack typically holds), and never
+/// waking the reader, which reads it with a later event (see [`super::wakeup_flags`]). Waking
+/// it here would make it run while the wait is in progress, and on the waiting thread's CPU
+/// lengthen exactly the waits that were captured: their weighted total would no longer estimate
+/// the real one.
+#[inline(always)]
+fn submit_copy(ev: &mut WaitStackEvent, start_ns: u64) {
+    // The key is written last: the record was filled before the wait's start was known.
+    ev.start_ns = start_ns;
+    let pages = ev.user_stack_pages as usize;
+    if pages > USER_STACK_MAX_PAGES {
+        return;
+    }
+    // Hidden from the compiler, so that it keeps the bound below on `len` itself: it would
+    // otherwise test `pages` only and build `len` with a shift and an or, whose bounds the
+    // verifier tracks too loosely to accept the read.
+    let len = core::hint::black_box(WAIT_STACK_HEADER_BYTES + pages * PAGE_SIZE);
+    if len > size_of::<WaitStackEvent>() {
+        return;
+    }
+    // SAFETY: the record is size_of::<WaitStackEvent>() bytes, of which the first `len`
+    // (≤ the header and USER_STACK_MAX_PAGES pages) are read.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((ev as *const WaitStackEvent).cast::<u8>(), len) };
+    if EVENTS
+        .output::<[u8]>(bytes, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count(Counter::RingFull);
+        return;
+    }
+    count(Counter::WaitCopies);
+    add(Counter::WaitCopyBytes, len as u64);
+}
+
+/// Decides whether this switch-out is captured; returns the probability it was captured with,
+/// and whether its user stack may be copied (at most the budget's number of copies per window:
+/// when a burst of switch-outs meets a window whose probability is still 1, the waits past the
+/// budget are kept, unbiased, without their user stacks). Counts the switch-out, and it if it is
+/// sampled out.
+#[inline(always)]
+fn capture_probability(cfg: &Config, now: u64) -> Option<(u32, bool)> {
     let rate = OFFCPU_RATE.get_ptr_mut(0)?;
     // SAFETY: per-CPU slot, valid for this CPU; BPF programs are not preempted on it.
     let rate = unsafe { &mut *rate };
@@ -152,6 +276,7 @@ fn capture_probability(cfg: &Config, now: u64) -> Option<u32> {
             ((budget << 32) / seen) as u32
         };
         rate.switches = 0;
+        rate.copies = 0;
         rate.window_start_ns = now;
     }
     rate.switches = rate.switches.saturating_add(1);
@@ -159,7 +284,9 @@ fn capture_probability(cfg: &Config, now: u64) -> Option<u32> {
     let prob = rate.prob;
     // SAFETY: no preconditions.
     if prob == PROB_ONE || unsafe { bpf_get_prandom_u32() } < prob {
-        Some(prob)
+        let may_copy = rate.copies < cfg.off_cpu_budget;
+        rate.copies += u32::from(may_copy);
+        Some((prob, may_copy))
     } else {
         rate.unsampled_total += 1;
         None
@@ -221,9 +348,9 @@ fn switch_in(cfg: &Config, tid: u32, now: u64) {
         waker_user_stack_id: st.waker_user_stack_id,
         waker_kernel_stack_id: st.waker_kernel_stack_id,
         waker_capture_ns: st.waker_capture_ns,
-        _pad: 0,
+        copies: st.copies,
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     count(Counter::OffCpuEmitted);
 }
 
@@ -259,7 +386,22 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     if now.wrapping_sub(st.start_ns) >= cfg.off_cpu_min_ns && st.waker_pid != cfg.exclude_tgid {
         // Only waits that will be emitted pay for the waker's stacks. (In an interrupt the user
         // stack is the interrupted task's; user space sees that in the kernel stack and drops it.)
-        st.waker_user_stack_id = stack_id(&ctx, BPF_F_USER_STACK as u64);
+        if cfg.user_stack_pages > 0 {
+            let (bits, copy) = copy_user_stack(
+                wait_copies::ROLE_WAKER,
+                wakee as u32,
+                st.waker_pid,
+                cfg.user_stack_pages,
+                (wait_copies::WAKER, wait_copies::WAKER_NO_USER),
+            );
+            if let Some(copy) = copy {
+                submit_copy(copy, st.start_ns);
+            }
+            st.copies |= bits;
+            st.waker_user_stack_id = COPIED;
+        } else {
+            st.waker_user_stack_id = stack_id(&ctx, BPF_F_USER_STACK as u64);
+        }
         st.waker_kernel_stack_id = stack_id(&ctx, 0);
         st.waker_capture_ns = ktime().wrapping_sub(now).min(u32::MAX as u64) as u32;
     }

@@ -6,19 +6,16 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
         bpf_ktime_get_ns,
-        generated::{
-            bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
-        },
     },
     macros::perf_event,
     programs::PerfEventContext,
 };
 use critpath_common::{
-    Counter, EventKind, MAX_STACK_DEPTH, PAGE_SIZE, SampleEvent, SampleHeader, StackSampleEvent,
-    USER_STACK_MAX_PAGES, UserRegs,
+    Counter, EventKind, MAX_STACK_DEPTH, SampleEvent, SampleHeader, StackSampleEvent, UserRegs,
 };
 
-use super::{EVENTS, config, count, wanted};
+use super::user_stack::{self, Copied};
+use super::{EVENTS, config, count, wakeup_flags, wanted};
 
 const STACK_BYTES: u32 = (MAX_STACK_DEPTH * 8) as u32;
 
@@ -68,7 +65,7 @@ fn try_on_cpu(ctx: &PerfEventContext) {
         (*ev).user_stack_bytes = user as i32;
         (*ev).kernel_stack_bytes = kernel_stack(ctx, &mut (*ev).kernel_stack);
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     count(Counter::OnCpuSamples);
 }
 
@@ -98,19 +95,6 @@ fn header(kind: EventKind, tgid: u32, tid: u32) -> SampleHeader {
     }
 }
 
-/// `struct pt_regs` on x86-64, as the kernel saves it at entry (only the fields read here named).
-#[repr(C)]
-struct PtRegs {
-    r15_to_r12: [u64; 4],
-    bp: u64,
-    bx_to_orig_ax: [u64; 11],
-    ip: u64,
-    cs: u64,
-    flags: u64,
-    sp: u64,
-    ss: u64,
-}
-
 /// A sample with the user registers and up to `pages` pages of the user stack, for unwinding
 /// with call-frame information in user space ([`StackSampleEvent`]).
 #[inline(always)]
@@ -131,57 +115,19 @@ fn sample_with_user_stack(ctx: &PerfEventContext, tgid: u32, tid: u32, pages: u3
         (*ev).user_stack_pages = 0;
         (*ev).regs = UserRegs::default();
         (*ev).user_stack_base = 0;
-
-        // The user registers: those the kernel saved when the task entered it (the interrupt
-        // itself when it hit user code), found whatever the task was doing when sampled.
-        let task = bpf_get_current_task_btf();
-        let saved = bpf_task_pt_regs(task) as *const PtRegs;
-        let mut regs = core::mem::MaybeUninit::<PtRegs>::uninit();
-        let read = bpf_probe_read_kernel(
-            regs.as_mut_ptr().cast(),
-            size_of::<PtRegs>() as u32,
-            saved.cast(),
-        );
-        if read != 0 {
-            count(Counter::UserStackErrors);
-            entry.submit(0);
-            count(Counter::OnCpuSamples);
-            return;
-        }
-        let regs = regs.assume_init();
-        // A kernel thread has no user context: its saved segment is not a user one.
-        if regs.cs & 3 == 3 {
-            (*ev).regs = UserRegs {
-                ip: regs.ip,
-                sp: regs.sp,
-                bp: regs.bp,
-            };
-            let base = regs.sp & !(PAGE_SIZE as u64 - 1);
-            (*ev).user_stack_base = base;
-            let dst = (*ev).user_stack.as_mut_ptr();
-            let mut copied = 0u32;
-            for i in 0..USER_STACK_MAX_PAGES {
-                if i as u32 >= pages {
-                    break;
+        match user_stack::copy((*ev).user_stack.as_mut_ptr(), pages) {
+            Copied::NoUser => {}
+            Copied::Failed => count(Counter::UserStackErrors),
+            Copied::Stack { regs, base, pages } => {
+                if pages == 0 {
+                    count(Counter::UserStackErrors);
                 }
-                let offset = i * PAGE_SIZE;
-                let rc = bpf_probe_read_user(
-                    dst.add(offset).cast(),
-                    PAGE_SIZE as u32,
-                    (base + offset as u64) as *const _,
-                );
-                // The end of the stack's mapping (or a page not in memory): stop there.
-                if rc != 0 {
-                    break;
-                }
-                copied += 1;
+                (*ev).regs = regs;
+                (*ev).user_stack_base = base;
+                (*ev).user_stack_pages = pages;
             }
-            if copied == 0 {
-                count(Counter::UserStackErrors);
-            }
-            (*ev).user_stack_pages = copied;
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     count(Counter::OnCpuSamples);
 }
