@@ -14,8 +14,9 @@
    workload pinned to CPU 0, --storm). Reported: BPF run time of the scheduler programs per
    context switch, the user stacks copied per second and their size, and critpath's CPU time.
 3. The agent's memory: `critpath agent` at 19 Hz for --agent-seconds with a dozen profiled
-   processes (C and Rust programs without frame pointers, and Debian's python3.11); its resident
-   set is read every second, and the peak and final values reported.
+   processes (C and Rust programs without frame pointers, Debian's python3.11, and the C program
+   in its wait mode); its resident set is read every second, and the peak and final values
+   reported.
 
 Needs root, gcc and rustc. Example:
   bench/unwind.py --critpath /var/tmp/critpath-target/release/critpath
@@ -44,12 +45,15 @@ def build(out):
                     "-L", ".", "-C", "link-arg=-Wl,-rpath,$ORIGIN"], cwd=out, check=True)
 
 
-def workloads(out, n, seconds):
-    """n CPU-bound processes without frame pointers, cycling through the three programs."""
+def workloads(out, n, seconds, waiting=False):
+    """n CPU-bound processes without frame pointers, cycling through the three programs (and,
+    with `waiting`, the C program in its wait mode, which blocks ~600 times a second)."""
     script = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: sum(range(1000))"
     kinds = [[f"{out}/deepchain", str(seconds)], [f"{out}/deepchain-rs", str(seconds)],
              ["/usr/bin/python3.11", "-c", script]]
-    return [subprocess.Popen(kinds[i % 3]) for i in range(n)]
+    if waiting:
+        kinds.append([f"{out}/deepchain", str(seconds), "0", "wait"])
+    return [subprocess.Popen(kinds[i % len(kinds)]) for i in range(n)]
 
 
 def cpu_seconds(pid):
@@ -122,6 +126,8 @@ def offcpu_round(critpath, mode, seconds, load_cmds):
 
 
 def offcpu_figures(critpath, out, seconds, rounds, procs, storm):
+    if rounds == 0:
+        return
     waiting = [[f"{out}/deepchain", str(seconds + 3), "0", "wait"] for _ in range(procs)]
     loads = [("waiting programs", waiting)]
     if storm:
@@ -141,7 +147,7 @@ def offcpu_figures(critpath, out, seconds, rounds, procs, storm):
 
 
 def agent_memory(critpath, out, seconds, procs):
-    load = workloads(out, procs, seconds + 10)
+    load = workloads(out, procs, seconds + 10, waiting=True)
     with tempfile.TemporaryDirectory() as store:
         agent = subprocess.Popen([critpath, "agent", "--data-dir", store, "-d", f"{seconds}s"],
                                  stderr=subprocess.DEVNULL)

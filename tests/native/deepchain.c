@@ -83,6 +83,8 @@ __attribute__((noinline, noclone)) static long reader_wait(long n)
 __attribute__((noinline, noclone)) static void *reader_loop(void *arg)
 {
     long reads = 0;
+    /* Named by itself, before it first blocks: every one of its waits carries the name. */
+    pthread_setname_np(pthread_self(), "dc-reader");
     while (reader_wait(reads) > 0)
         reads++;
     sink = reads + (long)arg;
@@ -98,7 +100,6 @@ int main(int argc, char **argv)
     if (wait_mode) {
         if (pipe(pipefd) != 0 || pthread_create(&reader, NULL, reader_loop, NULL) != 0)
             return 1;
-        pthread_setname_np(reader, "dc-reader");
     }
     sink = depth > 0 ? app_recurse(depth) : app_level_1(1);
     if (wait_mode) {

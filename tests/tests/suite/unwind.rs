@@ -339,7 +339,7 @@ fn off_cpu_waits_and_wakers_unwind_without_frame_pointers() {
         .map(count)
         .sum();
     assert!(
-        woken >= 100 && by_leaf as f64 >= 0.9 * woken as f64,
+        woken >= 20 && by_leaf as f64 >= 0.9 * woken as f64,
         "{by_leaf} of {woken} wakeups of the reader carry the writer's chain: {:#?}",
         reader_wakeups
             .iter()
@@ -507,9 +507,9 @@ fn agent_reports_truncated_stacks_per_process() {
         );
     }
     assert!(unwinding["truncated"].as_u64().unwrap() >= truncated);
-    // The waiting program blocks ~1,000 times a second for 3 s: its waits' stacks were copied.
+    // The waiting program blocks some 500 times a second for 3 s: its waits' stacks were copied.
     let copies = unwinding["wait_copies"].as_u64().unwrap();
-    assert!(copies >= 500, "{unwinding}");
+    assert!(copies >= 200, "{unwinding}");
     assert!(unwinding["wait_copy_bytes"].as_u64().unwrap() >= copies * 1024);
     assert!(unwinding["held_wait_copy_bytes"].is_u64());
 
