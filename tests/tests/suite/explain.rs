@@ -131,15 +131,19 @@ fn explain_ranks_the_lock_holder_not_the_red_herring() {
         assert!(f["score"].as_f64().unwrap().is_finite(), "model: {f:#}");
         assert_eq!(f["score"], f["latency_impact"], "model: {f:#}");
     }
-    // The critical path starts at a waiter and goes to the holder.
+    // The critical path starts at a waiter and reaches the holder through waiters only: a waiter
+    // can be woken by another that took the lock before it (the lock is handed on), so waiter →
+    // waiter → holder is a true path; the red herring is never on it.
     let path: Vec<&str> = critical["critical_path"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["actor"].as_str().unwrap())
         .collect();
+    let holder = path.iter().position(|a| a.starts_with("lock-holder"));
     assert!(
-        path.len() >= 2 && path[0].starts_with("lock-waiter") && path[1].starts_with("lock-holder"),
+        path.first().is_some_and(|a| a.starts_with("lock-waiter"))
+            && holder.is_some_and(|h| path[..h].iter().all(|a| a.starts_with("lock-waiter"))),
         "critical path: {path:?}\n{:#}",
         critical["critical_path"]
     );
