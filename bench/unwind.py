@@ -91,7 +91,7 @@ def record_round(critpath, mode, hz, seconds, out, procs):
     samples = int(err.split(" samples in ")[0].rsplit(" ", 1)[-1])
     copied = None
     for line in err.splitlines():
-        if "KiB of stack copied per sample" in line:
+        if "KiB of stack copied per" in line:
             copied = float(line.split(" KiB of stack copied")[0].rsplit(" ", 1)[-1])
         if "user stacks:" in line:
             print("   ", line.strip())

@@ -304,8 +304,9 @@ pub struct AgentArgs {
     /// pointers) or fp (frame pointers only, cheaper) [default: dwarf].
     #[arg(long, value_enum)]
     pub unwind: Option<UnwindMode>,
-    /// With --unwind dwarf, bytes of user stack copied per sample (4096 to 32768): deeper
-    /// stacks end in a [truncated] frame [default: 32768].
+    /// With --unwind dwarf, bytes of user stack copied per on-CPU sample and per captured
+    /// off-CPU wait and its waker (4096 to 32768): deeper stacks end in a [truncated] frame
+    /// [default: 32768].
     #[arg(long, value_name = "BYTES")]
     pub user_stack_bytes: Option<u32>,
     /// Drop stored hours older than this (e.g. 7d, 12h; "0" keeps everything) [default: 30d].
@@ -559,14 +560,14 @@ pub struct RecordArgs {
     /// Ring buffer size in bytes between the kernel and critpath (rounded up to a power of two).
     #[arg(long, default_value_t = critpath_sampler::SamplerConfig::default().ring_bytes, value_name = "BYTES")]
     pub ring_bytes: u32,
-    /// How user stacks are unwound: dwarf copies the top of each sampled user stack and unwinds
-    /// it with the modules' call-frame information (.eh_frame), so code built without frame
-    /// pointers gets full stacks; fp walks frame pointers in the kernel (cheaper; garbage past
-    /// code without them).
+    /// How user stacks are unwound: dwarf copies the top of each sampled user stack (on-CPU
+    /// samples, off-CPU waits and their wakers) and unwinds it with the modules' call-frame
+    /// information (.eh_frame), so code built without frame pointers gets full stacks; fp walks
+    /// frame pointers in the kernel (cheaper; garbage past code without them).
     #[arg(long, value_enum, default_value_t = UnwindMode::Dwarf)]
     pub unwind: UnwindMode,
-    /// With --unwind dwarf, bytes of user stack copied per sample (4096 to 32768): deeper
-    /// stacks end in a [truncated] frame.
+    /// With --unwind dwarf, bytes of user stack copied per on-CPU sample and per captured
+    /// off-CPU wait and its waker (4096 to 32768): deeper stacks end in a [truncated] frame.
     #[arg(long, default_value_t = critpath_sampler::Unwinding::DEFAULT_STACK_BYTES, value_name = "BYTES")]
     pub user_stack_bytes: u32,
     /// Also trace off-CPU waits (blocked stacks, durations, causes) and who woke them.

@@ -225,7 +225,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
             stats.user_stack_bytes,
         );
         eprintln!(
-            "critpath: user stacks: {stacks} unwound with call-frame information, {truncated} truncated ({:.1}%), {:.1} KiB of stack copied per sample",
+            "critpath: user stacks: {stacks} unwound with call-frame information, {truncated} truncated ({:.1}%), {:.1} KiB of stack copied per unwound stack",
             100.0 * truncated as f64 / stacks.max(1) as f64,
             bytes as f64 / 1024.0 / stacks.max(1) as f64,
         );

@@ -47,8 +47,10 @@ pub struct OffCpuConfig {
     /// Waits whose stacks may be captured per second per CPU. Default: 2000. Below this rate
     /// every wait is captured; above it, waits are sampled with a probability that keeps the
     /// capture rate at the budget, and each emitted wait is weighted by 1/probability so totals
-    /// stay unbiased. Capturing costs about 2 stack walks, so the default bounds the kernel-side
-    /// cost to a few milliseconds per second per CPU whatever the switch rate.
+    /// stay unbiased. Capturing costs about 2 stack walks (with call-frame unwinding: a kernel
+    /// stack walk and a copy of the user stack, 7–12 KiB typically, at most this many per
+    /// second per CPU), so the default bounds the kernel-side cost to a few milliseconds per
+    /// second per CPU whatever the switch rate.
     pub budget_per_second: u32,
 }
 
