@@ -1,7 +1,7 @@
 //! Turning raw off-CPU events into symbolized, classified waits.
 
-use critpath_analyzer::FrameKind;
 use critpath_analyzer::offcpu::{self, Cause, OffCpuWait, ThreadRef, Waker};
+use critpath_analyzer::{Frame, FrameKind};
 use critpath_common::{OffCpuEvent, PROB_ONE, comm_str, wait_copies};
 
 use crate::{OwnedUserStack, Sampler, Symbolizer, Unwinding};
@@ -26,6 +26,36 @@ enum User<'a> {
     Lost,
     /// None to show: a kernel thread, or a waker whose stacks were not captured.
     Absent,
+}
+
+/// One side of a wait as frames, root first: its user frames, then its kernel frames. For a
+/// waker (`waker`), the kernel side comes first: in an interrupt the user stack belongs to
+/// whichever task the interrupt hit, not to a waker, and is neither shown nor unwound; the
+/// second value says so.
+fn side_frames(
+    sampler: &mut Sampler,
+    symbolizer: &mut Symbolizer,
+    (pid, comm): (u32, &[u8]),
+    user: &User<'_>,
+    kernel_id: i32,
+    waker: bool,
+) -> (Vec<Frame>, bool) {
+    let kernel = sampler.stack(kernel_id);
+    let kernel = symbolizer.symbolize_stacks(pid, &[], kernel.as_deref().unwrap_or_default());
+    if waker && offcpu::is_interrupt_stack(kernel.iter().map(|f| f.function.as_str())) {
+        return (kernel, true);
+    }
+    let mut frames = match user {
+        User::Walked(id) => {
+            let user = sampler.stack(*id);
+            symbolizer.symbolize_stacks(pid, user.as_deref().unwrap_or_default(), &[])
+        }
+        User::Copied(copy) => symbolizer.symbolize_copied(pid, Some(&copy.as_stack()), &[], comm),
+        User::Lost => symbolizer.symbolize_lost_user(pid, &[], comm),
+        User::Absent => Vec::new(),
+    };
+    frames.extend(kernel);
+    (frames, false)
 }
 
 /// Resolves an off-CPU event's stacks — ids in the stack map, and the user stacks copied ahead of
@@ -72,26 +102,13 @@ pub fn resolve(
     } else {
         User::Walked(event.waker_user_stack_id)
     };
-    let mut stacks = |pid, comm: &[u8], user: &User<'_>, kernel_id| {
-        let kernel = sampler.stack(kernel_id);
-        let kernel = kernel.as_deref().unwrap_or_default();
-        match user {
-            User::Walked(id) => {
-                let user = sampler.stack(*id);
-                symbolizer.symbolize_stacks(pid, user.as_deref().unwrap_or_default(), kernel)
-            }
-            User::Copied(copy) => {
-                symbolizer.symbolize_copied(pid, Some(&copy.as_stack()), kernel, comm)
-            }
-            User::Lost => symbolizer.symbolize_lost_user(pid, kernel, comm),
-            User::Absent => symbolizer.symbolize_stacks(pid, &[], kernel),
-        }
-    };
-    let frames = stacks(
-        event.pid,
-        comm_str(&event.comm),
+    let (frames, _) = side_frames(
+        sampler,
+        symbolizer,
+        (event.pid, comm_str(&event.comm)),
         &waiter_user,
         event.kernel_stack_id,
+        false,
     );
     let cause = offcpu::classify(
         frames
@@ -115,25 +132,14 @@ pub fn resolve(
         event.end_ns
     };
     let waker = (event.wakeup_ns != 0 && cause != Cause::RunQueue).then(|| {
-        // The kernel side first: in an interrupt, the user stack belongs to whichever task the
-        // interrupt hit, not to a waker, and is neither shown nor unwound.
-        let kernel = stacks(
-            event.waker_pid,
-            b"",
-            &User::Absent,
+        let (frames, in_interrupt) = side_frames(
+            sampler,
+            symbolizer,
+            (event.waker_pid, comm_str(&event.waker_comm)),
+            &waker_user,
             event.waker_kernel_stack_id,
+            true,
         );
-        let in_interrupt = offcpu::is_interrupt_stack(kernel.iter().map(|f| f.function.as_str()));
-        let frames = if in_interrupt {
-            kernel
-        } else {
-            stacks(
-                event.waker_pid,
-                comm_str(&event.waker_comm),
-                &waker_user,
-                event.waker_kernel_stack_id,
-            )
-        };
         Waker {
             thread: ThreadRef {
                 pid: event.waker_pid,
