@@ -1,5 +1,6 @@
 //! Inference cost of the impact model on a full window: 128 nodes (the most a window keeps),
-//! with the relations of a busy program. Target: under 50 ms per window on this machine.
+//! with the relations of a busy program, and of the regressions model on a pair of such
+//! windows. Target: under 50 ms per window on this machine.
 //!
 //! `cargo bench --bench model`
 
@@ -44,6 +45,32 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("model/predict_128_nodes", |b| {
         b.iter(|| predict(&net, black_box(&input)).unwrap())
+    });
+    // The regressions model: the same nodes before (the window's features scaled) and after.
+    let before: Vec<[f64; RAW_FEATURES]> = raw
+        .iter()
+        .map(|row| std::array::from_fn(|k| row[k] * 0.9))
+        .collect();
+    let pairs = Net::new(
+        Shape::transformer().for_pairs(),
+        1,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let z = vec![1.0; names.len()];
+    let pair = GraphInput::pair(names.clone(), (&before, &raw, &z), (900.0, 900.0), &edges);
+    c.bench_function("model/pair_input_128_nodes", |b| {
+        b.iter(|| {
+            GraphInput::pair(
+                black_box(names.clone()),
+                (&before, &raw, &z),
+                (900.0, 900.0),
+                &edges,
+            )
+        })
+    });
+    c.bench_function("model/pair_predict_128_nodes", |b| {
+        b.iter(|| predict(&pairs, black_box(&pair)).unwrap())
     });
 }
 

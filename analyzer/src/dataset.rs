@@ -31,6 +31,14 @@
 //!   the innermost kept function on the wakee's blocked stack, blocked time) and `same_thread`
 //!   (functions on CPU in the same thread, the smaller of their self times; the 16 heaviest per
 //!   thread), columns `program`, `kind`, `from`, `to`, `weight_s`.
+//! - `case_nodes.parquet` and `case_edges.parquet`: each case's pair of windows as a graph, the
+//!   input of the regressions model: the after window's graph pruned as in `nodes.parquet`
+//!   (the work functions first), columns `program`, `family`, `case` (`deploy`/`stall`),
+//!   `node`, `function`, `labelled` (a work function), `injected`, `before_seconds`,
+//!   `after_seconds`, `z` (the z-score of its on-CPU change, as `critpath regressions` computes
+//!   it), and every feature of the function in each window, prefixed `before_`
+//!   (0 when the function was not seen before) and `after_`; edges as in `edges.parquet`, with
+//!   the `case`.
 //!
 //! In `functions.parquet` and `cases.parquet` only work functions have rows: they are the
 //! candidates every method is judged on (the rest of a profile — `main`, the standard library,
@@ -422,6 +430,8 @@ pub fn pack(
     let mut cases = Table::default();
     let mut nodes = Table::default();
     let mut edges = Table::default();
+    let mut case_nodes = Table::default();
+    let mut case_edges = Table::default();
     let mut packed = Packed::default();
     for dir in &dirs {
         let name = dir
@@ -557,6 +567,72 @@ pub fn pack(
                         (i as f64, f64::from(u8::from(suspects[i].regression)))
                     })
             };
+            // The pair as the regressions model reads it: the after window's graph (its work
+            // functions first), each node with its features in both windows.
+            let work: Vec<u32> = rows
+                .iter()
+                .filter_map(|row| {
+                    after
+                        .evidence
+                        .function_id(&format!("{WORK_PREFIX}{}", row["name"].as_str()?))
+                })
+                .collect();
+            let graph = ModelGraph::new(&after.evidence, &after.analysis, &work);
+            let injected_name = format!("{WORK_PREFIX}{injected}");
+            for (i, &f) in graph.nodes.iter().enumerate() {
+                let function = &after.evidence.functions[f as usize];
+                let mut numbers: Vec<(String, f64)> = vec![
+                    ("node".into(), i as f64),
+                    ("labelled".into(), f64::from(u8::from(work.contains(&f)))),
+                    (
+                        "injected".into(),
+                        f64::from(u8::from(*function == injected_name)),
+                    ),
+                    ("before_seconds".into(), before.evidence.seconds),
+                    ("after_seconds".into(), after.evidence.seconds),
+                    (
+                        "z".into(),
+                        suspects
+                            .iter()
+                            .find(|s| s.function == *function)
+                            .map_or(0.0, |s| s.z),
+                    ),
+                ];
+                let before_f = before
+                    .evidence
+                    .function_id(function)
+                    .map(|id| &before.analysis.functions[id as usize]);
+                numbers.extend(features("before_", before_f));
+                numbers.extend(features(
+                    "after_",
+                    Some(&after.analysis.functions[f as usize]),
+                ));
+                let numbers: Vec<(&str, f64)> =
+                    numbers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                case_nodes.push(
+                    &[
+                        ("program", name.clone()),
+                        ("family", family.clone()),
+                        ("case", kind.to_owned()),
+                        ("function", function.clone()),
+                    ],
+                    &numbers,
+                );
+            }
+            for &(edge, from, to, weight) in &graph.edges {
+                case_edges.push(
+                    &[
+                        ("program", name.clone()),
+                        ("case", kind.to_owned()),
+                        ("kind", edge.to_owned()),
+                    ],
+                    &[
+                        ("from", from as f64),
+                        ("to", to as f64),
+                        ("weight_s", weight),
+                    ],
+                );
+            }
             for row in rows {
                 let function = row["name"].as_str().unwrap_or_default();
                 let (rank, significant) = suspect(function);
@@ -604,6 +680,8 @@ pub fn pack(
     programs.write(&out.join("programs.parquet"))?;
     if !cases.is_empty() {
         cases.write(&out.join("cases.parquet"))?;
+        case_nodes.write(&out.join("case_nodes.parquet"))?;
+        case_edges.write(&out.join("case_edges.parquet"))?;
     }
     nodes.write(&out.join("nodes.parquet"))?;
     edges.write(&out.join("edges.parquet"))?;

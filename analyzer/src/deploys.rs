@@ -494,7 +494,7 @@ mod tests {
     /// names the function that grew, with the right rates.
     #[test]
     fn build_id_change_is_a_deploy_and_regressions_find_the_change() {
-        use crate::graph::{Pattern, regressions_in_store};
+        use crate::graph::{Pair, Pattern, Ranking};
         use crate::query::Selector;
         let dir = store_with_a_deploy();
         let reader = Reader::new(dir.path());
@@ -526,7 +526,11 @@ mod tests {
         assert_eq!((a.after.from_ms, a.after.to_ms), (30_000, 60_000));
         let api = Selector::parse(r#"{service="api"}"#).unwrap();
         assert_eq!(a.after.selector, api);
-        let (s, dispersion) = regressions_in_store(&reader, &a.before, &a.after).unwrap();
+        let pair = Pair::in_store(&reader, &a.before, &a.after).unwrap();
+        let (s, ranking) = pair.regressions();
+        let dispersion = pair.dispersion.clone();
+        // On-CPU rows only: no critical path to rank by.
+        assert_eq!(ranking, Ranking::CpuDelta);
         // Three 10-s intervals a window: their counts give each function's dispersion.
         assert_eq!(
             (dispersion.model(), dispersion.degrees_of_freedom()),
@@ -551,8 +555,11 @@ mod tests {
         let compacted = Reader::new(dir.path());
         assert!(std::fs::read_dir(dir.path().join("data")).unwrap().count() > 0);
         assert_eq!(
-            regressions_in_store(&compacted, &a.before, &a.after).unwrap(),
-            (s, dispersion)
+            {
+                let p = Pair::in_store(&compacted, &a.before, &a.after).unwrap();
+                (p.regressions(), p.dispersion)
+            },
+            ((s, ranking), dispersion)
         );
 
         // A marked deploy by id; an unknown id, a moment too recent, and both at once fail.

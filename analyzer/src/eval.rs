@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataset::{DatasetError, Table};
 
@@ -39,7 +39,7 @@ pub const WINDOW_METHODS: [(&str, &str); 5] = [
 ];
 
 /// Mean metrics over a set of programs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Programs with a bottleneck (top-k, NDCG).
     pub programs: usize,
@@ -203,7 +203,7 @@ pub fn evaluate(dataset: &Path) -> Result<Evaluation, DatasetError> {
     let path = dataset.join("cases.parquet");
     if path.exists() {
         let cases = Table::read(&path)?;
-        evaluation.cases = injected(&cases).map_err(bad(&path))?;
+        evaluation.cases = injected(&cases, &[]).map_err(bad(&path))?.0;
     }
     Ok(evaluation)
 }
@@ -342,9 +342,30 @@ pub fn noise_ceiling(
     Ok(sums)
 }
 
-fn injected(t: &Table) -> Result<CaseReport, String> {
+/// One case's result for one method: whether the injected function was ranked first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseMetrics {
+    /// `<program>/<deploy|stall>`.
+    pub case: String,
+    /// The method.
+    pub method: String,
+    /// 1 when the injected function came first, else 0.
+    pub top1: f64,
+}
+
+/// The case report of the graph methods, of `critpath regressions` and of the learned methods
+/// `extra` (scores per (`<program>/<kind>`, work function), the p50 score ranking) on the cases
+/// table `t`, with every case's top-1.
+///
+/// # Errors
+/// A column is missing.
+pub fn injected(
+    t: &Table,
+    extra: &[(&str, &Scores)],
+) -> Result<(CaseReport, Vec<CaseMetrics>), String> {
     let names = t.str("function")?;
     let families = t.str("family")?;
+    let programs = t.str("program")?;
     let kinds = t.str("kind")?;
     let injected = t.num("injected")?;
     let (before_s, after_s) = (t.num("before_seconds")?, t.num("after_seconds")?);
@@ -370,7 +391,17 @@ fn injected(t: &Table) -> Result<CaseReport, String> {
     // `critpath regressions` itself: its own order (regressions first).
     let rank = t.num("regressions_rank")?;
     methods.push(("regressions".to_owned(), Box::new(move |r| Ok(-rank[r]))));
+    for &(method, scores) in extra {
+        methods.push((
+            method.to_owned(),
+            Box::new(move |r| {
+                let case = format!("{}/{}", programs[r], kinds[r]);
+                Ok(scores.get(&(case, names[r].clone())).map_or(-1e9, |s| s[0]))
+            }),
+        ));
+    }
     let significant = t.num("regressions_significant")?;
+    let mut per_case = Vec::new();
     let mut sums: BTreeMap<(String, String, String), Sums> = BTreeMap::new();
     for rows in groups(t, &["program", "kind"])? {
         let (family, kind) = (families[rows[0]].as_str(), kinds[rows[0]].as_str());
@@ -384,6 +415,11 @@ fn injected(t: &Table) -> Result<CaseReport, String> {
             let gains: Vec<f64> = (0..rows.len())
                 .map(|i| f64::from(u8::from(i == target)))
                 .collect();
+            per_case.push(CaseMetrics {
+                case: format!("{}/{kind}", programs[rows[0]]),
+                method: method.clone(),
+                top1: f64::from(u8::from(ranking[0] == target)),
+            });
             for fam in [family, "all"] {
                 let s = sums
                     .entry((method.clone(), kind.to_owned(), fam.to_owned()))
@@ -425,7 +461,7 @@ fn injected(t: &Table) -> Result<CaseReport, String> {
             .or_default()
             .insert(family, s.metrics());
     }
-    Ok(report)
+    Ok((report, per_case))
 }
 
 #[cfg(test)]

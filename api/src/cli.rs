@@ -81,25 +81,35 @@ pub enum ModelCommand {
     ///
     /// For each family, a transformer, an MLP and a linear model are trained on the other
     /// families and predict the held-out one; their rankings are judged with the graph
-    /// methods and the noise ceiling, and the ship rule decides whether the model becomes
+    /// methods (and the noise ceiling), and the ship rule decides whether the model becomes
     /// the default ranking. Then the transformer is trained on every program and written to
     /// --out (model.safetensors, config.json, heldout.parquet, MODEL_CARD.md), the evaluation
-    /// to --eval. Deterministic given --seed; about 16 minutes on 2 cores.
+    /// to --eval. Deterministic given --seed. --task explain (the impact model of one window:
+    /// about 16 minutes on 2 cores) or regressions (pairs of windows around a deploy or a
+    /// stall, judged at finding the injected function: a few minutes).
     Train(TrainArgs),
 }
 
 /// `critpath model train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The packed dataset (nodes.parquet, edges.parquet, functions.parquet).
+    /// What the model scores: explain (each function of a window by its impact on latency
+    /// and throughput) or regressions (each function of a pair of windows by how likely its
+    /// change is the regression).
+    #[arg(long, default_value = "explain", value_parser = ["explain", "regressions"])]
+    pub task: String,
+    /// The packed dataset (nodes.parquet, edges.parquet, functions.parquet; for regressions
+    /// case_nodes.parquet, case_edges.parquet, cases.parquet).
     #[arg(long, value_name = "DIR", default_value = "models/data")]
     pub dataset: PathBuf,
-    /// The model directory to write.
-    #[arg(long, value_name = "DIR", default_value = "models/impact")]
-    pub out: PathBuf,
-    /// The evaluation JSON to write.
-    #[arg(long, value_name = "FILE", default_value = "models/eval/model.json")]
-    pub eval: PathBuf,
+    /// The model directory to write [default: models/impact, for regressions
+    /// models/regressions].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The evaluation JSON to write [default: models/eval/model.json, for regressions
+    /// models/eval/regressions.json].
+    #[arg(long, value_name = "FILE")]
+    pub eval: Option<PathBuf>,
     /// Seed of the initial weights and the training order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -183,6 +193,22 @@ pub struct RegressionsArgs {
     /// The recording after it (pprof).
     #[arg(long, value_name = "FILE", requires = "before")]
     pub after: Option<PathBuf>,
+    /// The wakeup edges recorded with --before (`critpath record --wakeups`): with both
+    /// windows' edges, suspects are ranked by the growth of their critical-path share.
+    #[arg(long, value_name = "FILE", requires = "before")]
+    pub before_wakeups: Option<PathBuf>,
+    /// The wakeup edges recorded with --after.
+    #[arg(long, value_name = "FILE", requires = "after")]
+    pub after_wakeups: Option<PathBuf>,
+    /// Ranking after the regressions: graph (the growth of each function's critical-path
+    /// share when the windows have off-CPU waits and wakeups, else of its on-CPU time), model
+    /// (the regressions model's score of the pair of windows), or auto: the model when --model
+    /// holds one that the ship rule made the default, else graph.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "graph", "model"])]
+    pub method: String,
+    /// The regressions model's directory (`critpath model train --task regressions`).
+    #[arg(long, value_name = "DIR", default_value = "models/regressions")]
+    pub model: PathBuf,
     /// Suspects to show (regressions first).
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -355,6 +381,16 @@ pub struct ListenArgs {
         default_value = "models/impact"
     )]
     pub model: PathBuf,
+    /// The regressions model's directory (`critpath model train --task regressions --out`),
+    /// loaded once at start; regressions' `method=model` uses it (and `auto`, when the ship
+    /// rule made it the default).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CRITPATH_REGRESSIONS_MODEL",
+        default_value = "models/regressions"
+    )]
+    pub regressions_model: PathBuf,
 }
 
 /// `critpath serve`.

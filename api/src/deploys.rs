@@ -1,7 +1,10 @@
 //! `critpath deploy`, `critpath deploys` and `critpath regressions`.
+use std::path::PathBuf;
+
 use anyhow::Context as _;
 use critpath_analyzer::deploys::{self, Source};
-use critpath_analyzer::graph::{self, Analysis, Dispersion, Report};
+use critpath_analyzer::graph::{Analysis, Dispersion, Evidence, Pair, Ranking, Report};
+use critpath_analyzer::model::Task;
 use critpath_analyzer::query::{Reader, Selector, parse_time_ms};
 
 use crate::cli::{DeployArgs, DeploysArgs, RegressionsArgs, default_data_dir};
@@ -71,16 +74,19 @@ pub fn list(args: DeploysArgs) -> anyhow::Result<()> {
 
 /// `critpath regressions`: between two recordings, or the store's windows around a deploy.
 pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
-    let (suspects, dispersion) = if let (Some(before), Some(after)) = (&args.before, &args.after) {
+    let pair = if let (Some(before), Some(after)) = (&args.before, &args.after) {
         // Recordings carry no time within them: sampling noise alone is modelled.
-        let before = evidence(before, None)?;
-        let after = evidence(after, None)?;
-        let (ab, aa) = (Analysis::new(&before), Analysis::new(&after));
-        let dispersion = Dispersion::poisson();
-        (
-            graph::regressions((&before, &ab), (&after, &aa), &dispersion),
-            dispersion,
-        )
+        let window =
+            |path: &PathBuf, wakeups: &Option<PathBuf>| -> anyhow::Result<(Evidence, Analysis)> {
+                let evidence = evidence(path, wakeups.as_deref())?;
+                let analysis = Analysis::new(&evidence);
+                Ok((evidence, analysis))
+            };
+        Pair {
+            before: window(before, &args.before_wakeups)?,
+            after: window(after, &args.after_wakeups)?,
+            dispersion: Dispersion::poisson(),
+        }
     } else {
         let reader = Reader::new(args.data_dir.clone().unwrap_or_else(default_data_dir));
         let selector = Selector::parse(&args.query).context("--query")?;
@@ -113,17 +119,24 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
                 timestamp(around.after.to_ms)
             );
         }
-        graph::regressions_in_store(&reader, &around.before, &around.after)
+        Pair::in_store(&reader, &around.before, &around.after)
             .with_context(|| format!("reading the store in {}", reader.dir().display()))?
     };
-    let report = Report::new(suspects, &dispersion, args.top);
+    let (mut suspects, mut ranking) = pair.regressions();
+    if let Some(model) = crate::model::chosen(&args.method, &args.model, Task::Regressions)? {
+        model
+            .rank_suspects(&pair, &mut suspects)
+            .with_context(|| format!("--method model ({})", args.model.display()))?;
+        ranking = Ranking::Model;
+    }
+    let report = Report::new(suspects, ranking, &pair.dispersion, args.top);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
-        "{:>11} {:>11} {:>11} {:>7} {:>5}  {:<13} function",
-        "before s/s", "after s/s", "delta", "z", "φ", "change"
+        "{:>11} {:>11} {:>11} {:>8} {:>7} {:>5}  {:<13} function",
+        "before s/s", "after s/s", "delta", "path Δ", "z", "φ", "change"
     );
     for s in &report.suspects {
         // Significant changes are named; a regression (significant growth) is starred.
@@ -137,14 +150,23 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
             "-".to_owned()
         };
         println!(
-            "{:>11.4} {:>11.4} {:>+11.4} {:>7.1} {:>5.2}  {:<13} {}",
-            s.before, s.after, s.delta, s.z, s.dispersion, change, s.function
+            "{:>11.4} {:>11.4} {:>+11.4} {:>+8.3} {:>7.1} {:>5.2}  {:<13} {}",
+            s.before,
+            s.after,
+            s.delta,
+            s.critical_path_after - s.critical_path_before,
+            s.z,
+            s.dispersion,
+            change,
+            s.function
         );
     }
     println!(
-        "{} regressions (*), {} significant changes; noise: {}",
+        "{} regressions (*), {} significant changes, the rest ranked by {} (path Δ: change of \
+         the share of the critical path); noise: {}",
         report.regressions,
         report.significant,
+        report.method,
         if report.degrees_of_freedom > 0 {
             format!(
                 "each function's dispersion φ from its counts per interval ({} degrees of freedom)",

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use critpath_analyzer::export::pprof;
 use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method};
-use critpath_analyzer::model::Model;
+use critpath_analyzer::model::Task;
 use critpath_analyzer::offcpu::WakeupEdge;
 use critpath_analyzer::{dataset, eval};
 
@@ -36,15 +36,7 @@ pub(crate) fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result
 
 /// `critpath explain`: a recording (`--profile`, `--wakeups`) or a window of the store.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
-    let model = match args.method.as_str() {
-        "model" => Some(
-            Model::load(&args.model)
-                .with_context(|| format!("--method model: loading {}", args.model.display()))?,
-        ),
-        // No model, or one the ship rule kept from being the default: the graph method.
-        "auto" => Model::load(&args.model).ok().filter(Model::is_default),
-        _ => None,
-    };
+    let model = crate::model::chosen(&args.method, &args.model, Task::Explain)?;
     let method: Method = match args.method.as_str() {
         "model" | "auto" => Method::CriticalPath,
         m => m.parse().map_err(anyhow::Error::msg)?,
@@ -201,22 +193,27 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     print_metrics(elasticity_rows(&evaluation.elasticity));
     if !evaluation.cases.is_empty() {
         println!("\nfinding the injected function (deploys: regressions; stalls: slow windows):");
-        println!(
-            "{:<23} {:<7} {:<11} {:>4} {:>6} {:>6}",
-            "method", "case", "family", "n", "top1", "top3"
-        );
-        for (method, kinds) in &evaluation.cases {
-            for (kind, families) in kinds {
-                for (family, m) in families {
-                    println!(
-                        "{:<23} {:<7} {:<11} {:>4} {:>6.2} {:>6.2}",
-                        method, kind, family, m.programs, m.top1, m.top3
-                    );
-                }
+        print_cases(&evaluation.cases);
+    }
+    Ok(())
+}
+
+/// Prints a case report as a table, one row per (method, case kind, family).
+pub(crate) fn print_cases(cases: &eval::CaseReport) {
+    println!(
+        "{:<23} {:<7} {:<11} {:>4} {:>6} {:>6}",
+        "method", "case", "family", "n", "top1", "top3"
+    );
+    for (method, kinds) in cases {
+        for (kind, families) in kinds {
+            for (family, m) in families {
+                println!(
+                    "{:<23} {:<7} {:<11} {:>4} {:>6.2} {:>6.2}",
+                    method, kind, family, m.programs, m.top1, m.top3
+                );
             }
         }
     }
-    Ok(())
 }
 
 /// `critpath dataset pack`.

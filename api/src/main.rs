@@ -156,6 +156,7 @@ fn server_config(
         auth_token,
         insecure: listen.insecure,
         model_dir: Some(listen.model),
+        regressions_model_dir: Some(listen.regressions_model),
         ..server::ServerConfig::default()
     };
     config.check_exposure()?;

@@ -7,24 +7,66 @@ use std::time::Instant;
 use anyhow::Context as _;
 use critpath_analyzer::eval::Scores;
 use critpath_analyzer::model::{
-    self, CONFIG, HELD_OUT, LEARNED, ModelConfig, ModelEvaluation, Shape, TrainConfig, WEIGHTS,
+    self, CONFIG, HELD_OUT, LEARNED, Model, ModelConfig, ModelEvaluation, PairEvaluation, Shape,
+    ShipDecision, Task, TrainConfig, WEIGHTS,
 };
 
 use crate::cli::TrainArgs;
-use crate::explain::{elasticity_rows, print_metrics, write_json};
+use crate::explain::{elasticity_rows, print_cases, print_metrics, write_json};
+
+/// The model a ranking `method` asks for: `model` loads `dir` (an error when it is missing or
+/// scores another task than `task`); `auto` takes it only when it is there, scores `task` and
+/// the ship rule made it the default; any other method none.
+pub(crate) fn chosen(method: &str, dir: &Path, task: Task) -> anyhow::Result<Option<Model>> {
+    Ok(match method {
+        "model" => {
+            let model = Model::load(dir)
+                .with_context(|| format!("--method model: loading {}", dir.display()))?;
+            model
+                .check_task(task)
+                .with_context(|| format!("--method model: {}", dir.display()))?;
+            Some(model)
+        }
+        // No model, or one the ship rule kept from being the default: the graph method.
+        "auto" => Model::load(dir)
+            .ok()
+            .filter(|m| m.task() == task && m.is_default()),
+        _ => None,
+    })
+}
 
 /// `critpath model train`.
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let samples = model::read_samples(&args.dataset)
-        .with_context(|| format!("reading the dataset in {}", args.dataset.display()))?;
+    let task = match args.task.as_str() {
+        "regressions" => Task::Regressions,
+        _ => Task::Explain,
+    };
+    let (default_out, default_eval) = match task {
+        Task::Explain => ("models/impact", "models/eval/model.json"),
+        Task::Regressions => ("models/regressions", "models/eval/regressions.json"),
+    };
+    let out = args.out.clone().unwrap_or_else(|| default_out.into());
+    let eval = args.eval.clone().unwrap_or_else(|| default_eval.into());
+    let samples = match task {
+        Task::Explain => model::read_samples(&args.dataset),
+        Task::Regressions => model::read_pair_samples(&args.dataset),
+    }
+    .with_context(|| format!("reading the dataset in {}", args.dataset.display()))?;
     anyhow::ensure!(
         !samples.is_empty(),
-        "{}: no programs in nodes.parquet",
-        args.dataset.display()
+        "{}: no {} in the dataset",
+        args.dataset.display(),
+        match task {
+            Task::Explain => "programs (nodes.parquet)",
+            Task::Regressions => "cases (case_nodes.parquet)",
+        }
     );
     let config = |kind| {
         let mut c = TrainConfig::new(Shape::of(kind), args.seed);
+        if task == Task::Regressions {
+            c = TrainConfig::for_pairs(c);
+        }
         if let Some(e) = args.epochs {
             c.epochs = e;
         }
@@ -56,7 +98,11 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let all: Vec<&model::Sample> = samples.iter().collect();
     let net = model::train::train(&all, &c, &mut |epoch, loss| {
         eprint!(
-            "\rcritpath: model: all programs epoch {:>3}/{} loss {loss:.4} ({:.0} s)   ",
+            "\rcritpath: model: all {} epoch {:>3}/{} loss {loss:.4} ({:.0} s)   ",
+            match task {
+                Task::Explain => "programs",
+                Task::Regressions => "cases",
+            },
             epoch + 1,
             c.epochs,
             started.elapsed().as_secs_f64()
@@ -66,46 +112,59 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     eprintln!();
     let mut shipped = Scores::new();
     model::train::scores(&net, &all, &mut shipped)?;
-    let evaluation = model::evaluate(&args.dataset, &refs, Some(&shipped))?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    net.save(&args.out.join(WEIGHTS))?;
-    let name = args
-        .out
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    net.save(&out.join(WEIGHTS))?;
+    let name = out
         .file_name()
         .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-    let model_config = ModelConfig {
+    let mut model_config = ModelConfig {
         name,
+        task,
         parameters: net.parameter_count(),
         programs: samples.len(),
         command: format!(
-            "critpath model train --dataset {} --out {} --eval {} --seed {}{}",
+            "critpath model train{} --dataset {} --out {} --eval {} --seed {}{}",
+            match task {
+                Task::Explain => "",
+                Task::Regressions => " --task regressions",
+            },
             args.dataset.display(),
-            args.out.display(),
-            args.eval.display(),
+            out.display(),
+            eval.display(),
             args.seed,
             args.epochs
                 .map_or(String::new(), |e| format!(" --epochs {e}"))
         ),
         train: c,
-        ship: evaluation.ship.clone(),
+        ship: Default::default(),
+    };
+    let card = match task {
+        Task::Explain => {
+            let evaluation = model::evaluate(&args.dataset, &refs, Some(&shipped))?;
+            model_config.ship = evaluation.ship.clone();
+            write_json(&eval, &evaluation)?;
+            print_eval(&evaluation);
+            model_card(&model_config, &evaluation)
+        }
+        Task::Regressions => {
+            let evaluation = model::evaluate_pairs(&args.dataset, &refs, Some(&shipped))?;
+            model_config.ship = evaluation.ship.clone();
+            write_json(&eval, &evaluation)?;
+            print_pair_eval(&evaluation);
+            regressions_card(&model_config, &evaluation)
+        }
     };
     std::fs::write(
-        args.out.join(CONFIG),
+        out.join(CONFIG),
         serde_json::to_string_pretty(&model_config)? + "\n",
     )?;
-    model::write_held_out(&args.out.join(HELD_OUT), &refs)?;
-    write_json(&args.eval, &evaluation)?;
-    std::fs::write(
-        args.out.join("MODEL_CARD.md"),
-        model_card(&model_config, &evaluation),
-    )?;
-    print_eval(&evaluation);
+    model::write_held_out(&out.join(HELD_OUT), &refs)?;
+    std::fs::write(out.join("MODEL_CARD.md"), card)?;
     eprintln!(
         "critpath: wrote {} ({} parameters) and {} in {:.0} s",
-        args.out.display(),
+        out.display(),
         model_config.parameters,
-        args.eval.display(),
+        eval.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -118,14 +177,28 @@ pub fn eval(dataset: &Path, dir: &Path, json: Option<&Path>) -> anyhow::Result<(
     let refs: Vec<(&str, &Scores)> = held_out.iter().map(|(n, s)| (n.as_str(), s)).collect();
     // The committed weights, run again on the dataset's graphs.
     let shipped = model::Model::load(dir)?;
-    let samples = model::read_samples(dataset)?;
-    let all: Vec<&model::Sample> = samples.iter().collect();
-    let in_sample = shipped.scores(&all)?;
-    let evaluation = model::evaluate(dataset, &refs, Some(&in_sample))?;
-    if let Some(path) = json {
-        write_json(path, &evaluation)?;
+    match shipped.task() {
+        Task::Explain => {
+            let samples = model::read_samples(dataset)?;
+            let all: Vec<&model::Sample> = samples.iter().collect();
+            let in_sample = shipped.scores(&all)?;
+            let evaluation = model::evaluate(dataset, &refs, Some(&in_sample))?;
+            if let Some(path) = json {
+                write_json(path, &evaluation)?;
+            }
+            print_eval(&evaluation);
+        }
+        Task::Regressions => {
+            let samples = model::read_pair_samples(dataset)?;
+            let all: Vec<&model::Sample> = samples.iter().collect();
+            let in_sample = shipped.scores(&all)?;
+            let evaluation = model::evaluate_pairs(dataset, &refs, Some(&in_sample))?;
+            if let Some(path) = json {
+                write_json(path, &evaluation)?;
+            }
+            print_pair_eval(&evaluation);
+        }
     }
-    print_eval(&evaluation);
     Ok(())
 }
 
@@ -142,7 +215,20 @@ fn print_eval(e: &ModelEvaluation) {
             .map(move |(target, m)| ("shipped (seen)", family.as_str(), target.as_str(), m))
     });
     print_metrics(elasticity_rows(&e.elasticity).chain(noise).chain(seen));
-    let s = &e.ship;
+    print_ship(&e.ship);
+}
+
+fn print_pair_eval(e: &PairEvaluation) {
+    println!("held-out families: finding the function a deploy or a stall changed");
+    print_cases(&e.cases);
+    if let Some(seen) = &e.in_sample {
+        println!("\nthe shipped model on the cases it was trained on:");
+        print_cases(&[("shipped (seen)".to_owned(), seen.clone())].into());
+    }
+    print_ship(&e.ship);
+}
+
+fn print_ship(s: &ShipDecision) {
     println!(
         "\nship rule ({}): model {:.3}, best baseline {} {:.3}, difference 95% CI [{:+.3}, {:+.3}], noise ceiling {:.3}: {}",
         s.metric,
@@ -158,6 +244,25 @@ fn print_eval(e: &ModelEvaluation) {
             "the graph method stays the default"
         }
     );
+}
+
+/// A model card's words for the network's shape.
+fn network(c: &ModelConfig) -> String {
+    let s = &c.train.shape;
+    format!(
+        "{} encoder layers of width {}, {} heads, feed-forward width {}; {} trainable parameters",
+        s.layers, s.d_model, s.heads, s.d_ff, c.parameters
+    )
+}
+
+/// A model card's words for the optimizer, one step per `unit`.
+fn optimizer(c: &ModelConfig, unit: &str) -> String {
+    let t = &c.train;
+    format!(
+        "AdamW, learning rate {}, weight decay {}, {} epochs of one step per {unit}, seed {}; CPU, \
+         deterministic.",
+        t.learning_rate, t.weight_decay, t.epochs, t.seed
+    )
 }
 
 /// The model card: what the model is, how it was made, and how it did, from the run itself.
@@ -176,8 +281,7 @@ fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
          Generated by `{}` (this file, the weights, `config.json`, `heldout.parquet` and \
          `models/eval/model.json` come from that one command).\n\n\
          ## What it is\n\
-         A graph transformer over the functions of one profiled window: {} encoder layers of width {}, {} heads, \
-         feed-forward width {}; {} trainable parameters. Nodes are the window's functions (at most 128, the labelled \
+         A graph transformer over the functions of one profiled window: {}. Nodes are the window's functions (at most 128, the labelled \
          ones and then the heaviest by on-CPU and off-CPU inclusive time plus critical-path blame); each has 32 inputs: \
          the 16 evidence features of `FunctionEvidence::FEATURES` (on-CPU self and total time, off-CPU time by cause, \
          wall time, waits it ended and waited in, blame, critical-path share, knot time, threads, utilization), each as a \
@@ -189,8 +293,7 @@ fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
          `models/data`: {} synthetic programs in 5 template families (lock_bound, pool_bound, fan_out, io_bound, \
          mixed; seeds 1–30), each measured by the ground-truth harness (elasticities with 95% intervals, 0 inside \
          the noise floor) and recorded by critpath. Loss: ListNet (softmax cross-entropy against the measured \
-         elasticities at temperature {}) plus {} × squared error. AdamW, learning rate {}, weight decay {}, {} epochs of \
-         one step per program, seed {}; CPU, deterministic.\n\n\
+         elasticities at temperature {}) plus {} × squared error. {}\n\n\
          ## Evaluation (held-out families)\n\
          Each family is predicted by networks trained on the other four only (leave-one-family-out). Baselines: \
          every graph method of `critpath eval`, and an MLP (2 × 64) and a linear model trained the same way on the \
@@ -198,18 +301,11 @@ fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
          ({} draws, each elasticity re-drawn with the spread of the difference of two measurements).\n\n",
         c.name,
         c.command,
-        c.train.shape.layers,
-        c.train.shape.d_model,
-        c.train.shape.heads,
-        c.train.shape.d_ff,
-        c.parameters,
+        network(c),
         c.programs,
         c.train.temperature,
         c.train.regression_weight,
-        c.train.learning_rate,
-        c.train.weight_decay,
-        c.train.epochs,
-        c.train.seed,
+        optimizer(c, "program"),
         model::NOISE_DRAWS,
     );
     out += "| method | family | p50 top-1 | p50 NDCG@5 | p99 NDCG@5 | throughput top-1 | throughput NDCG@5 |\n|---|---|---|---|---|---|---|\n";
@@ -264,8 +360,8 @@ fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
          - The programs are synthetic and small (a handful of work functions each), made of the patterns the graph \
          methods model; five families are few to generalize from, and holding one out leaves 120 programs.\n\
          - Labels come from 2-s runs with one round: small effects are labelled 0, and p99 labels are noisy.\n\
-         - One window at a time: regressions (before/after pairs) are not modelled; `regressions` keeps its \
-         statistical test.\n\
+         - One window at a time: pairs of windows (before and after a deploy) are the regressions model's \
+         (`models/regressions`).\n\
          - Inputs are normalized within the window, so absolute load is not seen.\n\
          - Out of the training distribution it can be wrong where the graph method is right: on the mutex \
          workload whose critical section sleeps with the lock held (2 ms of CPU, then 4 ms asleep) beside two nice-19 \
@@ -287,4 +383,123 @@ fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
         }
     );
     out
+}
+
+/// The regressions model's card, from the run itself.
+fn regressions_card(c: &ModelConfig, e: &PairEvaluation) -> String {
+    let m = |method: &str, kind: &str, family: &str| {
+        e.cases
+            .get(method)
+            .and_then(|k| k.get(kind))
+            .and_then(|f| f.get(family))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "# Model card: {}\n\n\
+         Generated by `{}` (this file, the weights, `config.json`, `heldout.parquet` and \
+         `models/eval/regressions.json` come from that one command).\n\n\
+         ## What it is\n\
+         The regressions model: the impact model's graph transformer ({}) over a pair of windows, before and after a change. Nodes \
+         are the after window's functions, pruned as the impact model prunes a window (at most 128: the heaviest by \
+         on-CPU and off-CPU inclusive time plus critical-path blame); the attention biases are the after window's \
+         relations (calls, wakeups, same thread) and hop distances. Each node has 65 inputs: the 16 evidence \
+         features of `FunctionEvidence::FEATURES` in each window (times per second of their window; shares, thread \
+         counts and utilization as they are), as shares of the pair's largest value before, after, their \
+         difference, and the difference log-scaled, and the z-score of the function's on-CPU change as \
+         `regressions` computes it (log-scaled). The head's first output scores the function as the cause of \
+         the change; `critpath regressions --method model` ranks by it (the significance test is the same).\n\n\
+         ## Data and training\n\
+         `models/data`: the {} cases of the ground-truth dataset: a deploy (one work function made slower from \
+         a moment on) or a stall (a function held up for a while) injected into a measured synthetic program \
+         of the 5 template families, recorded by critpath before and after (`case_nodes.parquet`, \
+         `case_edges.parquet`). Label: the injected function (1; the program's other work functions and every \
+         other node 0). Loss: ListNet at temperature {} plus {} × squared error on the work functions. {}\n\n\
+         ## Evaluation (held-out families)\n\
+         Each family's cases are ranked by networks trained on the other families' cases only. Baselines: \
+         `critpath regressions`' own ranking (`regressions`: the regressions first, then the growth of the \
+         critical-path share), every graph method on the window after the change and its change against the \
+         window before (`_delta`), and an MLP and a linear model trained the same way on the same inputs. \
+         Top-1/top-3: the injected function ranked first / among the first three of the program's work \
+         functions.\n\n\
+         | method | deploy top-1 | deploy top-3 | stall top-1 | stall top-3 |\n|---|---|---|---|---|\n",
+        c.name,
+        c.command,
+        network(c),
+        c.programs,
+        c.train.temperature,
+        c.train.regression_weight,
+        optimizer(c, "case"),
+    );
+    let mut methods: Vec<&String> = e
+        .cases
+        .keys()
+        .filter(|k| k.as_str() != "regressions_significant")
+        .collect();
+    methods.sort_by_key(|k| (k.as_str() != "model", k.as_str()));
+    for method in methods {
+        let (d, st) = (m(method, "deploy", "all"), m(method, "stall", "all"));
+        out += &format!(
+            "| {method} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            d.top1, d.top3, st.top1, st.top3
+        );
+    }
+    out += "\nThe same per family and case kind: `models/eval/regressions.json`.\n";
+    let s = &e.ship;
+    out += &format!(
+        "\n## Ship rule\n\
+         The model is the default ranking of `regressions` only if, on held-out families, its {} beats the best \
+         other ranking's by more than the noise: the 95% paired-bootstrap interval of the mean per-case \
+         difference must lie above zero. Model {:.3}, best other ranking `{}` {:.3}; difference 95% CI \
+         [{:+.3}, {:+.3}]. **Decision: {}.**\n\n\
+         ## Known limits\n\
+         - {} cases in 5 families: holding one family out leaves about 60 to learn from, and one case moves a \
+         family's top-1 by 0.1.\n\
+         - The cases are synthetic programs with one injected change each; a real deploy changes many functions \
+         at once.\n\
+         - The windows are short recordings (a few seconds): sampling noise is large, which is what the \
+         evaluation measures.\n\
+         - Tried: without the z-score input, held-out top-1 0.85 (difference against the critical path's growth \
+         [-0.12, +0.04]); 120 epochs instead of 60 (without it) overfit: 0.72 ([-0.27, -0.08]).\n",
+        s.metric,
+        s.model,
+        s.best_baseline,
+        s.baseline,
+        s.difference_ci95.0,
+        s.difference_ci95.1,
+        if s.default {
+            "the model is the default"
+        } else {
+            "`regressions` keeps its graph ranking (critical-path growth) as the default; the model is available as `--method model`"
+        },
+        c.programs,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read<T: serde::de::DeserializeOwned>(path: &str) -> T {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        serde_json::from_slice(&std::fs::read(root.join(path)).unwrap()).unwrap()
+    }
+
+    fn card(model: &str) -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::read_to_string(root.join("models").join(model).join("MODEL_CARD.md")).unwrap()
+    }
+
+    /// The committed model cards are what `critpath model train` writes from the committed
+    /// configuration and evaluation: the text cannot drift from the code that makes it.
+    #[test]
+    fn committed_cards_are_what_training_writes() {
+        let config: ModelConfig = read("models/impact/config.json");
+        let evaluation: ModelEvaluation = read("models/eval/model.json");
+        assert_eq!(model_card(&config, &evaluation), card("impact"));
+        let config: ModelConfig = read("models/regressions/config.json");
+        let evaluation: PairEvaluation = read("models/eval/regressions.json");
+        assert_eq!(regressions_card(&config, &evaluation), card("regressions"));
+    }
 }

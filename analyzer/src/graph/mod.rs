@@ -32,8 +32,8 @@ pub use callgraph::{CallGraph, FunctionTimes};
 pub use evidence::{Actor, Evidence, EvidenceError, FunctionId, Stack, ThreadId, Wait};
 pub use explain::{Change, Explanation, Ranked, Step};
 pub use regress::{
-    ALPHA, Dispersion, MIN_DEGREES_OF_FREEDOM, MIN_RELATIVE, MIN_SHARE, Pattern, Report, Suspect,
-    regressions, regressions_in_store, z_threshold,
+    ALPHA, Dispersion, MIN_DEGREES_OF_FREEDOM, MIN_RELATIVE, MIN_SHARE, Pair, Pattern, Ranking,
+    Report, Suspect, rank_by, regressions, z_threshold,
 };
 pub use waitfor::{Blame, Knot, PathStep, Sink, WaitFor};
 

@@ -52,17 +52,22 @@ fn wait(ev: &mut Evidence, t: ThreadId, waker: Actor, cause: Cause, ms: f64) {
 /// Four request threads that queue on a lock, and a housekeeping thread burning more CPU than
 /// any of them but waited on by nobody.
 fn lock_bound() -> Evidence {
+    lock_bound_with(50.0, 400.0)
+}
+
+/// [`lock_bound`] with the holder's CPU time per request thread and the housekeeping's, ms.
+fn lock_bound_with(holder_ms: f64, housekeeping_ms: f64) -> Evidence {
     let mut ev = Evidence::new(1.0);
     let frontends: Vec<ThreadId> = (0..4).map(|i| thread(&mut ev, 10 + i)).collect();
     for (i, &t) in frontends.iter().enumerate() {
         cpu(&mut ev, t, &["main", "serve", "parse"], 10.0);
-        cpu(&mut ev, t, &["main", "serve", "holder"], 50.0);
+        cpu(&mut ev, t, &["main", "serve", "holder"], holder_ms);
         cpu(&mut ev, t, &["main", "serve", "reply"], 10.0);
         let other = frontends[(i + 1) % 4];
         wait(&mut ev, t, Actor::Thread(other), Cause::Lock, 100.0);
     }
     let hk = thread(&mut ev, 99);
-    cpu(&mut ev, hk, &["main", "housekeeping"], 400.0);
+    cpu(&mut ev, hk, &["main", "housekeeping"], housekeeping_ms);
     wait(
         &mut ev,
         hk,
@@ -258,4 +263,48 @@ fn kernel_waits_are_charged_to_the_function_blocked_in() {
         "{shares:?}"
     );
     assert!(!shares.contains_key(&Sink::Kernel(Cause::Sleep)));
+}
+
+/// A deploy that makes the lock holder slower while housekeeping, which no request waits for,
+/// grows five times as much in CPU: with the windows' waits `regressions` ranks the holder
+/// first (its critical-path share grew), the on-CPU growth would name housekeeping. Without
+/// waits the ranking is the on-CPU growth's, and a model's scores reorder the suspects.
+#[test]
+fn regressions_rank_by_critical_path_growth() {
+    let before = lock_bound_with(50.0, 400.0);
+    let after = lock_bound_with(60.0, 600.0);
+    let (ab, aa) = (Analysis::new(&before), Analysis::new(&after));
+    let mut s = regressions((&before, &ab), (&after, &aa), &Dispersion::poisson());
+    assert_eq!(Ranking::of(&before, &after), Ranking::CriticalPathDelta);
+    assert!(s.iter().all(|x| !x.regression), "{s:?}");
+    assert_eq!(s[0].function, "holder", "{s:?}");
+    let hk = s.iter().find(|x| x.function == "housekeeping").unwrap();
+    assert!(hk.delta > 4.0 * s[0].delta, "{s:?}");
+    assert_eq!(hk.critical_path_after, 0.0);
+    assert!(s[0].critical_path_after > s[0].critical_path_before);
+    assert_eq!(
+        s[0].score,
+        s[0].critical_path_after - s[0].critical_path_before
+    );
+
+    // No waits: on-CPU growth.
+    let strip = |mut ev: Evidence| {
+        ev.waits.clear();
+        ev.stacks.retain(|st| st.cpu_ns > 0.0);
+        ev
+    };
+    let (before, after) = (strip(before), strip(after));
+    let (ab, aa) = (Analysis::new(&before), Analysis::new(&after));
+    let cpu = regressions((&before, &ab), (&after, &aa), &Dispersion::poisson());
+    assert_eq!(Ranking::of(&before, &after), Ranking::CpuDelta);
+    assert_eq!(cpu[0].function, "housekeeping", "{cpu:?}");
+
+    // A model's scores: `parse` first; a function it did not score comes last.
+    let scores: std::collections::HashMap<String, f64> =
+        [("parse".to_owned(), 2.0), ("holder".to_owned(), 1.0)].into();
+    rank_by(&mut s, &scores);
+    let order: Vec<&str> = s.iter().map(|x| x.function.as_str()).collect();
+    assert_eq!(&order[..2], ["parse", "holder"], "{s:?}");
+    assert_eq!(s[0].score, 2.0);
+    assert!(s[2..].iter().all(|x| x.score < 1.0), "{s:?}");
 }

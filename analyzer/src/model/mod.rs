@@ -29,11 +29,13 @@ use serde::{Deserialize, Serialize};
 
 pub use input::GraphInput;
 pub use net::{Kind, Net, Rng, Shape};
-pub use train::{Sample, TrainConfig, held_out, predict, read_samples};
+pub use train::{Sample, TrainConfig, held_out, predict, read_pair_samples, read_samples};
 
 use crate::dataset::{DatasetError, Table};
-use crate::eval::{Metrics, ProgramMetrics, Report, Scores, elasticity, noise_ceiling};
-use crate::graph::{Analysis, Evidence};
+use crate::eval::{
+    CaseReport, Metrics, ProgramMetrics, Report, Scores, elasticity, injected, noise_ceiling,
+};
+use crate::graph::{Analysis, Evidence, Pair, Suspect, rank_by};
 
 /// File names in a model directory.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -64,6 +66,16 @@ pub enum ModelError {
     /// A tensor operation failed.
     #[error("model: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A model of one task used for another.
+    #[error("model {name} was trained for `{found}`, not for `{wanted}`", found = found.as_str(), wanted = wanted.as_str())]
+    WrongTask {
+        /// The model's name.
+        name: String,
+        /// What it scores.
+        found: Task,
+        /// What it was asked to score.
+        wanted: Task,
+    },
 }
 
 fn file_error(path: &Path, message: impl ToString) -> ModelError {
@@ -74,7 +86,7 @@ fn file_error(path: &Path, message: impl ToString) -> ModelError {
 }
 
 /// What the ship rule decided, with its evidence.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShipDecision {
     /// The primary metric: NDCG@5 of p50 elasticity over all held-out programs.
     pub metric: String,
@@ -94,11 +106,36 @@ pub struct ShipDecision {
     pub default: bool,
 }
 
+/// What a model scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// The functions of one window, by their impact (`explain`).
+    #[default]
+    Explain,
+    /// The functions of a pair of windows, before and after a change, by how likely their
+    /// change made the program slower (`regressions`).
+    Regressions,
+}
+
+impl Task {
+    /// Its name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Explain => "explain",
+            Task::Regressions => "regressions",
+        }
+    }
+}
+
 /// A trained model's `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// Its name (the directory's).
     pub name: String,
+    /// What it scores (`explain` when absent: the first models scored windows only).
+    #[serde(default)]
+    pub task: Task,
     /// How it was trained.
     pub train: TrainConfig,
     /// Trainable values.
@@ -112,7 +149,7 @@ pub struct ModelConfig {
 }
 
 /// The held-out evaluation of the learned methods next to the graph methods.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelEvaluation {
     /// Per method (graph methods, `model`, `mlp`, `linear`), family and target.
     pub elasticity: Report,
@@ -122,6 +159,19 @@ pub struct ModelEvaluation {
     pub ship: ShipDecision,
     /// The shipped model (trained on every program) judged on the programs it was trained
     /// on: not a measure of how it generalizes, but what its weights must reproduce.
+    pub in_sample: Option<BTreeMap<String, BTreeMap<String, Metrics>>>,
+}
+
+/// The held-out evaluation of the learned regressions methods next to the graph methods and
+/// `critpath regressions`' own ranking.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairEvaluation {
+    /// Finding the injected function, per method (graph methods on the window after and their
+    /// `_delta`s, `regressions`, `model`, `mlp`, `linear`), case kind and family.
+    pub cases: CaseReport,
+    /// The ship rule.
+    pub ship: ShipDecision,
+    /// The shipped model (trained on every case) judged on the cases it was trained on.
     pub in_sample: Option<BTreeMap<String, BTreeMap<String, Metrics>>>,
 }
 
@@ -213,6 +263,77 @@ pub fn evaluate(
     Ok(ModelEvaluation {
         elasticity: report,
         noise_ceiling: noise,
+        ship,
+        in_sample,
+    })
+}
+
+/// Scores the held-out predictions of regressions models `learned` (method name → scores per
+/// (`<program>/<kind>`, work function)) on the dataset's cases, and applies the ship rule:
+/// the model is the default ranking of `regressions` only when its top-1 (the injected
+/// function first) over all held-out cases beats the best other ranking's by more than the
+/// noise, the 95% paired-bootstrap interval of the mean per-case difference above zero. (The
+/// injected function is known exactly: the noise is that of the recorded windows, which the
+/// bootstrap over cases carries; the noise ceiling is 1.)
+///
+/// # Errors
+/// The cases table cannot be read or lacks columns.
+pub fn evaluate_pairs(
+    dataset: &Path,
+    learned: &[(&str, &Scores)],
+    in_sample: Option<&Scores>,
+) -> Result<PairEvaluation, ModelError> {
+    let path = dataset.join("cases.parquet");
+    let t = Table::read(&path)?;
+    let bad = |m: String| {
+        ModelError::Dataset(DatasetError::Invalid {
+            path: path.clone(),
+            message: m,
+        })
+    };
+    let (cases, per_case) = injected(&t, learned).map_err(bad)?;
+    let by_method = |method: &str| -> BTreeMap<&str, f64> {
+        per_case
+            .iter()
+            .filter(|c| c.method == method)
+            .map(|c| (c.case.as_str(), c.top1))
+            .collect()
+    };
+    let mean = |method: &str| {
+        let m = by_method(method);
+        m.values().sum::<f64>() / m.len().max(1) as f64
+    };
+    let best_baseline = cases
+        .keys()
+        .filter(|m| m.as_str() != "model" && m.as_str() != "regressions_significant")
+        .max_by(|a, b| mean(a).total_cmp(&mean(b)).then(b.cmp(a)))
+        .cloned()
+        .unwrap_or_default();
+    let (m, b) = (by_method("model"), by_method(&best_baseline));
+    let diffs: Vec<f64> = m
+        .iter()
+        .filter_map(|(case, v)| Some(v - b.get(case)?))
+        .collect();
+    let ci = mean_ci(&diffs, 2);
+    let ship = ShipDecision {
+        metric: "top-1 of the injected function, all held-out cases".to_owned(),
+        model: if m.is_empty() { 0.0 } else { mean("model") },
+        baseline: mean(&best_baseline),
+        best_baseline,
+        difference_ci95: ci,
+        top1_difference_ci95: ci,
+        noise_ceiling: 1.0,
+        default: ci.0 > 0.0,
+    };
+    let in_sample = match in_sample {
+        Some(scores) => {
+            let (mut r, _) = injected(&t, &[("shipped", scores)]).map_err(bad)?;
+            r.remove("shipped")
+        }
+        None => None,
+    };
+    Ok(PairEvaluation {
+        cases,
         ship,
         in_sample,
     })
@@ -328,6 +449,7 @@ impl Model {
         evidence: &Evidence,
         analysis: &Analysis,
     ) -> Result<Vec<(String, [f64; 3])>, ModelError> {
+        self.check_task(Task::Explain)?;
         let input = GraphInput::of_window(evidence, analysis);
         let predicted = predict(&self.net, &input)?;
         Ok(input.names.into_iter().zip(predicted).collect())
@@ -341,6 +463,67 @@ impl Model {
         let mut out = Scores::new();
         train::scores(&self.net, samples, &mut out)?;
         Ok(out)
+    }
+
+    /// Every kept function of the window after a change (as [`GraphInput::of_pair`] keeps
+    /// them, with the z-scores `z` of their on-CPU change) with its score as a regression
+    /// suspect (larger is more likely), for a model of [`Task::Regressions`].
+    ///
+    /// # Errors
+    /// A tensor operation failed, or the model scores single windows.
+    pub fn score_pair(
+        &self,
+        before: (&Evidence, &Analysis),
+        after: (&Evidence, &Analysis),
+        z: &std::collections::HashMap<String, f64>,
+    ) -> Result<Vec<(String, f64)>, ModelError> {
+        self.check_task(Task::Regressions)?;
+        let input = GraphInput::of_pair(before, after, z);
+        let predicted = predict(&self.net, &input)?;
+        Ok(input
+            .names
+            .into_iter()
+            .zip(predicted)
+            .map(|(name, p)| (name, p[0]))
+            .collect())
+    }
+
+    /// What it scores.
+    pub fn task(&self) -> Task {
+        self.config.task
+    }
+
+    /// An error unless it scores `task`.
+    ///
+    /// # Errors
+    /// [`ModelError::WrongTask`].
+    pub fn check_task(&self, task: Task) -> Result<(), ModelError> {
+        if self.config.task == task {
+            Ok(())
+        } else {
+            Err(ModelError::WrongTask {
+                name: self.config.name.clone(),
+                found: self.config.task,
+                wanted: task,
+            })
+        }
+    }
+
+    /// Orders `suspects` of `pair` (as [`Pair::regressions`] gave them) by the model's scores
+    /// of the pair ([`rank_by`]: the regressions still first).
+    ///
+    /// # Errors
+    /// Not a regressions model, or a tensor operation failed.
+    pub fn rank_suspects(&self, pair: &Pair, suspects: &mut [Suspect]) -> Result<(), ModelError> {
+        self.check_task(Task::Regressions)?;
+        let ((eb, ab), (ea, aa)) = (&pair.before, &pair.after);
+        let z = suspects.iter().map(|s| (s.function.clone(), s.z)).collect();
+        let scores: std::collections::HashMap<String, f64> = self
+            .score_pair((eb, ab), (ea, aa), &z)?
+            .into_iter()
+            .collect();
+        rank_by(suspects, &scores);
+        Ok(())
     }
 
     /// Scores a prepared input (the benchmark's entry point).

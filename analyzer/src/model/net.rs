@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{D, DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::input::{GraphInput, HOP_BUCKETS, INPUTS, RELATIONS, TARGETS};
+use super::input::{GraphInput, HOP_BUCKETS, INPUTS, PAIR_INPUTS, RELATIONS, TARGETS};
 
 /// Which network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,9 @@ impl Kind {
 pub struct Shape {
     /// Which network.
     pub kind: Kind,
+    /// Inputs per node: [`INPUTS`] (one window) or [`PAIR_INPUTS`] (a pair of windows).
+    #[serde(default = "window_inputs")]
+    pub inputs: usize,
     /// Width of the node states.
     pub d_model: usize,
     /// Attention heads.
@@ -52,7 +55,19 @@ pub struct Shape {
     pub d_ff: usize,
 }
 
+fn window_inputs() -> usize {
+    INPUTS
+}
+
 impl Shape {
+    /// The same network over pairs of windows ([`PAIR_INPUTS`] inputs per node).
+    pub fn for_pairs(self) -> Self {
+        Shape {
+            inputs: PAIR_INPUTS,
+            ..self
+        }
+    }
+
     /// The default shape of each kind.
     pub fn of(kind: Kind) -> Self {
         match kind {
@@ -66,6 +81,7 @@ impl Shape {
     pub fn transformer() -> Self {
         Shape {
             kind: Kind::Transformer,
+            inputs: INPUTS,
             d_model: 64,
             heads: 4,
             layers: 3,
@@ -77,6 +93,7 @@ impl Shape {
     pub fn mlp() -> Self {
         Shape {
             kind: Kind::Mlp,
+            inputs: INPUTS,
             d_model: 64,
             heads: 0,
             layers: 2,
@@ -88,6 +105,7 @@ impl Shape {
     pub fn linear() -> Self {
         Shape {
             kind: Kind::Linear,
+            inputs: INPUTS,
             d_model: 0,
             heads: 0,
             layers: 0,
@@ -261,8 +279,14 @@ impl Net {
     /// A tensor could not be made.
     pub fn tensors(&self, g: &GraphInput) -> candle_core::Result<GraphTensors> {
         let n = g.len();
+        if g.inputs != self.shape.inputs {
+            return Err(candle_core::Error::Msg(format!(
+                "the input has {} features per node, the network takes {}",
+                g.inputs, self.shape.inputs
+            )));
+        }
         Ok(GraphTensors {
-            features: Tensor::from_slice(&g.features, (n, INPUTS), &self.device)?,
+            features: Tensor::from_slice(&g.features, (n, g.inputs), &self.device)?,
             relations: Tensor::from_slice(&g.relations, (RELATIONS, n * n), &self.device)?,
             hops: Tensor::from_slice(&g.hops, (HOP_BUCKETS, n * n), &self.device)?,
             nodes: n,
@@ -337,17 +361,17 @@ fn parameter_shapes(shape: &Shape) -> Vec<(String, Vec<usize>)> {
         out.push((format!("{name}.weight"), vec![output, input]));
         out.push((format!("{name}.bias"), vec![output]));
     };
-    let (d, f) = (shape.d_model, shape.d_ff);
+    let (d, f, inputs) = (shape.d_model, shape.d_ff, shape.inputs);
     match shape.kind {
-        Kind::Linear => linear("head".into(), INPUTS, TARGETS),
+        Kind::Linear => linear("head".into(), inputs, TARGETS),
         Kind::Mlp => {
             for l in 0..shape.layers {
-                linear(format!("hidden{l}"), if l == 0 { INPUTS } else { f }, f);
+                linear(format!("hidden{l}"), if l == 0 { inputs } else { f }, f);
             }
             linear("head".into(), f, TARGETS);
         }
         Kind::Transformer => {
-            linear("embed".into(), INPUTS, d);
+            linear("embed".into(), inputs, d);
             for l in 0..shape.layers {
                 for p in ["query", "key", "value", "out"] {
                     linear(format!("layer{l}.{p}"), d, d);

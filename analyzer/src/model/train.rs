@@ -48,6 +48,19 @@ impl TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// `config` for the regressions model: the same network over pairs of windows, and a
+    /// sharper listwise target (temperature 0.1: one injected function per case, labelled 1,
+    /// gets nearly all of the target distribution).
+    pub fn for_pairs(config: TrainConfig) -> Self {
+        TrainConfig {
+            shape: config.shape.for_pairs(),
+            temperature: 0.1,
+            ..config
+        }
+    }
+}
+
 /// One program's graph with its labels.
 pub struct Sample {
     /// The program (`lock_bound-7`).
@@ -63,6 +76,120 @@ pub struct Sample {
     pub targets: Vec<f32>,
 }
 
+/// A packed graph table's columns, read once: the rows of each graph (by `key` columns, in
+/// node order) and each graph's edges.
+struct Graphs<'a> {
+    by_key: BTreeMap<String, Vec<usize>>,
+    edges: BTreeMap<String, Vec<(&'a str, usize, usize)>>,
+}
+
+fn bad(path: &Path) -> impl Fn(String) -> DatasetError + '_ {
+    move |message| DatasetError::Invalid {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+impl<'a> Graphs<'a> {
+    fn new(
+        (nodes, nodes_path): (&Table, &Path),
+        (edges, edges_path): (&'a Table, &Path),
+        key: &[&str],
+    ) -> Result<Self, DatasetError> {
+        let key_of = |t: &Table, path: &Path, r: usize| -> Result<String, DatasetError> {
+            let parts: Vec<&str> = key
+                .iter()
+                .map(|c| Ok(t.str(c).map_err(bad(path))?[r].as_str()))
+                .collect::<Result<_, DatasetError>>()?;
+            Ok(parts.join("/"))
+        };
+        let node = nodes.num("node").map_err(bad(nodes_path))?;
+        let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for r in 0..nodes.len() {
+            by_key
+                .entry(key_of(nodes, nodes_path, r)?)
+                .or_default()
+                .push(r);
+        }
+        for rows in by_key.values_mut() {
+            rows.sort_by(|&a, &b| node[a].total_cmp(&node[b]));
+        }
+        let kinds = edges.str("kind").map_err(bad(edges_path))?;
+        let (from, to) = (
+            edges.num("from").map_err(bad(edges_path))?,
+            edges.num("to").map_err(bad(edges_path))?,
+        );
+        let mut by_edge_key: BTreeMap<String, Vec<(&str, usize, usize)>> = BTreeMap::new();
+        for r in 0..edges.len() {
+            by_edge_key
+                .entry(key_of(edges, edges_path, r)?)
+                .or_default()
+                .push((kinds[r].as_str(), from[r] as usize, to[r] as usize));
+        }
+        Ok(Graphs {
+            by_key,
+            edges: by_edge_key,
+        })
+    }
+
+    fn edges(&self, key: &str) -> &[(&'a str, usize, usize)] {
+        self.edges.get(key).map_or(&[][..], Vec::as_slice)
+    }
+
+    /// One sample per graph of `nodes` (read from `path`): its input from `input` (the key,
+    /// its rows, their function names), its nodes with `labelled` = 1 labelled with `target`
+    /// of their row.
+    fn samples(
+        &self,
+        (nodes, path): (&Table, &Path),
+        input: impl Fn(&str, &[usize], Vec<String>) -> Result<GraphInput, DatasetError>,
+        target: impl Fn(usize) -> [f32; TARGETS],
+    ) -> Result<Vec<Sample>, DatasetError> {
+        let (families, functions) = (
+            nodes.str("family").map_err(bad(path))?,
+            nodes.str("function").map_err(bad(path))?,
+        );
+        let labelled = nodes.num("labelled").map_err(bad(path))?;
+        let mut samples = Vec::new();
+        for (key, rows) in &self.by_key {
+            let names: Vec<String> = rows.iter().map(|&r| functions[r].clone()).collect();
+            let mut sample = Sample {
+                program: key.clone(),
+                family: families[rows[0]].clone(),
+                input: input(key, rows, names)?,
+                labelled: Vec::new(),
+                targets: Vec::new(),
+            };
+            for (i, &r) in rows.iter().enumerate() {
+                if labelled[r] > 0.5 {
+                    sample.labelled.push(i as u32);
+                    sample.targets.extend(target(r));
+                }
+            }
+            samples.push(sample);
+        }
+        Ok(samples)
+    }
+}
+
+/// The raw features of `rows`, from the columns named `prefix` + each feature.
+fn raw_features(
+    t: &Table,
+    path: &Path,
+    prefix: &str,
+    rows: &[usize],
+) -> Result<Vec<[f64; RAW_FEATURES]>, DatasetError> {
+    let columns: Vec<&[f64]> = FunctionEvidence::FEATURES
+        .iter()
+        .map(|c| t.num(&format!("{prefix}{c}")))
+        .collect::<Result<_, _>>()
+        .map_err(bad(path))?;
+    Ok(rows
+        .iter()
+        .map(|&r| std::array::from_fn(|k| columns[k][r]))
+        .collect())
+}
+
 /// Reads every program's graph from a packed dataset (`nodes.parquet`, `edges.parquet`).
 ///
 /// # Errors
@@ -70,83 +197,63 @@ pub struct Sample {
 pub fn read_samples(dataset: &Path) -> Result<Vec<Sample>, DatasetError> {
     let nodes_path = dataset.join("nodes.parquet");
     let edges_path = dataset.join("edges.parquet");
-    let bad = |path: &Path| {
-        let path = path.to_owned();
-        move |message: String| DatasetError::Invalid {
-            path: path.clone(),
-            message,
-        }
-    };
     let nodes = Table::read(&nodes_path)?;
     let edges = Table::read(&edges_path)?;
-    let (programs, families, functions) = (
-        nodes.str("program").map_err(bad(&nodes_path))?,
-        nodes.str("family").map_err(bad(&nodes_path))?,
-        nodes.str("function").map_err(bad(&nodes_path))?,
-    );
-    let node = nodes.num("node").map_err(bad(&nodes_path))?;
-    let labelled = nodes.num("labelled").map_err(bad(&nodes_path))?;
+    let graphs = Graphs::new((&nodes, &nodes_path), (&edges, &edges_path), &["program"])?;
     let labels: Vec<&[f64]> = ["p50", "p99", "throughput"]
         .iter()
         .map(|c| nodes.num(c))
         .collect::<Result<_, _>>()
         .map_err(bad(&nodes_path))?;
-    let features: Vec<&[f64]> = FunctionEvidence::FEATURES
-        .iter()
-        .map(|c| nodes.num(c))
-        .collect::<Result<_, _>>()
-        .map_err(bad(&nodes_path))?;
-    let mut by_program: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (row, p) in programs.iter().enumerate() {
-        by_program.entry(p).or_default().push(row);
-    }
-    let mut edges_by_program: BTreeMap<&str, Vec<(&str, usize, usize)>> = BTreeMap::new();
-    let (ep, kinds) = (
-        edges.str("program").map_err(bad(&edges_path))?,
-        edges.str("kind").map_err(bad(&edges_path))?,
+    graphs.samples(
+        (&nodes, &nodes_path),
+        |program, rows, names| {
+            let raw = raw_features(&nodes, &nodes_path, "", rows)?;
+            Ok(GraphInput::new(names, &raw, graphs.edges(program)))
+        },
+        |r| [labels[0][r], labels[1][r], -labels[2][r]].map(|v| v as f32),
+    )
+}
+
+/// Reads every case's pair of windows from a packed dataset (`case_nodes.parquet`,
+/// `case_edges.parquet`) as samples of the regressions model: `program` is
+/// `<program>/<deploy|stall>`, the work functions are labelled, the injected function with 1
+/// for every target and the others with 0.
+///
+/// # Errors
+/// The tables cannot be read or lack columns.
+pub fn read_pair_samples(dataset: &Path) -> Result<Vec<Sample>, DatasetError> {
+    let nodes_path = dataset.join("case_nodes.parquet");
+    let edges_path = dataset.join("case_edges.parquet");
+    let nodes = Table::read(&nodes_path)?;
+    let edges = Table::read(&edges_path)?;
+    let graphs = Graphs::new(
+        (&nodes, &nodes_path),
+        (&edges, &edges_path),
+        &["program", "case"],
+    )?;
+    let injected = nodes.num("injected").map_err(bad(&nodes_path))?;
+    let (before_s, after_s) = (
+        nodes.num("before_seconds").map_err(bad(&nodes_path))?,
+        nodes.num("after_seconds").map_err(bad(&nodes_path))?,
     );
-    let (from, to) = (
-        edges.num("from").map_err(bad(&edges_path))?,
-        edges.num("to").map_err(bad(&edges_path))?,
-    );
-    for r in 0..edges.len() {
-        edges_by_program.entry(&ep[r]).or_default().push((
-            kinds[r].as_str(),
-            from[r] as usize,
-            to[r] as usize,
-        ));
-    }
-    let mut samples = Vec::new();
-    for (program, mut rows) in by_program {
-        rows.sort_by(|&a, &b| node[a].total_cmp(&node[b]));
-        let names: Vec<String> = rows.iter().map(|&r| functions[r].clone()).collect();
-        let raw: Vec<[f64; RAW_FEATURES]> = rows
-            .iter()
-            .map(|&r| std::array::from_fn(|k| features[k][r]))
-            .collect();
-        let input = GraphInput::new(
-            names,
-            &raw,
-            edges_by_program.get(program).map_or(&[][..], Vec::as_slice),
-        );
-        let mut sample = Sample {
-            program: program.to_owned(),
-            family: families[rows[0]].clone(),
-            input,
-            labelled: Vec::new(),
-            targets: Vec::new(),
-        };
-        for (i, &r) in rows.iter().enumerate() {
-            if labelled[r] > 0.5 {
-                sample.labelled.push(i as u32);
-                sample
-                    .targets
-                    .extend([labels[0][r], labels[1][r], -labels[2][r]].map(|v| v as f32));
-            }
-        }
-        samples.push(sample);
-    }
-    Ok(samples)
+    let z = nodes.num("z").map_err(bad(&nodes_path))?;
+    graphs.samples(
+        (&nodes, &nodes_path),
+        |case, rows, names| {
+            let before = raw_features(&nodes, &nodes_path, "before_", rows)?;
+            let after = raw_features(&nodes, &nodes_path, "after_", rows)?;
+            let seconds = (before_s[rows[0]], after_s[rows[0]]);
+            let z: Vec<f64> = rows.iter().map(|&r| z[r]).collect();
+            Ok(GraphInput::pair(
+                names,
+                (&before, &after, &z),
+                seconds,
+                graphs.edges(case),
+            ))
+        },
+        |r| [injected[r] as f32; TARGETS],
+    )
 }
 
 /// A sample's tensors, made once.
@@ -322,15 +429,74 @@ mod tests {
         }
     }
 
+    /// A pair of windows of 6 nodes where the node whose first feature grew most is the
+    /// injected change.
+    fn pair_sample(seed: u64) -> Sample {
+        let mut rng = Rng::new(seed);
+        let before: Vec<[f64; RAW_FEATURES]> = (0..6)
+            .map(|_| std::array::from_fn(|_| rng.uniform()))
+            .collect();
+        let after: Vec<[f64; RAW_FEATURES]> = before
+            .iter()
+            .map(|row| std::array::from_fn(|k| row[k] * (0.8 + 0.4 * rng.uniform())))
+            .collect();
+        let mut after = after;
+        let injected = (rng.next_u64() % 6) as usize;
+        after[injected][0] = before[injected][0] + 1.0;
+        let names = (0..6).map(|i| format!("{WORK_PREFIX}w{i:02}")).collect();
+        let z = [0.0; 6];
+        let input = GraphInput::pair(names, (&before, &after, &z), (5.0, 5.0), &[("call", 0, 1)]);
+        let targets = (0..6)
+            .flat_map(|i| [f32::from(u8::from(i == injected)); TARGETS])
+            .collect();
+        Sample {
+            program: format!("p-{seed}/deploy"),
+            family: "a".to_owned(),
+            input,
+            labelled: (0..6).collect(),
+            targets,
+        }
+    }
+
+    /// The regressions model trains on pairs: its loss falls on a rule the pair's features
+    /// give away, and a network of the other input width refuses its input.
+    #[test]
+    fn trains_on_pairs() {
+        let samples: Vec<Sample> = (0..16).map(pair_sample).collect();
+        let refs: Vec<&Sample> = samples.iter().collect();
+        let mut config = TrainConfig::for_pairs(TrainConfig::new(Shape::transformer(), 3));
+        config.epochs = 10;
+        assert_eq!(config.shape.inputs, crate::model::input::PAIR_INPUTS);
+        let mut losses = Vec::new();
+        let net = train(&refs, &config, &mut |_, l| losses.push(l)).unwrap();
+        assert!(losses[losses.len() - 1] < losses[0] * 0.8, "{losses:?}");
+        assert_eq!(predict(&net, &samples[0].input).unwrap().len(), 6);
+        let window = Net::new(Shape::transformer(), 1, &Device::Cpu).unwrap();
+        let err = predict(&window, &samples[0].input).unwrap_err().to_string();
+        assert!(
+            err.contains("65 features per node, the network takes 32"),
+            "{err}"
+        );
+    }
+
     /// Every trainable parameter of every network gets a non-zero gradient from one backward
-    /// pass (candle's fused layer norm and last-dim softmax would leave some at zero).
+    /// pass (candle's fused layer norm and last-dim softmax would leave some at zero), over
+    /// windows and over pairs of windows.
     #[test]
     fn every_parameter_gets_a_gradient() {
         let device = Device::Cpu;
-        let s = sample(1);
-        for shape in [Shape::transformer(), Shape::mlp(), Shape::linear()] {
+        let (window, pair) = (sample(1), pair_sample(1));
+        for shape in [Shape::transformer(), Shape::mlp(), Shape::linear()]
+            .into_iter()
+            .flat_map(|s| [s.clone(), s.for_pairs()])
+        {
+            let s = if shape.inputs == INPUTS {
+                &window
+            } else {
+                &pair
+            };
             let net = Net::new(shape.clone(), 7, &device).unwrap();
-            let p = prepare(&net, &s, 0.25, &device).unwrap();
+            let p = prepare(&net, s, 0.25, &device).unwrap();
             let grads = loss(&net, &p, 1.0).unwrap().backward().unwrap();
             for (name, var) in net.params() {
                 let g = grads

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use critpath_analyzer::deploys::{self, AroundError, DeployError};
-use critpath_analyzer::graph::{Report, regressions_in_store};
+use critpath_analyzer::graph::{Pair, Ranking, Report};
 use critpath_analyzer::query::{Selector, parse_duration_ms, parse_time_ms};
 use serde::Deserialize;
 
@@ -116,15 +116,20 @@ pub struct RegressionsParams {
     window: Option<String>,
     /// Suspects answered. Default: 20.
     top: Option<usize>,
+    /// Ranking after the regressions: `auto` (default: the regressions model when the server
+    /// has one that the ship rule made the default, else `graph`), `graph` (the growth of each
+    /// function's critical-path share when the windows have off-CPU waits and wakeups, else of
+    /// its on-CPU time) or `model` (the regressions model's score of the pair of windows).
+    method: Option<String>,
 }
 
 /// Which functions regressed at a deploy: on-CPU time per function in the window before it
-/// against the window after, ranked by growth; a change counts only when statistically
-/// significant (sampling noise scaled by each function's dispersion over the store's
-/// intervals, Bonferroni-corrected) and large enough to matter; significant growths are
-/// regressions.
+/// against the window after; a change counts only when statistically significant (sampling
+/// noise scaled by each function's dispersion over the store's intervals, Bonferroni-corrected)
+/// and large enough to matter; significant growths are regressions and come first, the rest
+/// ranked by `method` (reported in the answer: `critical_path_delta`, `cpu_delta` or `model`).
 #[utoipa::path(get, path = "/api/v1/regressions", tag = "deploys", params(RegressionsParams),
-    responses((status = 200, description = "`{deploy, at_ms, before: {from_ms, to_ms}, after: {from_ms, to_ms}, method, regressions, significant, alpha, min_relative, min_share, noise, degrees_of_freedom, suspects: [{function, before, after, delta, z, dispersion, significant, regression, pattern}]}` (before/after: on-CPU seconds per second)", content_type = "application/json"),
+    responses((status = 200, description = "`{deploy, at_ms, before: {from_ms, to_ms}, after: {from_ms, to_ms}, method, regressions, significant, alpha, min_relative, min_share, noise, degrees_of_freedom, suspects: [{function, before, after, delta, critical_path_before, critical_path_after, score, z, dispersion, significant, regression, pattern}]}` (before/after: on-CPU seconds per second; critical_path_*: shares of the critical path; score: what the method ranked by)", content_type = "application/json"),
         (status = 404, description = "No deploy has this id", body = error::Body),
         QueryErrors))]
 pub(super) async fn regressions(
@@ -148,6 +153,22 @@ pub(super) async fn regressions(
         ));
     }
     let top = params.top.unwrap_or(DEFAULT_TOP);
+    let model = match params.method.as_deref().unwrap_or("auto") {
+        "model" => Some(state.regressions_model.clone().ok_or_else(|| {
+            ApiError::invalid(
+                "method",
+                "this server has no regressions model (--regressions-model DIR)",
+            )
+        })?),
+        "auto" => state.regressions_model.clone().filter(|m| m.is_default()),
+        "graph" => None,
+        other => {
+            return Err(ApiError::invalid(
+                "method",
+                format!("unknown method {other:?}: expected auto, graph or model"),
+            ));
+        }
+    };
     let answer = run_query(&state, "regressions", move |r| {
         let around = deploys::around(
             r,
@@ -157,8 +178,15 @@ pub(super) async fn regressions(
             &selector,
             now,
         )?;
-        let (suspects, dispersion) = regressions_in_store(r, &around.before, &around.after)?;
-        let report = Report::new(suspects, &dispersion, top);
+        let pair = Pair::in_store(r, &around.before, &around.after)?;
+        let (mut suspects, mut ranking) = pair.regressions();
+        if let Some(model) = &model {
+            model
+                .rank_suspects(&pair, &mut suspects)
+                .map_err(ApiError::internal)?;
+            ranking = Ranking::Model;
+        }
+        let report = Report::new(suspects, ranking, &pair.dispersion, top);
         let range = |w: &critpath_analyzer::query::Window| {
             serde_json::json!({ "from_ms": w.from_ms, "to_ms": w.to_ms })
         };

@@ -24,7 +24,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use critpath_analyzer::export::{Format, flamebearer};
-use critpath_analyzer::model::Model;
+use critpath_analyzer::model::{Model, Task};
 use critpath_analyzer::query::{Reader, Selector, Window, parse_duration_ms, parse_time_ms};
 use critpath_analyzer::store::{ProfileType, Store, wire};
 use serde::Deserialize;
@@ -63,6 +63,9 @@ pub struct ServerConfig {
     /// The impact model's directory; `None` or a directory without a model: graph methods
     /// only. Default: `models/impact`.
     pub model_dir: Option<PathBuf>,
+    /// The regressions model's directory; `None` or a directory without one: regressions are
+    /// ranked by the graph method. Default: `models/regressions`.
+    pub regressions_model_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             insecure: false,
             cache_bytes: critpath_analyzer::store::DEFAULT_CACHE_BYTES,
             model_dir: Some(PathBuf::from("models/impact")),
+            regressions_model_dir: Some(PathBuf::from("models/regressions")),
         }
     }
 }
@@ -112,6 +116,7 @@ pub struct AppState {
     responses: Arc<std::sync::Mutex<ResponseCache>>,
     started: Instant,
     model: Option<Arc<Model>>,
+    regressions_model: Option<Arc<Model>>,
 }
 
 impl AppState {
@@ -124,20 +129,23 @@ impl AppState {
         writer: Option<WriterHandle>,
     ) -> Self {
         // Loaded once; a directory without a model leaves the graph methods.
-        let model = config
-            .model_dir
-            .as_deref()
-            .and_then(|dir| match Model::load(dir) {
+        let load = |dir: Option<&std::path::Path>, task: Task| {
+            let dir = dir?;
+            match Model::load(dir).and_then(|m| m.check_task(task).map(|()| m)) {
                 Ok(m) => Some(Arc::new(m)),
                 Err(e) => {
                     if dir.join(critpath_analyzer::model::CONFIG).exists() {
-                        log::warn!("no impact model: {e}");
+                        log::warn!("no {} model: {e}", task.as_str());
                     }
                     None
                 }
-            });
+            }
+        };
+        let model = load(config.model_dir.as_deref(), Task::Explain);
+        let regressions_model = load(config.regressions_model_dir.as_deref(), Task::Regressions);
         Self {
             model,
+            regressions_model,
             reader: Reader::with_cache_bytes(&config.data_dir, config.cache_bytes),
             queries: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
             config: Arc::new(config),
@@ -389,7 +397,7 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 
 /// Build, store and sampler status. Needs no token.
 #[utoipa::path(get, path = "/api/v1/health", tag = "status",
-    responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}], wait_copies, wait_copy_bytes, waits_without_copy, held_wait_copy_bytes}} | null}`", content_type = "application/json")))]
+    responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, regressions_model: {version, default, parameters} | null, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}], wait_copies, wait_copy_bytes, waits_without_copy, held_wait_copy_bytes}} | null}`", content_type = "application/json")))]
 async fn health(State(state): State<AppState>) -> Response {
     let dir = state.config.data_dir.clone();
     let (bytes, store_ok) = tokio::task::spawn_blocking(move || {
@@ -402,11 +410,8 @@ async fn health(State(state): State<AppState>) -> Response {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
-        "model": state.model.as_ref().map(|m| serde_json::json!({
-            "version": m.version(),
-            "default": m.is_default(),
-            "parameters": m.config().parameters,
-        })),
+        "model": state.model.as_deref().map(model_health),
+        "regressions_model": state.regressions_model.as_deref().map(model_health),
         "store": {
             "dir": state.config.data_dir,
             "exists": store_ok,
@@ -414,6 +419,15 @@ async fn health(State(state): State<AppState>) -> Response {
         },
         "sampler": agent,
     }))
+}
+
+/// A loaded model in the health answer.
+fn model_health(m: &Model) -> serde_json::Value {
+    serde_json::json!({
+        "version": m.version(),
+        "default": m.is_default(),
+        "parameters": m.config().parameters,
+    })
 }
 
 /// The error answers every query endpoint may give (for the OpenAPI document).

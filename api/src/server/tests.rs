@@ -1211,6 +1211,98 @@ async fn explain_with_the_model() {
     assert_eq!(auto["method"], expected);
 }
 
+/// The regressions model: loaded once from `--regressions-model DIR` (the committed
+/// `models/regressions`), named in health, ranking by `method=model`; `auto` takes it only when
+/// the ship rule made it the default, else the graph ranking, which with the windows' waits is
+/// the growth of the critical-path share. A model of the other task is not loaded for either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regressions_with_the_model() {
+    let dir = lock_store();
+    let uri = |method: &str| {
+        format!(
+            "/api/v1/regressions?at={}&window=30s&method={method}",
+            T0 + 30_000
+        )
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let none = app(
+        &dir,
+        ServerConfig {
+            regressions_model_dir: None,
+            ..ServerConfig::default()
+        },
+    );
+    let (_, health) = get_json(&none, "/api/v1/health").await;
+    assert!(health["regressions_model"].is_null(), "{health:#}");
+    assert_error(
+        &none,
+        &uri("model"),
+        StatusCode::BAD_REQUEST,
+        Some("method"),
+        "no regressions model",
+    )
+    .await;
+    assert_error(
+        &none,
+        &uri("best"),
+        StatusCode::BAD_REQUEST,
+        Some("method"),
+        "unknown method",
+    )
+    .await;
+    for method in ["auto", "graph"] {
+        let (status, r) = get_json(&none, &uri(method)).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        assert_eq!(r["method"], "critical_path_delta", "{r:#}");
+        let holder = r["suspects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["function"] == "critical")
+            .unwrap();
+        assert!(
+            holder["critical_path_after"].as_f64().unwrap() > 0.0,
+            "{r:#}"
+        );
+    }
+
+    let models = root.join("models/regressions");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models.join("config.json")).unwrap()).unwrap();
+    let with = app(
+        &dir,
+        ServerConfig {
+            regressions_model_dir: Some(models.clone()),
+            // The wrong task: not loaded.
+            model_dir: Some(models),
+            ..ServerConfig::default()
+        },
+    );
+    let (_, health) = get_json(&with, "/api/v1/health").await;
+    assert!(health["model"].is_null(), "{health:#}");
+    let version = health["regressions_model"]["version"].as_str().unwrap();
+    assert!(version.starts_with("regressions@"), "{health:#}");
+    assert_eq!(
+        health["regressions_model"]["default"],
+        config["ship"]["default"]
+    );
+    let (status, r) = get_json(&with, &uri("model")).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["method"], "model");
+    let suspects = r["suspects"].as_array().unwrap();
+    assert!(suspects.len() >= 3, "{r:#}");
+    for s in suspects {
+        assert!(s["score"].as_f64().unwrap().is_finite(), "{s:#}");
+    }
+    let (_, auto) = get_json(&with, &uri("auto")).await;
+    let expected = if config["ship"]["default"] == true {
+        "model"
+    } else {
+        "critical_path_delta"
+    };
+    assert_eq!(auto["method"], expected);
+}
+
 /// The page and its assets are served from the binary, with their content types; an unknown
 /// asset is a 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

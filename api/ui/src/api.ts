@@ -73,8 +73,20 @@ export interface Explanation {
 
 export interface Regressions {
   deploy: string;
+  method: string;
+  regressions: number;
   significant: number;
-  suspects: { function: string; before: number; after: number; z: number; significant: boolean; regression: boolean }[];
+  suspects: {
+    function: string;
+    before: number;
+    after: number;
+    critical_path_before: number;
+    critical_path_after: number;
+    score: number;
+    z: number;
+    significant: boolean;
+    regression: boolean;
+  }[];
 }
 
 /** GETs an API endpoint; a failure carries the server's message. */

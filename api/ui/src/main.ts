@@ -385,12 +385,19 @@ async function loadExplain() {
 async function loadRegressions(d: Deploy) {
   const answer = await get<Regressions>("/api/v1/regressions", { deploy: d.id, query: state.query, top: 20 });
   $("regressions-title").hidden = false;
-  $("regressions-title").textContent = `Regression suspects of ${d.service} ${d.version} (${answer.significant} significant)`;
+  $("regressions-title").textContent =
+    `Regression suspects of ${d.service} ${d.version}: ${answer.regressions} regressions, ` +
+    `then ranked by ${answer.method.replaceAll("_", " ")}`;
   const list = $("regressions-list");
   list.textContent = "";
-  for (const s of answer.suspects.filter((s) => s.regression).slice(0, 10)) {
+  // The regressions (significant growths) first, then the other suspects that grew.
+  const pct = (share: number) => `${(100 * share).toFixed(1)}%`;
+  for (const s of answer.suspects.filter((s) => s.regression || s.score > 0).slice(0, 10)) {
     const li = document.createElement("li");
-    li.textContent = `${s.function}: ${s.before.toFixed(3)} → ${s.after.toFixed(3)} CPU-s/s (z ${s.z.toFixed(1)})`;
+    li.textContent =
+      `${s.function}: ${s.before.toFixed(3)} → ${s.after.toFixed(3)} CPU-s/s (z ${s.z.toFixed(1)}), ` +
+      `critical-path share ${pct(s.critical_path_before)} → ${pct(s.critical_path_after)}` +
+      (s.regression ? " — regression" : "");
     list.append(li);
   }
 }

@@ -273,45 +273,86 @@ fn committed_evaluation_matches_the_dataset() {
     );
 }
 
-/// The committed held-out evaluation of the learned methods (`models/eval/model.json`) is what
-/// `critpath eval --model models/impact` computes from the committed predictions and dataset,
-/// and the committed model card states its ship decision.
-#[test]
-fn committed_model_evaluation_matches_its_predictions() {
+/// `critpath eval --model models/<model>` recomputed from the committed predictions, weights
+/// and dataset: it must equal `models/eval/<eval>`, and the model's `config.json` and card must
+/// state its ship decision. Returns the evaluation.
+fn committed_model_evaluation(model: &str, eval: &str, decisions: [&str; 2]) -> Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("model.json");
+    let out = dir.path().join(eval);
     run_critpath(&[
         "eval",
         "--dataset",
         root.join("models/data").to_str().unwrap(),
         "--model",
-        root.join("models/impact").to_str().unwrap(),
+        root.join("models").join(model).to_str().unwrap(),
         "--json",
         out.to_str().unwrap(),
     ]);
     let computed: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let committed: Value =
-        serde_json::from_slice(&std::fs::read(root.join("models/eval/model.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(root.join("models/eval").join(eval)).unwrap())
             .unwrap();
     assert_eq!(
         computed, committed,
-        "regenerate with `critpath model train` (see models/impact/MODEL_CARD.md)"
+        "regenerate with the command in models/{model}/MODEL_CARD.md"
+    );
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(root.join("models").join(model).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["ship"], computed["ship"]);
+    let card =
+        std::fs::read_to_string(root.join("models").join(model).join("MODEL_CARD.md")).unwrap();
+    let decision = decisions[usize::from(computed["ship"]["default"] != true)];
+    assert!(card.contains(decision), "{card}");
+    computed
+}
+
+/// The committed held-out evaluation of the learned methods (`models/eval/model.json`) is what
+/// `critpath eval --model models/impact` computes from the committed predictions and dataset,
+/// and the committed model card states its ship decision.
+#[test]
+fn committed_model_evaluation_matches_its_predictions() {
+    let computed = committed_model_evaluation(
+        "impact",
+        "model.json",
+        [
+            "Decision: the model is the default.",
+            "Decision: the graph method stays the default",
+        ],
     );
     for method in ["model", "mlp", "linear", "critical_path"] {
         assert!(computed["elasticity"][method]["all"]["p50"]["programs"].as_u64() > Some(100));
     }
-    let config: Value =
-        serde_json::from_slice(&std::fs::read(root.join("models/impact/config.json")).unwrap())
-            .unwrap();
-    assert_eq!(config["ship"], computed["ship"]);
-    let card = std::fs::read_to_string(root.join("models/impact/MODEL_CARD.md")).unwrap();
-    let decision = if computed["ship"]["default"] == true {
-        "Decision: the model is the default."
-    } else {
-        "Decision: the graph method stays the default"
-    };
-    assert!(card.contains(decision), "{card}");
+}
+
+/// The same for the regressions model (`models/regressions`, `models/eval/regressions.json`):
+/// every learned method and `critpath regressions`' own ranking judged on every case.
+#[test]
+fn committed_regressions_model_evaluation_matches_its_predictions() {
+    let computed = committed_model_evaluation(
+        "regressions",
+        "regressions.json",
+        [
+            "Decision: the model is the default.",
+            "Decision: `regressions` keeps its graph ranking",
+        ],
+    );
+    for method in [
+        "model",
+        "mlp",
+        "linear",
+        "regressions",
+        "critical_path_delta",
+    ] {
+        let cases = |kind: &str| computed["cases"][method][kind]["all"]["programs"].as_u64();
+        assert_eq!((cases("deploy"), cases("stall")), (Some(47), Some(28)));
+    }
+    assert_eq!(
+        computed["ship"]["metric"],
+        "top-1 of the injected function, all held-out cases"
+    );
 }
 
 /// The same question asked of the store: the always-on agent (on-CPU, off-CPU and wakeups)
