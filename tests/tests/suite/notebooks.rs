@@ -72,7 +72,8 @@ fn outputs(notebook: &serde_json::Value) -> Vec<(String, String, bool)> {
 /// The capture notebook, over a capture of the cpu_ratio workload served by `critpath serve`:
 /// the series, profile, icicle, diff and Parquet plots render, the hot function is in the
 /// profile's table, and the Parquet parts read directly hold the samples the API counted.
-/// The model notebook renders its per-family and calibration plots from `models/`.
+/// The model notebook renders its per-family, calibration and regressions-model plots from
+/// `models/`.
 #[test]
 fn notebooks_execute_against_a_capture() {
     // Alone: Jupyter's kernels and matplotlib are CPU-heavy next to timing-sensitive tests.
@@ -124,11 +125,15 @@ fn notebooks_execute_against_a_capture() {
     let outputs_of = outputs(&model);
     assert!(outputs_of.iter().all(|(kind, _, _)| kind != "error"));
     let plots = outputs_of.iter().filter(|(_, _, png)| *png).count();
-    assert!(plots >= 2, "{plots} plots in the model notebook");
+    assert!(plots >= 3, "{plots} plots in the model notebook");
     let all_text = outputs_of
         .iter()
         .map(|(_, t, _)| t.as_str())
         .collect::<Vec<_>>()
         .join("\n");
     assert!(all_text.contains("critical_path") && all_text.contains("best_baseline"));
+    assert!(
+        all_text.contains("top-1 of the injected function"),
+        "the regressions model's ship rule: {all_text}"
+    );
 }
