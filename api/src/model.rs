@@ -177,25 +177,21 @@ pub fn eval(dataset: &Path, dir: &Path, json: Option<&Path>) -> anyhow::Result<(
     let refs: Vec<(&str, &Scores)> = held_out.iter().map(|(n, s)| (n.as_str(), s)).collect();
     // The committed weights, run again on the dataset's graphs.
     let shipped = model::Model::load(dir)?;
+    let samples = match shipped.task() {
+        Task::Explain => model::read_samples(dataset)?,
+        Task::Regressions => model::read_pair_samples(dataset)?,
+    };
+    let all: Vec<&model::Sample> = samples.iter().collect();
+    let in_sample = shipped.scores(&all)?;
     match shipped.task() {
         Task::Explain => {
-            let samples = model::read_samples(dataset)?;
-            let all: Vec<&model::Sample> = samples.iter().collect();
-            let in_sample = shipped.scores(&all)?;
             let evaluation = model::evaluate(dataset, &refs, Some(&in_sample))?;
-            if let Some(path) = json {
-                write_json(path, &evaluation)?;
-            }
+            json.map(|path| write_json(path, &evaluation)).transpose()?;
             print_eval(&evaluation);
         }
         Task::Regressions => {
-            let samples = model::read_pair_samples(dataset)?;
-            let all: Vec<&model::Sample> = samples.iter().collect();
-            let in_sample = shipped.scores(&all)?;
             let evaluation = model::evaluate_pairs(dataset, &refs, Some(&in_sample))?;
-            if let Some(path) = json {
-                write_json(path, &evaluation)?;
-            }
+            json.map(|path| write_json(path, &evaluation)).transpose()?;
             print_pair_eval(&evaluation);
         }
     }
