@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use critpath_analyzer::eval::Scores;
+use critpath_analyzer::eval::{Metrics, Report, Scores};
 use critpath_analyzer::model::{
     self, CONFIG, HELD_OUT, LEARNED, Model, ModelConfig, ModelEvaluation, PairEvaluation, Shape,
     ShipDecision, Task, TrainConfig, WEIGHTS,
@@ -138,22 +138,11 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         train: c,
         ship: Default::default(),
     };
-    let card = match task {
-        Task::Explain => {
-            let evaluation = model::evaluate(&args.dataset, &refs, Some(&shipped))?;
-            model_config.ship = evaluation.ship.clone();
-            write_json(&eval, &evaluation)?;
-            print_eval(&evaluation);
-            model_card(&model_config, &evaluation)
-        }
-        Task::Regressions => {
-            let evaluation = model::evaluate_pairs(&args.dataset, &refs, Some(&shipped))?;
-            model_config.ship = evaluation.ship.clone();
-            write_json(&eval, &evaluation)?;
-            print_pair_eval(&evaluation);
-            regressions_card(&model_config, &evaluation)
-        }
-    };
+    let evaluation = judge(task, &args.dataset, &refs, &shipped)?;
+    model_config.ship = evaluation.ship().clone();
+    write_json(&eval, &evaluation)?;
+    evaluation.print();
+    let card = evaluation.card(&model_config);
     std::fs::write(
         out.join(CONFIG),
         serde_json::to_string_pretty(&model_config)? + "\n",
@@ -183,19 +172,57 @@ pub fn eval(dataset: &Path, dir: &Path, json: Option<&Path>) -> anyhow::Result<(
     };
     let all: Vec<&model::Sample> = samples.iter().collect();
     let in_sample = shipped.scores(&all)?;
-    match shipped.task() {
-        Task::Explain => {
-            let evaluation = model::evaluate(dataset, &refs, Some(&in_sample))?;
-            json.map(|path| write_json(path, &evaluation)).transpose()?;
-            print_eval(&evaluation);
-        }
+    let evaluation = judge(shipped.task(), dataset, &refs, &in_sample)?;
+    json.map(|path| write_json(path, &evaluation)).transpose()?;
+    evaluation.print();
+    Ok(())
+}
+
+/// A held-out evaluation of either task.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Judged {
+    Explain(ModelEvaluation),
+    Regressions(PairEvaluation),
+}
+
+/// The held-out predictions `learned` and the shipped model's scores `in_sample` judged on the
+/// dataset, as `task` is judged.
+fn judge(
+    task: Task,
+    dataset: &Path,
+    learned: &[(&str, &Scores)],
+    in_sample: &Scores,
+) -> anyhow::Result<Judged> {
+    Ok(match task {
+        Task::Explain => Judged::Explain(model::evaluate(dataset, learned, Some(in_sample))?),
         Task::Regressions => {
-            let evaluation = model::evaluate_pairs(dataset, &refs, Some(&in_sample))?;
-            json.map(|path| write_json(path, &evaluation)).transpose()?;
-            print_pair_eval(&evaluation);
+            Judged::Regressions(model::evaluate_pairs(dataset, learned, Some(in_sample))?)
+        }
+    })
+}
+
+impl Judged {
+    fn ship(&self) -> &ShipDecision {
+        match self {
+            Judged::Explain(e) => &e.ship,
+            Judged::Regressions(e) => &e.ship,
         }
     }
-    Ok(())
+
+    fn print(&self) {
+        match self {
+            Judged::Explain(e) => print_eval(e),
+            Judged::Regressions(e) => print_pair_eval(e),
+        }
+    }
+
+    fn card(&self, config: &ModelConfig) -> String {
+        match self {
+            Judged::Explain(e) => model_card(config, e),
+            Judged::Regressions(e) => regressions_card(config, e),
+        }
+    }
 }
 
 fn print_eval(e: &ModelEvaluation) {
@@ -242,6 +269,17 @@ fn print_ship(s: &ShipDecision) {
     );
 }
 
+/// The metrics of a report at `a`, `b`, `c` (method, then family and target, or case kind and
+/// family), zero where absent.
+fn metrics(report: &Report, a: &str, b: &str, c: &str) -> Metrics {
+    report
+        .get(a)
+        .and_then(|x| x.get(b))
+        .and_then(|x| x.get(c))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// A model card's words for the network's shape.
 fn network(c: &ModelConfig) -> String {
     let s = &c.train.shape;
@@ -264,14 +302,8 @@ fn optimizer(c: &ModelConfig, unit: &str) -> String {
 /// The model card: what the model is, how it was made, and how it did, from the run itself.
 fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
     let mut out = String::new();
-    let m = |method: &str, family: &str, target: &str| {
-        e.elasticity
-            .get(method)
-            .and_then(|f| f.get(family))
-            .and_then(|t| t.get(target))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let m =
+        |method: &str, family: &str, target: &str| metrics(&e.elasticity, method, family, target);
     out += &format!(
         "# Model card: {}\n\n\
          Generated by `{}` (this file, the weights, `config.json`, `heldout.parquet` and \
@@ -383,14 +415,7 @@ fn model_card(c: &ModelConfig, e: &ModelEvaluation) -> String {
 
 /// The regressions model's card, from the run itself.
 fn regressions_card(c: &ModelConfig, e: &PairEvaluation) -> String {
-    let m = |method: &str, kind: &str, family: &str| {
-        e.cases
-            .get(method)
-            .and_then(|k| k.get(kind))
-            .and_then(|f| f.get(family))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let m = |method: &str, kind: &str, family: &str| metrics(&e.cases, method, kind, family);
     let mut out = format!(
         "# Model card: {}\n\n\
          Generated by `{}` (this file, the weights, `config.json`, `heldout.parquet` and \
