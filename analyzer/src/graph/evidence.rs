@@ -128,6 +128,14 @@ pub struct Evidence {
     thread_index: HashMap<(u32, u32), ThreadId>,
 }
 
+/// A stack's functions as [`Evidence::intern_stack`] interned them.
+#[derive(Clone, Debug)]
+struct InternedStack {
+    frames: Vec<FunctionId>,
+    cause: Option<Cause>,
+    waiting_in: Option<FunctionId>,
+}
+
 impl Evidence {
     /// Empty evidence for a window of `seconds`.
     pub fn new(seconds: f64) -> Evidence {
@@ -244,12 +252,43 @@ impl Evidence {
     fn push_stack(
         &mut self,
         thread: ThreadId,
-        mut frames: Vec<&crate::Frame>,
+        frames: Vec<&crate::Frame>,
         cpu_ns: f64,
         off_ns: Option<f64>,
     ) {
+        let interned = self.intern_stack(frames, off_ns.is_some());
+        self.push_interned(thread, &interned, cpu_ns, off_ns);
+    }
+
+    /// Adds a stack [`Evidence::intern_stack`] made, as [`Evidence::push_stack`] does.
+    fn push_interned(
+        &mut self,
+        thread: ThreadId,
+        interned: &InternedStack,
+        cpu_ns: f64,
+        off_ns: Option<f64>,
+    ) {
+        let mut stack = Stack {
+            thread,
+            frames: interned.frames.clone(),
+            cpu_ns: 0.0,
+            off_cpu_ns: [0.0; 6],
+            waiting_in: interned.waiting_in,
+        };
+        match interned.cause {
+            Some(cause) => stack.off_cpu_ns[cause as usize] = off_ns.unwrap_or(0.0),
+            None => stack.cpu_ns = cpu_ns,
+        }
+        if stack.cpu_ns > 0.0 || stack.off_cpu_ns.iter().any(|&v| v > 0.0) {
+            self.stacks.push(stack);
+        }
+    }
+
+    /// Interns a stack's functions: with `off_cpu`, a final `[off-cpu: …]` pseudo frame is
+    /// taken off and gives the wait's cause and the function waited in.
+    fn intern_stack(&mut self, mut frames: Vec<&crate::Frame>, off_cpu: bool) -> InternedStack {
         let cause = match frames.last() {
-            Some(f) if off_ns.is_some() && f.module.as_deref() == Some(OFF_CPU_MODULE) => {
+            Some(f) if off_cpu && f.module.as_deref() == Some(OFF_CPU_MODULE) => {
                 let cause = Cause::ALL
                     .into_iter()
                     .find(|c| c.frame().function == f.function)
@@ -264,20 +303,10 @@ impl Evidence {
             Some(f.function.clone())
         });
         let waiting_in = waiting_in.map(|name| self.function(&name));
-        let frames = self.program_frames(&frames);
-        let mut stack = Stack {
-            thread,
-            frames,
-            cpu_ns: 0.0,
-            off_cpu_ns: [0.0; 6],
+        InternedStack {
+            frames: self.program_frames(&frames),
+            cause,
             waiting_in,
-        };
-        match cause {
-            Some(cause) => stack.off_cpu_ns[cause as usize] = off_ns.unwrap_or(0.0),
-            None => stack.cpu_ns = cpu_ns,
-        }
-        if stack.cpu_ns > 0.0 || stack.off_cpu_ns.iter().any(|&v| v > 0.0) {
-            self.stacks.push(stack);
         }
     }
 
@@ -344,6 +373,16 @@ impl Evidence {
                     .filter(|f| !f.inlined)
                     .collect()
             };
+            // Each stack of the batch interned once per use (on-CPU, off-CPU), on first use: a
+            // part's stacks recur in many rows, and functions are numbered in the order they
+            // come either way.
+            let mut interned: [Vec<Option<InternedStack>>; 2] =
+                [vec![None; b.stacks.len()], vec![None; b.stacks.len()]];
+            let mut intern = |ev: &mut Evidence, stack: u32, off_cpu: bool| -> InternedStack {
+                interned[usize::from(off_cpu)][stack as usize]
+                    .get_or_insert_with(|| ev.intern_stack(frames(stack), off_cpu))
+                    .clone()
+            };
             for row in &b.rows {
                 let Some(t) = series_thread(&mut ev, row.series) else {
                     continue;
@@ -351,16 +390,20 @@ impl Evidence {
                 let value = row.value as f64;
                 match row.kind {
                     SampleKind::Cpu => {
-                        ev.push_stack(t, frames(row.stack), value * b.period_ns as f64, None);
+                        let s = intern(&mut ev, row.stack, false);
+                        ev.push_interned(t, &s, value * b.period_ns as f64, None);
                     }
-                    SampleKind::OffCpu => ev.push_stack(t, frames(row.stack), 0.0, Some(value)),
+                    SampleKind::OffCpu => {
+                        let s = intern(&mut ev, row.stack, true);
+                        ev.push_interned(t, &s, 0.0, Some(value));
+                    }
                 }
             }
             for w in &b.wakeups {
                 let Some(wakee) = series_thread(&mut ev, w.wakee) else {
                     continue;
                 };
-                let wakee_frames = ev.program_frames(&frames(w.wakee_stack));
+                let wakee_frames = intern(&mut ev, w.wakee_stack, false).frames;
                 let (waker, waker_frames) = if w.in_interrupt {
                     (Actor::Kernel(w.cause), Vec::new())
                 } else {
@@ -368,7 +411,7 @@ impl Evidence {
                     let waker = series_thread(&mut ev, w.waker).expect("an included waker");
                     (
                         Actor::Thread(waker),
-                        ev.program_frames(&frames(w.waker_stack)),
+                        intern(&mut ev, w.waker_stack, false).frames,
                     )
                 };
                 ev.waits.push(Wait {

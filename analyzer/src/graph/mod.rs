@@ -244,6 +244,7 @@ impl Analysis {
             .iter()
             .map(|&t| waits.thread_total_ns(t))
             .sum();
+        let blame_ns = blame.functions_ns(evidence.functions.len());
         let mut functions: Vec<FunctionEvidence> = evidence
             .functions
             .iter()
@@ -256,9 +257,9 @@ impl Analysis {
                     cpu_total_s: t.cpu_total_ns / 1e9,
                     off_cpu_total_s: t.off_cpu_total_ns.map(|ns| ns / 1e9),
                     threads: t.threads,
-                    blame_s: blame.function_ns(i as FunctionId) / 1e9,
+                    blame_s: blame_ns[i] / 1e9,
                     critical_path_share: if request_total > 0.0 {
-                        blame.function_ns(i as FunctionId) / request_total
+                        blame_ns[i] / request_total
                     } else {
                         0.0
                     },

@@ -78,6 +78,22 @@ impl Blame {
             .sum()
     }
 
+    /// Time charged to each of `functions` functions over the request threads, ns (indexed by
+    /// [`FunctionId`]): [`Blame::function_ns`] of them all, in one pass.
+    pub fn functions_ns(&self, functions: usize) -> Vec<f64> {
+        let mut out = vec![0.0; functions];
+        for &t in &self.request_threads {
+            for (sink, &share) in &self.shares[t as usize] {
+                if let Sink::Function(f) = *sink
+                    && let Some(v) = out.get_mut(f as usize)
+                {
+                    *v += self.totals[t as usize] * share;
+                }
+            }
+        }
+        out
+    }
+
     /// Time charged to each sink over the request threads, ns, heaviest first.
     pub fn sinks(&self) -> Vec<(Sink, f64)> {
         let mut out: HashMap<Sink, f64> = HashMap::new();
