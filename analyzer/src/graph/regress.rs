@@ -26,16 +26,18 @@
 //! between two windows; those shrinkages are real and significant, and beside the point.
 //!
 //! Suspects are ranked regressions first, then by the growth of their share of the critical
-//! path (the time charged to them on the path of the windows' waits, [`Ranking::CriticalPathDelta`])
-//! when the windows carry off-CPU waits and wakeups, else by the growth of their on-CPU rate
-//! (CPU seconds per second, [`Ranking::CpuDelta`]). On the ground-truth dataset's deploys and
-//! stalls the critical-path growth finds the injected function first in 89% of cases, the
-//! on-CPU growth in 60% (`models/eval/graph.json`, methods `critical_path_delta` and
-//! `cpu_delta`): a deploy that makes a function wait longer, or hold a lock longer, moves its
-//! critical-path share and not its CPU time. A trained model of pairs of windows can rank them
-//! instead ([`rank_by`], [`Ranking::Model`]). Patterns flagged: `new` (absent before), `went_away` (absent
-//! after), `cost_shift` (a significant growth or shrinkage offset by an opposite one in a
-//! function with the same caller: cost moved, not added).
+//! path (the time charged to them on the path of the windows' waits,
+//! [`Ranking::CriticalPathDelta`]) when the windows carry off-CPU waits and wakeups, else by
+//! the growth of their on-CPU rate (CPU seconds per second, [`Ranking::CpuDelta`]). On the
+//! ground-truth dataset's deploys and stalls the critical-path growth finds the injected
+//! function first in 89% of cases, the on-CPU growth in 60% (`models/eval/graph.json`, methods
+//! `critical_path_delta` and `cpu_delta`): a deploy that makes a function wait longer, or hold
+//! a lock longer, moves its critical-path share and not its CPU time. A trained model of pairs
+//! of windows can rank them instead ([`rank_by`], [`Ranking::Model`]).
+//!
+//! Patterns flagged: `new` (absent before), `went_away` (absent after), `cost_shift` (a
+//! significant growth or shrinkage offset by an opposite one in a function with the same
+//! caller: cost moved, not added).
 
 use std::collections::{BTreeMap, HashMap};
 
