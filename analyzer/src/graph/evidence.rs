@@ -136,6 +136,37 @@ struct InternedStack {
     waiting_in: Option<FunctionId>,
 }
 
+/// A batch's stacks interned into an [`Evidence`] once per use (on-CPU, off-CPU), on first
+/// use: a part's stacks recur in many rows, and functions are numbered in the order they come
+/// either way.
+struct BatchStacks<'b> {
+    batch: &'b Batch,
+    interned: [Vec<Option<InternedStack>>; 2],
+}
+
+impl<'b> BatchStacks<'b> {
+    fn new(batch: &'b Batch) -> Self {
+        let none = vec![None; batch.stacks.len()];
+        BatchStacks {
+            batch,
+            interned: [none.clone(), none],
+        }
+    }
+
+    /// Stack `stack` of the batch (its non-inlined frames) interned into `ev`.
+    fn get(&mut self, ev: &mut Evidence, stack: u32, off_cpu: bool) -> &InternedStack {
+        let b = self.batch;
+        self.interned[usize::from(off_cpu)][stack as usize].get_or_insert_with(|| {
+            let frames = b.stacks[stack as usize]
+                .iter()
+                .map(|&f| &b.frames[f as usize])
+                .filter(|f| !f.inlined)
+                .collect();
+            ev.intern_stack(frames, off_cpu)
+        })
+    }
+}
+
 impl Evidence {
     /// Empty evidence for a window of `seconds`.
     pub fn new(seconds: f64) -> Evidence {
@@ -268,19 +299,19 @@ impl Evidence {
         cpu_ns: f64,
         off_ns: Option<f64>,
     ) {
-        let mut stack = Stack {
-            thread,
-            frames: interned.frames.clone(),
-            cpu_ns: 0.0,
-            off_cpu_ns: [0.0; 6],
-            waiting_in: interned.waiting_in,
-        };
+        let (mut cpu, mut off_cpu_ns) = (0.0, [0.0; 6]);
         match interned.cause {
-            Some(cause) => stack.off_cpu_ns[cause as usize] = off_ns.unwrap_or(0.0),
-            None => stack.cpu_ns = cpu_ns,
+            Some(cause) => off_cpu_ns[cause as usize] = off_ns.unwrap_or(0.0),
+            None => cpu = cpu_ns,
         }
-        if stack.cpu_ns > 0.0 || stack.off_cpu_ns.iter().any(|&v| v > 0.0) {
-            self.stacks.push(stack);
+        if cpu > 0.0 || off_cpu_ns.iter().any(|&v| v > 0.0) {
+            self.stacks.push(Stack {
+                thread,
+                frames: interned.frames.clone(),
+                cpu_ns: cpu,
+                off_cpu_ns,
+                waiting_in: interned.waiting_in,
+            });
         }
     }
 
@@ -366,23 +397,7 @@ impl Evidence {
                     included.contains(&key(s)).then(|| thread(ev, s))
                 })
             };
-            let frames = |stack: u32| -> Vec<&crate::Frame> {
-                b.stacks[stack as usize]
-                    .iter()
-                    .map(|&f| &b.frames[f as usize])
-                    .filter(|f| !f.inlined)
-                    .collect()
-            };
-            // Each stack of the batch interned once per use (on-CPU, off-CPU), on first use: a
-            // part's stacks recur in many rows, and functions are numbered in the order they
-            // come either way.
-            let mut interned: [Vec<Option<InternedStack>>; 2] =
-                [vec![None; b.stacks.len()], vec![None; b.stacks.len()]];
-            let mut intern = |ev: &mut Evidence, stack: u32, off_cpu: bool| -> InternedStack {
-                interned[usize::from(off_cpu)][stack as usize]
-                    .get_or_insert_with(|| ev.intern_stack(frames(stack), off_cpu))
-                    .clone()
-            };
+            let mut stacks = BatchStacks::new(b);
             for row in &b.rows {
                 let Some(t) = series_thread(&mut ev, row.series) else {
                     continue;
@@ -390,12 +405,12 @@ impl Evidence {
                 let value = row.value as f64;
                 match row.kind {
                     SampleKind::Cpu => {
-                        let s = intern(&mut ev, row.stack, false);
-                        ev.push_interned(t, &s, value * b.period_ns as f64, None);
+                        let s = stacks.get(&mut ev, row.stack, false);
+                        ev.push_interned(t, s, value * b.period_ns as f64, None);
                     }
                     SampleKind::OffCpu => {
-                        let s = intern(&mut ev, row.stack, true);
-                        ev.push_interned(t, &s, 0.0, Some(value));
+                        let s = stacks.get(&mut ev, row.stack, true);
+                        ev.push_interned(t, s, 0.0, Some(value));
                     }
                 }
             }
@@ -403,7 +418,7 @@ impl Evidence {
                 let Some(wakee) = series_thread(&mut ev, w.wakee) else {
                     continue;
                 };
-                let wakee_frames = intern(&mut ev, w.wakee_stack, false).frames;
+                let wakee_frames = stacks.get(&mut ev, w.wakee_stack, false).frames.clone();
                 let (waker, waker_frames) = if w.in_interrupt {
                     (Actor::Kernel(w.cause), Vec::new())
                 } else {
@@ -411,7 +426,7 @@ impl Evidence {
                     let waker = series_thread(&mut ev, w.waker).expect("an included waker");
                     (
                         Actor::Thread(waker),
-                        intern(&mut ev, w.waker_stack, false).frames,
+                        stacks.get(&mut ev, w.waker_stack, false).frames.clone(),
                     )
                 };
                 ev.waits.push(Wait {

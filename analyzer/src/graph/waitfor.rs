@@ -64,22 +64,8 @@ pub struct Blame {
 }
 
 impl Blame {
-    /// Time charged to a function over the request threads, ns.
-    pub fn function_ns(&self, f: FunctionId) -> f64 {
-        self.request_threads
-            .iter()
-            .map(|&t| {
-                self.totals[t as usize]
-                    * self.shares[t as usize]
-                        .get(&Sink::Function(f))
-                        .copied()
-                        .unwrap_or(0.0)
-            })
-            .sum()
-    }
-
     /// Time charged to each of `functions` functions over the request threads, ns (indexed by
-    /// [`FunctionId`]): [`Blame::function_ns`] of them all, in one pass.
+    /// [`FunctionId`]), in one pass over the threads' shares.
     pub fn functions_ns(&self, functions: usize) -> Vec<f64> {
         let mut out = vec![0.0; functions];
         for &t in &self.request_threads {

@@ -59,8 +59,17 @@ impl GraphInput {
         raw: &[[f64; RAW_FEATURES]],
         edges: &[(&str, usize, usize)],
     ) -> Self {
+        Self::with_features(names, (normalize(raw), INPUTS), edges)
+    }
+
+    /// Nodes `names` with model `features` (`inputs` per node) and their relations and hop
+    /// distances from `edges`.
+    fn with_features(
+        names: Vec<String>,
+        (features, inputs): (Vec<f32>, usize),
+        edges: &[(&str, usize, usize)],
+    ) -> Self {
         let n = names.len();
-        let features = normalize(raw);
         let mut relations = vec![0.0f32; RELATIONS * n * n];
         let mut adjacent = vec![Vec::new(); n];
         for &(kind, i, j) in edges {
@@ -102,7 +111,7 @@ impl GraphInput {
         GraphInput {
             names,
             features,
-            inputs: INPUTS,
+            inputs,
             relations,
             hops,
         }
@@ -118,10 +127,8 @@ impl GraphInput {
         seconds: (f64, f64),
         edges: &[(&str, usize, usize)],
     ) -> Self {
-        let mut input = Self::new(names, after, edges);
-        input.features = normalize_pair(before, after, z, seconds);
-        input.inputs = PAIR_INPUTS;
-        input
+        let features = normalize_pair(before, after, z, seconds);
+        Self::with_features(names, (features, PAIR_INPUTS), edges)
     }
 
     /// The input of a pair of windows, before and after a change: the after window's
