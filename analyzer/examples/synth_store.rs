@@ -3,7 +3,7 @@
 //! log, hourly rotation, background compaction into Parquet), then times the standard queries.
 //!
 //! ```text
-//! cargo run --release -p critpath-analyzer --example synth_store -- generate /var/tmp/critpath-synth
+//! cargo run --release -p critpath-analyzer --example synth_store -- generate /var/tmp/critpath-synth [HOURS]
 //! cargo run --release -p critpath-analyzer --example synth_store -- query /var/tmp/critpath-synth
 //! cargo run --release -p critpath-analyzer --example synth_store -- stats /var/tmp/critpath-synth
 //! ```
@@ -16,14 +16,19 @@
 //! tree of 60–900 distinct stacks 8–48 frames deep that share prefixes, hot stacks by a Zipf
 //! law within the service, and a slow drift of which stacks are hot over the day. Every 10 s
 //! interval holds 12,160 on-CPU samples (64 CPUs × 19 Hz × 10 s, the CPUs always busy) and
-//! ~2,000 off-CPU rows. Deterministic: the same seed gives the same store.
+//! ~2,000 off-CPU rows, and each sample and wait as a record of its thread and time (store
+//! schema 4: 12,160 thread samples and 2,000 wait records an interval, the agent's default
+//! budget of 200 wait records a second; three waits in ten ended by another thread).
+//! Deterministic: the same seed gives the same store.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use critpath_analyzer::offcpu::Cause;
 use critpath_analyzer::query::{Reader, Selector, Window};
 use critpath_analyzer::store::{
     Batch, ProfileType, Retention, Row, SampleKind, SeriesLabels, Store, StoreOptions,
+    ThreadSample, WaitRecord, WakerKind,
 };
 use critpath_analyzer::{Frame, FrameKind};
 
@@ -161,6 +166,9 @@ fn interval(services: &[Service], service_cdf: &[f64], start_ms: i64, rng: &mut 
     let mut series: HashMap<(usize, u32, usize), u32> = HashMap::new();
     let mut rows: HashMap<(u32, u32, bool), i64> = HashMap::new();
     let minute = (start_ms - START_MS) / 60_000;
+    // Each sample and wait also as a record of its thread and time (store schema 4); waits
+    // ended by another thread name that thread (an earlier sample's), and its stack.
+    let mut seen: Vec<(u32, u32, u32)> = Vec::new();
     let mut add = |batch: &mut Batch, rng: &mut Rng, off_cpu: bool, value: i64| {
         let s = draw(service_cdf, rng);
         let svc = &services[s];
@@ -199,6 +207,42 @@ fn interval(services: &[Service], service_cdf: &[f64], start_ms: i64, rng: &mut 
             (batch.stacks.len() - 1) as u32
         });
         *rows.entry((series_id, stack_id, off_cpu)).or_default() += value;
+        let tid = pid * 4 + thread as u32 + 1;
+        let time_ns = start_ms * 1_000_000 + (rng.unit() * INTERVAL_MS as f64 * 1e6) as i64;
+        if off_cpu {
+            let (waker, waker_series, waker_tid, waker_stack) = match rng.below(10) {
+                0..3 if !seen.is_empty() => {
+                    let (s, t, k) = seen[rng.below(seen.len())];
+                    (WakerKind::Thread, s, t, k)
+                }
+                3..7 => (WakerKind::Interrupt, series_id, 0, stack_id),
+                _ => (WakerKind::None, series_id, 0, stack_id),
+            };
+            batch.waits.push(WaitRecord {
+                series: series_id,
+                tid,
+                start_ns: time_ns,
+                blocked_ns: value,
+                runq_ns: 20_000,
+                stack: stack_id,
+                cause: [Cause::Lock, Cause::Io, Cause::Sleep, Cause::Poll][rng.below(4)],
+                weight: 1.0,
+                waker,
+                waker_series,
+                waker_tid,
+                waker_stack,
+            });
+        } else {
+            batch.thread_samples.push(ThreadSample {
+                series: series_id,
+                tid,
+                time_ns,
+                stack: stack_id,
+            });
+            if seen.len() < 4096 {
+                seen.push((series_id, tid, stack_id));
+            }
+        }
     };
     for _ in 0..CPUS * HZ * (INTERVAL_MS as usize / 1000) {
         add(&mut batch, rng, false, 1);
@@ -221,10 +265,12 @@ fn interval(services: &[Service], service_cdf: &[f64], start_ms: i64, rng: &mut 
         })
         .collect();
     batch.rows.sort_by_key(|r| (r.series, r.stack, r.kind));
+    batch.thread_samples.sort_by_key(|t| (t.time_ns, t.tid));
+    batch.waits.sort_by_key(|w| (w.start_ns, w.tid));
     batch
 }
 
-fn generate(dir: &Path) -> anyhow_like::Result {
+fn generate(dir: &Path, hours: i64) -> anyhow_like::Result {
     if dir.exists() {
         return Err(format!("{} exists; remove it first", dir.display()).into());
     }
@@ -239,7 +285,7 @@ fn generate(dir: &Path) -> anyhow_like::Result {
         ..StoreOptions::default()
     };
     let (mut store, _) = Store::open_with(dir, options)?;
-    let intervals = HOURS * 3_600_000 / INTERVAL_MS;
+    let intervals = hours * 3_600_000 / INTERVAL_MS;
     let started = Instant::now();
     let (mut samples, mut rows) = (0i64, 0usize);
     for i in 0..intervals {
@@ -254,7 +300,7 @@ fn generate(dir: &Path) -> anyhow_like::Result {
         store.append(&batch)?;
         if (i + 1) % 360 == 0 {
             eprintln!(
-                "hour {:2}/{HOURS}: {samples} on-CPU samples, {rows} rows, {:.0} s",
+                "hour {:2}/{hours}: {samples} on-CPU samples, {rows} rows, {:.0} s",
                 (i + 1) / 360,
                 started.elapsed().as_secs_f64()
             );
@@ -476,14 +522,18 @@ mod anyhow_like {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
-        [cmd, dir] if cmd == "generate" => generate(&PathBuf::from(dir)),
+        [cmd, dir] if cmd == "generate" => generate(&PathBuf::from(dir), HOURS),
+        [cmd, dir, hours] if cmd == "generate" => match hours.parse() {
+            Ok(n) if n > 0 => generate(&PathBuf::from(dir), n),
+            _ => Err(format!("hours must be a positive number, not {hours:?}").into()),
+        },
         [cmd, dir] if cmd == "query" => query(&PathBuf::from(dir), 5),
         [cmd, dir] if cmd == "stats" => stats(&PathBuf::from(dir)),
         [cmd, dir, rounds] if cmd == "query" => match rounds.parse() {
             Ok(n) if n > 0 => query(&PathBuf::from(dir), n),
             _ => Err(format!("rounds must be a positive number, not {rounds:?}").into()),
         },
-        _ => Err("usage: synth_store generate DIR | query DIR [ROUNDS] | stats DIR".into()),
+        _ => Err("usage: synth_store generate DIR [HOURS] | query DIR [ROUNDS] | stats DIR".into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

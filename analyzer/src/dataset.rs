@@ -52,8 +52,7 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use crate::export::pprof;
-use crate::graph::{Analysis, Dispersion, Evidence, FunctionEvidence, regressions};
-use crate::offcpu::WakeupEdge;
+use crate::graph::{Analysis, Dispersion, Evidence, FunctionEvidence, WakeupsFile, regressions};
 
 /// The module path of the synthetic programs' work functions in their symbols.
 pub const WORK_PREFIX: &str = "critpath_synth::work::";
@@ -359,9 +358,9 @@ impl Window {
         } else {
             dir.join(format!("{prefix}.wakeups.json"))
         };
-        let edges: Vec<WakeupEdge> = serde_json::from_slice(&read(&wakeups_path)?)
+        let wakeups = WakeupsFile::parse(&read(&wakeups_path)?)
             .map_err(|e| invalid(&wakeups_path, e.to_string()))?;
-        let evidence = Evidence::from_recording(&profile, &edges)
+        let evidence = Evidence::from_recording_file(&profile, &wakeups, |_| true)
             .map_err(|e| invalid(&profile_path, e.to_string()))?;
         let analysis = Analysis::new(&evidence);
         Ok(Window { evidence, analysis })

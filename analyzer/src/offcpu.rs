@@ -205,6 +205,11 @@ pub struct WakeupEdge {
     pub waker: ThreadRef,
     /// The wakeup came from interrupt context (timer, device): the waker is the kernel.
     pub waker_in_interrupt: bool,
+    /// The waker is a kernel thread (a journal commit, an I/O worker) or the idle task: the
+    /// kernel ended the wait, as from an interrupt (false in files written before this was
+    /// recorded).
+    #[serde(default)]
+    pub waker_kernel_thread: bool,
     /// The waker's stack, function names root first (kernel side only in an interrupt).
     pub waker_stack: Vec<String>,
     /// How many of `wakee_stack`'s innermost frames are the kernel's (0 in files written
@@ -226,7 +231,17 @@ impl WakeupEdge {
     /// order of first appearance. A recording's edges are mostly repeats of a few waits: merged,
     /// they take a few hundred kilobytes instead of tens of megabytes.
     pub fn merge(edges: impl IntoIterator<Item = WakeupEdge>) -> Vec<WakeupEdge> {
-        type Key = (u32, u32, Vec<String>, u32, u32, Vec<String>, Cause, bool);
+        type Key = (
+            u32,
+            u32,
+            Vec<String>,
+            u32,
+            u32,
+            Vec<String>,
+            Cause,
+            bool,
+            bool,
+        );
         let mut index: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
         let mut out: Vec<WakeupEdge> = Vec::new();
         // Weighted sums of blocked and run-queue time, per merged edge.
@@ -241,6 +256,7 @@ impl WakeupEdge {
                 e.waker_stack.clone(),
                 e.cause,
                 e.waker_in_interrupt,
+                e.waker_kernel_thread,
             );
             let (b, r) = (
                 e.blocked_ns as f64 * e.weight,
@@ -299,8 +315,19 @@ pub struct Waker {
     pub thread: ThreadRef,
     /// The wakeup came from interrupt context.
     pub in_interrupt: bool,
+    /// The waker is a kernel thread (`jbd2/…`, `kworker/…`: it finished I/O the wait was for)
+    /// or the idle task: like an interrupt, the kernel ended the wait, not a program's thread.
+    pub kernel_thread: bool,
     /// The waker's stack, root first; empty when it was not captured.
     pub frames: Vec<Frame>,
+}
+
+impl Waker {
+    /// Whether the kernel ended the wait (an interrupt, a kernel thread) rather than a thread
+    /// of a program.
+    pub fn is_kernel(&self) -> bool {
+        self.in_interrupt || self.kernel_thread
+    }
 }
 
 impl OffCpuWait {
@@ -353,6 +380,7 @@ impl OffCpuWait {
             wakee_stack: names(&self.frames),
             waker: waker.thread.clone(),
             waker_in_interrupt: waker.in_interrupt,
+            waker_kernel_thread: waker.kernel_thread,
             waker_stack: names(&waker.frames),
             wakee_kernel_frames: kernel(&self.frames),
             waker_kernel_frames: kernel(&waker.frames),
@@ -472,6 +500,7 @@ mod tests {
             wakee_stack: vec!["main".into(), "lock".into()],
             waker: t(waker),
             waker_in_interrupt: false,
+            waker_kernel_thread: false,
             waker_stack: vec!["main".into(), "unlock".into()],
             wakee_kernel_frames: 0,
             waker_kernel_frames: 0,

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use critpath_analyzer::store::{
-    Aggregator, Batch, Retention, SampleKind, SeriesLabels, WakeupSample,
-};
+use critpath_analyzer::store::{Aggregator, Batch, Retention, SeriesLabels};
 use critpath_sampler::{
     Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
     Unwinding,
@@ -30,6 +28,9 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Off-CPU tracing; `None` turns it off. Default: on.
     pub off_cpu: Option<OffCpuConfig>,
+    /// Off-CPU waits stored one by one per second (see `Aggregator::with_wait_records`).
+    /// Default: 200.
+    pub wait_records_per_second: u32,
     /// The `host` label. Default: this machine's host name.
     pub host: String,
     /// Stop after this long; `None` runs until SIGINT/SIGTERM.
@@ -274,7 +275,12 @@ pub fn run(
     .context("starting the sampler")?;
     let mut collector = Collector::new(symbolizer);
     let period_ns = 1_000_000_000 / config.frequency_hz as i64;
-    let mut agg = Aggregator::new(config.interval.as_millis().max(1) as i64, period_ns);
+    let interval_ms = config.interval.as_millis().max(1) as i64;
+    let wait_records = (u64::from(config.wait_records_per_second) * interval_ms as u64)
+        .div_ceil(1000)
+        .max(1);
+    let mut agg = Aggregator::new(interval_ms, period_ns)
+        .with_wait_records(usize::try_from(wait_records).unwrap_or(usize::MAX));
     let mut processes = ProcessInfo::new(config.host.clone(), config.services.clone());
     let mut finished: Vec<Batch> = Vec::new();
     let mut stats = AgentStats::default();
@@ -404,47 +410,27 @@ fn observe(
         Observation::OnCpu {
             time_unix_ns,
             pid,
+            tid,
             comm,
             frames,
-            ..
         } => {
             stats.samples += 1;
             let labels = processes.labels(pid, comm);
-            finished.extend(agg.add(
-                time_unix_ns / 1_000_000,
-                &labels,
-                &frames,
-                SampleKind::Cpu,
-                1,
-            ));
+            finished.extend(agg.add_on_cpu(time_unix_ns, &labels, tid, &frames));
         }
         // The agent places no probes.
         Observation::Call { .. } => {}
         Observation::OffCpu(wait) => {
             stats.off_cpu_waits += 1;
             let labels = processes.labels(wait.thread.pid, wait.thread.comm.clone());
-            let time_ms = wait.start_unix_ns / 1_000_000;
-            for (frames, ns) in wait.split_by_cause() {
-                finished.extend(agg.add(time_ms, &labels, &frames, SampleKind::OffCpu, ns));
-            }
-            // Who ended the wait: the wait-for graph's edge.
-            if let Some(waker) = &wait.waker {
-                // In an interrupt the kernel woke it: the interrupted thread is beside the point
-                // (and its process need not be looked up).
-                let waker_labels = (!waker.in_interrupt)
-                    .then(|| processes.labels(waker.thread.pid, waker.thread.comm.clone()));
-                let sample = WakeupSample {
-                    wakee: &labels,
-                    wakee_frames: &wait.frames,
-                    waker: waker_labels.as_ref().unwrap_or(&labels),
-                    waker_frames: &waker.frames,
-                    cause: wait.cause,
-                    in_interrupt: waker.in_interrupt,
-                    weight: wait.weight,
-                    blocked_ns: wait.blocked_ns,
-                };
-                finished.extend(agg.add_wakeup(time_ms, &sample));
-            }
+            // In an interrupt the kernel woke it: the interrupted thread is beside the point
+            // (and its process need not be looked up).
+            let waker_labels = wait
+                .waker
+                .as_ref()
+                .filter(|w| !w.in_interrupt)
+                .map(|w| processes.labels(w.thread.pid, w.thread.comm.clone()));
+            finished.extend(agg.add_wait(&labels, waker_labels.as_ref(), &wait));
         }
     }
 }

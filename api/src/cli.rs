@@ -181,7 +181,7 @@ pub struct RegressionsArgs {
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub window: std::time::Duration,
     /// Label selector of the store's samples [default: the deploy's service; everything
-    /// with --at].
+    /// with --at]; with --before/--after, of the recordings' processes (their timelines).
     #[arg(long, default_value = "")]
     pub query: String,
     /// Store directory [default: $XDG_DATA_HOME/critpath, else ./critpath-data].
@@ -258,6 +258,28 @@ pub struct EvalArgs {
     /// noise ceiling and the ship rule.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+    /// Run the field benchmark instead (needs root): the scenarios of DIR/manifest.json
+    /// (tests/field) run for real, each under `critpath run` (explain and regressions through
+    /// the HTTP API over the store) and under `critpath record` (through the recordings),
+    /// every answer scored against the scenario's measured culprit.
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub field: Option<PathBuf>,
+    /// With --field: the scenarios' programs, built by DIR/build.sh [default: DIR/bin].
+    #[arg(long, value_name = "DIR", requires = "field")]
+    pub field_bin: Option<PathBuf>,
+    /// With --field: seconds each scenario runs per window.
+    #[arg(long, default_value_t = 10, requires = "field")]
+    pub field_seconds: u64,
+    /// With --field: only these scenarios (repeatable) [default: all; with --quick, the
+    /// manifest's quick set].
+    #[arg(long = "scenario", value_name = "NAME", requires = "field")]
+    pub scenarios: Vec<String>,
+    /// With --field: the manifest's quick set only (the CI subset).
+    #[arg(long, requires = "field")]
+    pub quick: bool,
+    /// With --field: which paths to score: store, recording, or both.
+    #[arg(long, default_value = "both", value_parser = ["both", "store", "recording"], requires = "field")]
+    pub paths: String,
 }
 
 /// `critpath dataset ...`.
@@ -292,8 +314,8 @@ pub fn default_data_dir() -> PathBuf {
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// TOML configuration file: the settings below by their long names (data_dir, frequency,
-    /// interval, off_cpu, off_cpu_min_us, off_cpu_budget, host, ring_bytes, unwind,
-    /// user_stack_bytes), a [retention]
+    /// interval, off_cpu, off_cpu_min_us, off_cpu_budget, wait_records, host, ring_bytes,
+    /// unwind, user_stack_bytes), a [retention]
     /// table (max_age, max_bytes) and [[service]] rules (name, exe or cgroup regex) naming the
     /// `service` label of matching processes. See README "Agent configuration".
     #[arg(long, value_name = "FILE")]
@@ -311,12 +333,21 @@ pub struct AgentArgs {
     /// Do not trace off-CPU waits [default: traced].
     #[arg(long)]
     pub no_off_cpu: bool,
-    /// Shortest off-CPU wait kept, in microseconds [default: 1000].
-    #[arg(long, value_name = "MICROSECONDS")]
+    /// Off-CPU waits blocked at least this long, in microseconds, are all kept with their
+    /// stacks; a shorter one is kept with probability (its blocked time / this) and weighted by
+    /// the inverse, so sub-millisecond waits add up without bias (0 keeps every wait; at most
+    /// 2000000) [default: 1000].
+    #[arg(long, value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=2_000_000))]
     pub off_cpu_min_us: Option<u64>,
     /// Waits whose stacks may be captured per second per CPU [default: 2000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub off_cpu_budget: Option<u32>,
+    /// Off-CPU waits kept one by one (with their start, thread, waker and stacks) per second,
+    /// for the time-resolved critical path of `explain` and `regressions`; past it, waits are
+    /// drawn with probability proportional to their time and reweighted. Every wait still
+    /// counts in the stored sums [default: 200].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub wait_records: Option<u32>,
     /// The `host` label [default: this machine's host name].
     #[arg(long)]
     pub host: Option<String>,
@@ -609,12 +640,16 @@ pub struct RecordArgs {
     /// Also trace off-CPU waits (blocked stacks, durations, causes) and who woke them.
     #[arg(long)]
     pub off_cpu: bool,
-    /// Shortest off-CPU wait recorded, in microseconds (shorter ones are counted, not kept).
+    /// Off-CPU waits blocked at least this long, in microseconds, are all recorded with their
+    /// stacks; a shorter one is recorded with probability (its blocked time / this) and
+    /// weighted by the inverse, so sub-millisecond waits add up without bias (0 keeps every
+    /// wait; at most 2000000).
     #[arg(
         long,
         default_value_t = 1000,
         value_name = "MICROSECONDS",
-        requires = "off_cpu"
+        requires = "off_cpu",
+        value_parser = clap::value_parser!(u64).range(0..=2_000_000)
     )]
     pub off_cpu_min_us: u64,
     /// Waits whose stacks may be captured per second per CPU; beyond it waits are sampled and

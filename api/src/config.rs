@@ -7,6 +7,7 @@
 //! off_cpu = true
 //! off_cpu_min_us = 1000
 //! off_cpu_budget = 2000
+//! wait_records = 200      # off-CPU waits kept one by one per second
 //! host = "web-1"
 //! unwind = "dwarf"        # or "fp"
 //! user_stack_bytes = 32768
@@ -47,6 +48,7 @@ struct AgentFile {
     off_cpu: Option<bool>,
     off_cpu_min_us: Option<u64>,
     off_cpu_budget: Option<u32>,
+    wait_records: Option<u32>,
     host: Option<String>,
     ring_bytes: Option<u32>,
     unwind: Option<UnwindMode>,
@@ -146,6 +148,18 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .unwrap_or(2000)
             .max(1),
     });
+    let min_us = off_cpu.as_ref().map_or(0, |o| o.min_duration.as_micros());
+    if min_us > OffCpuConfig::MAX_MIN_DURATION.as_micros() {
+        bail!(
+            "off_cpu_min_us {min_us}{}: expected 0 to {}",
+            in_file(""),
+            OffCpuConfig::MAX_MIN_DURATION.as_micros()
+        );
+    }
+    let wait_records_per_second = args.wait_records.or(file.wait_records).unwrap_or(200);
+    if wait_records_per_second == 0 {
+        bail!("wait_records{}: expected at least 1", in_file(""));
+    }
     let retention_file = file.retention.unwrap_or_default();
     let defaults = Retention::default();
     let max_age = match (&args.retention_max_age, &retention_file.max_age) {
@@ -199,6 +213,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         frequency_hz,
         interval,
         off_cpu,
+        wait_records_per_second,
         host: args
             .host
             .or(file.host)

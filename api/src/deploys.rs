@@ -78,7 +78,7 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
         // Recordings carry no time within them: sampling noise alone is modelled.
         let window =
             |path: &PathBuf, wakeups: &Option<PathBuf>| -> anyhow::Result<(Evidence, Analysis)> {
-                let evidence = evidence(path, wakeups.as_deref())?;
+                let evidence = evidence(path, wakeups.as_deref(), &args.query)?;
                 let analysis = Analysis::new(&evidence);
                 Ok((evidence, analysis))
             };

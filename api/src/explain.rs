@@ -4,33 +4,41 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use critpath_analyzer::export::pprof;
-use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method};
+use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method, WakeupsFile};
 use critpath_analyzer::model::Task;
-use critpath_analyzer::offcpu::WakeupEdge;
 use critpath_analyzer::{dataset, eval};
 
 use crate::cli::{EvalArgs, ExplainArgs, PackArgs, default_data_dir};
 use crate::query::Target;
 
-/// The evidence of a recording: its profile and, when given, its wakeup edges.
-pub(crate) fn evidence(profile: &Path, wakeups: Option<&Path>) -> anyhow::Result<Evidence> {
+/// The evidence of a recording: its profile and, when given, its wakeups file. A file with
+/// the recording's timeline (version 2) is read as a window of the store is, the threads of
+/// the processes `query` selects (every one when empty) and those that woke them: threads by
+/// id, each wait charged to what its waker did during it.
+pub(crate) fn evidence(
+    profile: &Path,
+    wakeups: Option<&Path>,
+    query: &str,
+) -> anyhow::Result<Evidence> {
+    let selector = critpath_analyzer::query::Selector::parse(query).context("--query")?;
+    let window = critpath_analyzer::query::Window::new(selector, i64::MIN, i64::MAX)?;
     let bytes = std::fs::read(profile).with_context(|| format!("reading {}", profile.display()))?;
     let profile_data =
         pprof::decode(&bytes).with_context(|| format!("decoding {}", profile.display()))?;
-    let edges: Vec<WakeupEdge> = match wakeups {
+    let file = match wakeups {
         Some(wakeups) => {
             let text =
                 std::fs::read(wakeups).with_context(|| format!("reading {}", wakeups.display()))?;
-            serde_json::from_slice(&text).with_context(|| {
+            WakeupsFile::parse(&text).with_context(|| {
                 format!(
-                    "{}: expected the wakeup edges of `critpath record --wakeups`",
+                    "{}: expected the wakeups file of `critpath record --wakeups`",
                     wakeups.display()
                 )
             })?
         }
-        None => Vec::new(),
+        None => WakeupsFile::Edges(Vec::new()),
     };
-    Evidence::from_recording(&profile_data, &edges)
+    Evidence::from_recording_file(&profile_data, &file, |s| window.selects(s))
         .with_context(|| format!("reading {}", profile.display()))
 }
 
@@ -43,9 +51,10 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     };
     let (ev, baseline) = match (&args.profile, &args.wakeups) {
         (Some(profile), Some(wakeups)) => {
-            let ev = evidence(profile, Some(wakeups))?;
+            let query = &args.window.query;
+            let ev = evidence(profile, Some(wakeups), query)?;
             let baseline = match (&args.baseline_profile, &args.baseline_wakeups) {
-                (Some(p), Some(w)) => Some(evidence(p, Some(w))?),
+                (Some(p), Some(w)) => Some(evidence(p, Some(w), query)?),
                 _ if method.needs_baseline() => bail!(
                     "--method {} compares with a baseline: give --baseline-profile and --baseline-wakeups",
                     method.name()
@@ -91,8 +100,14 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     if ev.stacks.is_empty() {
         eprintln!("critpath: nothing was sampled in the window");
     }
+    let idle = match (explanation.request_s, explanation.idle_s) {
+        (Some(busy), Some(idle)) => format!(
+            " ({busy:.1} s in requests, {idle:.1} s idle: waiting for new work, not ranked)"
+        ),
+        _ => String::new(),
+    };
     println!(
-        "{} request threads, {:.1} s; ranked by {}:",
+        "{} request threads, {:.1} s{idle}; ranked by {}:",
         explanation.request_threads.len(),
         ev.seconds,
         model.as_ref().map_or(method.name().to_owned(), |m| format!(
@@ -120,6 +135,18 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
             change,
             r.function
         );
+    }
+    let whys: Vec<(&str, &str)> = explanation
+        .functions
+        .iter()
+        .filter_map(|r| Some((r.function.as_str(), r.why.as_deref()?)))
+        .take(3)
+        .collect();
+    if !whys.is_empty() {
+        println!("why:");
+        for (f, why) in whys {
+            println!("  {f}: {why}");
+        }
     }
     println!("critical path:");
     for (i, s) in explanation.critical_path.iter().enumerate() {
@@ -180,6 +207,14 @@ pub(crate) fn print_metrics<'a>(
 
 /// `critpath eval`.
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.field {
+        let report = crate::field::eval(args, dir)?;
+        if let Some(path) = &args.json {
+            write_json(path, &report)?;
+        }
+        crate::field::print(&report);
+        return Ok(());
+    }
     if let Some(dir) = &args.model {
         return crate::model::eval(&args.dataset, dir, args.json.as_deref());
     }

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod deploys;
 mod explain;
+mod field;
 mod model;
 mod query;
 mod record;

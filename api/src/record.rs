@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
+use critpath_analyzer::graph::WakeupsFile;
 use critpath_analyzer::offcpu::{OffCpuWait, WakeupEdge};
+use critpath_analyzer::store::{Aggregator, Batch, SeriesLabels};
 use critpath_analyzer::{Profile, SampleLabels, ValueType, export};
 use critpath_sampler::{
     Collector, Counter, Observation, OffCpuConfig, Probe, Sampler, SamplerConfig, Symbolizer,
@@ -232,8 +234,9 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     }
     if config.off_cpu.is_some() {
         eprintln!(
-            "critpath: off-CPU: {} waits kept, {} wakeup edges; {} switch-outs, {} sampled out by the budget, {} shorter than the minimum (~{:.3} s in all), {} stack collisions, {} dropped with the thread table full",
+            "critpath: off-CPU: {} waits kept ({} of them shorter than the minimum, drawn in proportion to their length and weighted), {} wakeup edges; {} switch-outs, {} sampled out by the budget, {} short waits drawn out (their ~{:.3} s counted through the weights of those kept), {} stack collisions, {} dropped with the thread table full",
             rec.waits,
+            counters.get(Counter::OffCpuShortEmitted),
             rec.edges.len(),
             counters.get(Counter::OffCpuSwitches),
             counters.get(Counter::OffCpuUnsampled),
@@ -279,11 +282,24 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     if let Some(path) = &config.wakeups {
         let waits = rec.edges.len();
         let edges = WakeupEdge::merge(std::mem::take(&mut rec.edges));
-        let json = serde_json::to_vec(&edges).context("encoding wakeup edges")?;
+        let batches: Vec<Batch> = rec
+            .timeline
+            .take()
+            .map(|(mut agg, mut batches, _)| {
+                batches.extend(agg.flush());
+                batches
+            })
+            .unwrap_or_default();
+        let records: usize = batches.iter().map(|b| b.waits.len()).sum();
+        let json = WakeupsFile::to_json(&edges, &batches).context("encoding wakeup edges")?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
-            "critpath: wrote {} wakeup edges ({waits} waits) to {}",
+            "critpath: wrote {} wakeup edges ({waits} waits) and the timeline ({records} waits, {} samples, by thread and time) to {}",
             edges.len(),
+            batches
+                .iter()
+                .map(|b| b.thread_samples.len())
+                .sum::<usize>(),
             path.display()
         );
     }
@@ -314,6 +330,13 @@ struct Recording {
     /// Off-CPU waits.
     waits: u64,
     edges: Vec<WakeupEdge>,
+    /// With `--wakeups`: every sample and wait by thread and time, the batches done, and each
+    /// process's executable.
+    timeline: Option<(
+        Aggregator,
+        Vec<Batch>,
+        std::collections::HashMap<u32, String>,
+    )>,
     /// Probed calls.
     calls: Vec<Call>,
     /// With probes: samples and waits held until the calls they fall in are known.
@@ -344,6 +367,13 @@ impl Recording {
             samples: 0,
             waits: 0,
             edges: Vec::new(),
+            timeline: config.wakeups.is_some().then(|| {
+                (
+                    Aggregator::new(TIMELINE_INTERVAL_MS, period_ns),
+                    Vec::new(),
+                    std::collections::HashMap::new(),
+                )
+            }),
             calls: Vec::new(),
             deferred: (!config.probes.is_empty()).then(Vec::new),
         }
@@ -367,12 +397,16 @@ impl Recording {
     fn add(&mut self, observation: Observation, request: Option<String>) {
         match observation {
             Observation::OnCpu {
+                time_unix_ns,
                 pid,
                 tid,
                 comm,
                 frames,
-                ..
             } => {
+                if let Some((agg, batches, exes)) = &mut self.timeline {
+                    let series = record_series(exes, pid, &comm);
+                    batches.extend(agg.add_on_cpu(time_unix_ns, &series, tid, &frames));
+                }
                 let mut labels = SampleLabels::new(pid, tid, comm);
                 labels.request = request;
                 self.profile.add(frames, &self.on_cpu_values, labels);
@@ -405,6 +439,39 @@ impl Recording {
             self.profile.add(frames, &[0, 0, ns, ns], labels.clone());
         }
         self.edges.extend(wait.edge());
+        if let Some((agg, batches, exes)) = &mut self.timeline {
+            let series = record_series(exes, wait.thread.pid, &wait.thread.comm);
+            let waker = wait
+                .waker
+                .as_ref()
+                .filter(|w| !w.in_interrupt)
+                .map(|w| record_series(exes, w.thread.pid, &w.thread.comm));
+            batches.extend(agg.add_wait(&series, waker.as_ref(), wait));
+        }
+    }
+}
+
+/// Intervals of a recording's timeline batches: one batch an hour.
+const TIMELINE_INTERVAL_MS: i64 = 3_600_000;
+
+/// The series of a thread in a recording's timeline: process, thread name and executable
+/// (read once per process; empty when it is gone or a kernel thread).
+fn record_series(
+    exes: &mut std::collections::HashMap<u32, String>,
+    pid: u32,
+    comm: &str,
+) -> SeriesLabels {
+    let exe = exes.entry(pid).or_insert_with(|| {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    SeriesLabels {
+        pid,
+        comm: comm.to_owned(),
+        exe: exe.clone(),
+        service: comm.to_owned(),
+        ..SeriesLabels::default()
     }
 }
 

@@ -38,11 +38,12 @@ pub enum Target {
 /// Off-CPU tracing settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OffCpuConfig {
-    /// Shortest off-CPU time (switch-out to switch-in) emitted. Default: 1 ms. Shorter waits are
-    /// counted, and their estimated total time reported, but not emitted one by one: at 1 ms even
-    /// a context-switch storm (hundreds of thousands of switches per second, microseconds each)
-    /// emits nothing, while the waits that make a request slow (lock convoys, I/O, queues,
-    /// sleeps) are milliseconds long. Lower it to see short waits that add up.
+    /// Waits blocked at least this long are all emitted; a shorter one is emitted with
+    /// probability (its blocked time / this) and weighted by the inverse, so that per-stack
+    /// totals of sub-millisecond waits stay unbiased while the waits emitted stay bounded: about
+    /// one per this much waiting, per thread (a context-switch storm of microsecond waits emits
+    /// a few hundred per second, not hundreds of thousands). Default: 1 ms; at most
+    /// [`OffCpuConfig::MAX_MIN_DURATION`].
     pub min_duration: Duration,
     /// Waits whose stacks may be captured per second per CPU. Default: 2000. Below this rate
     /// every wait is captured; above it, waits are sampled with a probability that keeps the
@@ -52,6 +53,12 @@ pub struct OffCpuConfig {
     /// second per CPU), so the default bounds the kernel-side cost to a few milliseconds per
     /// second per CPU whatever the switch rate.
     pub budget_per_second: u32,
+}
+
+impl OffCpuConfig {
+    /// The largest [`OffCpuConfig::min_duration`] (the kernel side computes the emission
+    /// probability of shorter waits in 32-bit fixed point).
+    pub const MAX_MIN_DURATION: Duration = Duration::from_secs(2);
 }
 
 impl Default for OffCpuConfig {
@@ -244,6 +251,13 @@ impl Sampler {
         let filter = matches!(config.target, Target::Processes(_));
         let offset = |event, field| sys::tracepoint_field_offset(&tracefs, "sched", event, field);
         let off_cpu = config.off_cpu.clone().unwrap_or_default();
+        if off_cpu.min_duration > OffCpuConfig::MAX_MIN_DURATION {
+            return Err(Error::Config(format!(
+                "the off-CPU minimum duration is at most {} ms (got {} ms)",
+                OffCpuConfig::MAX_MIN_DURATION.as_millis(),
+                off_cpu.min_duration.as_millis()
+            )));
+        }
         let windows_per_second = 1_000_000_000 / OFFCPU_WINDOW_NS;
         let bpf_config = Config {
             filter_pids: u32::from(filter),

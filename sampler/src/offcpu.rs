@@ -58,6 +58,15 @@ fn side_frames(
     (frames, false)
 }
 
+/// How many waits one drawn with probability `prob` (a fraction of [`PROB_ONE`]) stands for.
+fn weight(prob: u32) -> f64 {
+    if prob == PROB_ONE {
+        1.0
+    } else {
+        f64::from(PROB_ONE) / f64::from(prob.max(1))
+    }
+}
+
 /// Resolves an off-CPU event's stacks — ids in the stack map, and the user stacks copied ahead of
 /// it (`copies`) — symbolizes both sides and classifies the cause. `unix_offset_ns` converts the
 /// event's monotonic times ([`crate::sys::monotonic_to_unix_offset_ns`]).
@@ -96,7 +105,7 @@ pub fn resolve(
             event.copies,
             copies.waker.as_ref(),
             (wait_copies::WAKER, wait_copies::WAKER_NO_USER),
-            // The waker's stacks are captured only for waits past the minimum at wakeup.
+            // The waker's stacks are captured only for waits drawn to be emitted at the wakeup.
             event.waker_capture_ns != 0,
         )
     } else {
@@ -140,7 +149,16 @@ pub fn resolve(
             event.waker_kernel_stack_id,
             true,
         );
+        // The kernel ended the wait when the waker is a kernel thread (no user context: a
+        // journal commit, an I/O worker) or the idle task; critpath's own sampler is never an
+        // actor either (its stacks are not captured).
+        let kernel_thread = !in_interrupt
+            && (event.waker_pid == 0
+                || event.waker_pid == std::process::id()
+                || event.copies & wait_copies::WAKER_NO_USER != 0
+                || (!copied && crate::sys::is_kernel_thread(event.waker_pid)));
         Waker {
+            kernel_thread,
             thread: ThreadRef {
                 pid: event.waker_pid,
                 tid: event.waker_tid,
@@ -160,11 +178,7 @@ pub fn resolve(
         blocked_ns: woke_at - event.start_ns,
         runq_delay_ns: (event.end_ns - woke_at).saturating_sub(u64::from(event.waker_capture_ns)),
         cause,
-        weight: if event.sample_prob == PROB_ONE {
-            1.0
-        } else {
-            f64::from(PROB_ONE) / f64::from(event.sample_prob.max(1))
-        },
+        weight: weight(event.sample_prob) * weight(event.emit_prob),
         frames,
         waker,
     }

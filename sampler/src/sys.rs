@@ -93,6 +93,21 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in `/proc/PID/stat`); false when the
+/// process is gone.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The name (field 2) may hold spaces and parentheses: fields after it follow its last ')'.
+    // flags is field 9, the 7th after the name.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// Lifts RLIMIT_MEMLOCK for kernels that still charge BPF maps against it (before 5.11).
 pub fn raise_memlock_rlimit() {
     let limit = libc::rlimit {

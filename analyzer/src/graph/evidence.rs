@@ -8,12 +8,21 @@ use serde::Serialize;
 use crate::Profile;
 use crate::offcpu::{Cause, OFF_CPU_MODULE, ThreadRef, WakeupEdge};
 use crate::query::{FlameTree, NodeId};
-use crate::store::{Batch, SampleKind, SeriesLabels};
+use crate::store::{Batch, SampleKind, SeriesLabels, WakerKind};
+
+use super::timeline::{
+    StackRef, TimedSample, TimedWait, TimedWaker, Timeline, interrupt_reason, kernel_thread_reason,
+};
 
 /// Index into [`Evidence::functions`].
 pub type FunctionId = u32;
 /// Index into [`Evidence::threads`].
 pub type ThreadId = u32;
+
+/// Most threads known by thread id in one window's evidence: past it (a pool that spawns a
+/// thread per request), a process's further threads share one per thread name, so that thread
+/// churn cannot grow the analysis without bound.
+pub const MAX_THREADS: usize = 4096;
 
 /// Who ended a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -59,6 +68,14 @@ pub struct Stack {
     pub waiting_in: Option<FunctionId>,
 }
 
+/// A hash of a thread name, the same in every run.
+fn name_hash(name: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
 /// Whether a user frame belongs to the program rather than to the C or Rust runtime (whose
 /// frames sit between a program's function and the system call it blocks in).
 fn is_program_frame(frame: &crate::Frame) -> bool {
@@ -97,6 +114,67 @@ pub struct Wait {
     pub count: f64,
 }
 
+/// The wakeups file of `critpath record --wakeups`. Version 1 was the bare array of merged
+/// wakeup edges; version 2 is an object with the edges and the recording's timeline as store
+/// batches (every on-CPU sample and off-CPU wait with its thread and time), which a recording's
+/// evidence is read from as a window of the store is.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum WakeupsFile {
+    /// Version 1: the edges alone.
+    Edges(Vec<WakeupEdge>),
+    /// Version 2.
+    Timeline {
+        /// 2.
+        version: u32,
+        /// The merged wakeup edges.
+        edges: Vec<WakeupEdge>,
+        /// The timeline.
+        #[serde(default)]
+        batches: Vec<Batch>,
+    },
+}
+
+impl WakeupsFile {
+    /// The version this code writes.
+    pub const VERSION: u32 = 2;
+
+    /// Parses a wakeups file of either version.
+    ///
+    /// # Errors
+    /// Not a wakeups file.
+    pub fn parse(bytes: &[u8]) -> serde_json::Result<WakeupsFile> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Writes a file of the current version.
+    ///
+    /// # Errors
+    /// Encoding failed.
+    pub fn to_json(edges: &[WakeupEdge], batches: &[Batch]) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&serde_json::json!({
+            "version": Self::VERSION,
+            "edges": edges,
+            "batches": batches,
+        }))
+    }
+
+    /// The merged wakeup edges.
+    pub fn edges(&self) -> &[WakeupEdge] {
+        match self {
+            Self::Edges(edges) | Self::Timeline { edges, .. } => edges,
+        }
+    }
+
+    /// The timeline's batches (none in version 1).
+    pub fn batches(&self) -> &[Batch] {
+        match self {
+            Self::Edges(_) => &[],
+            Self::Timeline { batches, .. } => batches,
+        }
+    }
+}
+
 /// Evidence that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -120,10 +198,16 @@ pub struct Evidence {
     pub seconds: f64,
     /// On-CPU sampling period, ns (0 when unknown): on-CPU time over it is a sample count.
     pub sample_period_ns: f64,
-    /// Threads are known by (pid, name), their tids made up (evidence from the store).
+    /// Threads are known by (pid, name), their tids made up (evidence from store parts without
+    /// thread samples and wait records, schema 3 and older).
     pub threads_by_name: bool,
+    /// What each thread did and when (evidence with thread samples and wait records): waits are
+    /// then charged to what their wakers did during them ([`super::Resolved`]).
+    pub timeline: Option<Timeline>,
     /// Functions seen as frames of the kernel or the C or Rust runtime.
     not_program: HashSet<FunctionId>,
+    /// Functions seen as kernel frames.
+    kernel: HashSet<FunctionId>,
     function_index: HashMap<String, FunctionId>,
     thread_index: HashMap<(u32, u32), ThreadId>,
 }
@@ -208,6 +292,17 @@ impl Evidence {
         id
     }
 
+    /// Whether a function belongs to the program: not the kernel's, nor the C or Rust
+    /// runtime's, nor a pseudo frame (`[unknown]`, `[truncated]`).
+    pub fn is_program_function(&self, f: FunctionId) -> bool {
+        !self.not_program.contains(&f) && !is_runtime_name(&self.functions[f as usize])
+    }
+
+    /// Whether a function was seen as a kernel frame.
+    pub fn is_kernel_function(&self, f: FunctionId) -> bool {
+        self.kernel.contains(&f)
+    }
+
     /// The innermost function of a stack (root first) that belongs to the program: not a
     /// kernel function, nor the C or Rust runtime's.
     pub fn innermost_program_function(&self, frames: &[FunctionId]) -> Option<FunctionId> {
@@ -224,6 +319,9 @@ impl Evidence {
                 let id = self.function(&f.function);
                 if !is_program_frame(f) {
                     self.not_program.insert(id);
+                }
+                if f.kind == crate::FrameKind::Kernel {
+                    self.kernel.insert(id);
                 }
                 id
             })
@@ -341,15 +439,37 @@ impl Evidence {
         }
     }
 
-    /// The evidence of a window of the store: its batches' on-CPU and off-CPU rows and wakeups,
-    /// for the series `keep` accepts and every thread that ended one of their waits (and so on,
-    /// transitively: the waits are charged to what those threads ran). Threads are (pid, thread
-    /// name): the store keeps no thread ids, so a process's same-named threads are one.
+    /// The evidence of a window of the store: its batches' thread samples and wait records
+    /// (store schema 4), or, for batches without them, their on-CPU and off-CPU rows and
+    /// wakeups; for the series `keep` accepts and every thread that ended one of their waits
+    /// (and so on, transitively: the waits are charged to what those threads ran). With records,
+    /// threads are (pid, tid) and the evidence has a [`Timeline`]; without, (pid, thread name),
+    /// so a process's same-named threads are one.
     pub fn from_batches(
         batches: &[Batch],
         seconds: f64,
         keep: impl Fn(&SeriesLabels) -> bool,
     ) -> Evidence {
+        let mut ev = Evidence::new(seconds);
+        ev.sample_period_ns = batches
+            .iter()
+            .map(|b| b.period_ns)
+            .find(|&p| p > 0)
+            .unwrap_or(0) as f64;
+        let (timed, untimed): (Vec<&Batch>, Vec<&Batch>) =
+            batches.iter().partition(|b| b.has_records());
+        if !timed.is_empty() {
+            ev.add_timed(&timed, &keep);
+        }
+        if !untimed.is_empty() {
+            ev.threads_by_name = timed.is_empty();
+            ev.add_untimed(&untimed, &keep);
+        }
+        ev
+    }
+
+    /// Adds batches without thread samples and wait records (see [`Evidence::from_batches`]).
+    fn add_untimed(&mut self, batches: &[&Batch], keep: &impl Fn(&SeriesLabels) -> bool) {
         let key = |s: &SeriesLabels| (s.pid, s.comm.clone());
         // The selected threads, then those that woke them, until none is added.
         let mut included: HashSet<(u32, String)> = batches
@@ -369,17 +489,12 @@ impl Evidence {
                 break;
             }
         }
-        let mut ev = Evidence::new(seconds);
-        ev.threads_by_name = true;
-        ev.sample_period_ns = batches
-            .iter()
-            .map(|b| b.period_ns)
-            .find(|&p| p > 0)
-            .unwrap_or(0) as f64;
-        // Thread ids: one per (pid, name), numbered in order of appearance.
+        let ev = self;
+        // Thread ids: one per (pid, name), numbered in order of appearance (above any thread
+        // id a timed batch brought: a made-up id never meets a real one of the same process).
         let mut tids: HashMap<(u32, String), u32> = HashMap::new();
         let mut thread = |ev: &mut Evidence, s: &SeriesLabels| {
-            let next = tids.len() as u32 + 1;
+            let next = u32::MAX - tids.len() as u32;
             let tid = *tids.entry(key(s)).or_insert(next);
             ev.thread(&ThreadRef {
                 pid: s.pid,
@@ -399,34 +514,34 @@ impl Evidence {
             };
             let mut stacks = BatchStacks::new(b);
             for row in &b.rows {
-                let Some(t) = series_thread(&mut ev, row.series) else {
+                let Some(t) = series_thread(ev, row.series) else {
                     continue;
                 };
                 let value = row.value as f64;
                 match row.kind {
                     SampleKind::Cpu => {
-                        let s = stacks.get(&mut ev, row.stack, false);
+                        let s = stacks.get(ev, row.stack, false);
                         ev.push_interned(t, s, value * b.period_ns as f64, None);
                     }
                     SampleKind::OffCpu => {
-                        let s = stacks.get(&mut ev, row.stack, true);
+                        let s = stacks.get(ev, row.stack, true);
                         ev.push_interned(t, s, 0.0, Some(value));
                     }
                 }
             }
             for w in &b.wakeups {
-                let Some(wakee) = series_thread(&mut ev, w.wakee) else {
+                let Some(wakee) = series_thread(ev, w.wakee) else {
                     continue;
                 };
-                let wakee_frames = stacks.get(&mut ev, w.wakee_stack, false).frames.clone();
+                let wakee_frames = stacks.get(ev, w.wakee_stack, false).frames.clone();
                 let (waker, waker_frames) = if w.in_interrupt {
                     (Actor::Kernel(w.cause), Vec::new())
                 } else {
                     // A waker of an included thread is included.
-                    let waker = series_thread(&mut ev, w.waker).expect("an included waker");
+                    let waker = series_thread(ev, w.waker).expect("an included waker");
                     (
                         Actor::Thread(waker),
-                        stacks.get(&mut ev, w.waker_stack, false).frames.clone(),
+                        stacks.get(ev, w.waker_stack, false).frames.clone(),
                     )
                 };
                 ev.waits.push(Wait {
@@ -440,7 +555,253 @@ impl Evidence {
                 });
             }
         }
-        ev
+    }
+
+    /// Adds batches with thread samples and wait records (see [`Evidence::from_batches`]):
+    /// threads by (pid, tid), at most [`MAX_THREADS`] (past it, a process's further threads
+    /// share one per name), and the [`Timeline`].
+    fn add_timed(&mut self, batches: &[&Batch], keep: &impl Fn(&SeriesLabels) -> bool) {
+        // The selected threads, then those that woke them, until none is added.
+        let selected: HashSet<(u32, u32)> = batches
+            .iter()
+            .flat_map(|b| {
+                let samples = b
+                    .thread_samples
+                    .iter()
+                    .filter(|t| keep(&b.series[t.series as usize]))
+                    .map(|t| (b.series[t.series as usize].pid, t.tid));
+                let waits = b
+                    .waits
+                    .iter()
+                    .filter(|w| keep(&b.series[w.series as usize]))
+                    .map(|w| (b.series[w.series as usize].pid, w.tid));
+                samples.chain(waits)
+            })
+            .collect();
+        let mut included = selected.clone();
+        loop {
+            let before = included.len();
+            for b in batches {
+                for w in b.waits.iter().filter(|w| w.waker == WakerKind::Thread) {
+                    if included.contains(&(b.series[w.series as usize].pid, w.tid)) {
+                        included.insert((b.series[w.waker_series as usize].pid, w.waker_tid));
+                    }
+                }
+            }
+            if included.len() == before {
+                break;
+            }
+        }
+        let mut timeline = Timeline::new(self.sample_period_ns);
+        // Per (thread, stack, on-CPU or cause): the index of its entry in `self.stacks`.
+        let mut sums: HashMap<(ThreadId, StackRef, u8), usize> = HashMap::new();
+        // Per (wakee, its stack, waker, its stack, cause): the index of its entry in `waits`.
+        let mut edges: HashMap<(ThreadId, StackRef, Actor, StackRef, Cause), usize> =
+            HashMap::new();
+        for b in batches {
+            let mut threads: HashMap<(u32, u32), Option<ThreadId>> = HashMap::new();
+            let mut thread_of = |ev: &mut Evidence, series: u32, tid: u32| -> Option<ThreadId> {
+                let s = &b.series[series as usize];
+                *threads.entry((series, tid)).or_insert_with(|| {
+                    included
+                        .contains(&(s.pid, tid))
+                        .then(|| ev.capped_thread(s, tid))
+                })
+            };
+            // Per stack of the batch: its functions in the timeline, and the program function
+            // a wait in it blocked in.
+            let mut refs: Vec<Option<(StackRef, Option<FunctionId>)>> = vec![None; b.stacks.len()];
+            let mut stack_ref = |ev: &mut Evidence, tl: &mut Timeline, i: u32| {
+                *refs[i as usize].get_or_insert_with(|| {
+                    let frames: Vec<&crate::Frame> = b.stacks[i as usize]
+                        .iter()
+                        .map(|&f| &b.frames[f as usize])
+                        .filter(|f| !f.inlined)
+                        .collect();
+                    let ids = ev.program_frames(&frames);
+                    let waiting_in = frames
+                        .iter()
+                        .rev()
+                        .find(|f| is_program_frame(f))
+                        .map(|f| f.function.clone());
+                    let waiting_in = waiting_in.map(|name| ev.function(&name));
+                    (tl.stack(&ids), waiting_in)
+                })
+            };
+            for t in &b.thread_samples {
+                let Some(thread) = thread_of(self, t.series, t.tid) else {
+                    continue;
+                };
+                let (stack, _) = stack_ref(self, &mut timeline, t.stack);
+                timeline.ensure_thread(thread);
+                timeline.samples[thread as usize].push(TimedSample {
+                    time_ns: t.time_ns,
+                    stack,
+                });
+                let i = self.stack_sum(&mut sums, &timeline, thread, stack, None, None);
+                self.stacks[i].cpu_ns += b.period_ns as f64;
+            }
+            for w in &b.waits {
+                let Some(thread) = thread_of(self, w.series, w.tid) else {
+                    continue;
+                };
+                let (stack, waiting_in) = stack_ref(self, &mut timeline, w.stack);
+                let (waker_stack, _) = stack_ref(self, &mut timeline, w.waker_stack);
+                let waker_series = &b.series[w.waker_series as usize];
+                let waker = match w.waker {
+                    WakerKind::None => TimedWaker::None,
+                    WakerKind::Thread => match thread_of(self, w.waker_series, w.waker_tid) {
+                        Some(waker) => TimedWaker::Thread {
+                            thread: waker,
+                            stack: waker_stack,
+                        },
+                        None => TimedWaker::None,
+                    },
+                    WakerKind::Kernel => TimedWaker::Kernel {
+                        reason: timeline.reason(&if waker_series.pid == 0 {
+                            "idle".to_owned()
+                        } else {
+                            kernel_thread_reason(&waker_series.comm)
+                        }),
+                        stack: waker_stack,
+                    },
+                    WakerKind::Interrupt => {
+                        let stack = &timeline.stacks[waker_stack as usize];
+                        let reason = interrupt_reason(
+                            stack.iter().map(|&f| self.functions[f as usize].as_str()),
+                        );
+                        TimedWaker::Kernel {
+                            reason: timeline.reason(reason),
+                            stack: waker_stack,
+                        }
+                    }
+                };
+                timeline.ensure_thread(thread);
+                timeline.waits[thread as usize].push(TimedWait {
+                    start_ns: w.start_ns,
+                    blocked_ns: w.blocked_ns,
+                    runq_ns: w.runq_ns,
+                    stack,
+                    cause: w.cause,
+                    weight: w.weight,
+                    waker,
+                });
+                let (blocked, runq) = (w.blocked_ns as f64 * w.weight, w.runq_ns as f64 * w.weight);
+                let i = self.stack_sum(
+                    &mut sums,
+                    &timeline,
+                    thread,
+                    stack,
+                    Some(w.cause),
+                    waiting_in,
+                );
+                self.stacks[i].off_cpu_ns[w.cause as usize] += blocked;
+                if runq > 0.0 {
+                    let i = self.stack_sum(
+                        &mut sums,
+                        &timeline,
+                        thread,
+                        stack,
+                        Some(Cause::RunQueue),
+                        waiting_in,
+                    );
+                    self.stacks[i].off_cpu_ns[Cause::RunQueue as usize] += runq;
+                }
+                let (actor, waker_stack) = match waker {
+                    TimedWaker::None => continue,
+                    TimedWaker::Thread { thread, stack } => (Actor::Thread(thread), stack),
+                    TimedWaker::Kernel { .. } => (Actor::Kernel(w.cause), StackRef::MAX),
+                };
+                let key = (thread, stack, actor, waker_stack, w.cause);
+                let i = *edges.entry(key).or_insert_with(|| {
+                    self.waits.push(Wait {
+                        wakee: thread,
+                        wakee_frames: timeline.stacks[stack as usize].clone(),
+                        waker: actor,
+                        waker_frames: match actor {
+                            Actor::Thread(_) => timeline.stacks[waker_stack as usize].clone(),
+                            Actor::Kernel(_) => Vec::new(),
+                        },
+                        cause: w.cause,
+                        ns: 0.0,
+                        count: 0.0,
+                    });
+                    self.waits.len() - 1
+                });
+                self.waits[i].ns += blocked;
+                self.waits[i].count += w.weight;
+            }
+        }
+        for &(pid, tid) in &selected {
+            if let Some(&t) = self.thread_index.get(&(pid, tid)) {
+                timeline.ensure_thread(t);
+                timeline.selected[t as usize] = true;
+            }
+        }
+        timeline.ensure_thread(self.threads.len().saturating_sub(1) as ThreadId);
+        timeline.sort();
+        self.timeline = Some(timeline);
+    }
+
+    /// The thread (pid, `tid`) of series `s`, added when new; past [`MAX_THREADS`], a
+    /// process's further threads share one per name.
+    fn capped_thread(&mut self, s: &SeriesLabels, tid: u32) -> ThreadId {
+        if self.threads.len() >= MAX_THREADS && !self.thread_index.contains_key(&(s.pid, tid)) {
+            let shared = u32::MAX - (name_hash(&s.comm) as u32 & 0x7fff_ffff);
+            return self.thread(&ThreadRef {
+                pid: s.pid,
+                tid: shared,
+                comm: s.comm.clone(),
+            });
+        }
+        self.thread(&ThreadRef {
+            pid: s.pid,
+            tid,
+            comm: s.comm.clone(),
+        })
+    }
+
+    /// The entry of `self.stacks` summing thread `t`'s time in `stack` on CPU (`cause` `None`)
+    /// or off CPU for `cause`, added when new.
+    fn stack_sum(
+        &mut self,
+        sums: &mut HashMap<(ThreadId, StackRef, u8), usize>,
+        timeline: &Timeline,
+        t: ThreadId,
+        stack: StackRef,
+        cause: Option<Cause>,
+        waiting_in: Option<FunctionId>,
+    ) -> usize {
+        let kind = cause.map_or(u8::MAX, |c| c as u8);
+        *sums.entry((t, stack, kind)).or_insert_with(|| {
+            self.stacks.push(Stack {
+                thread: t,
+                frames: timeline.stacks[stack as usize].clone(),
+                cpu_ns: 0.0,
+                off_cpu_ns: [0.0; 6],
+                waiting_in: cause.and(waiting_in),
+            });
+            self.stacks.len() - 1
+        })
+    }
+
+    /// The evidence of a recording and its wakeups file: from the file's timeline, when it has
+    /// one, for the processes `keep` selects and those that woke them ([`Evidence::from_batches`]
+    /// over the recording's length); else from the profile and the edges
+    /// ([`Evidence::from_recording`]).
+    ///
+    /// # Errors
+    /// When the profile lacks the values.
+    pub fn from_recording_file(
+        profile: &Profile,
+        wakeups: &WakeupsFile,
+        keep: impl Fn(&SeriesLabels) -> bool,
+    ) -> Result<Evidence, EvidenceError> {
+        if wakeups.batches().iter().any(Batch::has_records) {
+            let seconds = profile.duration_ns as f64 / 1e9;
+            return Ok(Evidence::from_batches(wakeups.batches(), seconds, keep));
+        }
+        Evidence::from_recording(profile, wakeups.edges())
     }
 
     /// The evidence of a recording: a profile with `cpu` values and, recorded with `critpath
@@ -498,6 +859,7 @@ impl Evidence {
             ] {
                 let kernel_part = frames.len().saturating_sub(kernel as usize);
                 ev.not_program.extend(&frames[kernel_part..]);
+                ev.kernel.extend(&frames[kernel_part..]);
             }
             ev.waits.push(Wait {
                 wakee,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Actor, Analysis, Evidence, FunctionEvidence, Method, rank};
+use super::{Actor, Analysis, Evidence, FunctionEvidence, Method, Route, rank};
 use crate::query::Window;
 use crate::store::{Store, StoreError};
 
@@ -27,6 +27,11 @@ pub struct Ranked {
     /// Its change against the baseline window, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
+    /// Why, in one line: how the request threads' time came to it (with a timeline: the
+    /// heaviest route, e.g. "requests spent 58% of their time waiting (lock) for flusher
+    /// (pid 7, tid 9) while it ran flush_journal, 6.1 ms per wait").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// A function's change from the baseline window to this one.
@@ -58,6 +63,13 @@ pub struct Explanation {
     pub seconds: f64,
     /// The threads on the request path.
     pub request_threads: Vec<String>,
+    /// With a timeline: the request threads' time, idle time left out, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_s: Option<f64>,
+    /// With a timeline: their idle time (waits for new work: a client, a timer between jobs),
+    /// s, ranked nowhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_s: Option<f64>,
     /// The first functions by score.
     pub functions: Vec<Ranked>,
     /// The critical path from the request threads.
@@ -128,15 +140,19 @@ impl Explanation {
         let path = analysis
             .waits
             .critical_path(&analysis.blame.request_threads);
+        let request_threads = match &analysis.resolved {
+            Some(r) => &r.roots,
+            None => &analysis.blame.request_threads,
+        };
         Explanation {
             method,
             seconds: evidence.seconds,
-            request_threads: analysis
-                .blame
-                .request_threads
+            request_threads: request_threads
                 .iter()
                 .map(|&t| evidence.actor_name(Actor::Thread(t)))
                 .collect(),
+            request_s: analysis.resolved.as_ref().map(|r| r.request_ns / 1e9),
+            idle_s: analysis.resolved.as_ref().map(|r| r.idle_ns / 1e9),
             functions: ranked
                 .into_iter()
                 .take(top)
@@ -158,7 +174,9 @@ impl Explanation {
                         }
                     });
                     let predicted = impacts.and_then(|m| m.get(&function));
+                    let why = why(evidence, analysis, id, now);
                     Ranked {
+                        why,
                         latency_impact: predicted.map_or(now.critical_path_share, |p| p[0]),
                         throughput_impact: predicted.map_or(now.utilization, |p| p[2]),
                         evidence: now.clone(),
@@ -182,6 +200,72 @@ impl Explanation {
                 .collect(),
         }
     }
+}
+
+/// The one-line reason a function ranks where it does (see [`Ranked::why`]).
+fn why(
+    evidence: &Evidence,
+    analysis: &Analysis,
+    f: super::FunctionId,
+    now: &FunctionEvidence,
+) -> Option<String> {
+    let name = &evidence.functions[f as usize];
+    let Some(resolved) = &analysis.resolved else {
+        if now.critical_path_share <= 0.0 {
+            return None;
+        }
+        let waited_by = now
+            .waited_by
+            .first()
+            .map(|p| {
+                format!(
+                    "; threads blocked in {} waited {:.3} s for it",
+                    p.function, p.waited_s
+                )
+            })
+            .unwrap_or_default();
+        return Some(format!(
+            "{:.0}% of the request threads' time is charged to {name} by the critical path{waited_by}",
+            100.0 * now.critical_path_share
+        ));
+    };
+    let top = resolved.routes.get(&f)?.first()?;
+    let pct = 100.0 * top.ns / resolved.request_ns.max(1e-9);
+    let per_wait = if top.waits > 0.0 {
+        format!(", {:.2} ms per wait", top.ns / top.waits / 1e6)
+    } else {
+        String::new()
+    };
+    let ended = |reason: &str| {
+        if reason.is_empty() {
+            String::new()
+        } else {
+            format!(", ended by [{reason}]")
+        }
+    };
+    Some(match &top.route {
+        Route::OnCpu => format!("requests spent {pct:.0}% of their time on CPU in {name}"),
+        Route::Blocked { reason, cause } => format!(
+            "requests spent {pct:.0}% of their time blocked in {name} ({}{}){per_wait}",
+            cause.name(),
+            ended(reason)
+        ),
+        Route::WaitedRunning { thread, cause } => format!(
+            "requests spent {pct:.0}% of their time waiting ({}) for {} while it ran {name}{per_wait}",
+            cause.name(),
+            evidence.actor_name(Actor::Thread(*thread))
+        ),
+        Route::WaitedBlocked {
+            thread,
+            cause,
+            reason,
+        } => format!(
+            "requests spent {pct:.0}% of their time waiting ({}) for {} while it was blocked in {name}{}{per_wait}",
+            cause.name(),
+            evidence.actor_name(Actor::Thread(*thread)),
+            ended(reason)
+        ),
+    })
 }
 
 impl Evidence {

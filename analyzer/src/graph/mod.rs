@@ -26,15 +26,21 @@ mod callgraph;
 mod evidence;
 mod explain;
 mod regress;
+mod resolved;
+mod timeline;
 mod waitfor;
 
 pub use callgraph::{CallGraph, FunctionTimes};
-pub use evidence::{Actor, Evidence, EvidenceError, FunctionId, Stack, ThreadId, Wait};
+pub use evidence::{
+    Actor, Evidence, EvidenceError, FunctionId, MAX_THREADS, Stack, ThreadId, Wait, WakeupsFile,
+};
 pub use explain::{Change, Explanation, Ranked, Step};
 pub use regress::{
     ALPHA, Dispersion, MIN_DEGREES_OF_FREEDOM, MIN_RELATIVE, MIN_SHARE, Pair, Pattern, Ranking,
     Report, Suspect, rank_by, regressions, z_threshold,
 };
+pub use resolved::{Resolved, Route, Why};
+pub use timeline::{StackRef, TimedSample, TimedWait, TimedWaker, Timeline};
 pub use waitfor::{Blame, Knot, PathStep, Sink, WaitFor};
 
 use std::collections::HashMap;
@@ -230,6 +236,9 @@ pub struct Analysis {
     pub blame: Blame,
     /// Per function, in [`Evidence::functions`] order.
     pub functions: Vec<FunctionEvidence>,
+    /// The time-resolved critical path, when the evidence has a timeline: it then gives the
+    /// functions' `blame_s`, `critical_path_share` and `utilization`, and the request threads.
+    pub resolved: Option<Resolved>,
 }
 
 impl Analysis {
@@ -237,14 +246,28 @@ impl Analysis {
     pub fn new(evidence: &Evidence) -> Analysis {
         let calls = CallGraph::build(evidence);
         let waits = WaitFor::build(evidence);
-        let blame = waits.redistribute();
+        // With a timeline, waits are charged to what their wakers did during them; the
+        // aggregated redistribution (which costs rounds × threads × sinks, and which the
+        // resolved analysis replaces) is left out.
+        let resolved = Resolved::new(evidence).filter(|r| r.request_ns > 0.0);
+        let blame = match &resolved {
+            Some(r) => Blame {
+                request_threads: r.roots.clone(),
+                shares: vec![HashMap::new(); evidence.threads.len()],
+                totals: vec![0.0; evidence.threads.len()],
+            },
+            None => waits.redistribute(),
+        };
         let knots = waits.knots();
         let request_total: f64 = blame
             .request_threads
             .iter()
             .map(|&t| waits.thread_total_ns(t))
             .sum();
-        let blame_ns = blame.functions_ns(evidence.functions.len());
+        let blame_ns = match &resolved {
+            Some(r) => r.function_ns.clone(),
+            None => blame.functions_ns(evidence.functions.len()),
+        };
         let mut functions: Vec<FunctionEvidence> = evidence
             .functions
             .iter()
@@ -258,10 +281,10 @@ impl Analysis {
                     off_cpu_total_s: t.off_cpu_total_ns.map(|ns| ns / 1e9),
                     threads: t.threads,
                     blame_s: blame_ns[i] / 1e9,
-                    critical_path_share: if request_total > 0.0 {
-                        blame_ns[i] / request_total
-                    } else {
-                        0.0
+                    critical_path_share: match &resolved {
+                        Some(r) => r.share(i as FunctionId),
+                        None if request_total > 0.0 => blame_ns[i] / request_total,
+                        None => 0.0,
                     },
                     ..FunctionEvidence::default()
                 }
@@ -270,10 +293,22 @@ impl Analysis {
         // Utilization: the busiest request thread's share of the window in each function.
         let window_ns = evidence.seconds * 1e9;
         if window_ns > 0.0 {
-            for &t in &blame.request_threads {
-                for (f, ns) in waits.thread_busy(t) {
-                    let u = &mut functions[f as usize].utilization;
-                    *u = u.max(ns / window_ns);
+            match &resolved {
+                Some(r) => {
+                    for per_root in &r.root_function_ns {
+                        for (&f, &ns) in per_root {
+                            let u = &mut functions[f as usize].utilization;
+                            *u = u.max(ns / window_ns);
+                        }
+                    }
+                }
+                None => {
+                    for &t in &blame.request_threads {
+                        for (f, ns) in waits.thread_busy(t) {
+                            let u = &mut functions[f as usize].utilization;
+                            *u = u.max(ns / window_ns);
+                        }
+                    }
                 }
             }
         }
@@ -336,6 +371,7 @@ impl Analysis {
             waits,
             blame,
             functions,
+            resolved,
         }
     }
 

@@ -25,10 +25,11 @@
 //! process starting beside it, moves kernel entry and exit paths by several percent of a CPU
 //! between two windows; those shrinkages are real and significant, and beside the point.
 //!
-//! Suspects are ranked regressions first, then by the growth of their share of the critical
-//! path (the time charged to them on the path of the windows' waits,
-//! [`Ranking::CriticalPathDelta`]) when the windows carry off-CPU waits and wakeups, else by
-//! the growth of their on-CPU rate (CPU seconds per second, [`Ranking::CpuDelta`]). On the
+//! Suspects are ranked by the growth of their share of the critical path (the requests' time
+//! charged to them on the path of the windows' waits, [`Ranking::CriticalPathDelta`]) when the
+//! windows carry off-CPU waits and wakeups — a significant on-CPU growth that no request waits
+//! for keeps its flag but is never ranked above the requests' culprit — else regressions first,
+//! then by the growth of their on-CPU rate (CPU seconds per second, [`Ranking::CpuDelta`]). On the
 //! ground-truth dataset's deploys and stalls the critical-path growth finds the injected
 //! function first in 89% of cases, the on-CPU growth in 60% (`models/eval/graph.json`, methods
 //! `critical_path_delta` and `cpu_delta`): a deploy that makes a function wait longer, or hold
@@ -365,16 +366,24 @@ pub fn regressions(
             suspects[i].pattern = Pattern::CostShift;
         }
     }
-    sort(&mut suspects);
+    sort(&mut suspects, ranking);
     suspects
 }
 
-/// Regressions first, then by score, then by on-CPU growth.
-fn sort(suspects: &mut [Suspect]) {
+/// By the ranking's score. With the critical path's growth, the score is the change in the
+/// requests' time charged to the function: a significant on-CPU growth that no request waited
+/// for (a background or idle-priority thread) keeps its `regression` flag and its z-score,
+/// but never outranks a function the requests spent more time on. Without waits (on-CPU
+/// growth, or a model), regressions come first.
+fn sort(suspects: &mut [Suspect], ranking: Ranking) {
     suspects.sort_by(|a, b| {
-        b.regression
-            .cmp(&a.regression)
+        let first = match ranking {
+            Ranking::CriticalPathDelta => std::cmp::Ordering::Equal,
+            Ranking::CpuDelta | Ranking::Model => b.regression.cmp(&a.regression),
+        };
+        first
             .then(b.score.total_cmp(&a.score))
+            .then(b.regression.cmp(&a.regression))
             .then(b.delta.total_cmp(&a.delta))
             .then(a.function.cmp(&b.function))
     });
@@ -388,7 +397,7 @@ pub fn rank_by(suspects: &mut [Suspect], scores: &HashMap<String, f64>) {
     for s in suspects.iter_mut() {
         s.score = scores.get(&s.function).copied().unwrap_or(lowest - 1.0);
     }
-    sort(suspects);
+    sort(suspects, Ranking::Model);
 }
 
 /// What `regressions` answers: the suspects shown, with the counts and thresholds behind them.
@@ -412,7 +421,7 @@ pub struct Report {
     pub noise: &'static str,
     /// Degrees of freedom of the dispersions (0 with `poisson`).
     pub degrees_of_freedom: usize,
-    /// The first `top` suspects, regressions first.
+    /// The first `top` suspects, in ranking order.
     pub suspects: Vec<Suspect>,
 }
 

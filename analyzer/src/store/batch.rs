@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::offcpu::Cause;
+use crate::offcpu::{Cause, OffCpuWait};
 use crate::{Frame, Profile, SampleLabels, ValueType};
 
 /// The labels of one series: what a sample is attributed to.
@@ -79,7 +79,8 @@ pub struct Wakeup {
     pub waker_stack: u32,
     /// Why the wakee waited.
     pub cause: Cause,
-    /// The wakeup came from interrupt context: the kernel (a timer, a device) ended the wait.
+    /// The kernel ended the wait: from interrupt context (a timer, a device), or a kernel thread
+    /// (a journal commit, a worker finishing I/O) or the idle task woke it.
     pub in_interrupt: bool,
     /// Waits captured.
     pub count: u64,
@@ -87,6 +88,91 @@ pub struct Wakeup {
     pub weight: f64,
     /// Blocked time they stand for (each wait's blocked time × its weight), ns.
     pub blocked_ns: i64,
+}
+
+/// An on-CPU sample of one thread at one moment (store schema 4): with [`WaitRecord`]s, what
+/// the time-resolved critical path is computed from (which thread ran what while another waited
+/// for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSample {
+    /// Its series (process and thread name): an index into [`Batch::series`].
+    pub series: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// When it was taken, Unix ns.
+    pub time_ns: i64,
+    /// Its stack: an index into [`Batch::stacks`].
+    pub stack: u32,
+}
+
+/// Who ended a recorded wait ([`WaitRecord::waker`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WakerKind {
+    /// No wakeup seen: run-queue time (preempted), or a wakeup the sampler did not see.
+    None,
+    /// A program's thread: [`WaitRecord::waker_series`], `waker_tid`, and its stack at the
+    /// wakeup in `waker_stack`.
+    Thread,
+    /// Interrupt context (a timer, a device completion); `waker_stack` is the kernel stack of
+    /// the wakeup.
+    Interrupt,
+    /// A kernel thread (`jbd2/vda1-8` committing a journal, a `kworker` finishing I/O) or the
+    /// idle task: `waker_series` names it, `waker_stack` is its kernel stack.
+    Kernel,
+}
+
+impl WakerKind {
+    /// Every kind.
+    pub const ALL: [WakerKind; 4] = [Self::None, Self::Thread, Self::Interrupt, Self::Kernel];
+
+    /// The snake_case name (the store's column value).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Thread => "thread",
+            Self::Interrupt => "interrupt",
+            Self::Kernel => "kernel",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<WakerKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// One off-CPU wait of one thread with its times and who ended it (store schema 4), kept beside
+/// the interval's sums so that a wait can be charged to what its waker did *during* it. An
+/// interval keeps at most its budget of them ([`Aggregator::with_wait_records`]), drawn with
+/// probability proportional to their weighted blocked time and reweighted, so that weighted
+/// sums over them stay unbiased.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WaitRecord {
+    /// The waiting thread's series: an index into [`Batch::series`].
+    pub series: u32,
+    /// Its thread id.
+    pub tid: u32,
+    /// Switch-out, Unix ns.
+    pub start_ns: i64,
+    /// Switch-out to wakeup (to switch-in when no wakeup was seen), ns.
+    pub blocked_ns: i64,
+    /// Wakeup to switch-in (waiting for a CPU), ns.
+    pub runq_ns: i64,
+    /// The blocked stack (without the `[off-cpu: …]` frame): an index into [`Batch::stacks`].
+    pub stack: u32,
+    /// Why it waited.
+    pub cause: Cause,
+    /// How many waits it stands for (1 / the probability it was kept with).
+    pub weight: f64,
+    /// Who ended it.
+    pub waker: WakerKind,
+    /// The waker's series ([`WakerKind::Thread`], [`WakerKind::Kernel`]); else the waiter's.
+    pub waker_series: u32,
+    /// The waker's thread id (0 when none).
+    pub waker_tid: u32,
+    /// The waker's stack at the wakeup (kernel frames only for the kernel): an index into
+    /// [`Batch::stacks`].
+    pub waker_stack: u32,
 }
 
 /// One interval's aggregated samples, self-contained: it defines the frames, stacks and series
@@ -109,9 +195,18 @@ pub struct Batch {
     pub rows: Vec<Row>,
     /// Who ended the off-CPU waits (store schema 2; empty in batches of schema 1).
     pub wakeups: Vec<Wakeup>,
+    /// Every on-CPU sample with its thread and time (store schema 4; empty before).
+    pub thread_samples: Vec<ThreadSample>,
+    /// Off-CPU waits one by one, up to the interval's budget (store schema 4; empty before).
+    pub waits: Vec<WaitRecord>,
 }
 
 impl Batch {
+    /// Whether it carries thread samples or wait records (store schema 4).
+    pub fn has_records(&self) -> bool {
+        !self.thread_samples.is_empty() || !self.waits.is_empty()
+    }
+
     /// Sum of the values of one kind.
     pub fn total(&self, kind: SampleKind) -> i64 {
         self.rows
@@ -198,6 +293,12 @@ pub struct Aggregator {
     series_list: Vec<SeriesLabels>,
     rows: FastMap<(u32, u32, SampleKind), i64>,
     wakeups: FastMap<WakeupKey, Wakeup>,
+    thread_samples: Vec<ThreadSample>,
+    waits: Vec<WaitRecord>,
+    /// Most wait records an interval keeps.
+    max_waits: usize,
+    /// State of the draws that thin wait records past the budget.
+    rng: u64,
 }
 
 /// What makes wakeups alike: threads, stacks, cause, context.
@@ -244,7 +345,148 @@ impl Aggregator {
             series_list: Vec::new(),
             rows: FastMap::default(),
             wakeups: FastMap::default(),
+            thread_samples: Vec::new(),
+            waits: Vec::new(),
+            max_waits: usize::MAX,
+            rng: 0x9e37_79b9_7f4a_7c15,
         }
+    }
+
+    /// Keeps at most `max_per_interval` [`WaitRecord`]s per interval (default: all). Past it,
+    /// an interval's records are drawn with probability proportional to the time each stands
+    /// for (its weighted blocked and run-queue time; 16 times that for a wait another thread
+    /// ended), every long wait kept, and reweighted by the inverse, so that weighted sums over
+    /// them stay unbiased; the interval's sums (rows, wakeups) keep every wait.
+    pub fn with_wait_records(mut self, max_per_interval: usize) -> Self {
+        self.max_waits = max_per_interval;
+        self
+    }
+
+    /// Adds an on-CPU sample of thread `tid` taken at `time_ns` (Unix ns): its row, and its
+    /// [`ThreadSample`]. Returns the previous interval's batch when this sample starts a new
+    /// interval.
+    pub fn add_on_cpu(
+        &mut self,
+        time_ns: i64,
+        series: &SeriesLabels,
+        tid: u32,
+        frames: &[Frame],
+    ) -> Option<Batch> {
+        let finished = self.enter(time_ns.div_euclid(1_000_000));
+        let stack = self.stack(frames);
+        let series = intern(&mut self.series, &mut self.series_list, series);
+        *self
+            .rows
+            .entry((series, stack, SampleKind::Cpu))
+            .or_default() += 1;
+        self.thread_samples.push(ThreadSample {
+            series,
+            tid,
+            time_ns,
+            stack,
+        });
+        finished
+    }
+
+    /// Adds an off-CPU wait of a thread of `series` (the series of its waker, a thread or a
+    /// kernel thread, in `waker_series`): its rows (blocked time under the cause's pseudo
+    /// frame, run-queue delay under `[off-cpu: runqueue]`), its wakeup edge and its
+    /// [`WaitRecord`]. Returns the previous interval's batch when this wait starts a new one.
+    pub fn add_wait(
+        &mut self,
+        series: &SeriesLabels,
+        waker_series: Option<&SeriesLabels>,
+        wait: &OffCpuWait,
+    ) -> Option<Batch> {
+        let time_ms = wait.start_unix_ns.div_euclid(1_000_000);
+        let mut finished = None;
+        for (frames, ns) in wait.split_by_cause() {
+            finished = finished.or(self.add(time_ms, series, &frames, SampleKind::OffCpu, ns));
+        }
+        finished = finished.or(self.enter(time_ms));
+        let kind = match &wait.waker {
+            None => WakerKind::None,
+            Some(w) if w.in_interrupt => WakerKind::Interrupt,
+            Some(w) if w.kernel_thread => WakerKind::Kernel,
+            Some(_) => WakerKind::Thread,
+        };
+        if let Some(waker) = &wait.waker {
+            // The kernel's waits name no program thread as waker: the wakee stands in.
+            let thread = kind == WakerKind::Thread;
+            let sample = WakeupSample {
+                wakee: series,
+                wakee_frames: &wait.frames,
+                waker: waker_series.filter(|_| thread).unwrap_or(series),
+                waker_frames: if thread { &waker.frames } else { &[] },
+                cause: wait.cause,
+                in_interrupt: !thread,
+                weight: wait.weight,
+                blocked_ns: wait.blocked_ns,
+            };
+            finished = finished.or(self.add_wakeup(time_ms, &sample));
+        }
+        let series_id = intern(&mut self.series, &mut self.series_list, series);
+        let waker_id = match waker_series {
+            Some(w) if matches!(kind, WakerKind::Thread | WakerKind::Kernel) => {
+                intern(&mut self.series, &mut self.series_list, w)
+            }
+            _ => series_id,
+        };
+        let stack = self.stack(&wait.frames);
+        let waker_stack = self.stack(wait.waker.as_ref().map_or(&[][..], |w| &w.frames));
+        self.waits.push(WaitRecord {
+            series: series_id,
+            tid: wait.thread.tid,
+            start_ns: wait.start_unix_ns,
+            blocked_ns: wait.blocked_ns.min(i64::MAX as u64) as i64,
+            runq_ns: wait.runq_delay_ns.min(i64::MAX as u64) as i64,
+            stack,
+            cause: wait.cause,
+            weight: wait.weight,
+            waker: kind,
+            waker_series: waker_id,
+            waker_tid: wait.waker.as_ref().map_or(0, |w| w.thread.tid),
+            waker_stack,
+        });
+        finished
+    }
+
+    /// Thins the interval's wait records to the budget (see [`Aggregator::with_wait_records`]).
+    fn thin_waits(&mut self) {
+        if self.waits.len() <= self.max_waits {
+            return;
+        }
+        // A wait another thread ended is an edge of the wait-for graph, and it is what the
+        // time-resolved critical path follows from one thread to the next: such waits are
+        // drawn with THREAD_EDGE_PRIORITY times the probability of a kernel-ended wait of the
+        // same length (a sleep between jobs, a poll for clients), and weighted accordingly.
+        let size = |w: &WaitRecord| {
+            let priority = if w.waker == WakerKind::Thread {
+                THREAD_EDGE_PRIORITY
+            } else {
+                1.0
+            };
+            w.weight * (w.blocked_ns + w.runq_ns) as f64 * priority
+        };
+        let sizes: Vec<f64> = self.waits.iter().map(size).collect();
+        let c = pps_scale(&sizes, self.max_waits as f64);
+        let mut kept = Vec::with_capacity(self.max_waits + self.max_waits / 8);
+        for (w, x) in self.waits.drain(..).zip(sizes) {
+            let p = (c * x).min(1.0);
+            // splitmix64: a fixed sequence, so that an interval thins the same way every run.
+            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let u = (z ^ (z >> 31)) as f64 / u64::MAX as f64;
+            if p > 0.0 && u < p {
+                kept.push(WaitRecord {
+                    weight: w.weight / p,
+                    ..w
+                });
+            }
+        }
+        self.waits = kept;
     }
 
     /// Moves to the interval of `time_ms`; returns the previous interval's batch when that is a
@@ -365,6 +607,11 @@ impl Aggregator {
         self.series.clear();
         let mut wakeups: Vec<Wakeup> = self.wakeups.drain().map(|(_, w)| w).collect();
         wakeups.sort_by_key(|w| (w.wakee, w.wakee_stack, w.waker, w.waker_stack, w.cause));
+        self.thin_waits();
+        let mut waits = std::mem::take(&mut self.waits);
+        waits.sort_by_key(|w| (w.start_ns, w.tid));
+        let mut thread_samples = std::mem::take(&mut self.thread_samples);
+        thread_samples.sort_by_key(|s| (s.time_ns, s.tid));
         let batch = Batch {
             start_ms: start,
             end_ms: start + self.interval_ms,
@@ -374,6 +621,8 @@ impl Aggregator {
             series: std::mem::take(&mut self.series_list),
             rows,
             wakeups,
+            thread_samples,
+            waits,
         };
         (!batch.rows.is_empty() || !batch.wakeups.is_empty()).then_some(batch)
     }
@@ -395,6 +644,32 @@ impl Aggregator {
         }
         profile
     }
+}
+
+/// How much likelier a wait ended by another thread is to be kept past the record budget than
+/// a wait the kernel ended, at equal length (see `Aggregator::thin_waits`).
+const THREAD_EDGE_PRIORITY: f64 = 16.0;
+
+/// The scale `c` of probability-proportional-to-size sampling: items of sizes `x` are kept with
+/// probability `min(1, c·x)`, and `c` makes the expected number kept `n` (all items with a size
+/// when fewer have one).
+fn pps_scale(x: &[f64], n: f64) -> f64 {
+    let mut sorted: Vec<f64> = x.iter().copied().filter(|&v| v > 0.0).collect();
+    if (sorted.len() as f64) <= n {
+        return f64::INFINITY;
+    }
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    // The k largest are kept with certainty; the rest share n - k in proportion to size:
+    // c = (n - k) / Σ_{i ≥ k} x_i, valid once c·x_k ≤ 1.
+    let mut rest: f64 = sorted.iter().sum();
+    for (k, &xk) in sorted.iter().enumerate() {
+        let c = (n - k as f64) / rest;
+        if c * xk <= 1.0 {
+            return c;
+        }
+        rest -= xk;
+    }
+    f64::INFINITY
 }
 
 /// The index of `key` in `list`, appending it (and indexing it in `map`) when new. Clones the
@@ -457,5 +732,96 @@ mod tests {
         let p = Aggregator::profile([&batch, &next], SampleKind::Cpu, |s| s.pid == 1);
         assert_eq!(p.totals(), vec![4]);
         assert_eq!(p.inclusive_value(0, |f| f.function == "g"), 1);
+    }
+
+    fn wait(tid: u32, start_ns: i64, blocked_ns: u64, by_thread: bool) -> OffCpuWait {
+        use crate::offcpu::{ThreadRef, Waker};
+        let thread = |tid| ThreadRef {
+            pid: 1,
+            tid,
+            comm: "w".into(),
+        };
+        OffCpuWait {
+            thread: thread(tid),
+            start_unix_ns: start_ns,
+            blocked_ns,
+            runq_delay_ns: 0,
+            cause: Cause::Lock,
+            weight: 1.0,
+            frames: vec![Frame::user("main", "/a"), Frame::user("lock", "/a")],
+            waker: Some(Waker {
+                thread: thread(99),
+                in_interrupt: !by_thread,
+                kernel_thread: false,
+                frames: Vec::new(),
+            }),
+        }
+    }
+
+    /// Past the budget, wait records are drawn with probability proportional to their time
+    /// (waits other threads ended sixteen times likelier) and reweighted: the weighted total
+    /// of each kind stays what it was, within sampling error, while every wait still counts in
+    /// the interval's sums.
+    #[test]
+    fn wait_records_are_thinned_without_bias() {
+        let mut agg = Aggregator::new(10_000, 1).with_wait_records(100);
+        let s = series(1);
+        let mut truth = [0.0f64; 2];
+        let mut sizes = Vec::new();
+        for i in 0..4000u64 {
+            // Lengths from 10 µs to 4 ms; every fourth wait ended by a thread.
+            let blocked = 10_000 + (i * 7919 % 400) * 10_000;
+            let by_thread = i % 4 == 0;
+            truth[usize::from(by_thread)] += blocked as f64;
+            let priority = if by_thread { THREAD_EDGE_PRIORITY } else { 1.0 };
+            sizes.push((blocked as f64, priority, usize::from(by_thread)));
+            agg.add_wait(
+                &s,
+                Some(&s),
+                &wait(1, 1_000_000 + i as i64 * 1000, blocked, by_thread),
+            );
+        }
+        // The Horvitz–Thompson estimator's standard deviation per kind:
+        // √(Σ x²·(1 − π)/π), π = min(1, c·x·priority).
+        let c = pps_scale(
+            &sizes.iter().map(|&(x, p, _)| x * p).collect::<Vec<_>>(),
+            100.0,
+        );
+        let mut variance = [0.0f64; 2];
+        for &(x, priority, k) in &sizes {
+            let pi = (c * x * priority).min(1.0);
+            variance[k] += x * x * (1.0 - pi) / pi;
+        }
+        let batch = agg.flush().unwrap();
+        assert!(
+            (80..=120).contains(&batch.waits.len()),
+            "{} kept",
+            batch.waits.len()
+        );
+        let mut kept = [0.0f64; 2];
+        let mut counts = [0usize; 2];
+        for w in &batch.waits {
+            let k = usize::from(w.waker == WakerKind::Thread);
+            kept[k] += w.weight * w.blocked_ns as f64;
+            counts[k] += 1;
+        }
+        for k in 0..2 {
+            // Four standard deviations: the draws are a fixed sequence, so this is not flaky,
+            // and a biased estimator would miss by more.
+            let sd = variance[k].sqrt();
+            assert!(
+                (kept[k] - truth[k]).abs() <= 4.0 * sd,
+                "kind {k}: {} against {} (sd {sd})",
+                kept[k],
+                truth[k]
+            );
+            assert!(sd < 0.5 * truth[k], "kind {k}: sd {sd} of {}", truth[k]);
+        }
+        // A quarter of the waits, a quarter of the time: ended by threads, but most records.
+        assert!(counts[1] > 3 * counts[0], "{counts:?}");
+        assert_eq!(
+            batch.total(SampleKind::OffCpu),
+            (truth[0] + truth[1]) as i64
+        );
     }
 }

@@ -2,11 +2,12 @@
 //! append-only, checksummed, fsynced write-ahead log, compacted into hourly Parquet parts
 //! (written with polars), dropped whole by retention, and read by polars lazy scans.
 //!
-//! # On-disk layout (store schema version 3)
+//! # On-disk layout (store schema version 4)
 //!
 //! ```text
-//! DIR/STORE_VERSION                          "3\n"; versions 1 (no wakeups) and 2 (flat stack
-//!                                            tables) are read, and marked 3 by the first writer;
+//! DIR/STORE_VERSION                          "4\n"; versions 1 (no wakeups), 2 (flat stack
+//!                                            tables) and 3 (no thread samples or wait records)
+//!                                            are read, and marked 4 by the first writer;
 //!                                            other versions are refused
 //! DIR/LOCK                                   flock(2)ed by the one writer
 //! DIR/wal/<seq:016>.wal                      write-ahead log segments
@@ -37,14 +38,29 @@
 //!     waker_stack u32, cause str, in_interrupt bool, count i64, weight f64, blocked_ns i64
 //!                                                      who ended the off-CPU waits, summed per
 //!                                                      interval, threads and stacks
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.threads.parquet            (version 4; absent in older parts)
+//!     series_id u32, tid u32, base_us i64, dt_us u32, stack_id u32
+//!                                                      every on-CPU sample with its thread and
+//!                                                      time: rows by series, thread and time,
+//!                                                      each time in µs since the thread's row
+//!                                                      before (its first: since base_us, the
+//!                                                      part's earliest, constant)
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.waits.parquet              (version 4; absent in older parts)
+//!     series_id u32, tid u32, base_us i64, dt_us u32 (the start, as above), blocked_ns i64,
+//!     runq_ns i64, stack_id u32, cause str, weight f64, waker str (none, thread, interrupt,
+//!     kernel), waker_series u32, waker_tid u32, waker_stack u32
+//!                                                      off-CPU waits one by one, up to the
+//!                                                      agent's budget per interval (see
+//!                                                      [`WaitRecord`])
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.samples.parquet
 //!     start_ms i64, end_ms i64, period_ns i64, series_id u32, stack_id u32, off_cpu bool,
 //!     value i64                                        samples (cpu) or nanoseconds (off-CPU)
 //! ```
 //!
-//! **Log.** A segment is a sequence of records, each `magic "CPW2" | payload length (u32 LE) |
+//! **Log.** A segment is a sequence of records, each `magic "CPW3" | payload length (u32 LE) |
 //! CRC-32 of the payload (u32 LE) | payload`, the payload a [`Batch`] encoded with postcard
-//! (`CPW1` records, written by schema 1, hold batches without wakeups and are still read).
+//! (`CPW1` records, written by schema 1, hold batches without wakeups, and `CPW2` records,
+//! schemas 2–3, batches without thread samples and wait records; both are still read).
 //! Each record is fsynced before [`Store::append`] returns, so a crash loses at most the
 //! interval being aggregated; a torn record at a segment's tail is cut off on the next open
 //! (and reported), never read. A failed append (a full disk) cuts its partial record off, or
@@ -53,7 +69,7 @@
 //! [`StoreOptions::segment_max_bytes`].
 //!
 //! **Parts.** A closed segment is compacted, in a background thread, into one part per hour
-//! its batches cover: seven Parquet files named after the segment, with frames and stacks
+//! its batches cover: nine Parquet files named after the segment, with frames and stacks
 //! deduplicated within the part so each sample row is a few small integers (zstd), and a
 //! roll-up (sums per series and stack over the whole part) that answers windows covering the
 //! part without reading its samples (see [`Index`]). Parts written before roll-ups existed get
@@ -87,17 +103,20 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use batch::{Aggregator, Batch, Row, SampleKind, SeriesLabels, Wakeup, WakeupSample};
+pub use batch::{
+    Aggregator, Batch, Row, SampleKind, SeriesLabels, ThreadSample, WaitRecord, WakerKind, Wakeup,
+    WakeupSample,
+};
 pub use index::{CallPaths, DEFAULT_CACHE_BYTES, Index, MAX_TRIE_NODES};
 pub use scan::{ProfileType, Scan, ScanPart, ScanRow};
 pub use wal::{Recovery, StoreError, Wal};
 
 use parquet::HOUR_MS;
 
-/// The store schema version this code writes. It reads version 1 too (no wakeups), and
-/// upgrades a version 1 store it opens for writing (only additions: new log records and
-/// parts carry wakeups).
-pub const STORE_VERSION: u32 = 3;
+/// The store schema version this code writes. It reads versions 1 (no wakeups) to 3 too, and
+/// upgrades such a store it opens for writing (only additions: new log records and parts carry
+/// wakeups, thread samples and wait records).
+pub const STORE_VERSION: u32 = 4;
 
 /// How long and how much the store keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -476,13 +495,13 @@ pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> 
     let path = dir.join("STORE_VERSION");
     match std::fs::read_to_string(&path) {
         Ok(text) => match text.trim() {
-            "3" => Ok(()),
-            // Readable as is; a writer marks it version 3 before writing wakeups or prefix-tree
-            // stack tables into it.
-            "1" | "2" if create => {
+            "4" => Ok(()),
+            // Readable as is; a writer marks it version 4 before writing wakeups, prefix-tree
+            // stack tables, thread samples or wait records into it.
+            "1" | "2" | "3" if create => {
                 wal::write_atomic(&path, format!("{STORE_VERSION}\n").as_bytes())
             }
-            "1" | "2" => Ok(()),
+            "1" | "2" | "3" => Ok(()),
             found => Err(StoreError::Version {
                 dir: dir.to_owned(),
                 found: found.to_owned(),
@@ -643,6 +662,116 @@ mod tests {
         assert_eq!(wakeups(dir.path()), want, "from the parts");
     }
 
+    /// Thread samples and wait records come back from the log and from the Parquet parts as
+    /// they went in (times to the microsecond in parts), with their threads, stacks and
+    /// wakers, and a window reads only those inside it.
+    #[test]
+    fn records_survive_compaction() {
+        use crate::Frame;
+        use crate::offcpu::{Cause, OffCpuWait, ThreadRef, Waker};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        let mut agg = Aggregator::new(10_000, 1_000_000);
+        let s = |comm: &str| SeriesLabels {
+            pid: 7,
+            comm: comm.into(),
+            ..Default::default()
+        };
+        let thread = |tid| ThreadRef {
+            pid: 7,
+            tid,
+            comm: "app".into(),
+        };
+        let mut finished = Vec::new();
+        for i in 0..30i64 {
+            let t = 1_000_000_000 + i * 700_123_457;
+            let frames = [
+                Frame::user("main", "/a"),
+                Frame::user(format!("f{}", i % 3), "/a"),
+            ];
+            finished.extend(agg.add_on_cpu(t, &s("app"), 10 + (i % 2) as u32, &frames));
+            let wait = OffCpuWait {
+                thread: thread(10),
+                start_unix_ns: t + 1_000,
+                blocked_ns: 2_000_000 + i as u64,
+                runq_delay_ns: 5_000,
+                cause: Cause::Lock,
+                weight: 1.5,
+                frames: vec![Frame::user("main", "/a"), Frame::user("lock", "/a")],
+                waker: Some(Waker {
+                    thread: thread(11),
+                    in_interrupt: false,
+                    kernel_thread: false,
+                    frames: vec![Frame::user("main", "/a"), Frame::user("unlock", "/a")],
+                }),
+            };
+            finished.extend(agg.add_wait(&s("app"), Some(&s("app")), &wait));
+        }
+        finished.extend(agg.flush());
+        for b in &finished {
+            store.append(b).unwrap();
+        }
+        let records = |dir: &Path, from_ms, to_ms| {
+            let batches = Store::batches(dir, from_ms, to_ms).unwrap();
+            let mut samples: Vec<(u32, i64, String)> = Vec::new();
+            let mut waits: Vec<(u32, i64, i64, String, u32, String)> = Vec::new();
+            for b in &batches {
+                let leaf = |stack: u32| {
+                    b.stacks[stack as usize]
+                        .last()
+                        .map_or(String::new(), |&f| b.frames[f as usize].function.clone())
+                };
+                for t in &b.thread_samples {
+                    samples.push((t.tid, t.time_ns / 1000, leaf(t.stack)));
+                }
+                for w in &b.waits {
+                    assert_eq!(w.waker, WakerKind::Thread);
+                    assert_eq!((w.weight, w.runq_ns), (1.5, 5_000));
+                    waits.push((
+                        w.tid,
+                        w.start_ns / 1000,
+                        w.blocked_ns,
+                        leaf(w.stack),
+                        w.waker_tid,
+                        leaf(w.waker_stack),
+                    ));
+                }
+            }
+            samples.sort();
+            waits.sort();
+            (samples, waits)
+        };
+        let from_log = records(dir.path(), 0, i64::MAX / 2_000_000);
+        assert_eq!(from_log.0.len(), 30);
+        assert_eq!(from_log.1.len(), 30);
+        assert_eq!(
+            from_log.1[3],
+            (
+                10,
+                (1_000_000_000 + 3 * 700_123_457 + 1_000) / 1000,
+                2_000_003,
+                "lock".into(),
+                11,
+                "unlock".into()
+            )
+        );
+        store.close().unwrap();
+        assert!(!parts(dir.path()).is_empty());
+        assert_eq!(
+            records(dir.path(), 0, i64::MAX / 2_000_000),
+            from_log,
+            "from the parts"
+        );
+        // A window of 5 s (1.0 s to 6.0 s) holds the samples taken in it, by time.
+        let window = records(dir.path(), 1_000, 6_000);
+        let inside = from_log
+            .0
+            .iter()
+            .filter(|(_, us, _)| (1_000_000..6_000_000).contains(us))
+            .count();
+        assert_eq!(window.0.len(), inside);
+    }
+
     /// Once an hour is closed, its parts are merged into one that holds each frame once:
     /// readers see every sample and wakeup exactly once before the merge, while the merged and
     /// the replaced parts are both on disk, and after the replaced ones are deleted; the open
@@ -706,7 +835,7 @@ mod tests {
         assert_eq!(parquet::complete_parts(&hour0), [merged]);
         assert_eq!(
             std::fs::read_dir(&hour0).unwrap().count(),
-            7,
+            9,
             "one part's files"
         );
         assert_eq!(total(dir.path()), cpu + 4);
@@ -840,7 +969,7 @@ mod tests {
         store.close().unwrap();
     }
 
-    /// A store of schema 1 is read as it is, and marked version 3 by the first writer; other
+    /// A store of schema 1 is read as it is, and marked version 4 by the first writer; other
     /// versions are refused.
     #[test]
     fn schema_1_is_read_and_upgraded() {
@@ -854,9 +983,9 @@ mod tests {
         Store::open(dir.path()).unwrap().0.close().unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("STORE_VERSION")).unwrap(),
-            "3\n"
+            "4\n"
         );
-        std::fs::write(dir.path().join("STORE_VERSION"), "4\n").unwrap();
+        std::fs::write(dir.path().join("STORE_VERSION"), "5\n").unwrap();
         assert!(matches!(
             check_version(dir.path(), false),
             Err(StoreError::Version { .. })

@@ -12,10 +12,15 @@
 //! DIR/data/<YYYYMMDDHH>/<N>.intervals.parquet start_ms, end_ms: i64, rows u32          (the part's distinct intervals)
 //! DIR/data/<YYYYMMDDHH>/<N>.wakeups.parquet   start_ms, end_ms: i64, wakee_series, wakee_stack, waker_series, waker_stack: u32,
 //!                                             cause: str, in_interrupt: bool, count: i64, weight: f64, blocked_ns: i64   (schema 2)
+//! DIR/data/<YYYYMMDDHH>/<N>.threads.parquet   series_id, tid: u32, base_us: i64, dt_us, stack_id: u32   (schema 4)
+//! DIR/data/<YYYYMMDDHH>/<N>.waits.parquet     series_id, tid: u32, base_us: i64, dt_us: u32, blocked_ns, runq_ns: i64, stack_id: u32,
+//!                                             cause: str, weight: f64, waker: str, waker_series, waker_tid, waker_stack: u32   (schema 4)
+//!                                             (rows by series, thread and time; times delta-coded, see `TimeCols`)
 //! DIR/data/<YYYYMMDDHH>/<N>.samples.parquet   start_ms, end_ms, period_ns: i64, series_id, stack_id: u32, off_cpu: bool, value: i64
 //! ```
 //!
-//! Parts written by schema 1 have no wakeups file; readers take it for none.
+//! Parts written by schema 1 have no wakeups file, parts before schema 4 no threads or waits
+//! file; readers take them for none.
 //!
 //! Stacks and frames are deduplicated within a part, so each sample row is a few integers.
 //! Every file is written to a temporary name and renamed; the samples file goes last. When all
@@ -30,7 +35,9 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::wal::{read_segment, segment_seq, write_atomic};
-use super::{Batch, Row, SampleKind, SeriesLabels, StoreError, Wakeup};
+use super::{
+    Batch, Row, SampleKind, SeriesLabels, StoreError, ThreadSample, WaitRecord, WakerKind, Wakeup,
+};
 use crate::offcpu::Cause;
 use crate::{Frame, FrameKind};
 
@@ -98,6 +105,8 @@ struct PartBuilder {
     series_cols: SeriesCols,
     samples: SampleCols,
     wakeups: WakeupCols,
+    threads: ThreadCols,
+    waits: WaitCols,
 }
 
 /// Maps a source's ids (positions in its tables) to the part's.
@@ -191,6 +200,22 @@ impl PartBuilder {
                 },
             );
         }
+        for t in &batch.thread_samples {
+            self.threads.push(&ThreadSample {
+                series: ids.series[t.series as usize],
+                stack: ids.stacks[t.stack as usize],
+                ..*t
+            });
+        }
+        for w in &batch.waits {
+            self.waits.push(&WaitRecord {
+                series: ids.series[w.series as usize],
+                stack: ids.stacks[w.stack as usize],
+                waker_series: ids.series[w.waker_series as usize],
+                waker_stack: ids.stacks[w.waker_stack as usize],
+                ..*w
+            });
+        }
     }
 
     /// Adds every row of part `name` in `dir`.
@@ -228,6 +253,22 @@ impl PartBuilder {
             };
             self.wakeups.push(start_ms, end_ms, &wakeup);
         }
+        for t in read_threads(&file("threads"), i64::MIN, i64::MAX)? {
+            self.threads.push(&ThreadSample {
+                series: map(&ids.series, t.series, "threads")?,
+                stack: map(&ids.stacks, t.stack, "threads")?,
+                ..t
+            });
+        }
+        for w in read_waits(&file("waits"), i64::MIN, i64::MAX)? {
+            self.waits.push(&WaitRecord {
+                series: map(&ids.series, w.series, "waits")?,
+                stack: map(&ids.stacks, w.stack, "waits")?,
+                waker_series: map(&ids.series, w.waker_series, "waits")?,
+                waker_stack: map(&ids.stacks, w.waker_stack, "waits")?,
+                ..w
+            });
+        }
         Ok(())
     }
 
@@ -263,6 +304,8 @@ impl PartBuilder {
             intervals_frame(samples.clone().lazy()).collect(),
         )?;
         write_df(&file("wakeups"), self.wakeups.into_df())?;
+        write_df(&file("threads"), self.threads.into_df())?;
+        write_df(&file("waits"), self.waits.into_df())?;
         // Last: a part is complete once its samples file exists.
         write_df(&file("samples"), Ok(samples))
     }
@@ -897,6 +940,254 @@ fn read_timed_wakeups(
     decode().map_err(parquet)
 }
 
+/// Times of a part's records, delta-coded for compression: rows sorted by (series, thread,
+/// time), each time stored as microseconds since the previous row of the same thread (the first
+/// of a thread: since `base_us`, the part's earliest, a constant column). zstd then finds the
+/// 52.6 ms steps of a thread sampled at 19 Hz as repeats, where raw nanoseconds since the epoch
+/// looked like noise; microseconds are finer than any sample or wait needs.
+#[derive(Default)]
+struct TimeCols {
+    base_us: i64,
+    dt_us: Vec<u32>,
+}
+
+impl TimeCols {
+    /// Encodes `times_ns`, already in (series, thread, time) order, whose thread changes where
+    /// `new_thread` is true.
+    fn encode(times_ns: &[i64], new_thread: impl Fn(usize) -> bool) -> TimeCols {
+        let base_us = times_ns
+            .iter()
+            .map(|t| t.div_euclid(1000))
+            .min()
+            .unwrap_or(0);
+        let mut prev = base_us;
+        let dt_us = times_ns
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let us = t.div_euclid(1000);
+                if new_thread(i) {
+                    prev = base_us;
+                }
+                let dt = (us - prev).clamp(0, i64::from(u32::MAX)) as u32;
+                prev = us;
+                dt
+            })
+            .collect();
+        TimeCols { base_us, dt_us }
+    }
+
+    /// The times back, in ns (microsecond precision).
+    fn decode(base_us: &[i64], dt_us: &[u32], new_thread: impl Fn(usize) -> bool) -> Vec<i64> {
+        let mut prev = 0i64;
+        dt_us
+            .iter()
+            .enumerate()
+            .map(|(i, &dt)| {
+                if new_thread(i) {
+                    prev = base_us[i];
+                }
+                prev += i64::from(dt);
+                prev * 1000
+            })
+            .collect()
+    }
+}
+
+/// A part's thread samples, columns of `<seq>.threads.parquet`.
+#[derive(Default)]
+struct ThreadCols {
+    rows: Vec<ThreadSample>,
+}
+
+impl ThreadCols {
+    /// `t`'s indices are the part's.
+    fn push(&mut self, t: &ThreadSample) {
+        self.rows.push(*t);
+    }
+
+    fn into_df(mut self) -> PolarsResult<DataFrame> {
+        self.rows.sort_by_key(|t| (t.series, t.tid, t.time_ns));
+        let r = &self.rows;
+        let times: Vec<i64> = r.iter().map(|t| t.time_ns).collect();
+        let time = TimeCols::encode(&times, |i| {
+            i == 0 || (r[i].series, r[i].tid) != (r[i - 1].series, r[i - 1].tid)
+        });
+        DataFrame::new_infer_height(vec![
+            Column::new(
+                "series_id".into(),
+                r.iter().map(|t| t.series).collect::<Vec<_>>(),
+            ),
+            Column::new("tid".into(), r.iter().map(|t| t.tid).collect::<Vec<_>>()),
+            Column::new("base_us".into(), vec![time.base_us; r.len()]),
+            Column::new("dt_us".into(), time.dt_us),
+            Column::new(
+                "stack_id".into(),
+                r.iter().map(|t| t.stack).collect::<Vec<_>>(),
+            ),
+        ])
+    }
+}
+
+/// A part's wait records, columns of `<seq>.waits.parquet`.
+#[derive(Default)]
+struct WaitCols {
+    rows: Vec<WaitRecord>,
+}
+
+impl WaitCols {
+    /// `w`'s indices are the part's.
+    fn push(&mut self, w: &WaitRecord) {
+        self.rows.push(*w);
+    }
+
+    fn into_df(mut self) -> PolarsResult<DataFrame> {
+        self.rows.sort_by_key(|w| (w.series, w.tid, w.start_ns));
+        let r = &self.rows;
+        let starts: Vec<i64> = r.iter().map(|w| w.start_ns).collect();
+        let start = TimeCols::encode(&starts, |i| {
+            i == 0 || (r[i].series, r[i].tid) != (r[i - 1].series, r[i - 1].tid)
+        });
+        let col = |name: &str, f: &dyn Fn(&WaitRecord) -> u32| {
+            Column::new(name.into(), r.iter().map(f).collect::<Vec<u32>>())
+        };
+        DataFrame::new_infer_height(vec![
+            col("series_id", &|w| w.series),
+            col("tid", &|w| w.tid),
+            Column::new("base_us".into(), vec![start.base_us; r.len()]),
+            Column::new("dt_us".into(), start.dt_us),
+            Column::new(
+                "blocked_ns".into(),
+                r.iter().map(|w| w.blocked_ns).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "runq_ns".into(),
+                r.iter().map(|w| w.runq_ns).collect::<Vec<_>>(),
+            ),
+            col("stack_id", &|w| w.stack),
+            Column::new(
+                "cause".into(),
+                r.iter().map(|w| w.cause.name()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "weight".into(),
+                r.iter().map(|w| w.weight).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "waker".into(),
+                r.iter().map(|w| w.waker.name()).collect::<Vec<_>>(),
+            ),
+            col("waker_series", &|w| w.waker_series),
+            col("waker_tid", &|w| w.waker_tid),
+            col("waker_stack", &|w| w.waker_stack),
+        ])
+    }
+}
+
+/// A part's records file, read whole (`None` when absent: a part of schema 3 or older), with
+/// its times decoded (see [`TimeCols`]).
+fn read_records(path: &Path) -> Result<Option<(DataFrame, Vec<i64>)>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let parquet = |source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    };
+    let df = scan(path)?.collect().map_err(parquet)?;
+    let decode = || -> PolarsResult<Vec<i64>> {
+        let (series, tid) = (u32s(&df, "series_id")?, u32s(&df, "tid")?);
+        let base_us = i64s(&df, "base_us")?;
+        let dt_us = u32s(&df, "dt_us")?;
+        Ok(TimeCols::decode(&base_us, &dt_us, |i| {
+            i == 0 || (series[i], tid[i]) != (series[i - 1], tid[i - 1])
+        }))
+    };
+    let times = decode().map_err(parquet)?;
+    Ok(Some((df, times)))
+}
+
+/// A part's thread samples taken in `[from_ns, to_ns)`.
+fn read_threads(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<ThreadSample>, StoreError> {
+    let Some((df, times)) = read_records(path)? else {
+        return Ok(Vec::new());
+    };
+    let decode = || -> PolarsResult<Vec<ThreadSample>> {
+        let (series, tid, stack) = (
+            u32s(&df, "series_id")?,
+            u32s(&df, "tid")?,
+            u32s(&df, "stack_id")?,
+        );
+        Ok((0..times.len())
+            .filter(|&i| (from_ns..to_ns).contains(&times[i]))
+            .map(|i| ThreadSample {
+                series: series[i],
+                tid: tid[i],
+                time_ns: times[i],
+                stack: stack[i],
+            })
+            .collect())
+    };
+    decode().map_err(|source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    })
+}
+
+/// A part's wait records that started in `[from_ns, to_ns)`.
+fn read_waits(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<WaitRecord>, StoreError> {
+    let Some((df, starts)) = read_records(path)? else {
+        return Ok(Vec::new());
+    };
+    let decode = || -> PolarsResult<Vec<WaitRecord>> {
+        let (series, tid, stack) = (
+            u32s(&df, "series_id")?,
+            u32s(&df, "tid")?,
+            u32s(&df, "stack_id")?,
+        );
+        let (blocked, runq) = (i64s(&df, "blocked_ns")?, i64s(&df, "runq_ns")?);
+        let (cause, waker) = (strs(&df, "cause")?, strs(&df, "waker")?);
+        let weight: Vec<f64> = df
+            .column("weight")?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(0.0))
+            .collect();
+        let (waker_series, waker_tid, waker_stack) = (
+            u32s(&df, "waker_series")?,
+            u32s(&df, "waker_tid")?,
+            u32s(&df, "waker_stack")?,
+        );
+        Ok((0..starts.len())
+            .filter(|&i| (from_ns..to_ns).contains(&starts[i]))
+            .map(|i| WaitRecord {
+                series: series[i],
+                tid: tid[i],
+                start_ns: starts[i],
+                blocked_ns: blocked[i],
+                runq_ns: runq[i],
+                stack: stack[i],
+                cause: Cause::ALL
+                    .into_iter()
+                    .find(|c| Some(c.name()) == cause[i].as_deref())
+                    .unwrap_or(Cause::Other),
+                weight: weight[i],
+                waker: waker[i]
+                    .as_deref()
+                    .and_then(WakerKind::from_name)
+                    .unwrap_or(WakerKind::None),
+                waker_series: waker_series[i],
+                waker_tid: waker_tid[i],
+                waker_stack: waker_stack[i],
+            })
+            .collect())
+    };
+    decode().map_err(|source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    })
+}
+
 /// The highest segment number any Parquet part was compacted from.
 pub(crate) fn max_part_seq(store: &Path) -> Option<u64> {
     let hours = std::fs::read_dir(store.join("data")).ok()?;
@@ -959,6 +1250,12 @@ pub(crate) fn read_part(
             error: source,
         })?;
     let wakeups = read_wakeups(&file("wakeups"), from_ms, to_ms)?;
+    let (from_ns, to_ns) = (
+        from_ms.saturating_mul(1_000_000),
+        to_ms.saturating_mul(1_000_000),
+    );
+    let thread_samples = read_threads(&file("threads"), from_ns, to_ns)?;
+    let waits = read_waits(&file("waits"), from_ns, to_ns)?;
     if samples.height() == 0 && wakeups.is_empty() {
         return Ok(None);
     }
@@ -972,6 +1269,21 @@ pub(crate) fn read_part(
             }
         })?;
     batch.wakeups = wakeups;
+    // Records that refer past the part's tables (a damaged part) are left out.
+    let (n_series, n_stacks) = (batch.series.len() as u32, batch.stacks.len() as u32);
+    batch.thread_samples = thread_samples
+        .into_iter()
+        .filter(|t| t.series < n_series && t.stack < n_stacks)
+        .collect();
+    batch.waits = waits
+        .into_iter()
+        .filter(|w| {
+            w.series < n_series
+                && w.waker_series < n_series
+                && w.stack < n_stacks
+                && w.waker_stack < n_stacks
+        })
+        .collect();
     Ok(Some(batch))
 }
 
@@ -1196,6 +1508,6 @@ fn decode_samples(
         stacks,
         series,
         rows,
-        wakeups: Vec::new(),
+        ..Batch::default()
     })
 }

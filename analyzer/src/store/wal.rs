@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::Batch;
 
-/// The record magic: `CPW2` since batches carry wakeups (schema 2); `CPW1` records (schema 1,
-/// no wakeups) are still read.
-const MAGIC: [u8; 4] = *b"CPW2";
+/// The record magic: `CPW3` since batches carry thread samples and wait records (schema 4);
+/// `CPW2` (schema 2–3, wakeups) and `CPW1` records (schema 1, no wakeups) are still read.
+const MAGIC: [u8; 4] = *b"CPW3";
+const MAGIC_V2: [u8; 4] = *b"CPW2";
 const MAGIC_V1: [u8; 4] = *b"CPW1";
 const HEADER: usize = 12;
 /// A record larger than this is taken for corruption, not allocated.
@@ -258,8 +259,8 @@ pub(crate) fn decode_records(bytes: &[u8]) -> (Vec<Batch>, usize) {
     let mut batches = Vec::new();
     let mut pos = 0;
     while let Some(header) = bytes.get(pos..pos + HEADER) {
-        let v1 = header[..4] == MAGIC_V1;
-        if header[..4] != MAGIC && !v1 {
+        let (v1, v2) = (header[..4] == MAGIC_V1, header[..4] == MAGIC_V2);
+        if header[..4] != MAGIC && !v1 && !v2 {
             break;
         }
         let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
@@ -275,6 +276,8 @@ pub(crate) fn decode_records(bytes: &[u8]) -> (Vec<Batch>, usize) {
         }
         let decoded = if v1 {
             postcard::from_bytes::<BatchV1>(payload).map(Batch::from)
+        } else if v2 {
+            postcard::from_bytes::<BatchV2>(payload).map(Batch::from)
         } else {
             postcard::from_bytes::<Batch>(payload)
         };
@@ -309,7 +312,36 @@ impl From<BatchV1> for Batch {
             stacks: b.stacks,
             series: b.series,
             rows: b.rows,
-            wakeups: Vec::new(),
+            ..Batch::default()
+        }
+    }
+}
+
+/// A batch as schemas 2 and 3 encoded it: wakeups, no thread samples or wait records.
+#[derive(serde::Deserialize)]
+struct BatchV2 {
+    start_ms: i64,
+    end_ms: i64,
+    period_ns: i64,
+    frames: Vec<crate::Frame>,
+    stacks: Vec<Vec<u32>>,
+    series: Vec<super::SeriesLabels>,
+    rows: Vec<super::Row>,
+    wakeups: Vec<super::Wakeup>,
+}
+
+impl From<BatchV2> for Batch {
+    fn from(b: BatchV2) -> Batch {
+        Batch {
+            start_ms: b.start_ms,
+            end_ms: b.end_ms,
+            period_ns: b.period_ns,
+            frames: b.frames,
+            stacks: b.stacks,
+            series: b.series,
+            rows: b.rows,
+            wakeups: b.wakeups,
+            ..Batch::default()
         }
     }
 }
@@ -385,6 +417,41 @@ pub(crate) mod tests {
         })
         .unwrap();
         let mut record = b"CPW1".to_vec();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let (batches, len) = decode_records(&record);
+        assert_eq!((batches, len), (vec![b], record.len()));
+    }
+
+    /// Records of schemas 2–3 (magic `CPW2`, batches with wakeups but without thread samples
+    /// and wait records) are still read.
+    #[test]
+    fn reads_schema_2_records() {
+        #[derive(serde::Serialize)]
+        struct V2<'a> {
+            start_ms: i64,
+            end_ms: i64,
+            period_ns: i64,
+            frames: &'a [crate::Frame],
+            stacks: &'a [Vec<u32>],
+            series: &'a [SeriesLabels],
+            rows: &'a [super::super::Row],
+            wakeups: &'a [super::super::Wakeup],
+        }
+        let b = batch(10_000, 3);
+        let payload = postcard::to_stdvec(&V2 {
+            start_ms: b.start_ms,
+            end_ms: b.end_ms,
+            period_ns: b.period_ns,
+            frames: &b.frames,
+            stacks: &b.stacks,
+            series: &b.series,
+            rows: &b.rows,
+            wakeups: &b.wakeups,
+        })
+        .unwrap();
+        let mut record = b"CPW2".to_vec();
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         record.extend_from_slice(&payload);

@@ -6,7 +6,9 @@
 //! message Batch  { int64 start_ms = 1; int64 end_ms = 2; int64 period_ns = 3;
 //!                  repeated Frame frames = 4; repeated Stack stacks = 5;
 //!                  repeated Series series = 6; repeated Row rows = 7;
-//!                  repeated Wakeup wakeups = 8; }              // 8: since store schema 2
+//!                  repeated Wakeup wakeups = 8;                // 8: since store schema 2
+//!                  repeated ThreadSample thread_samples = 9;   // 9, 10: since store schema 4
+//!                  repeated WaitRecord waits = 10; }
 //! message Frame  { string function = 1; optional string module = 2; optional string build_id = 3;
 //!                  optional string file = 4; optional uint32 line = 5; bool kernel = 6;
 //!                  bool inlined = 7; }
@@ -17,10 +19,15 @@
 //! message Wakeup { uint32 wakee = 1; uint32 wakee_stack = 2; uint32 waker = 3;
 //!                  uint32 waker_stack = 4; string cause = 5; bool in_interrupt = 6;
 //!                  uint64 count = 7; double weight = 8; int64 blocked_ns = 9; }
+//! message ThreadSample { uint32 series = 1; uint32 tid = 2; int64 time_ns = 3; uint32 stack = 4; }
+//! message WaitRecord { uint32 series = 1; uint32 tid = 2; int64 start_ns = 3; int64 blocked_ns = 4;
+//!                  int64 runq_ns = 5; uint32 stack = 6; string cause = 7; double weight = 8;
+//!                  string waker = 9; uint32 waker_series = 10; uint32 waker_tid = 11;
+//!                  uint32 waker_stack = 12; }
 //! ```
 //!
-//! Wakeups are an addition within version 1: an older server ignores them, and batches from an
-//! older agent have none.
+//! Wakeups, thread samples and wait records are additions within version 1: an older server
+//! ignores them, and batches from an older agent have none.
 //!
 //! The body's `Content-Type` is [`CONTENT_TYPE`]; `version` must be [`WIRE_VERSION`]. A
 //! server refuses another version, and any batch whose indices, times or values are invalid,
@@ -28,7 +35,7 @@
 
 use prost::Message as _;
 
-use super::{Batch, Row, SampleKind, SeriesLabels, Wakeup};
+use super::{Batch, Row, SampleKind, SeriesLabels, ThreadSample, WaitRecord, WakerKind, Wakeup};
 use crate::offcpu::Cause;
 use crate::{Frame, FrameKind};
 
@@ -68,6 +75,50 @@ mod proto {
         pub rows: Vec<Row>,
         #[prost(message, repeated, tag = "8")]
         pub wakeups: Vec<Wakeup>,
+        #[prost(message, repeated, tag = "9")]
+        pub thread_samples: Vec<ThreadSample>,
+        #[prost(message, repeated, tag = "10")]
+        pub waits: Vec<WaitRecord>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ThreadSample {
+        #[prost(uint32, tag = "1")]
+        pub series: u32,
+        #[prost(uint32, tag = "2")]
+        pub tid: u32,
+        #[prost(int64, tag = "3")]
+        pub time_ns: i64,
+        #[prost(uint32, tag = "4")]
+        pub stack: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WaitRecord {
+        #[prost(uint32, tag = "1")]
+        pub series: u32,
+        #[prost(uint32, tag = "2")]
+        pub tid: u32,
+        #[prost(int64, tag = "3")]
+        pub start_ns: i64,
+        #[prost(int64, tag = "4")]
+        pub blocked_ns: i64,
+        #[prost(int64, tag = "5")]
+        pub runq_ns: i64,
+        #[prost(uint32, tag = "6")]
+        pub stack: u32,
+        #[prost(string, tag = "7")]
+        pub cause: String,
+        #[prost(double, tag = "8")]
+        pub weight: f64,
+        #[prost(string, tag = "9")]
+        pub waker: String,
+        #[prost(uint32, tag = "10")]
+        pub waker_series: u32,
+        #[prost(uint32, tag = "11")]
+        pub waker_tid: u32,
+        #[prost(uint32, tag = "12")]
+        pub waker_stack: u32,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -265,6 +316,34 @@ fn to_proto(b: &Batch) -> proto::Batch {
                 blocked_ns: w.blocked_ns,
             })
             .collect(),
+        thread_samples: b
+            .thread_samples
+            .iter()
+            .map(|t| proto::ThreadSample {
+                series: t.series,
+                tid: t.tid,
+                time_ns: t.time_ns,
+                stack: t.stack,
+            })
+            .collect(),
+        waits: b
+            .waits
+            .iter()
+            .map(|w| proto::WaitRecord {
+                series: w.series,
+                tid: w.tid,
+                start_ns: w.start_ns,
+                blocked_ns: w.blocked_ns,
+                runq_ns: w.runq_ns,
+                stack: w.stack,
+                cause: w.cause.name().to_owned(),
+                weight: w.weight,
+                waker: w.waker.name().to_owned(),
+                waker_series: w.waker_series,
+                waker_tid: w.waker_tid,
+                waker_stack: w.waker_stack,
+            })
+            .collect(),
     }
 }
 
@@ -341,6 +420,76 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
             blocked_ns: w.blocked_ns,
         });
     }
+    // Records live within the batch's interval (nanoseconds of its milliseconds).
+    let (from_ns, to_ns) = (
+        b.start_ms.saturating_mul(1_000_000),
+        b.end_ms.saturating_mul(1_000_000),
+    );
+    let index = |what: &str, i: usize, field: &str, index: u32, len: usize| {
+        if index as usize >= len {
+            Err(format!(
+                "{what} {i} refers to {field} {index}; the batch has {len}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let mut thread_samples = Vec::with_capacity(b.thread_samples.len());
+    for (i, t) in b.thread_samples.iter().enumerate() {
+        index("thread sample", i, "series", t.series, b.series.len())?;
+        index("thread sample", i, "stack", t.stack, b.stacks.len())?;
+        if !(from_ns..to_ns).contains(&t.time_ns) {
+            return Err(format!(
+                "thread sample {i} was taken at {} ns, outside the batch's interval",
+                t.time_ns
+            ));
+        }
+        thread_samples.push(ThreadSample {
+            series: t.series,
+            tid: t.tid,
+            time_ns: t.time_ns,
+            stack: t.stack,
+        });
+    }
+    let mut waits = Vec::with_capacity(b.waits.len());
+    for (i, w) in b.waits.iter().enumerate() {
+        index("wait", i, "series", w.series, b.series.len())?;
+        index("wait", i, "series", w.waker_series, b.series.len())?;
+        index("wait", i, "stack", w.stack, b.stacks.len())?;
+        index("wait", i, "stack", w.waker_stack, b.stacks.len())?;
+        if !(from_ns..to_ns).contains(&w.start_ns) {
+            return Err(format!(
+                "wait {i} started at {} ns, outside the batch's interval",
+                w.start_ns
+            ));
+        }
+        if !(w.weight.is_finite() && w.weight >= 0.0) || w.blocked_ns < 0 || w.runq_ns < 0 {
+            return Err(format!(
+                "wait {i} has a negative or non-finite weight ({}) or time ({}, {})",
+                w.weight, w.blocked_ns, w.runq_ns
+            ));
+        }
+        let cause = Cause::ALL
+            .into_iter()
+            .find(|c| c.name() == w.cause)
+            .ok_or_else(|| format!("wait {i} has an unknown cause {:?}", w.cause))?;
+        let waker = WakerKind::from_name(&w.waker)
+            .ok_or_else(|| format!("wait {i} has an unknown waker kind {:?}", w.waker))?;
+        waits.push(WaitRecord {
+            series: w.series,
+            tid: w.tid,
+            start_ns: w.start_ns,
+            blocked_ns: w.blocked_ns,
+            runq_ns: w.runq_ns,
+            stack: w.stack,
+            cause,
+            weight: w.weight,
+            waker,
+            waker_series: w.waker_series,
+            waker_tid: w.waker_tid,
+            waker_stack: w.waker_stack,
+        });
+    }
     Ok(Batch {
         start_ms: b.start_ms,
         end_ms: b.end_ms,
@@ -390,6 +539,8 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
             })
             .collect(),
         wakeups,
+        thread_samples,
+        waits,
     })
 }
 
@@ -415,8 +566,33 @@ mod tests {
             weight: 4.5,
             blocked_ns: 1_000_000,
         });
+        b.thread_samples.push(ThreadSample {
+            series: 0,
+            tid: 9,
+            time_ns: 1_500_000_000,
+            stack: 1,
+        });
+        b.waits.push(WaitRecord {
+            series: 0,
+            tid: 9,
+            start_ns: 2_000_000_000,
+            blocked_ns: 3_000_000,
+            runq_ns: 10_000,
+            stack: 0,
+            cause: Cause::Io,
+            weight: 2.5,
+            waker: WakerKind::Kernel,
+            waker_series: 0,
+            waker_tid: 77,
+            waker_stack: 2,
+        });
         let batches = vec![b, batch(11_000, 1)];
         assert_eq!(decode(&encode(&batches)).unwrap(), batches);
+        // A record outside its batch's interval is refused, naming it.
+        let mut late = batches[0].clone();
+        late.waits[0].start_ns = 99_000_000_000;
+        let err = decode(&encode(&[late])).unwrap_err().to_string();
+        assert!(err.contains("wait 0 started at"), "{err}");
     }
 
     #[test]

@@ -1047,6 +1047,7 @@ fn lock_store() -> tempfile::TempDir {
                 weight: 1000.0,
                 blocked_ns: 8_000_000_000,
             }],
+            ..Batch::default()
         };
         store.append(&batch).unwrap();
     }

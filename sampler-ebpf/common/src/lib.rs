@@ -155,9 +155,11 @@ pub enum Counter {
     OffCpuUnsampled = 8,
     /// Waits whose stacks were captured at switch-out.
     OffCpuSampled = 9,
-    /// Sampled waits shorter than the minimum duration, not emitted.
+    /// Sampled waits shorter than the minimum duration drawn out (not emitted): their time is
+    /// represented by the short waits emitted, each weighted by 1 / its emission probability.
     OffCpuBelowMin = 10,
-    /// Estimated nanoseconds of those short waits (each weighted by 1 / its sampling probability).
+    /// Estimated nanoseconds of those waits drawn out (each weighted by 1 / its capture
+    /// probability): already represented in the emitted waits' weights, never to be added.
     OffCpuBelowMinNs = 11,
     /// Off-CPU events written to the ring buffer.
     OffCpuEmitted = 12,
@@ -180,11 +182,14 @@ pub enum Counter {
     /// the capture budget (a burst of switch-outs while the capture probability was still 1):
     /// the wait is kept, its user stack shows `[truncated]`.
     WaitCopiesOverBudget = 20,
+    /// Waits shorter than the minimum duration emitted anyway (drawn with probability
+    /// proportional to their blocked time; see [`Config::off_cpu_min_ns`]).
+    OffCpuShortEmitted = 21,
 }
 
 impl Counter {
     /// Number of counters (the size of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 22;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::OnCpuSamples,
@@ -208,6 +213,7 @@ impl Counter {
         Self::WaitCopies,
         Self::WaitCopyBytes,
         Self::WaitCopiesOverBudget,
+        Self::OffCpuShortEmitted,
     ];
 
     /// A stable snake_case name, used in metrics and reports.
@@ -234,6 +240,7 @@ impl Counter {
             Self::WaitCopies => "wait_copies",
             Self::WaitCopyBytes => "wait_copy_bytes",
             Self::WaitCopiesOverBudget => "wait_copies_over_budget",
+            Self::OffCpuShortEmitted => "off_cpu_short_emitted",
         }
     }
 }
@@ -253,7 +260,11 @@ pub struct Config {
     pub fork_child_pid_offset: u32,
     /// 1: trace off-CPU waits and wakeups.
     pub off_cpu: u32,
-    /// Minimum off-CPU time (switch-out to switch-in) of an emitted wait, in ns.
+    /// Waits blocked at least this long (switch-out to wakeup, or to switch-in without a
+    /// wakeup), in ns, are all emitted; a shorter one, blocked for `d`, is emitted with
+    /// probability `d / off_cpu_min_ns` and weighted by its inverse (probability proportional
+    /// to duration): sub-millisecond waits keep their stacks in unbiased per-stack totals while
+    /// the events emitted stay bounded by about one per `off_cpu_min_ns` of waiting.
     pub off_cpu_min_ns: u64,
     /// Waits whose stacks may be captured per CPU per [`OFFCPU_WINDOW_NS`]; beyond it, each
     /// switch-out is captured with probability budget / switch-outs of the previous window.
@@ -295,8 +306,8 @@ pub struct OffCpuRate {
     pub window_start_ns: u64,
     /// Switch-outs seen in the current window.
     pub switches: u32,
-    /// Capture probability in this window, as a fraction of [`PROB_ONE`].
-    pub prob: u32,
+    /// Switch-outs seen in the previous window.
+    pub previous: u32,
     /// All switch-outs of followed threads ([`Counter::OffCpuSwitches`]).
     pub switches_total: u64,
     /// Switch-outs sampled out by the budget ([`Counter::OffCpuUnsampled`]).
@@ -352,6 +363,12 @@ pub struct OffCpuState {
     pub waker_capture_ns: u32,
     /// Which user stacks were copied into [`WaitStackEvent`]s ([`wait_copies`] bits).
     pub copies: u32,
+    /// Probability, as a fraction of [`PROB_ONE`], that the wait is emitted once it ends, drawn
+    /// at its wakeup (or at switch-in when no wakeup was seen): 0 before the draw and for a
+    /// wait drawn out. See [`Config::off_cpu_min_ns`].
+    pub emit_prob: u32,
+    /// The draw has been made (at the wakeup): 1; 0 otherwise.
+    pub emit_drawn: u32,
 }
 
 /// Bits of [`OffCpuEvent::copies`]: which user stacks of a wait were copied for unwinding in
@@ -419,6 +436,12 @@ pub struct OffCpuEvent {
     pub waker_capture_ns: u32,
     /// Which user stacks were copied ahead of this event ([`wait_copies`] bits).
     pub copies: u32,
+    /// Probability it was emitted with, as a fraction of [`PROB_ONE`]: below the minimum
+    /// duration a wait is emitted with probability (blocked time / minimum); the wait then
+    /// stands for 1 / (`sample_prob` × `emit_prob`) waits of its kind.
+    pub emit_prob: u32,
+    /// Padding; zero.
+    pub _pad: u32,
 }
 
 /// A followed process replaced its image (`exec`): user space must re-read its mappings before
@@ -636,8 +659,8 @@ mod user {
 
 const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 112);
-const _: () = assert!(core::mem::size_of::<OffCpuState>() == 96);
+const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 120);
+const _: () = assert!(core::mem::size_of::<OffCpuState>() == 104);
 const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 40);
 const _: () = assert!(core::mem::size_of::<SampleHeader>() == 40);
 const _: () = assert!(

@@ -2,7 +2,9 @@
 //!
 //! At switch-out a followed thread's wait is *sampled*: its blocked stacks are captured into
 //! `OFFCPU_STACKS` and its state kept in `OFFCPU_THREADS` until switch-in, where it is emitted
-//! if it lasted at least `off_cpu_min_ns`. Capturing stacks is what costs (two stack walks), so
+//! if it lasted at least `off_cpu_min_ns`, or, shorter, if a draw with probability proportional
+//! to its blocked time (made at its wakeup) kept it; it then carries that probability too.
+//! Capturing stacks is what costs (two stack walks), so
 //! each CPU has a capture budget per 10 ms window: while switch-outs stay under it every wait is
 //! captured (probability 1); above it, each switch-out is captured with probability
 //! budget / (switch-outs in the previous window), and the emitted wait carries that probability so
@@ -10,7 +12,8 @@
 //! storms, at a bounded cost.
 //!
 //! Wakers are joined here, in the kernel: `sched_waking` looks up the wakee's sampled wait and
-//! records who woke it (and, for waits already past the minimum, the waker's stacks). One event
+//! records who woke it, draws whether the wait will be emitted, and for those that will, captures
+//! the waker's stacks. One event
 //! per wait then carries both sides, and wakeups of unsampled or short waits cost one map miss.
 //!
 //! Kernel stacks are walked into `OFFCPU_STACKS`. User stacks are too with frame pointers; for
@@ -165,6 +168,8 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
         waker_comm: [0; 16],
         waker_capture_ns: 0,
         copies,
+        emit_prob: 0,
+        emit_drawn: 0,
     };
     count(Counter::OffCpuSampled);
 }
@@ -255,33 +260,37 @@ fn submit_copy(ev: &mut WaitStackEvent, start_ns: u64) {
 
 /// Decides whether this switch-out is captured; returns the probability it was captured with,
 /// and whether its user stack may be copied (at most the budget's number of copies per window:
-/// when a burst of switch-outs meets a window whose probability is still 1, the waits past the
-/// budget are kept, unbiased, without their user stacks). Counts the switch-out, and it if it is
-/// sampled out.
+/// past it, a captured wait is kept, unbiased, without its user stack). Counts the switch-out,
+/// and it if it is sampled out.
+///
+/// Captures aim at half the budget per window, at the rate of the previous window or, when this
+/// one is busier, of this one so far doubled: a burst lowers the probability as it goes, so it
+/// rarely runs out of copies. Each wait carries the probability it was drawn with, so the
+/// estimate stays unbiased however it changes.
 #[inline(always)]
 fn capture_probability(cfg: &Config, now: u64) -> Option<(u32, bool)> {
     let rate = OFFCPU_RATE.get_ptr_mut(0)?;
     // SAFETY: per-CPU slot, valid for this CPU; BPF programs are not preempted on it.
     let rate = unsafe { &mut *rate };
     if rate.window_start_ns == 0 {
-        rate.prob = PROB_ONE;
+        rate.previous = 0;
         rate.window_start_ns = now;
     } else if now.wrapping_sub(rate.window_start_ns) >= OFFCPU_WINDOW_NS {
-        let budget = cfg.off_cpu_budget as u64;
-        let seen = rate.switches as u64;
-        rate.prob = if seen <= budget {
-            PROB_ONE
-        } else {
-            // seen > budget ≥ 0, so the quotient is below 2^32.
-            ((budget << 32) / seen) as u32
-        };
+        rate.previous = rate.switches;
         rate.switches = 0;
         rate.copies = 0;
         rate.window_start_ns = now;
     }
     rate.switches = rate.switches.saturating_add(1);
     rate.switches_total += 1;
-    let prob = rate.prob;
+    let budget = cfg.off_cpu_budget as u64;
+    let seen = (rate.previous as u64).max(2 * rate.switches as u64);
+    let prob = if 2 * seen <= budget {
+        PROB_ONE
+    } else {
+        // 2·seen > budget ≥ 0, so the quotient is below 2^32.
+        ((budget << 31) / seen) as u32
+    };
     // SAFETY: no preconditions.
     if prob == PROB_ONE || unsafe { bpf_get_prandom_u32() } < prob {
         let may_copy = rate.copies < cfg.off_cpu_budget;
@@ -306,6 +315,27 @@ fn stack_id(ctx: &TracePointContext, flags: u64) -> i32 {
     }
 }
 
+/// The probability, as a fraction of [`PROB_ONE`], with which a wait blocked `blocked_ns` is
+/// emitted, drawn now: [`PROB_ONE`] from the minimum duration on; below it, `blocked / min`
+/// when the draw keeps the wait and 0 when it does not. Drawing with probability proportional to
+/// the duration keeps the weighted total of every stack's short waits unbiased while the events
+/// emitted stay bounded (about one per minimum's worth of waiting).
+#[inline(always)]
+fn draw_emission(cfg: &Config, blocked_ns: u64) -> u32 {
+    if blocked_ns >= cfg.off_cpu_min_ns {
+        return PROB_ONE;
+    }
+    // blocked < min < 2^31 ns (the loader refuses larger minimums), so the shift cannot
+    // overflow and the quotient is below 2^32.
+    let prob = ((blocked_ns << 32) / cfg.off_cpu_min_ns.max(1)) as u32;
+    // SAFETY: no preconditions.
+    if prob != 0 && unsafe { bpf_get_prandom_u32() } < prob {
+        prob
+    } else {
+        0
+    }
+}
+
 #[inline(always)]
 fn switch_in(cfg: &Config, tid: u32, now: u64) {
     let Some(slot) = slot(tid) else {
@@ -317,12 +347,22 @@ fn switch_in(cfg: &Config, tid: u32, now: u64) {
     let st = *slot;
     slot.start_ns = 0;
     let off = now.wrapping_sub(st.start_ns);
-    if off < cfg.off_cpu_min_ns {
+    // Drawn at the wakeup (on the blocked time), else now (preempted, or no wakeup seen).
+    let emit_prob = if st.emit_drawn != 0 {
+        st.emit_prob
+    } else {
+        draw_emission(cfg, off)
+    };
+    if emit_prob == 0 {
         count(Counter::OffCpuBelowMin);
-        // Weight 1/p, in ns: off < min (well below 2^31 ns) so the shift cannot overflow.
+        // Weight 1/p, in ns: off < 2^31 ns here (a wait past the minimum is always emitted,
+        // and a drawn-out one blocked below it) so the shift cannot overflow.
         let prob = st.prob.max(1) as u64;
-        add(Counter::OffCpuBelowMinNs, (off << 32) / prob);
+        add(Counter::OffCpuBelowMinNs, (off.min(1 << 31) << 32) / prob);
         return;
+    }
+    if emit_prob != PROB_ONE {
+        count(Counter::OffCpuShortEmitted);
     }
     let Some(mut entry) = EVENTS.reserve::<OffCpuEvent>(0) else {
         count(Counter::RingFull);
@@ -349,6 +389,8 @@ fn switch_in(cfg: &Config, tid: u32, now: u64) {
         waker_kernel_stack_id: st.waker_kernel_stack_id,
         waker_capture_ns: st.waker_capture_ns,
         copies: st.copies,
+        emit_prob,
+        _pad: 0,
     });
     entry.submit(wakeup_flags());
     count(Counter::OffCpuEmitted);
@@ -381,9 +423,12 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     st.waker_pid = (pid_tgid >> 32) as u32;
     st.waker_tid = pid_tgid as u32;
     st.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Whether the wait will be emitted is drawn here, on its blocked time.
+    st.emit_prob = draw_emission(&cfg, now.wrapping_sub(st.start_ns));
+    st.emit_drawn = 1;
     // The sampler's own stacks stay out of its reports (and out of its symbolizer: its binary
     // is large), even as a waker; the wakeup itself is kept.
-    if now.wrapping_sub(st.start_ns) >= cfg.off_cpu_min_ns && st.waker_pid != cfg.exclude_tgid {
+    if st.emit_prob != 0 && st.waker_pid != cfg.exclude_tgid {
         // Only waits that will be emitted pay for the waker's stacks. (In an interrupt the user
         // stack is the interrupted task's; user space sees that in the kernel stack and drops it.)
         if cfg.user_stack_pages > 0 {

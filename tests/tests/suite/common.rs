@@ -153,3 +153,11 @@ pub fn lock_bound(dir: &std::path::Path) -> LockBound {
         rate: (0.3e6 / holder["units"].as_f64().unwrap()).to_string(),
     }
 }
+
+/// The wakeup edges of a `critpath record --wakeups` file (version 2: its `edges`; version 1:
+/// the file itself).
+pub fn wakeup_edges(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let edges = if v.is_array() { &v } else { &v["edges"] };
+    edges.as_array().expect("wakeup edges").clone()
+}

@@ -451,3 +451,119 @@ fn explain_from_the_store_ranks_the_lock_holder() {
     assert!(on("::lock_holder") >= 0.25 * waits, "{acquire:#}");
     assert_eq!(on("::housekeeping_burn"), 0.0, "{acquire:#}");
 }
+
+/// The field benchmark's programs, built into `dir` (`tests/field/build.sh`).
+fn field_program(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let field = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("field");
+    let status = std::process::Command::new("bash")
+        .arg(field.join("build.sh"))
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the field programs");
+    dir.join(name)
+}
+
+/// The first functions of an explanation.
+fn firsts(v: &Value, n: usize) -> Vec<String> {
+    v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(n)
+        .map(|f| f["function"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A program whose threads are never named (every thread is called after the process) is
+/// explained alike from the store and from a recording of the same run: threads are told apart
+/// by thread id in both, so the lock the workers queue on leads to the flusher that holds it,
+/// not to a merged "thread" whose own CPU is everyone's.
+#[test]
+fn unnamed_threads_rank_alike_from_store_and_recording() {
+    let Some(_machine) = kernel_test_alone() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let program = field_program(&dir.path().join("bin"), "unnamed_flusher");
+    let data = dir.path().join("store");
+    let mut agent = start_agent_with(&data, &[]);
+    wait_ready(&mut agent);
+    let mut child = std::process::Command::new(&program)
+        .args(["--seconds", "12"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let from = now_ms();
+    let (p, w) = (dir.path().join("p.pb.gz"), dir.path().join("w.json"));
+    run_critpath(&[
+        "record",
+        "--off-cpu",
+        "--wakeups",
+        w.to_str().unwrap(),
+        "-o",
+        p.to_str().unwrap(),
+        "-p",
+        &child.id().to_string(),
+        "-d",
+        "9",
+    ]);
+    let to = now_ms();
+    assert!(child.wait().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop(&mut agent, libc::SIGINT);
+    let query = format!("{{pid=\"{}\"}}", child.id());
+    let json = |args: &[&str]| -> Value {
+        let out = run_critpath(args);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let common = ["--method", "critical_path", "--top", "10", "--json"];
+    let recorded = json(
+        &[
+            &[
+                "explain",
+                "--profile",
+                p.to_str().unwrap(),
+                "--wakeups",
+                w.to_str().unwrap(),
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let stored = json(
+        &[
+            &[
+                "explain",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+                "--query",
+                &query,
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let (r, s) = (firsts(&recorded, 3), firsts(&stored, 3));
+    assert_eq!(r[0], "flush_journal", "recording: {r:?}");
+    assert_eq!(s[0], "flush_journal", "store: {s:?}");
+    // Threads by id in both: the two workers are the request threads.
+    for v in [&recorded, &stored] {
+        let threads = v["request_threads"].as_array().unwrap();
+        assert_eq!(threads.len(), 2, "{:#}", v["request_threads"]);
+        assert!(
+            threads
+                .iter()
+                .all(|t| t.as_str().unwrap().starts_with("unnamed_flusher (pid")),
+            "{threads:?}"
+        );
+    }
+    let shared = r.iter().filter(|f| s.contains(f)).count();
+    assert!(shared >= 2, "recording {r:?}, store {s:?}");
+}

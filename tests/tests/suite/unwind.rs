@@ -259,7 +259,7 @@ fn record_waits(unwind: &str, command: &[&str]) -> (Folded, Vec<serde_json::Valu
     run_critpath(&args);
     (
         folded::parse(&std::fs::read_to_string(&out).unwrap()).unwrap(),
-        serde_json::from_slice(&std::fs::read(&wakeups).unwrap()).unwrap(),
+        super::common::wakeup_edges(&wakeups),
     )
 }
 

@@ -1,0 +1,1166 @@
+//! The time-resolved critical path: each wait charged to what its waker did *during* it.
+//!
+//! The aggregated wait-for graph ([`super::WaitFor`]) charges a wait for thread B to B's
+//! average activity over the window, sleeps between its own jobs included. With a
+//! [`Timeline`] (the store's thread samples and wait records, or a recording's) the charge is
+//! exact in time, as in wPerf: a request thread's wait for B over `[s, e]` is split into
+//!
+//! - the parts of `[s, e]` where B itself waited, each charged in turn — to the program
+//!   function B blocked in when the kernel ended B's wait (a device, a timer, a journal
+//!   commit), or, cascading, to what B's own waker did during that part;
+//! - the rest, where B ran (or waited for a CPU): charged to B's functions by the on-CPU
+//!   samples B took inside such intervals (pooled over all the waits for B, since at 19 Hz a
+//!   single wait holds few samples), else to B's stack when it ended the wait.
+//!
+//! Samples and wait records may be drawn with weights (the capture budget, short waits kept
+//! with probability proportional to their length, the store's record budget); every charge is
+//! weighted so that the sums stay unbiased.
+//!
+//! **Idle time.** A thread blocked at its outermost loop (its *loop level*: no program function
+//! below the frames common to all of its stacks, but wrappers) waiting for new work — a
+//! client, a timer, a poll, a condition or a pipe — is idle, not slow: such waits are counted
+//! apart and charged to nothing. A mutex wait or disk I/O is never idle. A loop-level wait for
+//! another thread of the same process, or of a process that waits for this one at *its* loop
+//! level (a server this one calls, as a proxy calls its upstream), is charged to what that
+//! thread did meanwhile, which is idle in turn when it was itself waiting for new work (a
+//! worker waiting for its next task from an idle dispatcher). A process whose threads wait for
+//! this one inside the functions that made their requests is a client: waits for it are idle.
+//!
+//! **Wrappers.** A program function that blocks on behalf of several callers (an event-set
+//! or latch wait, a condition-variable helper) does not say why a thread waited; its caller
+//! does. The function named for a blocked stack is the innermost program function, stepping
+//! out of wrappers.
+//!
+//! **Request threads.** Threads of the selection that wait for others, or receive work, and
+//! are not mostly waited on: a lock holder or a device thread whose time others wait for is
+//! reached through their waits, not counted as requests itself. Threads that no request
+//! waits for (a housekeeping thread burning CPU) are charged nothing.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::evidence::{Evidence, FunctionId, ThreadId};
+use super::timeline::{StackRef, TimedWait, TimedWaker, Timeline};
+use crate::offcpu::Cause;
+
+/// Deepest cascade of waits followed (the rest counts as a knot's).
+const MAX_DEPTH: usize = 12;
+/// A wait between threads lighter than this share of either end's time does not connect them
+/// into one request path.
+const MIN_EDGE_SHARE: f64 = 0.05;
+
+/// Kernel functions of a blocked stack that show a wait for data from outside: a socket, a
+/// pipe, a terminal, a connection to accept.
+const RECEIVE_FUNCTIONS: &[&str] = &[
+    "sk_wait_data",
+    "inet_csk_accept",
+    "unix_stream_read",
+    "unix_stream_data_wait",
+    "unix_dgram_recvmsg",
+    "__skb_wait_for_more_packets",
+    "__skb_recv",
+    "pipe_read",
+    "anon_pipe_read",
+    "n_tty_read",
+    "tcp_recvmsg",
+    "udp_recvmsg",
+    "eventfd_read",
+    "signalfd",
+    "do_sigtimedwait",
+    "sys_pause",
+    "__x64_sys_pause",
+];
+
+/// User functions of a blocked stack that show a wait for a condition (a signal to go on, a
+/// thread to finish), not for a lock to be released.
+const CONDITION_FUNCTIONS: &[&str] = &[
+    "pthread_join",
+    "::join",
+    "cond_wait",
+    "cond_timedwait",
+    "cond_clockwait",
+    "Condvar",
+    "sem_wait",
+    "sem_timedwait",
+    "sem_clockwait",
+    "::park",
+    "park_timeout",
+];
+
+/// How a request thread's time came to a function.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Route {
+    /// Request threads ran it.
+    OnCpu,
+    /// Request threads blocked in it until the kernel ended the wait.
+    Blocked {
+        /// What ended it: `jbd2`, `kworker`, `disk`, `timer`, `interrupt`, ... (empty when no
+        /// wakeup was seen).
+        reason: String,
+        /// Why they waited.
+        cause: Cause,
+    },
+    /// Request threads waited for a thread while it ran the function.
+    WaitedRunning {
+        /// The thread waited for.
+        thread: ThreadId,
+        /// Why the request threads waited (lock, I/O, ...).
+        cause: Cause,
+    },
+    /// Request threads waited for a thread while it was blocked in the function on the kernel
+    /// (a lock holder sleeping, a device thread's service).
+    WaitedBlocked {
+        /// The thread waited for.
+        thread: ThreadId,
+        /// Why the request threads waited.
+        cause: Cause,
+        /// What ended the thread's own wait.
+        reason: String,
+    },
+}
+
+/// One route of a function's charged time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Why {
+    /// How the time came.
+    pub route: Route,
+    /// Time charged, ns.
+    pub ns: f64,
+    /// The request threads' waits it came through (weighted; 0 for on-CPU time).
+    pub waits: f64,
+}
+
+/// The time-resolved analysis of a window (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct Resolved {
+    /// The request threads.
+    pub roots: Vec<ThreadId>,
+    /// Their time in the window, idle time left out, ns.
+    pub request_ns: f64,
+    /// Their idle time (waits for new work), ns.
+    pub idle_ns: f64,
+    /// Time charged to each function ([`FunctionId`] order), ns.
+    pub function_ns: Vec<f64>,
+    /// Per request thread (in [`Resolved::roots`] order): time charged to each function, ns.
+    pub root_function_ns: Vec<HashMap<FunctionId, f64>>,
+    /// Time charged to the kernel (no program function to name), by cause, ns.
+    pub kernel_ns: [f64; 6],
+    /// Time in cycles of waits or past the cascade depth, ns.
+    pub knot_ns: f64,
+    /// Per function: the routes its time came by, heaviest first.
+    pub routes: HashMap<FunctionId, Vec<Why>>,
+    /// Per thread: the function each of its waits is named by (the innermost program function,
+    /// stepping out of wrappers), in the timeline's wait order.
+    pub named_waits: Vec<Vec<Option<FunctionId>>>,
+    /// Per thread: whether each of its waits is idle.
+    pub idle_waits: Vec<Vec<bool>>,
+}
+
+impl Resolved {
+    /// The analysis of `evidence`'s timeline; `None` without one.
+    pub fn new(evidence: &Evidence) -> Option<Resolved> {
+        let tl = evidence.timeline.as_ref()?;
+        let mut a = Analyzer::new(evidence, tl);
+        a.classify();
+        let roots = a.roots();
+        Some(a.charge_all(roots))
+    }
+
+    /// A function's share of the request threads' time.
+    pub fn share(&self, f: FunctionId) -> f64 {
+        if self.request_ns > 0.0 {
+            self.function_ns.get(f as usize).copied().unwrap_or(0.0) / self.request_ns
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Wait-for totals of the non-idle and idle waits between two threads.
+#[derive(Clone, Copy, Default)]
+struct Edge {
+    busy: f64,
+    idle: f64,
+}
+
+struct Analyzer<'a> {
+    ev: &'a Evidence,
+    tl: &'a Timeline,
+    /// Per stack: the function a wait in it is named by.
+    named: Vec<Option<FunctionId>>,
+    /// Per stack: the function on-CPU time in it is charged to.
+    on_cpu: Vec<FunctionId>,
+    /// Per stack: its program frames, root first.
+    program: Vec<Vec<FunctionId>>,
+    /// Per thread: the program frames common to all its (untruncated) stacks.
+    loop_prefix: Vec<Vec<FunctionId>>,
+    /// Functions that wrap waits for several callers.
+    wrappers: std::collections::HashSet<FunctionId>,
+    idle: Vec<Vec<bool>>,
+    out: Resolved,
+    /// Per thread: time waited for it while it ran (to share out by its samples), by the
+    /// request wait's cause.
+    running: Vec<[f64; 6]>,
+    /// Per thread: its samples inside those intervals, by the function charged.
+    inside: Vec<HashMap<FunctionId, f64>>,
+    /// Per thread: the function its stack showed when it ended those waits, weighted by time.
+    ended_in: Vec<HashMap<FunctionId, f64>>,
+    /// Per thread, the root whose waits reached it (for per-root sums): time by root index.
+    running_by_root: Vec<HashMap<usize, f64>>,
+    /// Per thread: the request waits (weighted) that reached it while it ran, by their cause.
+    running_waits: Vec<[f64; 6]>,
+}
+
+fn overlap(a: (i64, i64), b: (i64, i64)) -> (i64, i64) {
+    (a.0.max(b.0), a.1.min(b.1))
+}
+
+impl<'a> Analyzer<'a> {
+    fn new(ev: &'a Evidence, tl: &'a Timeline) -> Self {
+        let truncated = ev.function_id(crate::TRUNCATED);
+        let program: Vec<Vec<FunctionId>> = tl
+            .stacks
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|&f| ev.is_program_function(f))
+                    .collect()
+            })
+            .collect();
+        // Wrappers: functions that are the innermost program frame of blocked stacks under
+        // two or more different callers.
+        let mut callers: HashMap<FunctionId, Vec<Option<FunctionId>>> = HashMap::new();
+        for waits in &tl.waits {
+            for w in waits {
+                let p = &program[w.stack as usize];
+                if let Some((&inner, rest)) = p.split_last() {
+                    let caller = rest.last().copied();
+                    let c = callers.entry(inner).or_default();
+                    if !c.contains(&caller) {
+                        c.push(caller);
+                    }
+                }
+            }
+        }
+        let wrappers = callers
+            .into_iter()
+            .filter(|(_, c)| c.len() >= 2)
+            .map(|(f, _)| f)
+            .collect::<std::collections::HashSet<_>>();
+        let named = program
+            .iter()
+            .map(|p| {
+                let mut i = p.len();
+                while i > 1 && wrappers.contains(&p[i - 1]) {
+                    i -= 1;
+                }
+                i.checked_sub(1).map(|i| p[i])
+            })
+            .collect();
+        let on_cpu = tl
+            .stacks
+            .iter()
+            .zip(&program)
+            .map(|(s, p)| p.last().or(s.last()).copied().unwrap_or(FunctionId::MAX))
+            .collect();
+        let n = tl.samples.len();
+        let loop_prefix: Vec<Vec<FunctionId>> = (0..n)
+            .map(|t| {
+                let stacks = tl.samples[t]
+                    .iter()
+                    .map(|s| s.stack)
+                    .chain(tl.waits[t].iter().map(|w| w.stack))
+                    .filter(|&s| {
+                        truncated.is_none_or(|tr| tl.stacks[s as usize].first() != Some(&tr))
+                    });
+                let mut prefix: Option<Vec<FunctionId>> = None;
+                for s in stacks {
+                    let p = &program[s as usize];
+                    match &mut prefix {
+                        None => prefix = Some(p.clone()),
+                        Some(prefix) => {
+                            let common = prefix.iter().zip(p).take_while(|(a, b)| a == b).count();
+                            prefix.truncate(common);
+                        }
+                    }
+                }
+                prefix.unwrap_or_default()
+            })
+            .collect();
+        Analyzer {
+            ev,
+            tl,
+            named,
+            on_cpu,
+            program,
+            loop_prefix,
+            wrappers,
+            idle: Vec::new(),
+            out: Resolved {
+                function_ns: vec![0.0; ev.functions.len()],
+                ..Resolved::default()
+            },
+            running: vec![[0.0; 6]; n],
+            inside: vec![HashMap::new(); n],
+            ended_in: vec![HashMap::new(); n],
+            running_by_root: vec![HashMap::new(); n],
+            running_waits: vec![[0.0; 6]; n],
+        }
+    }
+
+    /// Whether a wait of thread `t` is at its loop level: below the frames common to all the
+    /// thread's stacks, only wrappers.
+    fn loop_level(&self, t: usize, w: &TimedWait) -> bool {
+        let p = &self.program[w.stack as usize];
+        let prefix = &self.loop_prefix[t];
+        p.len() >= prefix.len()
+            && p[..prefix.len()] == prefix[..]
+            && p[prefix.len()..].iter().all(|f| self.wrappers.contains(f))
+    }
+
+    fn stack_has(&self, stack: StackRef, names: &[&str], kernel_only: bool) -> bool {
+        self.tl.stacks[stack as usize].iter().any(|&f| {
+            (!kernel_only || self.ev.is_kernel_function(f)) && {
+                let name = &self.ev.functions[f as usize];
+                names.iter().any(|n| name.contains(n))
+            }
+        })
+    }
+
+    /// Whether a wait looks like one for new work: anything but a mutex and disk I/O.
+    fn waits_for_work(&self, w: &TimedWait) -> bool {
+        match w.cause {
+            Cause::Lock => self.stack_has(w.stack, CONDITION_FUNCTIONS, false),
+            Cause::Io => self.stack_has(w.stack, RECEIVE_FUNCTIONS, true),
+            Cause::RunQueue => false,
+            Cause::Sleep | Cause::Poll | Cause::Other => true,
+        }
+    }
+
+    /// Per (process, other process): whether the other is the first one's client, from the
+    /// waits of the other's threads that the first one's threads ended. A client waits for its
+    /// answers inside the functions that made the requests; a server upstream of the process
+    /// waits for them at its loop level, for new work. Without such waits (the wakeups came
+    /// through the network stack, in interrupts), it is taken for a client.
+    fn clients(&self) -> HashMap<(u32, u32), bool> {
+        let tl = self.tl;
+        // (waker pid, waiter pid) → (loop-level time, all time).
+        let mut sums: HashMap<(u32, u32), (f64, f64)> = HashMap::new();
+        for (t, waits) in tl.waits.iter().enumerate() {
+            let pid = self.ev.threads[t].pid;
+            for w in waits {
+                if let TimedWaker::Thread { thread, .. } = w.waker {
+                    let waker_pid = self.ev.threads[thread as usize].pid;
+                    if waker_pid == pid {
+                        continue;
+                    }
+                    let ns = w.blocked_ns as f64 * w.weight;
+                    let e = sums.entry((waker_pid, pid)).or_default();
+                    e.1 += ns;
+                    if self.loop_level(t, w) {
+                        e.0 += ns;
+                    }
+                }
+            }
+        }
+        sums.into_iter()
+            .map(|(k, (at_loop, all))| (k, at_loop < 0.5 * all))
+            .collect()
+    }
+
+    /// Marks each wait idle or not (see the module docs).
+    fn classify(&mut self) {
+        let tl = self.tl;
+        let clients = self.clients();
+        let mut idle = Vec::with_capacity(tl.waits.len());
+        for (t, waits) in tl.waits.iter().enumerate() {
+            let pid = self.ev.threads[t].pid;
+            idle.push(
+                waits
+                    .iter()
+                    .map(|w| {
+                        if !self.loop_level(t, w) || !self.waits_for_work(w) {
+                            return false;
+                        }
+                        match w.waker {
+                            // A thread of the same process, or of a server this process calls:
+                            // charged to what it did meanwhile. A client's new request: idle.
+                            TimedWaker::Thread { thread, .. } => {
+                                let waker_pid = self.ev.threads[thread as usize].pid;
+                                waker_pid != pid
+                                    && clients.get(&(pid, waker_pid)).copied().unwrap_or(true)
+                            }
+                            TimedWaker::None | TimedWaker::Kernel { .. } => true,
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        self.idle = idle;
+    }
+
+    /// A thread's time in the window: on CPU and waiting, idle waits included or not.
+    fn thread_ns(&self, t: usize, with_idle: bool) -> f64 {
+        let cpu = self.tl.samples[t].len() as f64 * self.tl.period_ns;
+        let waits: f64 = self.tl.waits[t]
+            .iter()
+            .zip(&self.idle[t])
+            .filter(|(_, idle)| with_idle || !**idle)
+            .map(|(w, _)| (w.blocked_ns + w.runq_ns) as f64 * w.weight)
+            .sum();
+        cpu + waits
+    }
+
+    /// The request threads (see the module docs).
+    fn roots(&self) -> Vec<ThreadId> {
+        let tl = self.tl;
+        let n = tl.samples.len();
+        let mut edges: HashMap<(usize, usize), Edge> = HashMap::new();
+        let mut idle_any = vec![false; n];
+        let mut idle_external = vec![false; n];
+        for (t, waits) in tl.waits.iter().enumerate() {
+            for (w, &idle) in waits.iter().zip(&self.idle[t]) {
+                if idle {
+                    idle_any[t] = true;
+                    // Woken by another process, a socket or a poll: work from outside.
+                    if matches!(w.waker, TimedWaker::Thread { .. }) || w.cause != Cause::Sleep {
+                        idle_external[t] = true;
+                    }
+                }
+                if let TimedWaker::Thread { thread, .. } = w.waker
+                    && thread as usize != t
+                {
+                    let e = edges.entry((t, thread as usize)).or_default();
+                    let ns = w.blocked_ns as f64 * w.weight;
+                    if idle {
+                        e.idle += ns;
+                    } else {
+                        e.busy += ns;
+                    }
+                }
+            }
+        }
+        let totals: Vec<f64> = (0..n).map(|t| self.thread_ns(t, true)).collect();
+        let mut parent: Vec<usize> = (0..n).collect();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        let mut any = false;
+        for (&(a, b), e) in &edges {
+            if e.busy + e.idle >= MIN_EDGE_SHARE * totals[a].min(totals[b]) {
+                any = true;
+                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                parent[ra] = rb;
+            }
+        }
+        let selected = |t: usize| tl.selected.get(t).copied().unwrap_or(false);
+        let candidates: Vec<usize> = if any {
+            // The connected part with the most waiting between threads, among those holding a
+            // selected thread.
+            let mut weight: HashMap<usize, f64> = HashMap::new();
+            for (&(a, _), e) in &edges {
+                let r = find(&mut parent, a);
+                *weight.entry(r).or_default() += e.busy + e.idle;
+            }
+            let mut best: Option<(usize, f64)> = None;
+            for (r, w) in weight {
+                let has_selected = (0..n).any(|t| selected(t) && find(&mut parent, t) == r);
+                if has_selected && best.is_none_or(|(br, bw)| w > bw || (w == bw && r < br)) {
+                    best = Some((r, w));
+                }
+            }
+            match best {
+                Some((r, _)) => (0..n)
+                    .filter(|&t| selected(t) && find(&mut parent, t) == r)
+                    .collect(),
+                None => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        let candidates = if candidates.is_empty() {
+            // No thread waits for another: the selected threads that receive work from
+            // outside, else those that wait for any work.
+            let external: Vec<usize> = (0..n)
+                .filter(|&t| selected(t) && idle_external[t])
+                .collect();
+            if external.is_empty() {
+                (0..n).filter(|&t| selected(t) && idle_any[t]).collect()
+            } else {
+                external
+            }
+        } else {
+            candidates
+        };
+        // Not the servers: threads the selected ones wait for (busy) twice as long as they
+        // wait for others.
+        let waited_on = |t: usize| -> f64 {
+            edges
+                .iter()
+                .filter(|((a, b), _)| *b == t && selected(*a))
+                .map(|(_, e)| e.busy)
+                .sum()
+        };
+        let waits = |t: usize| -> f64 {
+            edges
+                .iter()
+                .filter(|((a, _), _)| *a == t)
+                .map(|(_, e)| e.busy)
+                .sum()
+        };
+        let roots: Vec<ThreadId> = candidates
+            .iter()
+            .copied()
+            .filter(|&t| {
+                let on = waited_on(t);
+                on <= 0.0 || on < 2.0 * waits(t)
+            })
+            .map(|t| t as ThreadId)
+            .collect();
+        if roots.is_empty() {
+            candidates.into_iter().map(|t| t as ThreadId).collect()
+        } else {
+            roots
+        }
+    }
+
+    fn route(&mut self, f: FunctionId, route: Route, ns: f64, waits: f64) {
+        let routes = self.out.routes.entry(f).or_default();
+        match routes.iter_mut().find(|w| w.route == route) {
+            Some(w) => {
+                w.ns += ns;
+                w.waits += waits;
+            }
+            None => routes.push(Why { route, ns, waits }),
+        }
+    }
+
+    /// Charges `ns` to function `f` (or the kernel's `cause` when there is none) for root `r`.
+    fn sink(&mut self, r: usize, f: Option<FunctionId>, cause: Cause, ns: f64) {
+        if ns <= 0.0 {
+            return;
+        }
+        match f.filter(|&f| (f as usize) < self.out.function_ns.len()) {
+            Some(f) => {
+                self.out.function_ns[f as usize] += ns;
+                *self.out.root_function_ns[r].entry(f).or_default() += ns;
+            }
+            None => self.out.kernel_ns[cause as usize] += ns,
+        }
+    }
+
+    fn reason(&self, waker: TimedWaker) -> String {
+        match waker {
+            TimedWaker::Kernel { reason, .. } => self.tl.reasons[reason as usize].clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn charge_all(mut self, roots: Vec<ThreadId>) -> Resolved {
+        self.out.root_function_ns = vec![HashMap::new(); roots.len()];
+        let tl = self.tl;
+        for (r, &root) in roots.iter().enumerate() {
+            let t = root as usize;
+            for s in &tl.samples[t] {
+                let f = self.on_cpu[s.stack as usize];
+                self.sink(r, Some(f), Cause::Other, tl.period_ns);
+                self.out.request_ns += tl.period_ns;
+                self.route(f, Route::OnCpu, tl.period_ns, 0.0);
+            }
+            for (i, w) in tl.waits[t].iter().enumerate() {
+                let (blocked, runq) = (w.blocked_ns as f64 * w.weight, w.runq_ns as f64 * w.weight);
+                if self.idle[t][i] {
+                    self.out.idle_ns += blocked + runq;
+                    continue;
+                }
+                self.out.request_ns += blocked + runq;
+                self.sink(r, None, Cause::RunQueue, runq);
+                match w.waker {
+                    TimedWaker::Thread { thread, stack } if thread != root => {
+                        let mut visited = vec![root];
+                        self.charge(
+                            r,
+                            thread,
+                            (w.start_ns, w.wake_ns()),
+                            w.weight,
+                            (w.cause, w.weight),
+                            Some(stack),
+                            1,
+                            &mut visited,
+                        );
+                    }
+                    waker => {
+                        let f = self.named[w.stack as usize];
+                        self.sink(r, f, w.cause, blocked);
+                        if let Some(f) = f {
+                            let reason = self.reason(waker);
+                            self.route(
+                                f,
+                                Route::Blocked {
+                                    reason,
+                                    cause: w.cause,
+                                },
+                                blocked,
+                                w.weight,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // The time waited for threads while they ran, shared out by what they ran then.
+        for b in 0..self.running.len() {
+            let total: f64 = self.running[b].iter().sum();
+            if total <= 0.0 {
+                continue;
+            }
+            let dist = self.distribution(b);
+            let by_root = std::mem::take(&mut self.running_by_root[b]);
+            let by_cause = self.running[b];
+            let waits = self.running_waits[b];
+            for (f, share) in dist {
+                for (&r, &ns) in &by_root {
+                    self.sink(r, Some(f), Cause::Other, ns * share);
+                }
+                for c in Cause::ALL {
+                    let ns = by_cause[c as usize];
+                    if ns > 0.0 {
+                        self.route(
+                            f,
+                            Route::WaitedRunning {
+                                thread: b as ThreadId,
+                                cause: c,
+                            },
+                            ns * share,
+                            waits[c as usize],
+                        );
+                    }
+                }
+            }
+        }
+        for routes in self.out.routes.values_mut() {
+            routes.sort_by(|a, b| b.ns.total_cmp(&a.ns));
+        }
+        self.out.roots = roots;
+        self.out.named_waits = tl
+            .waits
+            .iter()
+            .map(|ws| ws.iter().map(|w| self.named[w.stack as usize]).collect())
+            .collect();
+        self.out.idle_waits = std::mem::take(&mut self.idle);
+        self.out
+    }
+
+    /// How thread `b`'s running time during the waits for it is shared out among functions:
+    /// by its samples inside those waits, else by its stacks when it ended them, else by all
+    /// its samples in the window.
+    fn distribution(&self, b: usize) -> Vec<(FunctionId, f64)> {
+        let norm = |m: &HashMap<FunctionId, f64>| -> Vec<(FunctionId, f64)> {
+            let total: f64 = m.values().sum();
+            let mut v: Vec<(FunctionId, f64)> = m.iter().map(|(&f, &x)| (f, x / total)).collect();
+            v.sort_by_key(|&(f, _)| f);
+            v
+        };
+        if !self.inside[b].is_empty() {
+            return norm(&self.inside[b]);
+        }
+        if !self.ended_in[b].is_empty() {
+            return norm(&self.ended_in[b]);
+        }
+        let mut all: HashMap<FunctionId, f64> = HashMap::new();
+        for s in &self.tl.samples[b] {
+            *all.entry(self.on_cpu[s.stack as usize]).or_default() += 1.0;
+        }
+        if all.is_empty() {
+            Vec::new()
+        } else {
+            norm(&all)
+        }
+    }
+
+    /// Charges root `r`'s wait for thread `b` over `interval` (weighted by `mass`) to what `b`
+    /// did then (see the module docs). `request` is the root wait's cause and weight;
+    /// `waker_stack` `b`'s stack when it ended the wait, when the interval ends with that.
+    #[allow(clippy::too_many_arguments)]
+    fn charge(
+        &mut self,
+        r: usize,
+        b: ThreadId,
+        interval: (i64, i64),
+        mass: f64,
+        request: (Cause, f64),
+        waker_stack: Option<StackRef>,
+        depth: usize,
+        visited: &mut Vec<ThreadId>,
+    ) {
+        let (s, e) = interval;
+        let len = (e - s) as f64;
+        if len <= 0.0 || mass <= 0.0 {
+            return;
+        }
+        if depth > MAX_DEPTH || visited.contains(&b) {
+            self.out.knot_ns += mass * len;
+            return;
+        }
+        visited.push(b);
+        let bi = b as usize;
+        let tl = self.tl;
+        let waits = &tl.waits[bi];
+        // Waits of b overlapping [s, e]: b's waits do not overlap each other, so they are in
+        // order of their ends too.
+        let first = waits.partition_point(|x| x.wake_ns() + x.runq_ns <= s);
+        let mut parts: Vec<(usize, (i64, i64), f64, f64)> = Vec::new();
+        let mut covered = 0.0;
+        for (i, x) in waits.iter().enumerate().skip(first) {
+            if x.start_ns >= e {
+                break;
+            }
+            let blocked = overlap((x.start_ns, x.wake_ns()), (s, e));
+            let runq = overlap((x.wake_ns(), x.wake_ns() + x.runq_ns), (s, e));
+            let (ob, or) = (
+                (blocked.1 - blocked.0).max(0) as f64 * x.weight,
+                (runq.1 - runq.0).max(0) as f64 * x.weight,
+            );
+            if ob + or > 0.0 {
+                covered += ob + or;
+                parts.push((i, blocked, ob, or));
+            }
+        }
+        // Drawn waits stand for several: scaled back so that they cover at most the interval.
+        let scale = if covered > len { len / covered } else { 1.0 };
+        let mut charged = 0.0;
+        for (i, blocked, ob, or) in parts {
+            let x = waits[i];
+            let (ob, or) = (ob * scale, or * scale);
+            charged += ob + or;
+            self.sink(r, None, Cause::RunQueue, mass * or);
+            if self.idle[bi][i] {
+                self.out.idle_ns += mass * ob;
+                self.out.request_ns -= mass * ob;
+                continue;
+            }
+            match x.waker {
+                TimedWaker::Thread { thread, stack } => {
+                    let ends_here = x.wake_ns() <= e;
+                    self.charge(
+                        r,
+                        thread,
+                        blocked,
+                        mass * x.weight * scale,
+                        request,
+                        ends_here.then_some(stack),
+                        depth + 1,
+                        visited,
+                    );
+                }
+                waker => {
+                    let f = self.named[x.stack as usize];
+                    self.sink(r, f, x.cause, mass * ob);
+                    if let Some(f) = f {
+                        let reason = self.reason(waker);
+                        self.route(
+                            f,
+                            Route::WaitedBlocked {
+                                thread: b,
+                                cause: request.0,
+                                reason,
+                            },
+                            mass * ob,
+                            request.1,
+                        );
+                    }
+                }
+            }
+        }
+        let rest = (len - charged).max(0.0) * mass;
+        if rest > 0.0 {
+            self.running[bi][request.0 as usize] += rest;
+            self.running_waits[bi][request.0 as usize] += request.1;
+            *self.running_by_root[bi].entry(r).or_default() += rest;
+            let samples = &tl.samples[bi];
+            let from = samples.partition_point(|x| x.time_ns < s);
+            for x in samples[from..].iter().take_while(|x| x.time_ns < e) {
+                *self.inside[bi]
+                    .entry(self.on_cpu[x.stack as usize])
+                    .or_default() += mass;
+            }
+            if let Some(stack) = waker_stack {
+                let f =
+                    self.named[stack as usize].or(self.tl.stacks[stack as usize].last().copied());
+                if let Some(f) = f {
+                    *self.ended_in[bi].entry(f).or_default() += rest;
+                }
+            }
+        }
+        visited.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Frame;
+    use crate::graph::{Analysis, Explanation};
+    use crate::offcpu::{OffCpuWait, ThreadRef, Waker};
+    use crate::store::{Aggregator, Batch, SeriesLabels};
+
+    /// A program's threads doing things at given times, through the agent's aggregation.
+    struct Sim {
+        agg: Aggregator,
+        batches: Vec<Batch>,
+    }
+
+    /// Frames root first; names starting with `k:` are the kernel's, with `c:` the C
+    /// library's.
+    fn frames(stack: &[&str]) -> Vec<Frame> {
+        stack
+            .iter()
+            .map(|n| {
+                if let Some(k) = n.strip_prefix("k:") {
+                    Frame::kernel(k)
+                } else if let Some(c) = n.strip_prefix("c:") {
+                    Frame::user(c, "/lib/x86_64-linux-gnu/libc.so.6")
+                } else {
+                    Frame::user(*n, "/bin/app")
+                }
+            })
+            .collect()
+    }
+
+    fn series(pid: u32, comm: &str) -> SeriesLabels {
+        SeriesLabels {
+            pid,
+            comm: comm.into(),
+            service: comm.into(),
+            ..SeriesLabels::default()
+        }
+    }
+
+    fn thread(pid: u32, tid: u32, comm: &str) -> ThreadRef {
+        ThreadRef {
+            pid,
+            tid,
+            comm: comm.into(),
+        }
+    }
+
+    /// Who ends a simulated wait.
+    enum By<'a> {
+        Thread(ThreadRef, &'a [&'a str]),
+        KernelThread(ThreadRef, &'a [&'a str]),
+        Timer,
+    }
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+
+    impl Sim {
+        fn new() -> Self {
+            Sim {
+                agg: Aggregator::new(1_000, 1_000_000),
+                batches: Vec::new(),
+            }
+        }
+
+        /// On-CPU samples every ms of [from, to) ms.
+        fn run(&mut self, t: &ThreadRef, from: f64, to: f64, stack: &[&str]) {
+            let mut at = from;
+            while at < to {
+                let s = series(t.pid, &t.comm);
+                let time = T0 + (at * 1e6) as i64;
+                self.batches
+                    .extend(self.agg.add_on_cpu(time, &s, t.tid, &frames(stack)));
+                at += 1.0;
+            }
+        }
+
+        fn wait(
+            &mut self,
+            t: &ThreadRef,
+            from: f64,
+            to: f64,
+            stack: &[&str],
+            cause: Cause,
+            by: By,
+        ) {
+            let waker = match by {
+                By::Thread(w, s) => Some((w, s, false)),
+                By::KernelThread(w, s) => Some((w, s, true)),
+                By::Timer => None,
+            };
+            let wait = OffCpuWait {
+                thread: t.clone(),
+                start_unix_ns: T0 + (from * 1e6) as i64,
+                blocked_ns: ((to - from) * 1e6) as u64,
+                runq_delay_ns: 0,
+                cause,
+                weight: 1.0,
+                frames: frames(stack),
+                waker: Some(match &waker {
+                    Some((w, s, kernel)) => Waker {
+                        thread: w.clone(),
+                        in_interrupt: false,
+                        kernel_thread: *kernel,
+                        frames: frames(s),
+                    },
+                    None => Waker {
+                        thread: t.clone(),
+                        in_interrupt: true,
+                        kernel_thread: false,
+                        frames: frames(&["k:hrtimer_wakeup"]),
+                    },
+                }),
+            };
+            let waker_series = waker.as_ref().map(|(w, ..)| series(w.pid, &w.comm));
+            self.batches.extend(self.agg.add_wait(
+                &series(t.pid, &t.comm),
+                waker_series.as_ref(),
+                &wait,
+            ));
+        }
+
+        fn analyze(mut self, seconds: f64) -> (Evidence, Analysis) {
+            self.batches.extend(self.agg.flush());
+            let ev = Evidence::from_batches(&self.batches, seconds, |s| s.pid == 1);
+            let analysis = Analysis::new(&ev);
+            (ev, analysis)
+        }
+    }
+
+    fn share(ev: &Evidence, a: &Analysis, f: &str) -> f64 {
+        ev.function_id(f)
+            .map_or(0.0, |id| a.functions[id as usize].critical_path_share)
+    }
+
+    /// A request that waits for a lock is charged to what the holder ran while it waited (its
+    /// critical section), not to the holder's average, which here is mostly work outside the
+    /// lock; the request thread's think time between requests is idle, ranked nowhere.
+    #[test]
+    fn waits_are_charged_to_what_the_waker_did_meanwhile() {
+        let mut sim = Sim::new();
+        let (h, w) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..40 {
+            let c = cycle as f64 * 50.0;
+            sim.run(&h, c, c + 6.0, &["h_loop", "flush"]);
+            sim.run(&h, c + 6.0, c + 36.0, &["h_loop", "compact"]);
+            sim.wait(
+                &h,
+                c + 36.0,
+                c + 50.0,
+                &["h_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.wait(
+                &w,
+                c + 1.0,
+                c + 6.0,
+                &["w_loop", "handle", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(h.clone(), &["h_loop", "flush", "c:pthread_mutex_unlock"]),
+            );
+            sim.run(&w, c + 6.0, c + 7.0, &["w_loop", "handle"]);
+            sim.wait(
+                &w,
+                c + 7.0,
+                c + 51.0,
+                &["w_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(2.0);
+        let r = a.resolved.as_ref().expect("a timeline");
+        assert_eq!(r.roots.len(), 1, "the worker alone: {:?}", r.roots);
+        assert_eq!(ev.threads[r.roots[0] as usize].tid, 3);
+        assert!(
+            share(&ev, &a, "flush") > 0.7,
+            "flush {}",
+            share(&ev, &a, "flush")
+        );
+        assert!(
+            share(&ev, &a, "compact") < 0.02,
+            "compact {}",
+            share(&ev, &a, "compact")
+        );
+        assert!(
+            share(&ev, &a, "w_loop") < 0.02,
+            "think time {}",
+            share(&ev, &a, "w_loop")
+        );
+        // 40 think times of 44 ms are idle.
+        assert!(
+            (r.idle_ns / 1e6 - 40.0 * 44.0).abs() < 1.0,
+            "idle {}",
+            r.idle_ns / 1e6
+        );
+    }
+
+    /// A wait the kernel ended through a kernel thread (a journal commit) is charged to the
+    /// program function that blocked, with the kernel thread as its reason, never to the
+    /// kernel thread's own functions.
+    #[test]
+    fn kernel_thread_wakers_charge_the_blocked_function() {
+        let mut sim = Sim::new();
+        let (w, jbd2) = (thread(1, 3, "app"), thread(300, 300, "jbd2/vda1-8"));
+        for cycle in 0..40 {
+            let c = cycle as f64 * 20.0;
+            sim.run(&w, c, c + 2.0, &["w_loop", "handle", "encode"]);
+            sim.wait(
+                &w,
+                c + 2.0,
+                c + 12.0,
+                &[
+                    "w_loop",
+                    "handle",
+                    "audit_log",
+                    "c:fdatasync",
+                    "k:ext4_sync_file",
+                    "k:jbd2_log_wait_commit",
+                    "k:schedule",
+                ],
+                Cause::Io,
+                By::KernelThread(
+                    jbd2.clone(),
+                    &[
+                        "k:kjournald2",
+                        "k:jbd2_journal_commit_transaction",
+                        "k:__wake_up",
+                    ],
+                ),
+            );
+            sim.run(&jbd2, c + 3.0, c + 11.0, &["k:kjournald2", "k:iowrite16"]);
+            sim.wait(
+                &w,
+                c + 12.0,
+                c + 20.0,
+                &["w_loop", "c:accept", "k:inet_csk_accept", "k:schedule"],
+                Cause::Io,
+                By::Thread(thread(2, 5, "client"), &["client_main", "c:connect"]),
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        assert!(
+            share(&ev, &a, "audit_log") > 0.7,
+            "audit_log {}",
+            share(&ev, &a, "audit_log")
+        );
+        assert_eq!(share(&ev, &a, "iowrite16"), 0.0);
+        let e = Explanation::new(&ev, &a, crate::graph::Method::CriticalPath, None, 3);
+        assert_eq!(e.functions[0].function, "audit_log");
+        let why = e.functions[0].why.as_deref().unwrap();
+        assert!(
+            why.contains("blocked in audit_log (io, ended by [jbd2])"),
+            "{why}"
+        );
+    }
+
+    /// A wait wrapper called for every kind of wait is not named: its caller is (a sleep taken
+    /// while holding the lock requests wait for).
+    #[test]
+    fn wrappers_name_their_callers() {
+        let mut sim = Sim::new();
+        let (m, w) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..40 {
+            let c = cycle as f64 * 20.0;
+            // The maintenance thread sleeps 3 ms holding the lock, then 17 ms between runs.
+            sim.wait(
+                &m,
+                c,
+                c + 3.0,
+                &["m_loop", "maintenance", "wait_event", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.run(&m, c + 3.0, c + 4.0, &["m_loop", "maintenance"]);
+            sim.wait(
+                &m,
+                c + 4.0,
+                c + 20.0,
+                &["m_loop", "wait_event", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.wait(
+                &w,
+                c + 0.5,
+                c + 4.0,
+                &["w_loop", "handle", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(
+                    m.clone(),
+                    &["m_loop", "maintenance", "c:pthread_mutex_unlock"],
+                ),
+            );
+            sim.run(&w, c + 4.0, c + 5.0, &["w_loop", "handle"]);
+            sim.wait(
+                &w,
+                c + 5.0,
+                c + 20.5,
+                &["w_loop", "wait_event", "c:poll"],
+                Cause::Poll,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        assert!(
+            share(&ev, &a, "maintenance") > 0.7,
+            "maintenance {}",
+            share(&ev, &a, "maintenance")
+        );
+        assert_eq!(share(&ev, &a, "wait_event"), 0.0);
+    }
+
+    /// A thread burning CPU that no request waits for is not a request thread and is charged
+    /// nothing, however much it runs.
+    #[test]
+    fn unconnected_burners_are_not_request_threads() {
+        let mut sim = Sim::new();
+        let (h, w, b) = (
+            thread(1, 2, "app"),
+            thread(1, 3, "app"),
+            thread(1, 4, "app"),
+        );
+        for cycle in 0..40 {
+            let c = cycle as f64 * 20.0;
+            sim.run(&b, c, c + 20.0, &["b_loop", "burn"]);
+            sim.run(&h, c, c + 4.0, &["h_loop", "flush"]);
+            sim.wait(
+                &h,
+                c + 4.0,
+                c + 20.0,
+                &["h_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.wait(
+                &w,
+                c + 1.0,
+                c + 4.0,
+                &["w_loop", "handle", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(h.clone(), &["h_loop", "flush", "c:pthread_mutex_unlock"]),
+            );
+            sim.run(&w, c + 4.0, c + 5.0, &["w_loop", "handle"]);
+            sim.wait(
+                &w,
+                c + 5.0,
+                c + 21.0,
+                &["w_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().unwrap();
+        assert!(!r.roots.iter().any(|&t| ev.threads[t as usize].tid == 4));
+        assert_eq!(share(&ev, &a, "burn"), 0.0);
+        assert!(share(&ev, &a, "flush") > 0.6);
+    }
+}
