@@ -238,6 +238,7 @@ fn interval(services: &[Service], service_cdf: &[f64], start_ms: i64, rng: &mut 
                 tid,
                 time_ns,
                 stack: stack_id,
+                background: false,
             });
             if seen.len() < 4096 {
                 seen.push((series_id, tid, stack_id));

@@ -154,11 +154,39 @@ pub const INTERRUPT_FUNCTIONS: &[&str] = &[
     "net_rx_action",
 ];
 
-/// Whether a waker's kernel stack shows interrupt context.
+/// Kernel functions of a task's own transmit path, and of a softirq run synchronously when
+/// that task re-enabled bottom halves (not on an interrupt's exit).
+const OWN_SOFTIRQ_FUNCTIONS: (&[&str], &[&str]) = (
+    &["__dev_queue_xmit", "dev_hard_start_xmit", "loopback_xmit"],
+    &["__local_bh_enable_ip", "do_softirq"],
+);
+
+/// Kernel functions of a hardware interrupt's entry or exit.
+const HARD_IRQ_FUNCTIONS: &[&str] = &[
+    "asm_sysvec_",
+    "sysvec_",
+    "__sysvec_",
+    "asm_common_interrupt",
+    "common_interrupt",
+    "irq_exit_rcu",
+    "hrtimer_interrupt",
+];
+
+/// Whether a waker's kernel stack shows interrupt context. A softirq that a task ran itself,
+/// synchronously, right after transmitting (a loopback TCP send delivered to its receiver on the
+/// sender's CPU) is the sending task's doing, not an interrupt's.
 pub fn is_interrupt_stack<'a>(kernel_functions: impl IntoIterator<Item = &'a str>) -> bool {
-    kernel_functions
-        .into_iter()
-        .any(|f| INTERRUPT_FUNCTIONS.iter().any(|p| f.starts_with(p)))
+    let functions: Vec<&str> = kernel_functions.into_iter().collect();
+    let any = |names: &[&str]| {
+        functions
+            .iter()
+            .any(|f| names.iter().any(|p| f.starts_with(p)))
+    };
+    if !any(INTERRUPT_FUNCTIONS) {
+        return false;
+    }
+    let (transmit, synchronous) = OWN_SOFTIRQ_FUNCTIONS;
+    !(any(transmit) && any(synchronous) && !any(HARD_IRQ_FUNCTIONS))
 }
 
 /// `sched_switch` reports a preempted task as `TASK_REPORT_MAX` (0x100) and a yielding one as 0.
@@ -545,6 +573,32 @@ mod tests {
             "__x64_sys_futex",
             "futex_wake",
             "try_to_wake_up"
+        ]));
+        // A loopback TCP send: the receive softirq runs in the sender's context.
+        let loopback_send = [
+            "do_syscall_64",
+            "__sys_sendto",
+            "tcp_sendmsg",
+            "ip_finish_output2",
+            "__dev_queue_xmit",
+            "__local_bh_enable_ip",
+            "do_softirq",
+            "handle_softirqs",
+            "net_rx_action",
+            "tcp_v4_rcv",
+            "sock_def_readable",
+            "try_to_wake_up",
+        ];
+        assert!(!is_interrupt_stack(loopback_send));
+        // The same receive path entered from a device interrupt's exit is an interrupt's.
+        assert!(is_interrupt_stack([
+            "asm_common_interrupt",
+            "irq_exit_rcu",
+            "handle_softirqs",
+            "net_rx_action",
+            "tcp_v4_rcv",
+            "sock_def_readable",
+            "try_to_wake_up",
         ]));
     }
 

@@ -416,7 +416,8 @@ fn observe(
         } => {
             stats.samples += 1;
             let labels = processes.labels(pid, comm);
-            finished.extend(agg.add_on_cpu(time_unix_ns, &labels, tid, &frames));
+            let background = processes.background.get(pid, tid);
+            finished.extend(agg.add_on_cpu(time_unix_ns, &labels, (tid, background), &frames));
         }
         // The agent places no probes.
         Observation::Call { .. } => {}
@@ -446,6 +447,8 @@ struct ProcessInfo {
     host: String,
     services: Vec<ServiceRule>,
     cache: HashMap<u32, (Instant, String, String, String)>,
+    /// Which threads run as background work (`SCHED_IDLE`, nice ≥ 10).
+    background: critpath_sampler::sys::BackgroundThreads,
 }
 
 impl ProcessInfo {
@@ -454,6 +457,7 @@ impl ProcessInfo {
             host,
             services,
             cache: HashMap::new(),
+            background: Default::default(),
         }
     }
 

@@ -176,5 +176,11 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
             "sampling only (φ = 1: recordings, or too few intervals)".to_owned()
         }
     );
+    if !report.suspects.is_empty() {
+        println!("why:");
+        for s in report.suspects.iter().take(3) {
+            println!("  {}: {}", s.function, s.why);
+        }
+    }
     Ok(())
 }

@@ -122,10 +122,16 @@ pub struct Case {
     pub rank: Option<usize>,
     /// Red herrings ranked above the culprit.
     pub herrings_above: Vec<String>,
-    /// Idle functions among the first three.
+    /// Idle functions (waits for new work) among the first three, ranked for waiting.
     pub idle_in_top3: Vec<String>,
+    /// Those functions among the first three ranked for their own CPU time (reported, not
+    /// counted against the answer).
+    pub loop_cpu_in_top3: Vec<String>,
     /// The first five functions of the answer.
     pub top: Vec<String>,
+    /// The answer's one-line reasons for its first three functions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
     /// Why the case could not be scored, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -165,7 +171,14 @@ fn is(function: &str, names: &[String]) -> bool {
         .any(|n| function == n || function.ends_with(&format!("::{n}")))
 }
 
-fn score(scenario: &Scenario, functions: &[String]) -> (Option<usize>, Vec<String>, Vec<String>) {
+/// The culprit's rank, the red herrings above it, and the idle functions (waits for new work)
+/// among the first three that are ranked for waiting — a loop function ranked for the CPU it
+/// runs itself (a `send` system call, a clock read) is not ranked for idle time.
+fn score(
+    scenario: &Scenario,
+    functions: &[String],
+    for_waiting: &[bool],
+) -> (Option<usize>, Vec<String>, Vec<String>) {
     let rank = functions.iter().position(|f| is(f, &scenario.culprit));
     let above = &functions[..rank.unwrap_or(functions.len())];
     let herrings = above
@@ -175,11 +188,46 @@ fn score(scenario: &Scenario, functions: &[String]) -> (Option<usize>, Vec<Strin
         .collect();
     let idle = functions
         .iter()
+        .zip(for_waiting.iter().chain(std::iter::repeat(&true)))
         .take(3)
-        .filter(|f| is(f, &scenario.idle))
-        .cloned()
+        .filter(|(f, waiting)| **waiting && is(f, &scenario.idle))
+        .map(|(f, _)| f.clone())
         .collect();
     (rank, herrings, idle)
+}
+
+/// `pids` and every process descended from them (from `/proc/PID/stat`'s parent ids).
+fn with_descendants(pids: &[u32]) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // The parent id is the second field after the name's last ')'.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut out = pids.to_vec();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !out.contains(&pid) {
+                out.push(pid);
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Fills `{name}` placeholders.
@@ -329,7 +377,9 @@ impl Bench {
             .filter(|(role, _)| !separate || *role != sc.measured_by)
             .map(|(_, c)| c.id())
             .collect();
-        let recorder = during(&follow)?;
+        // With the processes they forked already (a helper, nginx's workers): the recorder
+        // follows only the forks made after it starts.
+        let recorder = during(&with_descendants(&follow))?;
         let limit = Duration::from_secs(self.seconds + 30);
         let measured = running
             .children
@@ -361,7 +411,19 @@ impl Bench {
     fn selector(sc: &Scenario) -> String {
         let exe = sc.explain.exe_file.as_deref().unwrap_or(&sc.explain.exe);
         let base = exe.rsplit('/').next().unwrap_or(exe);
-        format!("{{exe=~\".*/{}\"}}", regex::escape(base))
+        // Regex metacharacters as one-character classes: the selector's string syntax knows
+        // only the `\\` and `\"` escapes.
+        let pattern: String = base
+            .chars()
+            .map(|c| {
+                if ".+*?()|[]{}^$".contains(c) {
+                    format!("[{c}]")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        format!("{{exe=~\".*/{pattern}\"}}")
     }
 
     /// Starts `critpath record` of `pids` for the rest of the run.
@@ -399,16 +461,46 @@ impl Bench {
     }
 }
 
+/// An answer: its functions in order, whether each is ranked for waiting (not for CPU time),
+/// and the reasons given for the first three.
+struct Answer {
+    functions: Vec<String>,
+    for_waiting: Vec<bool>,
+    why: Vec<String>,
+}
+
 /// The functions of an explanation (`functions`) or a regressions report (`suspects`).
-fn ranked(answer: &Value, key: &str) -> Vec<String> {
-    answer[key]
+fn ranked(answer: &Value, key: &str) -> Answer {
+    let items = answer[key]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f["function"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Answer {
+        functions: items
+            .iter()
+            .filter_map(|f| f["function"].as_str().map(str::to_owned))
+            .collect(),
+        // Explain: the function's heaviest route was a wait (in it, or for a thread blocked in
+        // it), or no route is known; regressions: its share of the requests' time changed.
+        for_waiting: items
+            .iter()
+            .filter(|f| f["function"].is_string())
+            .map(
+                |f| match (f["route"].as_str(), f["critical_path_after"].as_f64()) {
+                    (Some(route), _) => route == "blocked" || route == "waited_blocked",
+                    (None, Some(after)) => {
+                        (after - f["critical_path_before"].as_f64().unwrap_or(0.0)).abs() >= 0.005
+                    }
+                    (None, None) => true,
+                },
+            )
+            .collect(),
+        why: items
+            .iter()
+            .take(3)
+            .filter_map(|f| f["why"].as_str().map(str::to_owned))
+            .collect(),
+    }
 }
 
 /// `critpath run` in the background, serving on a free port of loopback.
@@ -492,13 +584,19 @@ fn case(
     sc: &Scenario,
     path: &'static str,
     question: &'static str,
-    answer: anyhow::Result<Vec<String>>,
+    answer: anyhow::Result<Answer>,
 ) -> Case {
-    let (functions, error) = match answer {
-        Ok(f) => (f, None),
-        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    let (functions, for_waiting, why, error) = match answer {
+        Ok(a) => (a.functions, a.for_waiting, a.why, None),
+        Err(e) => (Vec::new(), Vec::new(), Vec::new(), Some(format!("{e:#}"))),
     };
-    let (rank, herrings_above, idle_in_top3) = score(sc, &functions);
+    let (rank, herrings_above, idle_in_top3) = score(sc, &functions, &for_waiting);
+    let loop_cpu_in_top3 = functions
+        .iter()
+        .take(3)
+        .filter(|f| is(f, &sc.idle) && !idle_in_top3.contains(f))
+        .cloned()
+        .collect();
     Case {
         scenario: sc.name.clone(),
         kind: if sc.kind.is_empty() {
@@ -511,7 +609,9 @@ fn case(
         rank,
         herrings_above,
         idle_in_top3,
+        loop_cpu_in_top3,
         top: functions.into_iter().take(5).collect(),
+        why,
         error,
     }
 }

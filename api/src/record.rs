@@ -337,6 +337,8 @@ struct Recording {
         Vec<Batch>,
         std::collections::HashMap<u32, String>,
     )>,
+    /// Which threads run as background work (`SCHED_IDLE`, nice ≥ 10), for the timeline.
+    background: critpath_sampler::sys::BackgroundThreads,
     /// Probed calls.
     calls: Vec<Call>,
     /// With probes: samples and waits held until the calls they fall in are known.
@@ -374,6 +376,7 @@ impl Recording {
                     std::collections::HashMap::new(),
                 )
             }),
+            background: Default::default(),
             calls: Vec::new(),
             deferred: (!config.probes.is_empty()).then(Vec::new),
         }
@@ -405,7 +408,13 @@ impl Recording {
             } => {
                 if let Some((agg, batches, exes)) = &mut self.timeline {
                     let series = record_series(exes, pid, &comm);
-                    batches.extend(agg.add_on_cpu(time_unix_ns, &series, tid, &frames));
+                    let background = self.background.get(pid, tid);
+                    batches.extend(agg.add_on_cpu(
+                        time_unix_ns,
+                        &series,
+                        (tid, background),
+                        &frames,
+                    ));
                 }
                 let mut labels = SampleLabels::new(pid, tid, comm);
                 labels.request = request;

@@ -108,6 +108,50 @@ pub fn is_kernel_thread(pid: u32) -> bool {
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
+/// Whether thread `tid` of process `pid` runs as background work: scheduled `SCHED_IDLE`, or
+/// at nice 10 or more (`/proc/PID/task/TID/stat`); false when it is gone.
+pub fn is_background_thread(pid: u32, tid: u32) -> bool {
+    const SCHED_IDLE: i64 = 5;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return false;
+    };
+    // Fields after the name's last ')': state is field 3, nice field 19, policy field 41.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<i64>().ok());
+    field(41) == Some(SCHED_IDLE) || field(19).is_some_and(|nice| nice >= 10)
+}
+
+/// [`is_background_thread`] for the threads of a stream of samples, each looked up again at
+/// most every ten seconds (a thread may change its priority, a thread id may be reused).
+#[derive(Debug, Default)]
+pub struct BackgroundThreads {
+    known: std::collections::HashMap<u32, (bool, std::time::Instant)>,
+}
+
+impl BackgroundThreads {
+    const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+    const MAX_THREADS: usize = 65_536;
+
+    /// Whether thread `tid` of `pid` is background work now.
+    pub fn get(&mut self, pid: u32, tid: u32) -> bool {
+        let now = std::time::Instant::now();
+        if let Some(&(background, at)) = self.known.get(&tid)
+            && now.duration_since(at) < Self::RECHECK
+        {
+            return background;
+        }
+        if self.known.len() >= Self::MAX_THREADS {
+            self.known.clear();
+        }
+        let background = is_background_thread(pid, tid);
+        self.known.insert(tid, (background, now));
+        background
+    }
+}
+
 /// Lifts RLIMIT_MEMLOCK for kernels that still charge BPF maps against it (before 5.11).
 pub fn raise_memlock_rlimit() {
     let limit = libc::rlimit {
@@ -192,6 +236,31 @@ pub fn mtime_of(path: &Path) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread that lowers its own priority to nice 19 is background work; the test's own
+    /// thread is as its nice says, and a thread that does not exist is not.
+    #[test]
+    fn background_threads_are_told_by_their_priority() {
+        let pid = std::process::id();
+        // SAFETY: gettid takes no arguments.
+        let me = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+        // SAFETY: getpriority of the calling thread.
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert_eq!(is_background_thread(pid, me), nice >= 10, "nice {nice}");
+        assert!(!is_background_thread(pid, u32::MAX));
+        let (tid, background) = std::thread::spawn(move || {
+            // SAFETY: gettid takes no arguments.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+            // SAFETY: setpriority on the calling thread (a tid is a PRIO_PROCESS id on Linux)
+            // only lowers its priority.
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+            assert_eq!(rc, 0, "setpriority: {}", io::Error::last_os_error());
+            (tid, BackgroundThreads::default().get(pid, tid))
+        })
+        .join()
+        .unwrap();
+        assert!(background, "thread {tid} at nice 19");
+    }
 
     const FORK_FORMAT: &str = "name: sched_process_fork
 ID: 316

@@ -634,6 +634,9 @@ impl Evidence {
                 };
                 let (stack, _) = stack_ref(self, &mut timeline, t.stack);
                 timeline.ensure_thread(thread);
+                if t.background {
+                    timeline.background[thread as usize] = true;
+                }
                 timeline.samples[thread as usize].push(TimedSample {
                     time_ns: t.time_ns,
                     stack,
@@ -738,7 +741,9 @@ impl Evidence {
                 timeline.selected[t as usize] = true;
             }
         }
-        timeline.ensure_thread(self.threads.len().saturating_sub(1) as ThreadId);
+        if let Some(last) = self.threads.len().checked_sub(1) {
+            timeline.ensure_thread(last as ThreadId);
+        }
         timeline.sort();
         self.timeline = Some(timeline);
     }

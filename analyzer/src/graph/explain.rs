@@ -32,6 +32,11 @@ pub struct Ranked {
     /// (pid 7, tid 9) while it ran flush_journal, 6.1 ms per wait").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
+    /// The heaviest route of its time, with a timeline: `on_cpu` (request threads ran it),
+    /// `blocked` (they blocked in it), `waited_running` (they waited for a thread that ran it),
+    /// `waited_blocked` (for a thread blocked in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'static str>,
 }
 
 /// A function's change from the baseline window to this one.
@@ -175,8 +180,14 @@ impl Explanation {
                     });
                     let predicted = impacts.and_then(|m| m.get(&function));
                     let why = why(evidence, analysis, id, now);
+                    let route = analysis
+                        .resolved
+                        .as_ref()
+                        .and_then(|r| r.routes.get(&id)?.first())
+                        .map(|w| w.route.kind());
                     Ranked {
                         why,
+                        route,
                         latency_impact: predicted.map_or(now.critical_path_share, |p| p[0]),
                         throughput_impact: predicted.map_or(now.utilization, |p| p[2]),
                         evidence: now.clone(),

@@ -249,7 +249,18 @@ impl Analysis {
         // With a timeline, waits are charged to what their wakers did during them; the
         // aggregated redistribution (which costs rounds × threads × sinks, and which the
         // resolved analysis replaces) is left out.
-        let resolved = Resolved::new(evidence).filter(|r| r.request_ns > 0.0);
+        let resolved = Resolved::new(evidence);
+        if let Some(r) = &resolved {
+            log::debug!(
+                "resolved: {} request threads, {:.3} s of request time, {:.3} s idle",
+                r.roots.len(),
+                r.request_ns / 1e9,
+                r.idle_ns / 1e9
+            );
+        } else {
+            log::debug!("no timeline: aggregated redistribution");
+        }
+        let resolved = resolved.filter(|r| r.request_ns > 0.0);
         let blame = match &resolved {
             Some(r) => Blame {
                 request_threads: r.roots.clone(),

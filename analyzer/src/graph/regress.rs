@@ -221,6 +221,41 @@ pub struct Suspect {
     pub regression: bool,
     /// What the change looks like.
     pub pattern: Pattern,
+    /// One line on why it ranks where it does.
+    pub why: String,
+}
+
+impl Suspect {
+    /// The one-line reason: the change of its share of the requests' time, then of its
+    /// on-CPU time with its significance.
+    fn describe(&self) -> String {
+        let pct = |x: f64| 100.0 * x;
+        let cpu = format!(
+            "on CPU {:.3} → {:.3} s/s ({}z {:.1})",
+            self.before,
+            self.after,
+            if self.regression {
+                "a significant growth, "
+            } else if self.significant {
+                "a significant change, "
+            } else {
+                ""
+            },
+            self.z
+        );
+        let (b, a) = (self.critical_path_before, self.critical_path_after);
+        if (a - b).abs() >= 0.005 {
+            format!(
+                "its share of the requests' time went from {:.0}% to {:.0}%; {cpu}",
+                pct(b),
+                pct(a)
+            )
+        } else if self.regression {
+            format!("{cpu}, but requests do not wait on it more than before")
+        } else {
+            cpu
+        }
+    }
 }
 
 /// Upper tail of the standard normal distribution (Abramowitz & Stegun 26.2.17, error
@@ -329,7 +364,12 @@ pub fn regressions(
                 significant: z.abs() >= threshold && big,
                 regression: z >= threshold && big,
                 pattern,
+                why: String::new(),
             }
+        })
+        .map(|mut s| {
+            s.why = s.describe();
+            s
         })
         .collect();
     // Cost shifts: a significant change with an opposite significant change under a common

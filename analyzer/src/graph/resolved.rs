@@ -12,6 +12,14 @@
 //!   samples B took inside such intervals (pooled over all the waits for B, since at 19 Hz a
 //!   single wait holds few samples), else to B's stack when it ended the wait.
 //!
+//! **Lock hand-offs.** A wait to acquire a mutex ends when the holder releases it, but a
+//! convoy hands the lock on: A waits while C holds it, C wakes B (queued first), B takes it,
+//! releases it and wakes A. What B did in `[s, e]` before it queued for the lock (its own
+//! request's work, a sleep between requests) is not what A waited for; A waited for the lock
+//! all along. So when a mutex wait's waker was itself last blocked on a mutex inside the
+//! interval, that wait of B stands for the whole of `[s, e]` up to B's wake-up and is cascaded
+//! as one (to C), and only B's run after it (its hold of the lock) is B's.
+//!
 //! Samples and wait records may be drawn with weights (the capture budget, short waits kept
 //! with probability proportional to their length, the store's record budget); every charge is
 //! weighted so that the sums stay unbiased.
@@ -49,6 +57,9 @@ const MAX_DEPTH: usize = 12;
 /// A wait between threads lighter than this share of either end's time does not connect them
 /// into one request path.
 const MIN_EDGE_SHARE: f64 = 0.05;
+
+/// Kernel functions of a waker's stack that show it woke the thread by sending it a signal.
+const SIGNAL_FUNCTIONS: &[&str] = &["signal_wake_up", "complete_signal", "__send_signal"];
 
 /// Kernel functions of a blocked stack that show a wait for data from outside: a socket, a
 /// pipe, a terminal, a connection to accept.
@@ -119,6 +130,19 @@ pub enum Route {
         /// What ended the thread's own wait.
         reason: String,
     },
+}
+
+impl Route {
+    /// The route's kind, as serialized (`on_cpu`, `blocked`, `waited_running`,
+    /// `waited_blocked`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Route::OnCpu => "on_cpu",
+            Route::Blocked { .. } => "blocked",
+            Route::WaitedRunning { .. } => "waited_running",
+            Route::WaitedBlocked { .. } => "waited_blocked",
+        }
+    }
 }
 
 /// One route of a function's charged time.
@@ -192,12 +216,20 @@ struct Analyzer<'a> {
     named: Vec<Option<FunctionId>>,
     /// Per stack: the function on-CPU time in it is charged to.
     on_cpu: Vec<FunctionId>,
+    /// Per stack: whether it shows a condition wait (a futex wait that is no mutex's).
+    condition: Vec<bool>,
     /// Per stack: its program frames, root first.
     program: Vec<Vec<FunctionId>>,
-    /// Per thread: the program frames common to all its (untruncated) stacks.
+    /// Per thread: the program frames that nine tenths of its time (in untruncated stacks) goes
+    /// through, grown one frame at a time, wrappers and sleep helpers at the end left out: the last one
+    /// is its loop function. A few stacks from elsewhere (a thread's start-up, an exit path, a
+    /// stack walk that stopped early) do not erase the loop.
     loop_prefix: Vec<Vec<FunctionId>>,
     /// Functions that wrap waits for several callers.
     wrappers: std::collections::HashSet<FunctionId>,
+    /// Functions that only ever sleep (see [`Analyzer::new`]): stepped out of to find a wait's
+    /// loop level, not to name it.
+    sleep_helpers: std::collections::HashSet<FunctionId>,
     idle: Vec<Vec<bool>>,
     out: Resolved,
     /// Per thread: time waited for it while it ran (to share out by its samples), by the
@@ -246,10 +278,43 @@ impl<'a> Analyzer<'a> {
             }
         }
         let wrappers = callers
-            .into_iter()
+            .iter()
             .filter(|(_, c)| c.len() >= 2)
-            .map(|(f, _)| f)
+            .map(|(&f, _)| f)
             .collect::<std::collections::HashSet<_>>();
+        // Sleep helpers: program functions that only ever sleep — every blocked stack they are
+        // the innermost program frame of is a sleep, they call no program function, and no
+        // thread in them ever woke another (a sleep taken holding a lock others wait for is
+        // not a helper's). Called from a thread's loop, such a function's sleep is the loop's
+        // (think time); it still names the sleep, since one taken while another thread waits
+        // (a slow backend's) is what that thread waited for.
+        let mut sleeps_only: HashMap<FunctionId, bool> = HashMap::new();
+        for waits in &tl.waits {
+            for w in waits {
+                if let Some(&inner) = program[w.stack as usize].last() {
+                    *sleeps_only.entry(inner).or_insert(true) &= w.cause == Cause::Sleep;
+                }
+            }
+        }
+        let mut not_helper: std::collections::HashSet<FunctionId> =
+            std::collections::HashSet::new();
+        for p in &program {
+            if let Some((_, outer)) = p.split_last() {
+                not_helper.extend(outer.iter().copied());
+            }
+        }
+        for waits in &tl.waits {
+            for w in waits {
+                if let TimedWaker::Thread { stack, .. } = w.waker {
+                    not_helper.extend(program[stack as usize].iter().copied());
+                }
+            }
+        }
+        let sleep_helpers: std::collections::HashSet<FunctionId> = sleeps_only
+            .into_iter()
+            .filter(|&(f, only)| only && !not_helper.contains(&f))
+            .map(|(f, _)| f)
+            .collect();
         let named = program
             .iter()
             .map(|p| {
@@ -269,25 +334,62 @@ impl<'a> Analyzer<'a> {
         let n = tl.samples.len();
         let loop_prefix: Vec<Vec<FunctionId>> = (0..n)
             .map(|t| {
-                let stacks = tl.samples[t]
+                // Each stack with the time the thread spent in it: on CPU, or blocked.
+                let stacks: Vec<(&Vec<FunctionId>, f64)> = tl.samples[t]
                     .iter()
-                    .map(|s| s.stack)
-                    .chain(tl.waits[t].iter().map(|w| w.stack))
-                    .filter(|&s| {
+                    .map(|s| (s.stack, tl.period_ns))
+                    .chain(
+                        tl.waits[t]
+                            .iter()
+                            .map(|w| (w.stack, w.blocked_ns as f64 * w.weight)),
+                    )
+                    .filter(|&(s, _)| {
                         truncated.is_none_or(|tr| tl.stacks[s as usize].first() != Some(&tr))
-                    });
-                let mut prefix: Option<Vec<FunctionId>> = None;
-                for s in stacks {
-                    let p = &program[s as usize];
-                    match &mut prefix {
-                        None => prefix = Some(p.clone()),
-                        Some(prefix) => {
-                            let common = prefix.iter().zip(p).take_while(|(a, b)| a == b).count();
-                            prefix.truncate(common);
+                    })
+                    .map(|(s, ns)| (&program[s as usize], ns))
+                    .collect();
+                // Grown one frame at a time while nine tenths of the time in the stacks that
+                // share the prefix so far goes on through the same function: a few stacks from
+                // elsewhere (start-up, an exit path, a walk that stopped early) do not erase the
+                // loop, and waits inside requests do not outweigh the time between them.
+                let mut prefix: Vec<FunctionId> = Vec::new();
+                loop {
+                    let depth = prefix.len();
+                    let mut sharing = 0.0;
+                    let mut next: HashMap<FunctionId, f64> = HashMap::new();
+                    for (p, ns) in &stacks {
+                        if p.len() >= depth && p[..depth] == prefix[..] {
+                            sharing += ns;
+                            if let Some(&f) = p.get(depth) {
+                                *next.entry(f).or_default() += ns;
+                            }
                         }
                     }
+                    match next
+                        .into_iter()
+                        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                    {
+                        Some((f, ns)) if ns > 0.0 && ns >= 0.9 * sharing => prefix.push(f),
+                        _ => break,
+                    }
                 }
-                prefix.unwrap_or_default()
+                while prefix
+                    .last()
+                    .is_some_and(|f| wrappers.contains(f) || sleep_helpers.contains(f))
+                {
+                    prefix.pop();
+                }
+                prefix
+            })
+            .collect();
+        let condition = tl
+            .stacks
+            .iter()
+            .map(|st| {
+                st.iter().any(|&f| {
+                    let name = &ev.functions[f as usize];
+                    CONDITION_FUNCTIONS.iter().any(|n| name.contains(n))
+                })
             })
             .collect();
         Analyzer {
@@ -295,9 +397,11 @@ impl<'a> Analyzer<'a> {
             tl,
             named,
             on_cpu,
+            condition,
             program,
             loop_prefix,
             wrappers,
+            sleep_helpers,
             idle: Vec::new(),
             out: Resolved {
                 function_ns: vec![0.0; ev.functions.len()],
@@ -311,14 +415,18 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    /// Whether a wait of thread `t` is at its loop level: below the frames common to all the
-    /// thread's stacks, only wrappers.
+    /// Whether a wait of thread `t` is at its loop level: its innermost program function, once
+    /// out of wrappers, is the thread's loop function (see [`Analyzer::loop_prefix`]).
     fn loop_level(&self, t: usize, w: &TimedWait) -> bool {
         let p = &self.program[w.stack as usize];
-        let prefix = &self.loop_prefix[t];
-        p.len() >= prefix.len()
-            && p[..prefix.len()] == prefix[..]
-            && p[prefix.len()..].iter().all(|f| self.wrappers.contains(f))
+        let Some(&loop_fn) = self.loop_prefix[t].last() else {
+            return p.iter().all(|f| self.steps_out(f));
+        };
+        let mut i = p.len();
+        while i > 0 && self.steps_out(&p[i - 1]) {
+            i -= 1;
+        }
+        i > 0 && p[i - 1] == loop_fn
     }
 
     fn stack_has(&self, stack: StackRef, names: &[&str], kernel_only: bool) -> bool {
@@ -328,6 +436,17 @@ impl<'a> Analyzer<'a> {
                 names.iter().any(|n| name.contains(n))
             }
         })
+    }
+
+    /// Whether a function is stepped out of to find a wait's loop level: a wrapper or a sleep
+    /// helper.
+    fn steps_out(&self, f: &FunctionId) -> bool {
+        self.wrappers.contains(f) || self.sleep_helpers.contains(f)
+    }
+
+    /// Whether a wait is one to acquire a mutex (a futex wait that is no condition's).
+    fn is_mutex(&self, w: &TimedWait) -> bool {
+        w.cause == Cause::Lock && !self.condition[w.stack as usize]
     }
 
     /// Whether a wait looks like one for new work: anything but a mutex and disk I/O.
@@ -382,6 +501,13 @@ impl<'a> Analyzer<'a> {
                 waits
                     .iter()
                     .map(|w| {
+                        // A signal (a process told to stop, a timer's signal) is no work
+                        // another thread did for this one.
+                        if let TimedWaker::Thread { stack, .. } = w.waker
+                            && self.stack_has(stack, SIGNAL_FUNCTIONS, true)
+                        {
+                            return true;
+                        }
                         if !self.loop_level(t, w) || !self.waits_for_work(w) {
                             return false;
                         }
@@ -453,26 +579,37 @@ impl<'a> Analyzer<'a> {
             x
         }
         let mut any = false;
+        // Only waits that are not idle connect threads into one request path: a wait for new
+        // work (a signal from the process that started this one, a client's next request)
+        // would join unrelated threads, up to the whole machine.
         for (&(a, b), e) in &edges {
-            if e.busy + e.idle >= MIN_EDGE_SHARE * totals[a].min(totals[b]) {
+            if e.busy > 0.0 && e.busy >= MIN_EDGE_SHARE * totals[a].min(totals[b]) {
                 any = true;
                 let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
                 parent[ra] = rb;
             }
         }
-        let selected = |t: usize| tl.selected.get(t).copied().unwrap_or(false);
+        // Background threads (idle priority, nice ≥ 10) are never requests: what waits for
+        // them reaches them through its waits.
+        let selected = |t: usize| {
+            tl.selected.get(t).copied().unwrap_or(false)
+                && !tl.background.get(t).copied().unwrap_or(false)
+        };
         let candidates: Vec<usize> = if any {
             // The connected part with the most waiting between threads, among those holding a
             // selected thread.
             let mut weight: HashMap<usize, f64> = HashMap::new();
+            // Weighed by the selected threads' own waits, so that a busy part of the rest of the
+            // machine that one selected thread reaches does not win.
             for (&(a, _), e) in &edges {
-                let r = find(&mut parent, a);
-                *weight.entry(r).or_default() += e.busy + e.idle;
+                if selected(a) {
+                    let r = find(&mut parent, a);
+                    *weight.entry(r).or_default() += e.busy;
+                }
             }
             let mut best: Option<(usize, f64)> = None;
             for (r, w) in weight {
-                let has_selected = (0..n).any(|t| selected(t) && find(&mut parent, t) == r);
-                if has_selected && best.is_none_or(|(br, bw)| w > bw || (w == bw && r < br)) {
+                if w > 0.0 && best.is_none_or(|(br, bw)| w > bw || (w == bw && r < br)) {
                     best = Some((r, w));
                 }
             }
@@ -485,6 +622,13 @@ impl<'a> Analyzer<'a> {
         } else {
             Vec::new()
         };
+        log::debug!(
+            "roots: {n} threads, {} selected, {} edges, any {any}, {} candidates, {} idle",
+            (0..n).filter(|&t| selected(t)).count(),
+            edges.len(),
+            candidates.len(),
+            idle_any.iter().filter(|&&i| i).count()
+        );
         let candidates = if candidates.is_empty() {
             // No thread waits for another: the selected threads that receive work from
             // outside, else those that wait for any work.
@@ -492,7 +636,13 @@ impl<'a> Analyzer<'a> {
                 .filter(|&t| selected(t) && idle_external[t])
                 .collect();
             if external.is_empty() {
-                (0..n).filter(|&t| selected(t) && idle_any[t]).collect()
+                let waiting: Vec<usize> = (0..n).filter(|&t| selected(t) && idle_any[t]).collect();
+                if waiting.is_empty() {
+                    // Nothing tells requests from the rest: every selected thread.
+                    (0..n).filter(|&t| selected(t)).collect()
+                } else {
+                    waiting
+                }
             } else {
                 external
             }
@@ -585,13 +735,14 @@ impl<'a> Analyzer<'a> {
                 match w.waker {
                     TimedWaker::Thread { thread, stack } if thread != root => {
                         let mut visited = vec![root];
+                        let mutex = self.is_mutex(w);
                         self.charge(
                             r,
                             thread,
                             (w.start_ns, w.wake_ns()),
                             w.weight,
                             (w.cause, w.weight),
-                            Some(stack),
+                            (Some(stack), mutex),
                             1,
                             &mut visited,
                         );
@@ -622,8 +773,19 @@ impl<'a> Analyzer<'a> {
                 continue;
             }
             let dist = self.distribution(b);
-            let by_root = std::mem::take(&mut self.running_by_root[b]);
-            let by_cause = self.running[b];
+            // Per root and per cause, the unbiased sums may be negative where drawn waits
+            // covered more than their intervals: clamped, then scaled to the total.
+            let mut by_root = std::mem::take(&mut self.running_by_root[b]);
+            by_root.values_mut().for_each(|ns| *ns = ns.max(0.0));
+            let sum: f64 = by_root.values().sum();
+            if sum > 0.0 {
+                by_root.values_mut().for_each(|ns| *ns *= total / sum);
+            }
+            let mut by_cause = self.running[b].map(|ns| ns.max(0.0));
+            let sum: f64 = by_cause.iter().sum();
+            if sum > 0.0 {
+                by_cause.iter_mut().for_each(|ns| *ns *= total / sum);
+            }
             let waits = self.running_waits[b];
             for (f, share) in dist {
                 for (&r, &ns) in &by_root {
@@ -696,7 +858,7 @@ impl<'a> Analyzer<'a> {
         interval: (i64, i64),
         mass: f64,
         request: (Cause, f64),
-        waker_stack: Option<StackRef>,
+        (waker_stack, mutex): (Option<StackRef>, bool),
         depth: usize,
         visited: &mut Vec<ThreadId>,
     ) {
@@ -717,7 +879,6 @@ impl<'a> Analyzer<'a> {
         // order of their ends too.
         let first = waits.partition_point(|x| x.wake_ns() + x.runq_ns <= s);
         let mut parts: Vec<(usize, (i64, i64), f64, f64)> = Vec::new();
-        let mut covered = 0.0;
         for (i, x) in waits.iter().enumerate().skip(first) {
             if x.start_ns >= e {
                 break;
@@ -729,19 +890,36 @@ impl<'a> Analyzer<'a> {
                 (runq.1 - runq.0).max(0) as f64 * x.weight,
             );
             if ob + or > 0.0 {
-                covered += ob + or;
                 parts.push((i, blocked, ob, or));
             }
         }
-        // Drawn waits stand for several: scaled back so that they cover at most the interval.
-        let scale = if covered > len { len / covered } else { 1.0 };
+        // A lock handed on (see the module docs): b's last wait, for the same kind of lock,
+        // stands for the interval up to its end; b's samples before that are not its hold.
+        let mut run_from = s;
+        if mutex
+            && let Some(&(i, blocked, _, or)) = parts.last()
+            && self.is_mutex(&waits[i])
+            && !self.idle[bi][i]
+            && matches!(waits[i].waker, TimedWaker::Thread { .. })
+        {
+            let blocked = (s, blocked.1);
+            let ob = (blocked.1 - blocked.0).max(0) as f64 * waits[i].weight;
+            parts = vec![(i, blocked, ob, or)];
+            run_from = blocked.1;
+        }
+        // Drawn waits stand for several (weight 1/p): a drawn wait's overlap may cover more than
+        // the interval, and an interval whose waits were drawn out looks run through. Neither is
+        // capped, so that the sums over many intervals stay unbiased; what is left for b's own
+        // run may be negative here and is clamped only once summed (see `charge_all`).
         let mut charged = 0.0;
         for (i, blocked, ob, or) in parts {
             let x = waits[i];
-            let (ob, or) = (ob * scale, or * scale);
             charged += ob + or;
             self.sink(r, None, Cause::RunQueue, mass * or);
-            if self.idle[bi][i] {
+            // A sleep b began while the request already waited for it is part of serving it (a
+            // slow backend's), even at b's loop level.
+            let served = x.cause == Cause::Sleep && x.start_ns > s;
+            if self.idle[bi][i] && !served {
                 self.out.idle_ns += mass * ob;
                 self.out.request_ns -= mass * ob;
                 continue;
@@ -749,13 +927,14 @@ impl<'a> Analyzer<'a> {
             match x.waker {
                 TimedWaker::Thread { thread, stack } => {
                     let ends_here = x.wake_ns() <= e;
+                    let mutex = self.is_mutex(&x);
                     self.charge(
                         r,
                         thread,
                         blocked,
-                        mass * x.weight * scale,
+                        mass * x.weight,
                         request,
-                        ends_here.then_some(stack),
+                        (ends_here.then_some(stack), mutex),
                         depth + 1,
                         visited,
                     );
@@ -779,13 +958,13 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
-        let rest = (len - charged).max(0.0) * mass;
-        if rest > 0.0 {
+        let rest = (len - charged) * mass;
+        if rest != 0.0 {
             self.running[bi][request.0 as usize] += rest;
             self.running_waits[bi][request.0 as usize] += request.1;
             *self.running_by_root[bi].entry(r).or_default() += rest;
             let samples = &tl.samples[bi];
-            let from = samples.partition_point(|x| x.time_ns < s);
+            let from = samples.partition_point(|x| x.time_ns < run_from);
             for x in samples[from..].iter().take_while(|x| x.time_ns < e) {
                 *self.inside[bi]
                     .entry(self.on_cpu[x.stack as usize])
@@ -795,7 +974,7 @@ impl<'a> Analyzer<'a> {
                 let f =
                     self.named[stack as usize].or(self.tl.stacks[stack as usize].last().copied());
                 if let Some(f) = f {
-                    *self.ended_in[bi].entry(f).or_default() += rest;
+                    *self.ended_in[bi].entry(f).or_default() += mass;
                 }
             }
         }
@@ -870,12 +1049,17 @@ mod tests {
 
         /// On-CPU samples every ms of [from, to) ms.
         fn run(&mut self, t: &ThreadRef, from: f64, to: f64, stack: &[&str]) {
+            self.run_as(t, from, to, stack, false);
+        }
+
+        /// The same, as background work or not.
+        fn run_as(&mut self, t: &ThreadRef, from: f64, to: f64, stack: &[&str], bg: bool) {
             let mut at = from;
             while at < to {
                 let s = series(t.pid, &t.comm);
                 let time = T0 + (at * 1e6) as i64;
                 self.batches
-                    .extend(self.agg.add_on_cpu(time, &s, t.tid, &frames(stack)));
+                    .extend(self.agg.add_on_cpu(time, &s, (t.tid, bg), &frames(stack)));
                 at += 1.0;
             }
         }
@@ -1000,6 +1184,140 @@ mod tests {
             "idle {}",
             r.idle_ns / 1e6
         );
+    }
+
+    /// Threads alike in shape — work, then sleep at their loop level — but one runs at idle
+    /// priority: it is no request thread, however much CPU it burns.
+    #[test]
+    fn background_threads_are_no_requests() {
+        let mut sim = Sim::new();
+        let (req, hog) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..100 {
+            let c = cycle as f64 * 10.0;
+            sim.run(&req, c, c + 2.0, &["r_loop", "checksum"]);
+            sim.wait(
+                &req,
+                c + 2.0,
+                c + 10.0,
+                &["r_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.run_as(&hog, c, c + 6.0, &["h_loop", "bloom"], true);
+            sim.wait(
+                &hog,
+                c + 6.0,
+                c + 10.0,
+                &["h_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().expect("a timeline");
+        assert_eq!(r.roots.len(), 1, "{:?}", r.roots);
+        assert_eq!(ev.threads[r.roots[0] as usize].tid, 2);
+        assert!(share(&ev, &a, "checksum") > 0.95);
+        assert_eq!(share(&ev, &a, "bloom"), 0.0);
+    }
+
+    /// Think time through the program's own sleep helper (a function that does nothing but
+    /// sleep, called from the loop) is idle like a sleep called from the loop directly.
+    #[test]
+    fn a_sleep_helper_is_think_time() {
+        let mut sim = Sim::new();
+        let t = thread(1, 2, "app");
+        for cycle in 0..100 {
+            let c = cycle as f64 * 10.0;
+            sim.run(&t, c, c + 2.0, &["main", "commit"]);
+            sim.wait(
+                &t,
+                c + 2.0,
+                c + 10.0,
+                &["main", "sleep_us", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().expect("a timeline");
+        assert!(
+            share(&ev, &a, "commit") > 0.95,
+            "{}",
+            share(&ev, &a, "commit")
+        );
+        assert_eq!(share(&ev, &a, "sleep_us"), 0.0);
+        assert!(
+            (r.idle_ns / 1e6 - 800.0).abs() < 1.0,
+            "idle {}",
+            r.idle_ns / 1e6
+        );
+    }
+
+    /// A lock handed on through a convoy: worker A waits for the lock while the flusher holds
+    /// it; worker B, which queued for it after parsing its own request, gets it first and wakes
+    /// A. A's wait is the flusher's (and B's short hold's), not B's parsing before it queued.
+    #[test]
+    fn a_lock_handed_on_is_charged_to_its_holders() {
+        let mut sim = Sim::new();
+        let (h, a, b) = (
+            thread(1, 2, "app"),
+            thread(1, 3, "app"),
+            thread(1, 4, "app"),
+        );
+        for cycle in 0..40 {
+            let c = cycle as f64 * 50.0;
+            sim.run(&h, c, c + 6.0, &["h_loop", "flush"]);
+            sim.wait(
+                &h,
+                c + 6.0,
+                c + 50.0,
+                &["h_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.run(&b, c, c + 2.0, &["w_loop", "parse"]);
+            sim.wait(
+                &b,
+                c + 2.0,
+                c + 6.0,
+                &["w_loop", "update", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(h.clone(), &["h_loop", "flush", "c:pthread_mutex_unlock"]),
+            );
+            sim.run(&b, c + 6.0, c + 7.0, &["w_loop", "update"]);
+            sim.wait(
+                &b,
+                c + 7.0,
+                c + 50.0,
+                &["w_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.wait(
+                &a,
+                c + 1.0,
+                c + 7.0,
+                &["w_loop", "update", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(b.clone(), &["w_loop", "update", "c:pthread_mutex_unlock"]),
+            );
+            sim.run(&a, c + 7.0, c + 8.0, &["w_loop", "update"]);
+            sim.wait(
+                &a,
+                c + 8.0,
+                c + 51.0,
+                &["w_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, an) = sim.analyze(2.0);
+        // Per cycle: 14 ms of requests; flush 4 (B's wait) + 5 (A's, through B's), parse 2
+        // (B's own), update 3; with B's parsing charged to A's wait, parse would take 3.
+        let (flush, parse) = (share(&ev, &an, "flush"), share(&ev, &an, "parse"));
+        assert!((flush - 9.0 / 14.0).abs() < 0.03, "flush {flush}");
+        assert!((parse - 2.0 / 14.0).abs() < 0.03, "parse {parse}");
     }
 
     /// A wait the kernel ended through a kernel thread (a journal commit) is charged to the

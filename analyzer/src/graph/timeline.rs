@@ -23,6 +23,9 @@ pub struct Timeline {
     pub waits: Vec<Vec<TimedWait>>,
     /// Per thread: chosen by the window's selector (the others came in as wakers of those).
     pub selected: Vec<bool>,
+    /// Per thread: seen running as background work (`SCHED_IDLE`, nice ≥ 10): never a request
+    /// thread.
+    pub background: Vec<bool>,
     /// Names of the kernel's reasons for ending waits (`jbd2`, `kworker`, `timer`, `disk`),
     /// indexed by [`TimedWaker::Kernel`]'s `reason`.
     pub reasons: Vec<String>,
@@ -125,6 +128,7 @@ impl Timeline {
             self.samples.resize_with(n, Vec::new);
             self.waits.resize_with(n, Vec::new);
             self.selected.resize(n, false);
+            self.background.resize(n, false);
         }
     }
 

@@ -103,6 +103,10 @@ pub struct ThreadSample {
     pub time_ns: i64,
     /// Its stack: an index into [`Batch::stacks`].
     pub stack: u32,
+    /// Whether the thread ran as background work then: `SCHED_IDLE`, or nice 10 or more.
+    /// Such a thread is never taken for a request thread.
+    #[serde(default)]
+    pub background: bool,
 }
 
 /// Who ended a recorded wait ([`WaitRecord::waker`]).
@@ -363,13 +367,13 @@ impl Aggregator {
     }
 
     /// Adds an on-CPU sample of thread `tid` taken at `time_ns` (Unix ns): its row, and its
-    /// [`ThreadSample`]. Returns the previous interval's batch when this sample starts a new
-    /// interval.
+    /// [`ThreadSample`] (`background`: see [`ThreadSample::background`]). Returns the previous
+    /// interval's batch when this sample starts a new interval.
     pub fn add_on_cpu(
         &mut self,
         time_ns: i64,
         series: &SeriesLabels,
-        tid: u32,
+        (tid, background): (u32, bool),
         frames: &[Frame],
     ) -> Option<Batch> {
         let finished = self.enter(time_ns.div_euclid(1_000_000));
@@ -384,6 +388,7 @@ impl Aggregator {
             tid,
             time_ns,
             stack,
+            background,
         });
         finished
     }

@@ -689,7 +689,12 @@ mod tests {
                 Frame::user("main", "/a"),
                 Frame::user(format!("f{}", i % 3), "/a"),
             ];
-            finished.extend(agg.add_on_cpu(t, &s("app"), 10 + (i % 2) as u32, &frames));
+            finished.extend(agg.add_on_cpu(
+                t,
+                &s("app"),
+                (10 + (i % 2) as u32, i % 3 == 0),
+                &frames,
+            ));
             let wait = OffCpuWait {
                 thread: thread(10),
                 start_unix_ns: t + 1_000,
@@ -713,7 +718,7 @@ mod tests {
         }
         let records = |dir: &Path, from_ms, to_ms| {
             let batches = Store::batches(dir, from_ms, to_ms).unwrap();
-            let mut samples: Vec<(u32, i64, String)> = Vec::new();
+            let mut samples: Vec<(u32, i64, String, bool)> = Vec::new();
             let mut waits: Vec<(u32, i64, i64, String, u32, String)> = Vec::new();
             for b in &batches {
                 let leaf = |stack: u32| {
@@ -722,7 +727,7 @@ mod tests {
                         .map_or(String::new(), |&f| b.frames[f as usize].function.clone())
                 };
                 for t in &b.thread_samples {
-                    samples.push((t.tid, t.time_ns / 1000, leaf(t.stack)));
+                    samples.push((t.tid, t.time_ns / 1000, leaf(t.stack), t.background));
                 }
                 for w in &b.waits {
                     assert_eq!(w.waker, WakerKind::Thread);
@@ -743,6 +748,11 @@ mod tests {
         };
         let from_log = records(dir.path(), 0, i64::MAX / 2_000_000);
         assert_eq!(from_log.0.len(), 30);
+        assert_eq!(
+            from_log.0.iter().filter(|s| s.3).count(),
+            10,
+            "background samples"
+        );
         assert_eq!(from_log.1.len(), 30);
         assert_eq!(
             from_log.1[3],
@@ -767,7 +777,7 @@ mod tests {
         let inside = from_log
             .0
             .iter()
-            .filter(|(_, us, _)| (1_000_000..6_000_000).contains(us))
+            .filter(|(_, us, ..)| (1_000_000..6_000_000).contains(us))
             .count();
         assert_eq!(window.0.len(), inside);
     }

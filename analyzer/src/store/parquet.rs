@@ -1025,6 +1025,10 @@ impl ThreadCols {
                 "stack_id".into(),
                 r.iter().map(|t| t.stack).collect::<Vec<_>>(),
             ),
+            Column::new(
+                "background".into(),
+                r.iter().map(|t| t.background).collect::<Vec<_>>(),
+            ),
         ])
     }
 }
@@ -1118,6 +1122,10 @@ fn read_threads(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<ThreadSampl
             u32s(&df, "tid")?,
             u32s(&df, "stack_id")?,
         );
+        let background: Vec<bool> = match df.column("background") {
+            Ok(c) => c.bool()?.iter().map(|b| b.unwrap_or(false)).collect(),
+            Err(_) => vec![false; times.len()],
+        };
         Ok((0..times.len())
             .filter(|&i| (from_ns..to_ns).contains(&times[i]))
             .map(|i| ThreadSample {
@@ -1125,6 +1133,7 @@ fn read_threads(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<ThreadSampl
                 tid: tid[i],
                 time_ns: times[i],
                 stack: stack[i],
+                background: background[i],
             })
             .collect())
     };

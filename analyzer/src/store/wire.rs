@@ -19,7 +19,8 @@
 //! message Wakeup { uint32 wakee = 1; uint32 wakee_stack = 2; uint32 waker = 3;
 //!                  uint32 waker_stack = 4; string cause = 5; bool in_interrupt = 6;
 //!                  uint64 count = 7; double weight = 8; int64 blocked_ns = 9; }
-//! message ThreadSample { uint32 series = 1; uint32 tid = 2; int64 time_ns = 3; uint32 stack = 4; }
+//! message ThreadSample { uint32 series = 1; uint32 tid = 2; int64 time_ns = 3; uint32 stack = 4;
+//!                  bool background = 5; }
 //! message WaitRecord { uint32 series = 1; uint32 tid = 2; int64 start_ns = 3; int64 blocked_ns = 4;
 //!                  int64 runq_ns = 5; uint32 stack = 6; string cause = 7; double weight = 8;
 //!                  string waker = 9; uint32 waker_series = 10; uint32 waker_tid = 11;
@@ -91,6 +92,8 @@ mod proto {
         pub time_ns: i64,
         #[prost(uint32, tag = "4")]
         pub stack: u32,
+        #[prost(bool, tag = "5")]
+        pub background: bool,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -324,6 +327,7 @@ fn to_proto(b: &Batch) -> proto::Batch {
                 tid: t.tid,
                 time_ns: t.time_ns,
                 stack: t.stack,
+                background: t.background,
             })
             .collect(),
         waits: b
@@ -449,6 +453,7 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
             tid: t.tid,
             time_ns: t.time_ns,
             stack: t.stack,
+            background: t.background,
         });
     }
     let mut waits = Vec::with_capacity(b.waits.len());
@@ -571,6 +576,7 @@ mod tests {
             tid: 9,
             time_ns: 1_500_000_000,
             stack: 1,
+            background: true,
         });
         b.waits.push(WaitRecord {
             series: 0,
