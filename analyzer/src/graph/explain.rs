@@ -142,13 +142,11 @@ impl Explanation {
         baseline: Option<(&Analysis, &Evidence)>,
         top: usize,
     ) -> Explanation {
-        let path = analysis
-            .waits
-            .critical_path(&analysis.blame.request_threads);
         let request_threads = match &analysis.resolved {
             Some(r) => &r.roots,
             None => &analysis.blame.request_threads,
         };
+        let path = analysis.waits.critical_path(request_threads);
         Explanation {
             method,
             seconds: evidence.seconds,
