@@ -480,20 +480,20 @@ fn ranked(answer: &Value, key: &str) -> Answer {
             .iter()
             .filter_map(|f| f["function"].as_str().map(str::to_owned))
             .collect(),
-        // Explain: the function's heaviest route was a wait (in it, or for a thread blocked in
-        // it), or no route is known; regressions: its share of the requests' time changed.
+        // The function's heaviest route was a wait (in it, or for a thread blocked in it), or
+        // no route is known; for regressions, and its share of the requests' time changed.
         for_waiting: items
             .iter()
             .filter(|f| f["function"].is_string())
-            .map(
-                |f| match (f["route"].as_str(), f["critical_path_after"].as_f64()) {
-                    (Some(route), _) => route == "blocked" || route == "waited_blocked",
-                    (None, Some(after)) => {
-                        (after - f["critical_path_before"].as_f64().unwrap_or(0.0)).abs() >= 0.005
-                    }
-                    (None, None) => true,
-                },
-            )
+            .map(|f| {
+                let waiting = f["route"]
+                    .as_str()
+                    .is_none_or(|route| route == "blocked" || route == "waited_blocked");
+                let changed = f["critical_path_after"].as_f64().is_none_or(|after| {
+                    (after - f["critical_path_before"].as_f64().unwrap_or(0.0)).abs() >= 0.005
+                });
+                waiting && changed
+            })
             .collect(),
         why: items
             .iter()

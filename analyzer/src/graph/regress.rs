@@ -221,6 +221,10 @@ pub struct Suspect {
     pub regression: bool,
     /// What the change looks like.
     pub pattern: Pattern,
+    /// The heaviest route of its share of the requests' time in the window where that share
+    /// is larger (`on_cpu`, `blocked`, `waited_on_cpu`, `waited_blocked`, `knot`; see
+    /// [`super::Route::kind`]); none without a timeline or a share.
+    pub route: Option<&'static str>,
     /// One line on why it ranks where it does.
     pub why: String,
 }
@@ -340,6 +344,15 @@ pub fn regressions(
             let delta = after - before;
             let (critical_path_before, critical_path_after) =
                 (path_share(eb, ab, name), path_share(ea, aa, name));
+            let (re, ra) = if critical_path_after >= critical_path_before {
+                (ea, aa)
+            } else {
+                (eb, ab)
+            };
+            let route = re.function_id(name).and_then(|id| {
+                let r = ra.resolved.as_ref()?.routes.get(&id)?.first()?;
+                Some(r.route.kind())
+            });
             let big =
                 delta.abs() >= MIN_RELATIVE * before && delta.abs() >= MIN_SHARE * total_before;
             let pattern = match (before > 0.0, after > 0.0) {
@@ -364,6 +377,7 @@ pub fn regressions(
                 significant: z.abs() >= threshold && big,
                 regression: z >= threshold && big,
                 pattern,
+                route,
                 why: String::new(),
             }
         })

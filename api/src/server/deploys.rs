@@ -129,7 +129,7 @@ pub struct RegressionsParams {
 /// and large enough to matter; significant growths are regressions and come first, the rest
 /// ranked by `method` (reported in the answer: `critical_path_delta`, `cpu_delta` or `model`).
 #[utoipa::path(get, path = "/api/v1/regressions", tag = "deploys", params(RegressionsParams),
-    responses((status = 200, description = "`{deploy, at_ms, before: {from_ms, to_ms}, after: {from_ms, to_ms}, method, regressions, significant, alpha, min_relative, min_share, noise, degrees_of_freedom, suspects: [{function, before, after, delta, critical_path_before, critical_path_after, score, z, dispersion, significant, regression, pattern, why}]}` (before/after: on-CPU seconds per second; critical_path_*: shares of the critical path; score: what the method ranked by; why: one line on its rank)", content_type = "application/json"),
+    responses((status = 200, description = "`{deploy, at_ms, before: {from_ms, to_ms}, after: {from_ms, to_ms}, method, regressions, significant, alpha, min_relative, min_share, noise, degrees_of_freedom, suspects: [{function, before, after, delta, critical_path_before, critical_path_after, score, z, dispersion, significant, regression, pattern, route, why}]}` (before/after: on-CPU seconds per second; critical_path_*: shares of the critical path; score: what the method ranked by; route: how most of its share reached the requests — on_cpu, blocked, waited_on_cpu, waited_blocked, knot — or null; why: one line on its rank)", content_type = "application/json"),
         (status = 404, description = "No deploy has this id", body = error::Body),
         QueryErrors))]
 pub(super) async fn regressions(
