@@ -2,7 +2,7 @@
 """Short waits at a high switch rate: are sub-millisecond waits kept with their stacks, without
 losing events to the ring buffer?
 
-Each round runs `critpath record -a --off-cpu` around N copies of the `short_waits` workload
+Each round runs `critpath record --off-cpu` around N copies of the `short_waits` workload
 (a requester blocked 200-800 us per request on a worker that sleeps that long; both measure
 their own off-CPU time exactly), so that the machine switches context ~50,000 times a second.
 Per round it prints the switch rate, the events lost to the ring buffer, and for each of the two
@@ -10,7 +10,7 @@ stacks the off-CPU time critpath attributed to it over the time the workload mea
 end, the median and the spread of those ratios over the rounds (the per-stack estimate's
 relative error).
 
-    bench/short_waits.py [--rounds 5] [--instances 6] [--seconds 6] [--critpath PATH]
+    bench/short_waits.py [--rounds 5] [--instances 10] [--seconds 6] [--critpath PATH]
 """
 
 import argparse
@@ -37,7 +37,7 @@ def one_round(critpath, workload, instances, seconds):
         folded = Path(tmp) / "off.folded"
         script = " ".join(f"{workload} --seconds {seconds} &" for _ in range(instances)) + " wait"
         out = subprocess.run(
-            [critpath, "record", "-a", "--off-cpu", "--format", "folded", "--value", "off_cpu",
+            [critpath, "record", "--off-cpu", "--format", "folded", "--value", "off_cpu",
              "-o", str(folded), "--", "sh", "-c", script],
             capture_output=True, text=True, check=True,
         )
@@ -67,7 +67,7 @@ def one_round(critpath, workload, instances, seconds):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--instances", type=int, default=6)
+    p.add_argument("--instances", type=int, default=10)
     p.add_argument("--seconds", type=int, default=6)
     p.add_argument("--critpath", default=str(TARGET / "release" / "critpath"))
     p.add_argument("--workload", default=str(TARGET / "release" / "short_waits"))

@@ -933,8 +933,12 @@ impl<'a> Analyzer<'a> {
             charged += ob + or;
             self.sink(r, None, Cause::RunQueue, mass * or);
             // A sleep b began while the request already waited for it is part of serving it (a
-            // slow backend's), even at b's loop level.
-            let served = x.cause == Cause::Sleep && x.start_ns > s;
+            // slow backend's, a batcher's pause to collect more), even through a sleep helper
+            // called from b's loop; one taken in the loop function itself is b's own pace (a
+            // load generator's time between arrivals).
+            let served = x.cause == Cause::Sleep
+                && x.start_ns > s
+                && self.named[x.stack as usize] != self.loop_prefix[bi].last().copied();
             if self.idle[bi][i] && !served {
                 self.out.idle_ns += mass * ob;
                 self.out.request_ns -= mass * ob;
@@ -1268,6 +1272,39 @@ mod tests {
         assert_eq!(r.roots.len(), 1, "{:?}", r.roots);
         assert_eq!(ev.threads[r.roots[0] as usize].tid, 2);
         assert!(share(&ev, &a, "checksum") > 0.95);
+    }
+
+    /// Requests handed to a worker by a generator thread of the same process that paces them
+    /// with a sleep in its loop: the worker's wait for the next one is idle, the generator's
+    /// pace is no request's time.
+    #[test]
+    fn a_generators_pace_is_idle() {
+        let mut sim = Sim::new();
+        let (worker, generator) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..100 {
+            let c = cycle as f64 * 10.0;
+            sim.run(&worker, c, c + 2.0, &["w_loop", "lookup_row"]);
+            sim.wait(
+                &worker,
+                c + 2.0,
+                c + 10.0,
+                &["w_loop", "c:poll"],
+                Cause::Poll,
+                By::Thread(generator.clone(), &["g_loop", "c:write"]),
+            );
+            sim.wait(
+                &generator,
+                c + 2.01,
+                c + 10.0,
+                &["g_loop", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().expect("a timeline");
+        assert!(share(&ev, &a, "lookup_row") > 0.95, "{:?}", r.routes);
+        assert!(share(&ev, &a, "g_loop") < 0.01, "{:?}", r.routes);
     }
 
     /// Think time through the program's own sleep helper (a function that does nothing but
