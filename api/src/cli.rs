@@ -345,7 +345,7 @@ pub struct AgentArgs {
     /// Off-CPU waits kept one by one (with their start, thread, waker and stacks) per second,
     /// for the time-resolved critical path of `explain` and `regressions`; past it, waits are
     /// drawn with probability proportional to their time and reweighted. Every wait still
-    /// counts in the stored sums [default: 200].
+    /// counts in the stored sums [default: 1000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub wait_records: Option<u32>,
     /// The `host` label [default: this machine's host name].

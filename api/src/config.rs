@@ -7,7 +7,7 @@
 //! off_cpu = true
 //! off_cpu_min_us = 1000
 //! off_cpu_budget = 2000
-//! wait_records = 200      # off-CPU waits kept one by one per second
+//! wait_records = 1000     # off-CPU waits kept one by one per second
 //! host = "web-1"
 //! unwind = "dwarf"        # or "fp"
 //! user_stack_bytes = 32768
@@ -156,7 +156,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             OffCpuConfig::MAX_MIN_DURATION.as_micros()
         );
     }
-    let wait_records_per_second = args.wait_records.or(file.wait_records).unwrap_or(200);
+    let wait_records_per_second = args.wait_records.or(file.wait_records).unwrap_or(1000);
     if wait_records_per_second == 0 {
         bail!("wait_records{}: expected at least 1", in_file(""));
     }
