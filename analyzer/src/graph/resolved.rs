@@ -61,10 +61,6 @@ const MIN_EDGE_SHARE: f64 = 0.05;
 /// Kernel functions of a waker's stack that show it woke the thread by sending it a signal.
 const SIGNAL_FUNCTIONS: &[&str] = &["signal_wake_up", "complete_signal", "__send_signal"];
 
-/// Kernel functions of a waker's stack that show it woke the thread by exiting (a
-/// `pthread_join` or `waitpid` ended by the thread or child it waited for).
-const EXIT_FUNCTIONS: &[&str] = &["do_exit"];
-
 /// Kernel functions of a blocked stack that show a wait for data from outside: a socket, a
 /// pipe, a terminal, a connection to accept.
 const RECEIVE_FUNCTIONS: &[&str] = &[
@@ -448,12 +444,6 @@ impl<'a> Analyzer<'a> {
         self.wrappers.contains(f) || self.sleep_helpers.contains(f)
     }
 
-    /// Whether a wait was ended by its waker's exit (a join, a parent's `waitpid`).
-    fn ended_by_exit(&self, w: &TimedWait) -> bool {
-        matches!(w.waker, TimedWaker::Thread { stack, .. }
-            if self.stack_has(stack, EXIT_FUNCTIONS, true))
-    }
-
     /// Whether a wait is one to acquire a mutex (a futex wait that is no condition's).
     fn is_mutex(&self, w: &TimedWait) -> bool {
         w.cause == Cause::Lock && !self.condition[w.stack as usize]
@@ -512,11 +502,9 @@ impl<'a> Analyzer<'a> {
                     .iter()
                     .map(|w| {
                         // A signal (a process told to stop, a timer's signal) is no work
-                        // another thread did for this one, and a thread waiting for another to
-                        // exit (a join, a parent's waitpid) supervises, it serves no request.
-                        if self.ended_by_exit(w)
-                            || matches!(w.waker, TimedWaker::Thread { stack, .. }
-                                if self.stack_has(stack, SIGNAL_FUNCTIONS, true))
+                        // another thread did for this one.
+                        if let TimedWaker::Thread { stack, .. } = w.waker
+                            && self.stack_has(stack, SIGNAL_FUNCTIONS, true)
                         {
                             return true;
                         }
@@ -561,10 +549,6 @@ impl<'a> Analyzer<'a> {
         let mut idle_external = vec![false; n];
         for (t, waits) in tl.waits.iter().enumerate() {
             for (w, &idle) in waits.iter().zip(&self.idle[t]) {
-                // Waiting for a thread's exit neither receives work nor connects threads.
-                if self.ended_by_exit(w) {
-                    continue;
-                }
                 if idle {
                     idle_any[t] = true;
                     // Woken by another process, a socket or a poll: work from outside.
@@ -1239,39 +1223,6 @@ mod tests {
         assert_eq!(ev.threads[r.roots[0] as usize].tid, 2);
         assert!(share(&ev, &a, "checksum") > 0.95);
         assert_eq!(share(&ev, &a, "bloom"), 0.0);
-    }
-
-    /// A main thread joining its workers waits all along for threads that do the work, but
-    /// waits for their exit: it is no request thread, and the workers' time is charged once.
-    #[test]
-    fn a_join_is_no_request() {
-        let mut sim = Sim::new();
-        let (main, worker) = (thread(1, 1, "app"), thread(1, 2, "app"));
-        for cycle in 0..100 {
-            let c = cycle as f64 * 10.0;
-            sim.run(&worker, c, c + 2.0, &["w_loop", "checksum"]);
-            sim.wait(
-                &worker,
-                c + 2.0,
-                c + 10.0,
-                &["w_loop", "c:usleep"],
-                Cause::Sleep,
-                By::Timer,
-            );
-        }
-        sim.wait(
-            &main,
-            0.0,
-            1000.0,
-            &["main", "c:pthread_join", "k:futex_wait"],
-            Cause::Lock,
-            By::Thread(worker.clone(), &["k:do_exit", "k:futex_wake"]),
-        );
-        let (ev, a) = sim.analyze(1.0);
-        let r = a.resolved.as_ref().expect("a timeline");
-        assert_eq!(r.roots.len(), 1, "{:?}", r.roots);
-        assert_eq!(ev.threads[r.roots[0] as usize].tid, 2);
-        assert!(share(&ev, &a, "checksum") > 0.95);
     }
 
     /// Requests handed to a worker by a generator thread of the same process that paces them
