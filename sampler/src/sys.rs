@@ -93,35 +93,30 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Field `n` of a `/proc/.../stat` file (numbered as in proc(5): 1 is the id, 2 the name), or
+/// `None` when the file is gone or the field is missing or malformed.
+fn stat_field<T: std::str::FromStr>(path: &str, n: usize) -> Option<T> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The name (field 2) may hold spaces and parentheses: fields after it follow its last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
 /// Whether `pid` is a kernel thread (`PF_KTHREAD` in `/proc/PID/stat`); false when the
 /// process is gone.
 pub fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The name (field 2) may hold spaces and parentheses: fields after it follow its last ')'.
-    // flags is field 9, the 7th after the name.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
-        .and_then(|flags| flags.parse::<u64>().ok())
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+    stat_field::<u64>(&format!("/proc/{pid}/stat"), 9).is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
 /// Whether thread `tid` of process `pid` runs as background work: scheduled `SCHED_IDLE`, or
-/// at nice 10 or more (`/proc/PID/task/TID/stat`); false when it is gone.
+/// at nice 10 or more (`/proc/PID/task/TID/stat`: nice is field 19, policy field 41); false
+/// when it is gone.
 pub fn is_background_thread(pid: u32, tid: u32) -> bool {
     const SCHED_IDLE: i64 = 5;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
-        return false;
-    };
-    // Fields after the name's last ')': state is field 3, nice field 19, policy field 41.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<i64>().ok());
-    field(41) == Some(SCHED_IDLE) || field(19).is_some_and(|nice| nice >= 10)
+    let path = format!("/proc/{pid}/task/{tid}/stat");
+    stat_field::<i64>(&path, 41) == Some(SCHED_IDLE)
+        || stat_field::<i64>(&path, 19).is_some_and(|nice| nice >= 10)
 }
 
 /// [`is_background_thread`] for the threads of a stream of samples, each looked up again at

@@ -34,6 +34,16 @@ fn first(v: &Value) -> &str {
     v["functions"][0]["function"].as_str().unwrap()
 }
 
+/// The actors of an explanation's critical path, in order.
+fn path_actors(explanation: &Value) -> Vec<&str> {
+    explanation["critical_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["actor"].as_str().unwrap())
+        .collect()
+}
+
 /// The mutex workload's explanation: the waiters are the request threads (the holder serves
 /// them, the red herring is neither), and the critical path leads to the holder.
 fn assert_lock_path_threads(critical: &Value) {
@@ -48,12 +58,7 @@ fn assert_lock_path_threads(critical: &Value) {
             && !threads.iter().any(|t| t.starts_with("housekeeping")),
         "request threads: {threads:?}"
     );
-    let path: Vec<&str> = critical["critical_path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["actor"].as_str().unwrap())
-        .collect();
+    let path = path_actors(critical);
     assert!(
         path.iter().any(|a| a.starts_with("lock-holder"))
             && !path.iter().any(|a| a.starts_with("housekeeping")),
@@ -144,12 +149,7 @@ fn explain_ranks_the_lock_holder_not_the_red_herring() {
     // The critical path starts at a waiter and reaches the holder through waiters only: a waiter
     // can be woken by another that took the lock before it (the lock is handed on), so waiter →
     // waiter → holder is a true path; the red herring is never on it.
-    let path: Vec<&str> = critical["critical_path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["actor"].as_str().unwrap())
-        .collect();
+    let path = path_actors(&critical);
     let holder = path.iter().position(|a| a.starts_with("lock-holder"));
     assert!(
         path.first().is_some_and(|a| a.starts_with("lock-waiter"))
