@@ -22,7 +22,14 @@
 //!
 //! Samples and wait records may be drawn with weights (the capture budget, short waits kept
 //! with probability proportional to their length, the store's record budget); every charge is
-//! weighted so that the sums stay unbiased.
+//! weighted so that the sums stay unbiased. Where B's own waits were drawn, "the rest" is not
+//! taken as `[s, e]` less B's kept waits: that difference is unbiased but its spread grows
+//! with B's *waiting* time — a load generator that sleeps between arrivals, its sleeps drawn
+//! at one in four, leaves seconds of noise around zero, and a sum kept only when positive
+//! charged it to the generator's loop. B's run is then its on-CPU samples inside `[s, e]`
+//! times the sampling period: unbiased too, never negative, and its spread grows with B's
+//! *running* time only. The requests' time is the sum of what was charged, so that shares
+//! are of one estimate, not of the interval lengths less noisy idle parts.
 //!
 //! **Idle time.** A thread blocked at its outermost loop (its *loop level*: no program function
 //! below the frames common to all of its stacks, but wrappers) waiting for new work — a
@@ -161,7 +168,8 @@ pub struct Why {
 pub struct Resolved {
     /// The request threads.
     pub roots: Vec<ThreadId>,
-    /// Their time in the window, idle time left out, ns.
+    /// Their time in the window, idle time left out, ns: the sum of what was charged (to
+    /// functions, the kernel, knots), so that with drawn waits the shares are of one sum.
     pub request_ns: f64,
     /// Their idle time (waits for new work), ns.
     pub idle_ns: f64,
@@ -243,6 +251,9 @@ struct Analyzer<'a> {
     running_by_root: Vec<HashMap<usize, f64>>,
     /// Per thread: the request waits (weighted) that reached it while it ran, by their cause.
     running_waits: Vec<[f64; 6]>,
+    /// Per thread: whether its waits were drawn (any kept with a weight above 1), so that its
+    /// run inside an interval is measured by its samples (see the module docs).
+    drawn: Vec<bool>,
 }
 
 fn overlap(a: (i64, i64), b: (i64, i64)) -> (i64, i64) {
@@ -412,6 +423,11 @@ impl<'a> Analyzer<'a> {
             ended_in: vec![HashMap::new(); n],
             running_by_root: vec![HashMap::new(); n],
             running_waits: vec![[0.0; 6]; n],
+            drawn: tl
+                .waits
+                .iter()
+                .map(|ws| ws.iter().any(|w| w.weight > 1.0 + 1e-9))
+                .collect(),
         }
     }
 
@@ -697,6 +713,7 @@ impl<'a> Analyzer<'a> {
         if ns <= 0.0 {
             return;
         }
+        self.out.request_ns += ns;
         match f.filter(|&f| (f as usize) < self.out.function_ns.len()) {
             Some(f) => {
                 self.out.function_ns[f as usize] += ns;
@@ -721,7 +738,6 @@ impl<'a> Analyzer<'a> {
             for s in &tl.samples[t] {
                 let f = self.on_cpu[s.stack as usize];
                 self.sink(r, Some(f), Cause::Other, tl.period_ns);
-                self.out.request_ns += tl.period_ns;
                 self.route(f, Route::OnCpu, tl.period_ns, 0.0);
             }
             for (i, w) in tl.waits[t].iter().enumerate() {
@@ -730,7 +746,6 @@ impl<'a> Analyzer<'a> {
                     self.out.idle_ns += blocked + runq;
                     continue;
                 }
-                self.out.request_ns += blocked + runq;
                 self.sink(r, None, Cause::RunQueue, runq);
                 match w.waker {
                     TimedWaker::Thread { thread, stack } if thread != root => {
@@ -773,8 +788,7 @@ impl<'a> Analyzer<'a> {
                 continue;
             }
             let dist = self.distribution(b);
-            // Per root and per cause, the unbiased sums may be negative where drawn waits
-            // covered more than their intervals: clamped, then scaled to the total.
+            // Per root and per cause, scaled to the total.
             let mut by_root = std::mem::take(&mut self.running_by_root[b]);
             by_root.values_mut().for_each(|ns| *ns = ns.max(0.0));
             let sum: f64 = by_root.values().sum();
@@ -869,6 +883,7 @@ impl<'a> Analyzer<'a> {
         }
         if depth > MAX_DEPTH || visited.contains(&b) {
             self.out.knot_ns += mass * len;
+            self.out.request_ns += mass * len;
             return;
         }
         visited.push(b);
@@ -907,14 +922,20 @@ impl<'a> Analyzer<'a> {
             parts = vec![(i, blocked, ob, or)];
             run_from = blocked.1;
         }
-        // Drawn waits stand for several (weight 1/p): a drawn wait's overlap may cover more than
-        // the interval, and an interval whose waits were drawn out looks run through. Neither is
-        // capped, so that the sums over many intervals stay unbiased; what is left for b's own
-        // run may be negative here and is clamped only once summed (see `charge_all`).
-        let mut charged = 0.0;
+        // b's run in [run_from, e): where b's waits were drawn, its samples there (see the
+        // module docs); else what its waits leave of the interval.
+        let samples = &tl.samples[bi];
+        let from = samples.partition_point(|x| x.time_ns < run_from);
+        let inside = samples[from..].iter().take_while(|x| x.time_ns < e);
+        let run = if self.drawn[bi] {
+            inside.clone().count() as f64 * tl.period_ns
+        } else {
+            // Every wait of b is here: what they leave is its run.
+            let kept: f64 = parts.iter().map(|&(_, _, ob, or)| ob + or).sum();
+            (len - kept).max(0.0)
+        };
         for (i, blocked, ob, or) in parts {
             let x = waits[i];
-            charged += ob + or;
             self.sink(r, None, Cause::RunQueue, mass * or);
             // A sleep b began while the request already waited for it is part of serving it (a
             // slow backend's, a batcher's pause to collect more), even through a sleep helper
@@ -925,7 +946,6 @@ impl<'a> Analyzer<'a> {
                 && self.named[x.stack as usize] != self.loop_prefix[bi].last().copied();
             if self.idle[bi][i] && !served {
                 self.out.idle_ns += mass * ob;
-                self.out.request_ns -= mass * ob;
                 continue;
             }
             match x.waker {
@@ -962,14 +982,12 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
-        let rest = (len - charged) * mass;
-        if rest != 0.0 {
+        let rest = run * mass;
+        if rest > 0.0 {
             self.running[bi][request.0 as usize] += rest;
             self.running_waits[bi][request.0 as usize] += request.1;
             *self.running_by_root[bi].entry(r).or_default() += rest;
-            let samples = &tl.samples[bi];
-            let from = samples.partition_point(|x| x.time_ns < run_from);
-            for x in samples[from..].iter().take_while(|x| x.time_ns < e) {
+            for x in inside {
                 *self.inside[bi]
                     .entry(self.on_cpu[x.stack as usize])
                     .or_default() += mass;
@@ -1256,6 +1274,50 @@ mod tests {
         let r = a.resolved.as_ref().expect("a timeline");
         assert!(share(&ev, &a, "lookup_row") > 0.95, "{:?}", r.routes);
         assert!(share(&ev, &a, "g_loop") < 0.01, "{:?}", r.routes);
+    }
+
+    /// The same, the generator pacing with many short sleeps and the store keeping one wait
+    /// record in ten, drawn and weighted: what is left of a wait for the generator once its
+    /// kept sleeps are taken out is noise around zero, and is not charged to its loop.
+    #[test]
+    fn a_generators_drawn_sleeps_are_not_its_run() {
+        // Runs of different lengths draw different waits.
+        for cycles in 100..108 {
+            let mut sim = Sim::new();
+            sim.agg = Aggregator::new(1_000, 1_000_000).with_wait_records(300);
+            let (worker, generator) = (thread(1, 2, "app"), thread(1, 3, "app"));
+            for cycle in 0..cycles {
+                let c = cycle as f64 * 10.0;
+                sim.run(&worker, c, c + 2.0, &["w_loop", "lookup_row"]);
+                sim.wait(
+                    &worker,
+                    c + 2.0,
+                    c + 10.0,
+                    &["w_loop", "c:poll"],
+                    Cause::Poll,
+                    By::Thread(generator.clone(), &["g_loop", "c:write"]),
+                );
+                for k in 0..8 {
+                    let at = c + 2.0 + k as f64;
+                    sim.wait(
+                        &generator,
+                        at,
+                        at + 1.0,
+                        &["g_loop", "c:nanosleep"],
+                        Cause::Sleep,
+                        By::Timer,
+                    );
+                }
+            }
+            let (ev, a) = sim.analyze(1.0);
+            let r = a.resolved.as_ref().expect("a timeline");
+            assert!(
+                share(&ev, &a, "lookup_row") > 0.9,
+                "{cycles}: {:?}",
+                r.routes
+            );
+            assert!(share(&ev, &a, "g_loop") < 0.02, "{cycles}: {:?}", r.routes);
+        }
     }
 
     /// Think time through the program's own sleep helper (a function that does nothing but

@@ -239,7 +239,8 @@ fn regressions_find_the_deploy_and_no_false_positives() {
     let holder_frame = format!("critpath_synth::work::{holder}");
     assert!(
         top.contains(&(holder_frame.as_str(), true)),
-        "{holder_frame} not among the top 3 regressions: {deployed:#}"
+        "{holder_frame} not among the top 3 regressions:\n{}",
+        brief(&deployed)
     );
     let (untouched, _) = deploy_case(None);
     let suspects = untouched["suspects"].as_array().unwrap();
@@ -254,9 +255,45 @@ fn regressions_find_the_deploy_and_no_false_positives() {
         "the program's functions are judged: {untouched:#}"
     );
     assert_eq!(
-        untouched["significant"], 0,
-        "an untouched program has significant changes: {untouched:#}"
+        untouched["significant"],
+        0,
+        "an untouched program has significant changes:\n{}",
+        brief(&untouched)
     );
+}
+
+/// A `regressions` report in a few lines (a failure's message stays readable in CI's tail):
+/// the first suspects and every significant one.
+fn brief(report: &Value) -> String {
+    let mut out = format!(
+        "method {} noise {} df {} significant {} regressions {}\n",
+        report["method"],
+        report["noise"],
+        report["degrees_of_freedom"],
+        report["significant"],
+        report["regressions"]
+    );
+    for (i, s) in report["suspects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if i < 8 || s["significant"] == true {
+            out += &format!(
+                "#{i} {} regression {} z {:.2} cpu {:.3}→{:.3} path {:.3}→{:.3} {}\n",
+                s["function"].as_str().unwrap_or("?"),
+                s["regression"],
+                s["z"].as_f64().unwrap_or(0.0),
+                s["before"].as_f64().unwrap_or(0.0),
+                s["after"].as_f64().unwrap_or(0.0),
+                s["critical_path_before"].as_f64().unwrap_or(0.0),
+                s["critical_path_after"].as_f64().unwrap_or(0.0),
+                s["route"]
+            );
+        }
+    }
+    out
 }
 
 /// The committed evaluation (`models/eval/graph.json`) is what `critpath eval` computes from the

@@ -333,10 +333,25 @@ fn budget_sampling_stays_unbiased() {
     // the bottom: the two threads start and stop at different moments).
     assert!(
         off >= 0.5 * elapsed - 4.0 * sd && off <= 2.0 * elapsed + 4.0 * sd,
-        "weighted off-CPU time {off} ns vs wall {elapsed} ns (ratio {:.2}, sd {:.2} of wall); top stacks: {:#?}",
+        "weighted off-CPU time {off} ns vs wall {elapsed} ns (ratio {:.2}, sd {:.2} of wall), {} wait records; recorder: {}; top stacks: {:?}",
         off / elapsed,
         sd / elapsed,
-        top(&r.profile, 6)
+        r.waits.len(),
+        stderr.lines().rev().take(4).collect::<Vec<_>>().join(" | "),
+        top(&r.profile, 4)
+            .into_iter()
+            .map(|(ns, stack)| (
+                ns,
+                stack
+                    .chars()
+                    .rev()
+                    .take(90)
+                    .collect::<String>()
+                    .chars()
+                    .rev()
+                    .collect::<String>()
+            ))
+            .collect::<Vec<_>>()
     );
 }
 
