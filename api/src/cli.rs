@@ -399,6 +399,12 @@ pub struct ListenArgs {
     /// Serve beyond loopback without --auth-token-file (refused otherwise).
     #[arg(long)]
     pub insecure: bool,
+    /// Host names the server answers to (the request's `Host` header, port aside); repeat or
+    /// separate with commas. Default: on a loopback address, `localhost`, `127.0.0.1` and
+    /// `[::1]` only — a web page of another site cannot rebind its name to this server and
+    /// read it; on other addresses, any.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub allow_host: Vec<String>,
     /// Memory for the query index (parts' roll-ups and rows kept for fast trees), e.g. 512MiB,
     /// 2GiB. At startup the last 24 h are loaded into it in the background.
     #[arg(long, default_value = "512MiB", value_name = "SIZE")]

@@ -255,7 +255,25 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
     if token.is_empty() {
         anyhow::bail!("{} is empty: it must hold the bearer token", path.display());
     }
+    if let Some(warning) = token_file_warning(path) {
+        log::warn!("{warning}");
+        eprintln!("critpath: warning: {warning}");
+    }
     Ok(token)
+}
+
+/// A warning when the token file can be read by users other than its owner (its group or
+/// everyone): they could use the API with it.
+fn token_file_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "the token file {} is readable by other users (mode {:o}); `chmod 600` it",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 #[cfg(test)]
@@ -263,6 +281,25 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser as _;
+
+    /// A token file others can read is used, with a warning naming it; a private one is
+    /// used silently.
+    #[test]
+    fn a_readable_token_file_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_token(&path).unwrap(), "s3cret");
+        let warning = token_file_warning(&path).expect("a warning");
+        assert!(
+            warning.contains("mode 644") && warning.contains("chmod 600"),
+            "{warning}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(token_file_warning(&path), None);
+    }
 
     fn args(extra: &[&str]) -> AgentArgs {
         let mut argv = vec!["critpath", "agent"];

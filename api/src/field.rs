@@ -767,7 +767,18 @@ pub fn eval(args: &EvalArgs, dir: &Path) -> anyhow::Result<FieldReport> {
         bin,
         seconds: args.field_seconds.max(3),
         critpath: std::env::current_exe().context("finding the critpath binary")?,
-        work: tempfile::tempdir().context("creating a work directory")?,
+        work: {
+            let mut work = tempfile::tempdir().context("creating a work directory")?;
+            // CRITPATH_FIELD_KEEP=1 keeps the stores and recordings to look at afterwards.
+            if std::env::var_os("CRITPATH_FIELD_KEEP").is_some() {
+                eprintln!(
+                    "critpath: keeping the work directory {}",
+                    work.path().display()
+                );
+                work.disable_cleanup(true);
+            }
+            work
+        },
     };
     let wanted: Vec<&Scenario> = manifest
         .scenarios

@@ -44,6 +44,15 @@ fn main() -> ExitCode {
         // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    if matches!(
+        cli.command,
+        Command::Agent(_) | Command::Serve(_) | Command::Run(_)
+    ) {
+        // The store holds every process's stacks, written as root: its files are 0640 and its
+        // directories 0750, never readable by other local users.
+        // SAFETY: umask(2) only sets the process's file mode mask.
+        unsafe { libc::umask(0o027) };
+    }
     let result = match cli.command {
         Command::Record(args) => record_config(args).and_then(record::run),
         Command::Agent(args) => config::agent_config(args).and_then(run_agent),
@@ -156,6 +165,7 @@ fn server_config(
         request_timeout: listen.request_timeout,
         auth_token,
         insecure: listen.insecure,
+        allowed_hosts: (!listen.allow_host.is_empty()).then_some(listen.allow_host),
         model_dir: Some(listen.model),
         regressions_model_dir: Some(listen.regressions_model),
         ..server::ServerConfig::default()
@@ -212,7 +222,11 @@ fn run(args: cli::RunArgs) -> anyhow::Result<()> {
             "critpath run keeps its samples in its own store; use `critpath agent --push URL` to push to another server"
         );
     }
-    let server_config = server_config(config.data_dir.clone(), args.listen)?;
+    let mut server_config = server_config(config.data_dir.clone(), args.listen)?;
+    // Pushes the store's retention would drop are refused, not acknowledged.
+    if let Some(max_age) = config.retention.max_age {
+        server_config.ingest_max_age = server_config.ingest_max_age.min(max_age);
+    }
     let writer = writer::StoreWriter::start(writer::open_store(
         &config.data_dir,
         config.retention.clone(),

@@ -611,29 +611,46 @@ impl<'a> Analyzer<'a> {
             tl.selected.get(t).copied().unwrap_or(false)
                 && !tl.background.get(t).copied().unwrap_or(false)
         };
+        // Per selected process, the connected part with the most waiting between threads
+        // among those holding its threads (weighed by its own threads' waits, so that a busy
+        // part of the rest of the machine that one of its threads reaches does not win). Each
+        // process is asked about on its own: a window across a deploy holds the old server and
+        // the new one, replicas are several processes, and the busiest of them is not the
+        // only one serving requests. A selected process with no such part: its threads that
+        // receive work from outside.
+        let pid = |t: usize| self.ev.threads[t].pid;
         let candidates: Vec<usize> = if any {
-            // The connected part with the most waiting between threads, among those holding a
-            // selected thread.
-            let mut weight: HashMap<usize, f64> = HashMap::new();
-            // Weighed by the selected threads' own waits, so that a busy part of the rest of the
-            // machine that one selected thread reaches does not win.
+            let mut weight: HashMap<(u32, usize), f64> = HashMap::new();
             for (&(a, _), e) in &edges {
                 if selected(a) {
                     let r = find(&mut parent, a);
-                    *weight.entry(r).or_default() += e.busy;
+                    *weight.entry((pid(a), r)).or_default() += e.busy;
                 }
             }
-            let mut best: Option<(usize, f64)> = None;
-            for (r, w) in weight {
-                if w > 0.0 && best.is_none_or(|(br, bw)| w > bw || (w == bw && r < br)) {
-                    best = Some((r, w));
+            let mut best: HashMap<u32, (usize, f64)> = HashMap::new();
+            for ((p, r), w) in weight {
+                let b = best.entry(p).or_insert((r, 0.0));
+                if w > 0.0 && (w > b.1 || (w == b.1 && r < b.0)) {
+                    *b = (r, w);
                 }
             }
-            match best {
-                Some((r, _)) => (0..n)
-                    .filter(|&t| selected(t) && find(&mut parent, t) == r)
-                    .collect(),
-                None => Vec::new(),
+            let best: HashMap<u32, usize> = best
+                .into_iter()
+                .filter(|(_, (_, w))| *w > 0.0)
+                .map(|(p, (r, _))| (p, r))
+                .collect();
+            if best.is_empty() {
+                Vec::new()
+            } else {
+                (0..n)
+                    .filter(|&t| {
+                        selected(t)
+                            && match best.get(&pid(t)) {
+                                Some(&r) => find(&mut parent, t) == r,
+                                None => idle_external[t],
+                            }
+                    })
+                    .collect()
             }
         } else {
             Vec::new()

@@ -8,7 +8,7 @@ mod tree;
 
 pub use reader::{MAX_POINTS, QueryError, Reader, Series, SeriesSet, Window};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
-pub use time::{TimeError, parse_duration_ms, parse_time_ms};
+pub use time::{MAX_TIME_MS, TimeError, parse_duration_ms, parse_time_ms};
 pub use tree::{
     DiffNode, DiffTree, FlameTree, FunctionDiff, FunctionStat, Node, NodeId, ROOT_NAME,
 };

@@ -83,8 +83,9 @@ impl Window {
     /// A diff's baseline range: the given ends, defaulting to the window of equal length just
     /// before this one.
     pub fn baseline_range(&self, from_ms: Option<i64>, to_ms: Option<i64>) -> (i64, i64) {
-        let from = from_ms.unwrap_or(self.from_ms - (self.to_ms - self.from_ms));
-        (from, to_ms.unwrap_or(from + (self.to_ms - self.from_ms)))
+        let span = self.to_ms.saturating_sub(self.from_ms);
+        let from = from_ms.unwrap_or(self.from_ms.saturating_sub(span));
+        (from, to_ms.unwrap_or(from.saturating_add(span)))
     }
 
     /// Whether a series is selected.
@@ -216,7 +217,9 @@ impl Reader {
         if step_ms <= 0 {
             return Err(QueryError::invalid("step", "the step must be positive"));
         }
-        let points = (window.to_ms - window.from_ms + step_ms - 1) / step_ms;
+        // Overflow-safe for any step: the span is bounded by the window's times.
+        let span = window.to_ms - window.from_ms;
+        let points = span / step_ms + i64::from(span % step_ms != 0);
         if points > MAX_POINTS {
             return Err(QueryError::invalid(
                 "step",

@@ -4,10 +4,22 @@
 //! does not match). Values are double-quoted with `\"`, `\\`, `\n` and `\t` escapes. The braces
 //! are optional, and an empty selector selects everything. A missing label reads as "", as in
 //! Prometheus, so `{exe!="x"}` also selects samples without an `exe`.
+//!
+//! A selector comes from anyone who can reach the API, so its cost is bounded before any work:
+//! at most [`MAX_SELECTOR_BYTES`] of text and [`MAX_TERMS`] terms, counted before a regular
+//! expression is compiled, and each expression within [`MAX_REGEX_BYTES`] once compiled.
 
 use std::fmt;
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
+
+/// Longest selector text accepted, bytes.
+pub const MAX_SELECTOR_BYTES: usize = 4096;
+/// Most terms in one selector.
+pub const MAX_TERMS: usize = 32;
+/// Largest compiled regular expression of one term, bytes (the `regex` crate's size limit):
+/// `\w{200}`, Unicode word characters 200 times, is over it.
+pub const MAX_REGEX_BYTES: usize = 256 * 1024;
 
 /// A comparison of one label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +122,32 @@ impl Selector {
     /// assert_eq!(Selector::parse("{pid=1}").unwrap_err().position, 5);
     /// ```
     pub fn parse(text: &str) -> Result<Self, SelectorError> {
-        Parser { text, pos: 0 }.selector()
+        if text.len() > MAX_SELECTOR_BYTES {
+            return Err(SelectorError {
+                position: MAX_SELECTOR_BYTES,
+                message: format!(
+                    "the selector is {} bytes; at most {MAX_SELECTOR_BYTES} are accepted",
+                    text.len()
+                ),
+            });
+        }
+        let mut selector = Parser { text, pos: 0 }.selector()?;
+        for (m, position) in &mut selector.matchers {
+            if matches!(m.op, MatchOp::Regex | MatchOp::NotRegex) {
+                let regex = RegexBuilder::new(&format!("^(?:{})$", m.value))
+                    .size_limit(MAX_REGEX_BYTES)
+                    .dfa_size_limit(MAX_REGEX_BYTES)
+                    .build()
+                    .map_err(|e| SelectorError {
+                        position: *position,
+                        message: format!("invalid regular expression: {e}"),
+                    })?;
+                m.regex = Some(regex);
+            }
+        }
+        Ok(Selector {
+            matchers: selector.matchers.into_iter().map(|(m, _)| m).collect(),
+        })
     }
 
     /// Whether labels (looked up by name) satisfy every term.
@@ -142,6 +179,11 @@ struct Parser<'a> {
     pos: usize,
 }
 
+/// What the parser read: each term with the byte position of its value.
+struct Parsed {
+    matchers: Vec<(Matcher, usize)>,
+}
+
 impl Parser<'_> {
     fn error<T>(&self, position: usize, message: impl Into<String>) -> Result<T, SelectorError> {
         Err(SelectorError {
@@ -168,7 +210,8 @@ impl Parser<'_> {
         }
     }
 
-    fn selector(mut self) -> Result<Selector, SelectorError> {
+    /// The terms with the positions of their values, regular expressions not yet compiled.
+    fn selector(mut self) -> Result<Parsed, SelectorError> {
         self.skip_space();
         let braced = self.eat("{");
         let mut matchers = Vec::new();
@@ -176,6 +219,12 @@ impl Parser<'_> {
             self.skip_space();
             if self.rest().is_empty() || self.rest().starts_with('}') {
                 break;
+            }
+            if matchers.len() == MAX_TERMS {
+                return self.error(
+                    self.pos,
+                    format!("more than {MAX_TERMS} terms; at most {MAX_TERMS} are accepted"),
+                );
             }
             matchers.push(self.matcher()?);
             self.skip_space();
@@ -196,10 +245,10 @@ impl Parser<'_> {
             };
             return self.error(self.pos, what);
         }
-        Ok(Selector { matchers })
+        Ok(Parsed { matchers })
     }
 
-    fn matcher(&mut self) -> Result<Matcher, SelectorError> {
+    fn matcher(&mut self) -> Result<(Matcher, usize), SelectorError> {
         let start = self.pos;
         let name_len = self
             .rest()
@@ -232,20 +281,15 @@ impl Parser<'_> {
         self.skip_space();
         let value_pos = self.pos;
         let value = self.string()?;
-        let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => {
-                Some(Regex::new(&format!("^(?:{value})$")).or_else(|e| {
-                    self.error(value_pos, format!("invalid regular expression: {e}"))
-                })?)
-            }
-            _ => None,
-        };
-        Ok(Matcher {
-            label,
-            op,
-            value,
-            regex,
-        })
+        Ok((
+            Matcher {
+                label,
+                op,
+                value,
+                regex: None,
+            },
+            value_pos,
+        ))
     }
 
     fn string(&mut self) -> Result<String, SelectorError> {
@@ -359,5 +403,31 @@ mod tests {
         assert_eq!(err(r#"{comm="\q"}"#).position, 7);
         assert_eq!(err(r#"a="1" b="2""#).position, 6);
         assert_eq!(err("{9pid=\"1\"}").position, 1);
+    }
+
+    /// A hostile selector is refused before it costs anything: too long, too many terms
+    /// (counted before any expression is compiled), or an expression too large once compiled.
+    /// Selectors as people write them still parse.
+    #[test]
+    fn hostile_selectors_are_bounded() {
+        let term = r#"comm=~"\\w{200}""#;
+        let many = format!("{{{}}}", vec![term; MAX_TERMS + 1].join(","));
+        assert!(many.len() < MAX_SELECTOR_BYTES, "{}", many.len());
+        let started = std::time::Instant::now();
+        let e = err(&many);
+        assert!(e.message.contains("terms"), "{e}");
+        // The terms were not compiled: one such expression alone is refused for its size.
+        let e = err(&format!("{{{term}}}"));
+        assert!(e.message.contains("size limit"), "{e}");
+        assert_eq!(e.position, 7);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let long = format!(r#"{{comm="{}"}}"#, "x".repeat(MAX_SELECTOR_BYTES));
+        assert!(err(&long).message.contains("bytes"));
+        let fine = vec![r#"comm=~"post(gres|master)|nginx.*""#; MAX_TERMS].join(",");
+        assert_eq!(sel(&fine).matchers.len(), MAX_TERMS);
+        assert!(
+            sel(r#"{exe=~"/usr/(s)?bin/[a-z0-9_-]{1,64}"}"#)
+                .matches(|_| Some("/usr/bin/redis-server"))
+        );
     }
 }

@@ -15,7 +15,14 @@ pub enum TimeError {
         "invalid duration {0:?}: expected a number with a unit, e.g. 500ms, 10s, 15m, 1h30m, 2d, 1w"
     )]
     Duration(String),
+    /// A time before 1970 or after the year 9999.
+    #[error("time {0:?} is out of range: expected a moment from 1970 to the year 9999")]
+    Range(String),
 }
+
+/// The last moment a time expression may name: 9999-12-31T23:59:59.999Z, Unix ms. With times
+/// in `0..=MAX_TIME_MS`, differences and sums of a few of them cannot overflow an `i64`.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 /// Resolves a time expression to Unix milliseconds; `now_ms` is the current time.
 ///
@@ -43,13 +50,18 @@ pub fn parse_time_ms(text: &str, now_ms: i64) -> Result<i64, TimeError> {
             _ => return Err(bad()),
         };
         let ms = parse_duration_ms(duration.trim()).map_err(|_| bad())?;
-        return Ok(now_ms + sign * ms);
+        return in_range(now_ms.checked_add(sign * ms), text);
     }
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().map_err(|_| bad());
+        return in_range(t.parse().ok(), text);
     }
     let ts: jiff::Timestamp = t.parse().map_err(|_| bad())?;
-    Ok(ts.as_millisecond())
+    in_range(Some(ts.as_millisecond()), text)
+}
+
+fn in_range(ms: Option<i64>, text: &str) -> Result<i64, TimeError> {
+    ms.filter(|ms| (0..=MAX_TIME_MS).contains(ms))
+        .ok_or_else(|| TimeError::Range(text.to_owned()))
 }
 
 /// Parses a duration such as `500ms`, `15m`, `1h30m`, `2d`, `1w` into milliseconds.
@@ -94,6 +106,28 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_764_075_600_000;
+
+    /// Times outside 1970..=9999 are refused, whatever their form, so that windows built from
+    /// them cannot overflow.
+    #[test]
+    fn out_of_range_times_are_refused() {
+        for text in [
+            "now-9223372036854775807ms",
+            "now+9223372036854775807ms",
+            "now-3000w",
+            "9223372036854775807",
+            "99999999999999999999",
+            "253402300800000",
+        ] {
+            assert_eq!(
+                parse_time_ms(text, NOW),
+                Err(TimeError::Range(text.to_owned())),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_time_ms("253402300799999", NOW), Ok(MAX_TIME_MS));
+        assert_eq!(parse_time_ms("now-55y", NOW).map_err(|_| ()), Err(()));
+    }
 
     /// Every accepted form resolves to the same instant scale: Unix milliseconds.
     #[test]

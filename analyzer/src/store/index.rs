@@ -12,7 +12,9 @@
 //!
 //! Parts are immutable, so cached parts never go stale; they are evicted least recently used
 //! beyond a byte budget. When the trie grows past [`MAX_TRIE_NODES`] the whole index starts
-//! over (queries in flight keep the generation they started with).
+//! over (queries in flight keep the generation they started with). It starts over too when a
+//! query panicked while it held one of the index's locks: the caches may be half updated, and
+//! they are only caches, so later queries rebuild them instead of failing on a poisoned lock.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,7 +22,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::parquet::{NO_NODE, read_rollup, read_samples, read_stack_functions};
 use super::scan::{SourceRef, list_sources};
@@ -236,7 +238,26 @@ struct Generation {
     clock: AtomicU64,
 }
 
+/// Takes a lock of the index even when a panicking query left it poisoned (the generation is
+/// then started over by [`Index::generation`]).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Generation {
+    /// Whether a query panicked while it held one of its locks.
+    fn poisoned(&self) -> bool {
+        self.paths.is_poisoned() || self.parts.is_poisoned() || self.logs.is_poisoned()
+    }
+
     fn new() -> Self {
         Self {
             paths: RwLock::new(CallPaths::new()),
@@ -304,7 +325,7 @@ impl Index {
         // Parts not in the cache are read (Parquet decoded) by a second thread while this one
         // maps the previous part's stacks into the trie.
         let missing: Vec<(PathBuf, String)> = {
-            let cache = generation.parts.lock().expect("part cache");
+            let cache = lock(&generation.parts);
             sources
                 .iter()
                 .filter_map(|s| match s {
@@ -355,11 +376,7 @@ impl Index {
             }
             Ok(())
         })?;
-        generation
-            .logs
-            .lock()
-            .expect("log cache")
-            .retain(|path, _| live.contains(path));
+        lock(&generation.logs).retain(|path, _| live.contains(path));
         let mut rows = Vec::new();
         let mut rollups = Vec::new();
         for part in &parts {
@@ -378,7 +395,7 @@ impl Index {
 
         // Never hold the trie's lock while taking a log's: a log being read takes them the
         // other way round. The trie only grows, so rows read later may point past `values`.
-        let mut values = vec![0i64; generation.paths.read().expect("call paths").len()];
+        let mut values = vec![0i64; read(&generation.paths).len()];
         for part in rollups {
             let selected: Vec<bool> = part.series.iter().map(keep).collect();
             for &(series, node, cpu, cpu_ns, off_ns) in &part.rollup {
@@ -396,21 +413,21 @@ impl Index {
             part_rows.add_to(&query, &selected, &mut values);
         }
         for log in &logs {
-            let log = log.lock().expect("log");
+            let log = lock(log);
             let selected: Vec<bool> = log.series.iter().map(keep).collect();
             log.rows.add_to(&query, &selected, &mut values);
         }
-        let paths = generation.paths.read().expect("call paths");
+        let paths = read(&generation.paths);
         Ok(f(&paths, &values))
     }
 
     /// The current generation, started over when the trie is too large.
     fn generation(&self) -> Arc<Generation> {
-        let current = self.current.read().expect("index").clone();
-        if current.paths.read().expect("call paths").len() <= MAX_TRIE_NODES {
+        let current = read(&self.current).clone();
+        if !current.poisoned() && read(&current.paths).len() <= MAX_TRIE_NODES {
             return current;
         }
-        let mut slot = self.current.write().expect("index");
+        let mut slot = write(&self.current);
         if Arc::ptr_eq(&slot, &current) {
             *slot = Arc::new(Generation::new());
         }
@@ -419,7 +436,7 @@ impl Index {
 
     /// Drops the least recently used parts while the cache is over budget.
     fn evict(&self, generation: &Generation) {
-        let mut parts = generation.parts.lock().expect("part cache");
+        let mut parts = lock(&generation.parts);
         let mut total: usize = parts.values().map(|p| p.bytes()).sum();
         while total > self.cache_bytes && !parts.is_empty() {
             let oldest = parts
@@ -459,7 +476,7 @@ fn part(
 ) -> Result<Arc<Part>, StoreError> {
     let key = dir.join(seq);
     let tick = generation.clock.fetch_add(1, Ordering::Relaxed);
-    if let Some(part) = generation.parts.lock().expect("part cache").get(&key) {
+    if let Some(part) = lock(&generation.parts).get(&key) {
         part.last_used.store(tick, Ordering::Relaxed);
         return Ok(part.clone());
     }
@@ -479,7 +496,7 @@ fn part(
     };
     let mut rows = Vec::with_capacity(rollup.series.len());
     {
-        let mut paths = generation.paths.write().expect("call paths");
+        let mut paths = write(&generation.paths);
         let names: Vec<u32> = functions
             .iter()
             .zip(&inlined)
@@ -554,11 +571,7 @@ fn part(
         rows_bytes: AtomicUsize::new(0),
         last_used: AtomicU64::new(tick),
     });
-    generation
-        .parts
-        .lock()
-        .expect("part cache")
-        .insert(key, part.clone());
+    lock(&generation.parts).insert(key, part.clone());
     Ok(part)
 }
 
@@ -573,7 +586,7 @@ fn corrupt(dir: &Path, seq: &str) -> StoreError {
 
 /// A part's sample rows, loaded on first need.
 fn load_rows(part: &Part) -> Result<Arc<Rows>, StoreError> {
-    let mut slot = part.rows.lock().expect("part rows");
+    let mut slot = lock(&part.rows);
     if let Some(rows) = &*slot {
         return Ok(rows.clone());
     }
@@ -610,22 +623,19 @@ fn read_log(
     path: PathBuf,
     mut file: File,
 ) -> Result<Arc<Mutex<Log>>, StoreError> {
-    let log = generation
-        .logs
-        .lock()
-        .expect("log cache")
+    let log = lock(&generation.logs)
         .entry(path.clone())
         .or_default()
         .clone();
     {
-        let mut log = log.lock().expect("log");
+        let mut log = lock(&log);
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(log.offset))
             .and_then(|_| file.read_to_end(&mut bytes))
             .map_err(|e| StoreError::io(&path, e))?;
         let (batches, len) = decode_records(&bytes);
         if !batches.is_empty() {
-            let mut paths = generation.paths.write().expect("call paths");
+            let mut paths = write(&generation.paths);
             for batch in &batches {
                 add_batch(&mut log, &mut paths, batch);
             }
@@ -668,5 +678,45 @@ fn add_batch(log: &mut Log, paths: &mut CallPaths, batch: &Batch) {
         log.rows.node.push(node);
         log.rows.off_cpu.push(row.kind == SampleKind::OffCpu);
         log.rows.value.push(row.value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::wal::tests::batch;
+
+    /// A query that panicked while it held the trie's lock poisons it; the next query starts
+    /// a new generation and answers in full instead of failing.
+    #[test]
+    fn a_panic_under_a_lock_does_not_break_later_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        store.append(&batch(1_000_000, 5)).unwrap();
+        store.close().unwrap();
+        let index = Index::new(DEFAULT_CACHE_BYTES);
+        let total = || {
+            index
+                .with_call_paths(
+                    dir.path(),
+                    0,
+                    2_000_000,
+                    ProfileType::Cpu,
+                    &|_| true,
+                    |_, v| v.iter().sum::<i64>(),
+                )
+                .unwrap()
+        };
+        assert_eq!(total(), 5);
+        let generation = index.generation();
+        let poisoner = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _paths = generation.paths.write().unwrap();
+            let _parts = generation.parts.lock().unwrap();
+            panic!("a query's bug");
+        }));
+        assert!(poisoner.is_err() && generation.poisoned());
+        assert_eq!(total(), 5);
+        assert!(!Arc::ptr_eq(&generation, &index.generation()));
     }
 }

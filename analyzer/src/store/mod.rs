@@ -215,10 +215,15 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         check_version(&dir, true)?;
         let lock = lock(&dir)?;
+        remove_stale_temporaries(&dir);
         let next_seq = parquet::max_part_seq(&dir).map_or(1, |s| s + 1);
         let (wal, recovery) = Wal::open(dir.join("wal"), next_seq)?;
-        // Earlier segments are closed (each writer starts its own): compact them now.
-        maintain(&dir, Some(wal.path()), None, &options.retention)?;
+        // Earlier segments are closed (each writer starts its own): compact them now. A store
+        // whose compaction fails (a full disk) still opens, for writing and for reads: the
+        // segments stay and the next maintenance retries them.
+        if let Err(err) = maintain(&dir, Some(wal.path()), None, &options.retention) {
+            log::warn!("store maintenance at open failed, retried later: {err}");
+        }
         Ok((
             Self {
                 dir,
@@ -259,9 +264,11 @@ impl Store {
     pub fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let hour = batch.start_ms.div_euclid(HOUR_MS);
         self.newest_hour = self.newest_hour.max(Some(hour * HOUR_MS));
+        // A new hour closes the segment; a late batch of an earlier hour (a pushing agent
+        // catching up) joins the current one: compaction splits a segment by hour.
         let rotate = self.wal.needs_rotation()
             || (self.wal.segment_len() > 0
-                && (self.segment_hour != Some(hour)
+                && (self.segment_hour.is_none_or(|h| hour > h)
                     || self.wal.segment_len() >= self.options.segment_max_bytes));
         if rotate {
             // The previous round must be over before a segment is closed: it would take the
@@ -273,7 +280,11 @@ impl Store {
                 Err(err) => log::warn!("rotating the log: {err}"),
             }
         }
-        self.segment_hour = Some(hour);
+        self.segment_hour = if rotate {
+            Some(hour)
+        } else {
+            self.segment_hour.max(Some(hour))
+        };
         self.wal.append(batch)
     }
 
@@ -368,11 +379,27 @@ fn maintain(
     retention: &Retention,
 ) -> Result<Maintenance, StoreError> {
     let mut m = Maintenance::default();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // Retention first, whatever else fails: on a full disk, dropping the oldest hours is what
+    // frees the space compaction needs.
+    let (hours, bytes) = apply_retention(dir, retention, now_ms)?;
+    m.dropped_hours = hours;
+    m.dropped_bytes = bytes;
+    // A segment that fails to compact (a full disk) stays, and is compacted by a later pass;
+    // the others and the merges go on.
+    let mut failed = None;
     let active_seq = active.and_then(wal::segment_seq).unwrap_or(u64::MAX);
     for segment in wal::segments(&dir.join("wal"))? {
         if wal::segment_seq(&segment).is_some_and(|seq| seq < active_seq) {
-            parquet::compact_segment(dir, &segment)?;
-            m.compacted_segments += 1;
+            match parquet::compact_segment(dir, &segment) {
+                Ok(_) => m.compacted_segments += 1,
+                Err(err) => {
+                    log::warn!("compacting {}: {err}", segment.display());
+                    failed = failed.or(Some(err));
+                }
+            }
         }
     }
     // Parts from before roll-ups existed get theirs (once).
@@ -391,15 +418,8 @@ fn maintain(
             }
         }
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let (hours, bytes) = apply_retention(dir, retention, now_ms)?;
-    m.dropped_hours = hours;
-    m.dropped_bytes = bytes;
     // A hour that fails to merge (a damaged part) does not keep the others from merging.
     let open_hour = open_hour.unwrap_or(now_ms.div_euclid(HOUR_MS) * HOUR_MS);
-    let mut failed = None;
     for (hour, hour_ms) in parquet::hour_dirs(dir)? {
         let merged = if hour_ms < open_hour {
             parquet::merge_hour(dir, &hour)
@@ -475,6 +495,29 @@ fn dir_size(path: &Path) -> u64 {
 }
 
 /// Takes the writer's lock on a store directory.
+/// Removes the temporary files of writes cut short (`*.tmp`: a part or a marker being written
+/// when the writer died or the disk filled). Only the writer, holding the lock, writes them.
+fn remove_stale_temporaries(dir: &Path) {
+    let mut dirs = vec![dir.to_owned(), dir.join("wal")];
+    if let Ok(hours) = parquet::hour_dirs(dir) {
+        dirs.extend(hours.into_iter().map(|(path, _)| path));
+    }
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") && path.is_file() {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => log::info!("removed {}, left by a write cut short", path.display()),
+                    Err(err) => log::warn!("removing {}: {err}", path.display()),
+                }
+            }
+        }
+    }
+}
+
 fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::os::fd::AsRawFd as _;
     let path = dir.join("LOCK");
@@ -1054,6 +1097,52 @@ mod tests {
         let (store, _) = Store::open(dir.path()).unwrap();
         assert_eq!(total(dir.path()), 3);
         store.close().unwrap();
+        assert_eq!(total(dir.path()), 3);
+    }
+
+    /// Pushes that alternate between two hours (agents catching up beside current ones) do
+    /// not rotate the log on every push: one segment per hour, and every batch kept.
+    #[test]
+    fn late_batches_join_the_current_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+        for i in 0..1000 {
+            let hour = i % 2;
+            store.append(&batch(hour * HOUR_MS + i, 1)).unwrap();
+        }
+        let segments = wal::segments(&dir.path().join("wal")).unwrap().len();
+        assert!(segments <= 2, "{segments} segments");
+        store.close().unwrap();
+        assert!(parts(dir.path()).len() <= 4, "{:?}", parts(dir.path()));
+        assert_eq!(total(dir.path()), 1000);
+    }
+
+    /// A store whose compaction fails (here its hour's directory cannot be created; on a
+    /// host, a full disk) still opens, its segment readable, and the segment is compacted once
+    /// the cause is gone. Temporary files of a write cut short are removed at open.
+    #[test]
+    fn a_failed_compaction_does_not_keep_the_store_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+        store.append(&batch(0, 3)).unwrap();
+        drop(store); // as after a crash: the segment is left to the next writer
+        let data = dir.path().join("data");
+        let stale = data.join("1970010105");
+        std::fs::create_dir_all(&stale).unwrap();
+        let tmp = stale.join("0000000000000009.samples.parquet.tmp");
+        std::fs::write(&tmp, b"half a part").unwrap();
+        let blocker = data.join("1970010100");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let (store, _) =
+            Store::open_with(dir.path(), keep_all()).expect("opens despite the failed compaction");
+        assert!(!tmp.exists());
+        assert_eq!(total(dir.path()), 3);
+        assert!(store.close().is_err(), "still blocked");
+        assert_eq!(total(dir.path()), 3);
+        std::fs::remove_file(&blocker).unwrap();
+        let (store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+        store.close().unwrap();
+        assert_eq!(parts(dir.path()), ["1970010100/0000000000000001"]);
         assert_eq!(total(dir.path()), 3);
     }
 

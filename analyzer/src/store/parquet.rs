@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::wal::{read_segment, segment_seq, write_atomic};
+use super::wal::{read_segment, segment_seq, sync_dir, write_atomic};
 use super::{
     Batch, Row, SampleKind, SeriesLabels, StoreError, ThreadSample, WaitRecord, WakerKind, Wakeup,
 };
@@ -76,6 +76,12 @@ pub(crate) fn compact_segment(store: &Path, segment: &Path) -> Result<usize, Sto
     for (dir, batches) in by_hour {
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         write_part(&dir, seq, &batches)?;
+        // The parts' renames, and the hour directory's own entry, reach the disk before the
+        // segment they came from is deleted: a power cut never loses both.
+        sync_dir(&dir)?;
+        if let Some(data) = dir.parent() {
+            sync_dir(data)?;
+        }
     }
     let marker = segment.with_extension("done");
     write_atomic(&marker, b"")?;

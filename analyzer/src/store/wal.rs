@@ -360,7 +360,8 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreErro
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+/// Fsyncs a directory, so that the entries created or renamed in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir, e))

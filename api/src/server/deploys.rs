@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use critpath_analyzer::deploys::{self, AroundError, DeployError};
 use critpath_analyzer::graph::{Pair, Ranking, Report};
-use critpath_analyzer::query::{Selector, parse_duration_ms, parse_time_ms};
+use critpath_analyzer::query::{MAX_TIME_MS, Selector, parse_duration_ms, parse_time_ms};
 use serde::Deserialize;
 
 use super::{
@@ -83,7 +83,13 @@ pub(super) async fn mark(
         None | Some(serde_json::Value::Null) => now,
         Some(serde_json::Value::Number(n)) => n
             .as_i64()
-            .ok_or_else(|| ApiError::invalid("at", format!("not Unix milliseconds: {n}")))?,
+            .filter(|ms| (0..=MAX_TIME_MS).contains(ms))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "at",
+                    format!("not Unix milliseconds from 1970 to the year 9999: {n}"),
+                )
+            })?,
         Some(serde_json::Value::String(text)) => {
             parse_time_ms(text, now).map_err(|e| ApiError::invalid("at", e.to_string()))?
         }

@@ -27,7 +27,8 @@ pub struct Body<'a> {
 #[schema(as = ErrorDetail)]
 pub struct Detail<'a> {
     /// Machine-readable: `invalid_parameter`, `limit_exceeded`, `unavailable`,
-    /// `unauthorized`, `forbidden`, `unsupported_media_type`, `not_found`, `internal`.
+    /// `unauthorized`, `forbidden`, `unsupported_media_type`, `not_found`, `internal`,
+    /// `out_of_range`, `method_not_allowed`, `invalid_request`, `misdirected`.
     code: &'a str,
     /// For people.
     message: &'a str,
@@ -53,6 +54,26 @@ impl ApiError {
             code: "limit_exceeded",
             message: message.into(),
             param: Some(param),
+        }
+    }
+
+    /// Well-formed data the server will not keep: out of its accepted range (422).
+    pub fn out_of_range(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "out_of_range",
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    /// A request addressed to a host name this server does not answer to (421).
+    pub fn misdirected(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::MISDIRECTED_REQUEST,
+            code: "misdirected",
+            message: message.into(),
+            param: Some("Host"),
         }
     }
 
@@ -144,4 +165,68 @@ impl IntoResponse for ApiError {
         };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// Largest body of a rejection made by the HTTP layer that is read back to be wrapped.
+const MAX_REJECTION_BYTES: usize = 4096;
+
+/// Gives every error answer the one shape, including the rejections that axum's extractors
+/// and layers make themselves (a query string that does not deserialize, a body over the
+/// limit, a method the route does not take): a 4xx or 5xx whose body is not JSON is answered
+/// `{"error": {...}}` with its own status, its text as the message.
+pub async fn json_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REJECTION_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let (code, default) = match status {
+        StatusCode::BAD_REQUEST => ("invalid_parameter", "the request is not valid"),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take this method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("limit_exceeded", "the body is too large"),
+        StatusCode::URI_TOO_LONG => ("limit_exceeded", "the URI is too long"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("limit_exceeded", "the headers are too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("invalid_request", "the request was refused"),
+    };
+    let message = if text.is_empty() {
+        default.to_owned()
+    } else {
+        text
+    };
+    let mut out = (
+        status,
+        Json(Body {
+            error: Detail {
+                code,
+                message: &message,
+                param: None,
+            },
+        }),
+    )
+        .into_response();
+    // Headers the rejection set (Allow on a 405) are kept.
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

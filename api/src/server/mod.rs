@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use critpath_analyzer::export::{Format, flamebearer};
 use critpath_analyzer::model::{Model, Task};
 use critpath_analyzer::query::{Reader, Selector, Window, parse_duration_ms, parse_time_ms};
-use critpath_analyzer::store::{ProfileType, Store, wire};
+use critpath_analyzer::store::{Batch, ProfileType, Store, wire};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// Serve beyond loopback without a token (refused otherwise). Default: false.
     pub insecure: bool,
+    /// Host names answered (`Host` header, port aside); `None`: loopback names when listening
+    /// on loopback, any name otherwise. Default: `None`.
+    pub allowed_hosts: Option<Vec<String>>,
     /// Memory for the query index. Default: 512 MiB.
     pub cache_bytes: usize,
     /// The impact model's directory; `None` or a directory without a model: graph methods
@@ -66,6 +69,10 @@ pub struct ServerConfig {
     /// The regressions model's directory; `None` or a directory without one: regressions are
     /// ranked by the graph method. Default: `models/regressions`.
     pub regressions_model_dir: Option<PathBuf>,
+    /// Oldest pushed batch accepted, before now; older ones are refused (422) rather than
+    /// acknowledged and then dropped by retention. Default: 7 days (less when the store's
+    /// retention is shorter).
+    pub ingest_max_age: Duration,
 }
 
 impl ServerConfig {
@@ -97,9 +104,11 @@ impl Default for ServerConfig {
             max_nodes: 16_384,
             auth_token: None,
             insecure: false,
+            allowed_hosts: None,
             cache_bytes: critpath_analyzer::store::DEFAULT_CACHE_BYTES,
             model_dir: Some(PathBuf::from("models/impact")),
             regressions_model_dir: Some(PathBuf::from("models/regressions")),
+            ingest_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -186,7 +195,54 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(protected)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
+        .layer(axum::middleware::map_response(error::json_rejections))
         .with_state(state)
+}
+
+/// Answers only requests addressed to an allowed host name ([`ServerConfig::allowed_hosts`]):
+/// on loopback, a page of another site whose name was rebound to 127.0.0.1 (DNS rebinding)
+/// sends its own name and is refused. Requests without a `Host` (HTTP/1.0) are answered.
+async fn check_host(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match host {
+        Some(host) if !host_allowed(&state.config, &host) => ApiError::misdirected(format!(
+            "this server does not answer to the host {host:?}; start it with --allow-host to add a name"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether `host` (a `Host` header: a name or address, maybe with a port) may be answered.
+fn host_allowed(config: &ServerConfig, host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [::1]:7070
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    match &config.allowed_hosts {
+        Some(names) => names.iter().any(|n| n.eq_ignore_ascii_case(&name)),
+        None if config.listen.ip().is_loopback() => {
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        None => true,
+    }
 }
 
 /// Checks the bearer token, when one is configured.
@@ -317,15 +373,19 @@ fn window(
             format!("the window is empty or reversed: from ({from}) must be before to ({to})"),
         ));
     }
-    if to - from > config.max_range.as_millis() as i64 {
-        return Err(ApiError::too_large(
-            from_param,
-            format!(
-                "the window spans {} s; at most {} s are allowed",
-                (to - from) / 1000,
-                config.max_range.as_secs()
-            ),
-        ));
+    let max = i64::try_from(config.max_range.as_millis()).unwrap_or(i64::MAX);
+    match to.checked_sub(from) {
+        Some(span) if span <= max => {}
+        span => {
+            return Err(ApiError::too_large(
+                from_param,
+                format!(
+                    "the window spans {} s; at most {} s are allowed",
+                    span.map_or(u64::MAX, |ms| (ms / 1000) as u64),
+                    config.max_range.as_secs()
+                ),
+            ));
+        }
     }
     Window::new(selector, from, to).map_err(ApiError::from)
 }
@@ -816,6 +876,51 @@ mod tests;
 /// batches per request).
 pub const MAX_INGEST_BYTES: usize = 64 << 20;
 
+/// How far past now a pushed batch may end: clocks of hosts drift, not by hours.
+const MAX_INGEST_AHEAD_MS: i64 = 10 * 60_000;
+/// Largest value of one pushed row: 2^53 (samples, or ns: 104 days of one stack's waits in one
+/// interval). Larger ones are no measurement, and their sums would wrap.
+const MAX_ROW_VALUE: i64 = 1 << 53;
+
+/// Refuses pushed batches that would be acknowledged and then lost or wrong: outside the
+/// accepted time range `(from, to)` (retention would drop them, or no query would reach them),
+/// or with a row's value negative or too large to sum. The error names the batch.
+fn check_pushed(batches: &[Batch], (from, to): (i64, i64)) -> Result<(), ApiError> {
+    let time = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms).map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
+    };
+    for (i, b) in batches.iter().enumerate() {
+        if b.start_ms < from || b.end_ms > to {
+            return Err(ApiError::out_of_range(
+                "body",
+                format!(
+                    "batch {i} covers {} to {}; accepted: {} to {} (at most {} days old, {} minutes ahead)",
+                    time(b.start_ms),
+                    time(b.end_ms),
+                    time(from),
+                    time(to),
+                    (to - MAX_INGEST_AHEAD_MS - from) / 86_400_000,
+                    MAX_INGEST_AHEAD_MS / 60_000
+                ),
+            ));
+        }
+        if let Some(row) = b
+            .rows
+            .iter()
+            .find(|r| !(0..=MAX_ROW_VALUE).contains(&r.value))
+        {
+            return Err(ApiError::out_of_range(
+                "body",
+                format!(
+                    "batch {i} has a row of value {}; values are from 0 to {MAX_ROW_VALUE}",
+                    row.value
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/ingest`: batches pushed by an agent on another host (`critpath agent
 /// --push`), stored with their own labels (the `host` label says where they came from). The
 /// answer comes once they are durable.
@@ -827,6 +932,7 @@ pub const MAX_INGEST_BYTES: usize = 64 << 20;
         (status = 401, description = "A bearer token is required or wrong", body = error::Body),
         (status = 403, description = "This server does not accept pushes", body = error::Body),
         (status = 415, description = "Another content type or wire version", body = error::Body),
+        (status = 422, description = "A batch outside the accepted time range (now less the accepted age to 10 minutes ahead) or with a row value outside 0..2^53 (named); nothing of the request is stored", body = error::Body),
         (status = 503, description = "The store could not write the batches", body = error::Body),
     ))]
 async fn ingest(
@@ -854,23 +960,28 @@ async fn ingest(
         ));
     }
     // Decoding up to 64 MiB and the fsync both block: off the async workers.
+    let now = now_ms();
+    let accepted = (
+        now.saturating_sub(
+            i64::try_from(state.config.ingest_max_age.as_millis()).unwrap_or(i64::MAX),
+        ),
+        now + MAX_INGEST_AHEAD_MS,
+    );
     let stored = tokio::task::spawn_blocking(move || {
-        let batches = wire::decode(&body)?;
+        let batches = wire::decode(&body).map_err(|err| match err {
+            wire::WireError::Version { .. } => ApiError::unsupported("version", err.to_string()),
+            _ => ApiError::invalid("body", err.to_string()),
+        })?;
+        check_pushed(&batches, accepted)?;
         let counts = (
             batches.len(),
             batches.iter().map(|b| b.rows.len()).sum::<usize>(),
         );
-        Ok::<_, wire::WireError>((counts, writer.append(batches)))
+        Ok::<_, ApiError>((counts, writer.append(batches)))
     })
     .await
     .map_err(ApiError::internal)?;
-    let ((n, rows), stored) = stored.map_err(|err| {
-        state.metrics.observe_ingest(0, 0, false);
-        match err {
-            wire::WireError::Version { .. } => ApiError::unsupported("version", err.to_string()),
-            _ => ApiError::invalid("body", err.to_string()),
-        }
-    })?;
+    let ((n, rows), stored) = stored.inspect_err(|_| state.metrics.observe_ingest(0, 0, false))?;
     state.metrics.observe_ingest(n, rows, stored.is_ok());
     stored.map_err(|err| {
         log::error!("ingest: {err}");

@@ -487,6 +487,184 @@ async fn metrics_and_fallbacks() {
     .await;
 }
 
+/// Parameters chosen to overflow or to cost: every one is a 4xx naming it, answered at once
+/// (times outside 1970..9999, a window whose span overflows, a step of ~2^63 ms, a selector
+/// of 150 large regular expressions, a deploy dated past any calendar).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_parameters() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let huge = "now-9223372036854775807ms";
+    for endpoint in ["profile", "labels", "series", "explain", "diff"] {
+        assert_error(
+            &app,
+            &format!(
+                "/api/v1/{endpoint}?from={}&to=9223372036854775807",
+                enc(huge)
+            ),
+            StatusCode::BAD_REQUEST,
+            Some("from"),
+            "out of range",
+        )
+        .await;
+        assert_error(
+            &app,
+            &format!("/api/v1/{endpoint}?from=0&to=253402300799999"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("from"),
+            "at most",
+        )
+        .await;
+    }
+    assert_error(
+        &app,
+        &format!(
+            "/api/v1/series?{}&step=99999999999999999999ms",
+            window(0, 120)
+        ),
+        StatusCode::BAD_REQUEST,
+        Some("step"),
+        "invalid duration",
+    )
+    .await;
+    // Steps longer than the window (the first one was a 500 once): one point.
+    for step in ["9223372036852075809ms", "9223372036854775s", "1e300"] {
+        let (status, body) = get_json(
+            &app,
+            &format!("/api/v1/series?{}&step={step}", window(0, 120)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{step}: {body}");
+        assert_eq!(
+            body["timestamps"].as_array().unwrap().len(),
+            1,
+            "{step}: {body}"
+        );
+    }
+    let selector = format!("{{{}}}", vec![r#"comm=~"\\w{200}""#; 150].join(","));
+    let started = Instant::now();
+    for endpoint in ["profile", "explain", "regressions"] {
+        let extra = if endpoint == "regressions" {
+            "&at=now"
+        } else {
+            ""
+        };
+        assert_error(
+            &app,
+            &format!(
+                "/api/v1/{endpoint}?{}&query={}{extra}",
+                window(0, 120),
+                enc(&selector)
+            ),
+            StatusCode::BAD_REQUEST,
+            Some("query"),
+            "terms",
+        )
+        .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, body) = post(
+        &app,
+        "/api/v1/deploys",
+        "application/json",
+        br#"{"service": "api", "version": "2", "at": 9223372036854775807}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["param"], "at", "{body}");
+}
+
+/// Rejections made by the HTTP layer itself (a duplicated or mistyped parameter, a method
+/// the route does not take) have the one JSON error shape, their status kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_is_json() {
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    for (uri, status, needle) in [
+        (
+            format!("/api/v1/profile?{}&from=1", window(0, 120)),
+            StatusCode::BAD_REQUEST,
+            "duplicate field `from`",
+        ),
+        (
+            "/api/v1/regressions?at=now&top=many".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "top",
+        ),
+    ] {
+        let (got, body) = get_json(&app, &uri).await;
+        assert_eq!(got, status, "{uri}: {body}");
+        assert!(body["error"]["code"].is_string(), "{uri}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{uri}: {body}"
+        );
+    }
+    let (status, body) = post(&app, "/api/v1/profile", "application/json", b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+}
+
+/// On loopback only loopback names are answered: a page whose name was rebound to 127.0.0.1
+/// sends its own `Host` and gets a 421; `--allow-host` names are answered on any address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_rebinding_is_refused() {
+    let dir = store();
+    let ask = |app: Router, host: &'static str| async move {
+        let response = app
+            .oneshot(
+                Request::get("/api/v1/health")
+                    .header(header::HOST, host)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        response.status()
+    };
+    let local = app(&dir, ServerConfig::default());
+    for host in [
+        "127.0.0.1:7070",
+        "localhost:7070",
+        "LOCALHOST",
+        "[::1]:7070",
+        "127.0.0.1",
+    ] {
+        assert_eq!(ask(local.clone(), host).await, StatusCode::OK, "{host}");
+    }
+    for host in [
+        "attacker.example",
+        "attacker.example:7070",
+        "127.0.0.1.attacker.example",
+    ] {
+        assert_eq!(
+            ask(local.clone(), host).await,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{host}"
+        );
+    }
+    let named = app(
+        &dir,
+        ServerConfig {
+            listen: "0.0.0.0:7070".parse().unwrap(),
+            allowed_hosts: Some(vec!["critpath.internal".into()]),
+            ..ServerConfig::default()
+        },
+    );
+    assert_eq!(
+        ask(named.clone(), "critpath.internal:7070").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ask(named, "localhost").await,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+}
+
 /// A query past the deadline is answered 503, not left hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline() {
@@ -600,6 +778,8 @@ async fn ingest() {
     let app = router(AppState::new(
         ServerConfig {
             data_dir: dir.path().to_owned(),
+            // The test's batches are dated T0, a while ago.
+            ingest_max_age: Duration::from_secs(100 * 365 * 86_400),
             ..ServerConfig::default()
         },
         None,
@@ -727,6 +907,74 @@ async fn ingest() {
         )
         .await,
     );
+    drop(app);
+    writer.close().unwrap();
+}
+
+/// Batches the store would drop at once (older than the accepted age: retention), never reach
+/// (the year 2100) or sum wrongly (values of i64::MAX) are refused with a 422 naming the
+/// batch, and nothing of the request is stored; a batch of now is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_refuses_what_it_would_lose() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = crate::writer::StoreWriter::start(
+        crate::writer::open_store(dir.path(), Retention::default()).unwrap(),
+    )
+    .unwrap();
+    let app = router(AppState::new(
+        ServerConfig {
+            data_dir: dir.path().to_owned(),
+            ..ServerConfig::default()
+        },
+        None,
+        Some(writer.handle()),
+    ));
+    let now = now_ms() / 1000 * 1000;
+    let fresh = batch(now - 20_000, &[("api", &["main", "handle"], 3)]);
+    let mut huge = fresh.clone();
+    huge.rows[0].value = i64::MAX;
+    for (bad, needle) in [
+        (
+            batch(0, &[("api", &["main"], 1)]),
+            "batch 1 covers 1970-01-01T00:00:00Z",
+        ),
+        (
+            batch(4_102_444_800_000, &[("api", &["main"], 1)]),
+            "batch 1 covers 2100-01-01",
+        ),
+        (huge, "batch 1 has a row of value 9223372036854775807"),
+    ] {
+        let (status, body) = post(
+            &app,
+            "/api/v1/ingest",
+            wire::CONTENT_TYPE,
+            wire::encode(&[fresh.clone(), bad]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "out_of_range", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}"
+        );
+    }
+    let labels = format!(
+        "/api/v1/labels/service/values?from={}&to={}",
+        now - 60_000,
+        now + 60_000
+    );
+    let (_, body) = get_json(&app, &labels).await;
+    assert_eq!(body["values"], serde_json::json!([]), "{body}");
+    let (status, body) = post(
+        &app,
+        "/api/v1/ingest",
+        wire::CONTENT_TYPE,
+        wire::encode(&[fresh]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = get_json(&app, &labels).await;
+    assert_eq!(body["values"][0]["cpu_samples"], 3, "{body}");
     drop(app);
     writer.close().unwrap();
 }

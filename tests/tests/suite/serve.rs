@@ -270,6 +270,26 @@ fn agent_pushes_to_a_server() {
     let profile = folded::parse(&body).unwrap();
     // Up to 38 samples in 2 s at 19 Hz; far fewer while other tests load both CPUs.
     assert!(inclusive(&profile, "::hot_a") >= 3, "{body}");
+    // Other local users read nothing of the store: files 0640, directories 0750.
+    let mut open = Vec::new();
+    let mut dirs = vec![dir.path().to_owned()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+            if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o027 != 0 {
+                open.push(format!(
+                    "{:o} {}",
+                    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()),
+                    entry.path().display()
+                ));
+            }
+        }
+    }
+    assert!(open.is_empty(), "readable by others: {open:#?}");
 }
 
 /// Renders a flamebearer profile in Pyroscope's flame graph component in headless Chromium
