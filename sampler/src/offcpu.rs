@@ -127,10 +127,11 @@ pub fn resolve(
             .map(|f| f.function.as_str()),
         event.state,
     );
-    // A wait captured at switch-out starts after its stack walks; clamp in case the switch-in
-    // raced ahead of that timestamp.
+    // A wait captured at switch-out starts after its stack walks and the submission of its
+    // stack's copy (keyed by the earlier `start_ns`); clamp in case the switch-in raced ahead
+    // of that.
     let event = &OffCpuEvent {
-        start_ns: event.start_ns.min(event.end_ns),
+        start_ns: (event.start_ns + u64::from(event.start_capture_ns)).min(event.end_ns),
         ..*event
     };
     let woke_at = if event.wakeup_ns != 0 && cause != Cause::RunQueue {

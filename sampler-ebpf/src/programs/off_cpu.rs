@@ -145,9 +145,15 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
     let kernel = stack_id(ctx, 0);
     // After the stack walks and the copy: their cost is ours, not the thread's wait.
     let start_ns = ktime();
-    if let Some(copy) = copy {
-        submit_copy(copy, start_ns);
-    }
+    // The copy is keyed by the wait's start; handing it to the ring buffer (up to 32 KiB) is
+    // our cost too, and the wait is measured from its end.
+    let start_capture_ns = match copy {
+        Some(copy) => {
+            submit_copy(copy, start_ns);
+            ktime().wrapping_sub(start_ns).min(u32::MAX as u64) as u32
+        }
+        None => 0,
+    };
     if slot.start_ns != 0 && slot.tid != tid {
         count(Counter::OffCpuStateFull);
     }
@@ -170,6 +176,8 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tid: u32, state: u64, now: 
         copies,
         emit_prob: 0,
         emit_drawn: 0,
+        start_capture_ns,
+        _pad: 0,
     };
     count(Counter::OffCpuSampled);
 }
@@ -390,7 +398,7 @@ fn switch_in(cfg: &Config, tid: u32, now: u64) {
         waker_capture_ns: st.waker_capture_ns,
         copies: st.copies,
         emit_prob,
-        _pad: 0,
+        start_capture_ns: st.start_capture_ns,
     });
     entry.submit(wakeup_flags());
     count(Counter::OffCpuEmitted);
