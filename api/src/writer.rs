@@ -31,6 +31,12 @@ pub fn open_store(dir: &Path, retention: Retention) -> anyhow::Result<Store> {
             recovery.truncated_segments
         );
     }
+    if recovery.skipped_bytes > 0 {
+        log::warn!(
+            "recovered the log: skipped {} corrupt bytes inside segments (the records there are lost, the rest kept)",
+            recovery.skipped_bytes
+        );
+    }
     Ok(store)
 }
 

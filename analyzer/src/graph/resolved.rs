@@ -66,7 +66,14 @@ const MAX_DEPTH: usize = 12;
 const MIN_EDGE_SHARE: f64 = 0.05;
 
 /// Kernel functions of a waker's stack that show it woke the thread by sending it a signal.
-const SIGNAL_FUNCTIONS: &[&str] = &["signal_wake_up", "complete_signal", "__send_signal"];
+const SIGNAL_FUNCTIONS: &[&str] = &[
+    "signal_wake_up",
+    "complete_signal",
+    "__send_signal",
+    // A process exiting (`exit_group`) wakes its other threads to end them; `signal_wake_up`
+    // is inlined there.
+    "zap_other_threads",
+];
 
 /// Kernel functions of a blocked stack that show a wait for data from outside: a socket, a
 /// pipe, a terminal, a connection to accept.
@@ -957,9 +964,10 @@ impl<'a> Analyzer<'a> {
             // A sleep b began while the request already waited for it is part of serving it (a
             // slow backend's, a batcher's pause to collect more), even through a sleep helper
             // called from b's loop; one taken in the loop function itself is b's own pace (a
-            // load generator's time between arrivals).
+            // load generator's time between arrivals). For a mutex wait, so is a sleep b began
+            // before: b slept holding the lock (a critical section's I/O).
             let served = x.cause == Cause::Sleep
-                && x.start_ns > s
+                && (x.start_ns > s || mutex)
                 && self.named[x.stack as usize] != self.loop_prefix[bi].last().copied();
             if self.idle[bi][i] && !served {
                 self.out.idle_ns += mass * ob;
@@ -1335,6 +1343,86 @@ mod tests {
             );
             assert!(share(&ev, &a, "g_loop") < 0.02, "{cycles}: {:?}", r.routes);
         }
+    }
+
+    /// A critical section that computes and then sleeps holding the lock (its work inlined into
+    /// it, so that it looks like a sleep helper called from the loop): its sleep, begun before
+    /// the waiter queued, is what the waiter waits for, not the holder's think time, and the
+    /// section comes first, above the waiter's own work.
+    #[test]
+    fn a_sleep_under_a_lock_is_the_holders_not_think_time() {
+        let mut sim = Sim::new();
+        let (waiter, holder) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..100 {
+            let c = cycle as f64 * 10.0;
+            // The holder: 2 ms of work in the section, then 6 ms asleep in it, then 2 ms out.
+            sim.run(&holder, c, c + 2.0, &["holder_loop", "critical_section"]);
+            sim.wait(
+                &holder,
+                c + 2.0,
+                c + 8.0,
+                &["holder_loop", "critical_section", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.run(&holder, c + 8.0, c + 10.0, &["holder_loop", "outside"]);
+            // The waiter: 2 ms of its own work, then waits for the lock until the holder
+            // releases it.
+            sim.run(&waiter, c, c + 2.0, &["waiter_loop", "own_work"]);
+            sim.wait(
+                &waiter,
+                c + 2.0,
+                c + 8.0,
+                &["waiter_loop", "c:__lll_lock_wait"],
+                Cause::Lock,
+                By::Thread(holder.clone(), &["holder_loop", "c:__lll_lock_wake"]),
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().expect("a timeline");
+        let section = share(&ev, &a, "critical_section");
+        assert!(section > 0.6, "{section}: {:?}", r.routes);
+        assert!(section > 2.0 * share(&ev, &a, "own_work"), "{:?}", r.routes);
+    }
+
+    /// A process exiting wakes its sleeping threads to end them (`exit_group` →
+    /// `zap_other_threads`): like a signal, that is no work done for them, and the exit
+    /// handler the main thread ran meanwhile is charged nothing.
+    #[test]
+    fn an_exit_is_no_work_for_the_threads_it_wakes() {
+        let mut sim = Sim::new();
+        let (worker, main) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..100 {
+            let c = cycle as f64 * 10.0;
+            sim.run(&worker, c, c + 2.0, &["w_loop", "lookup_row"]);
+            let by = if cycle == 99 {
+                By::Thread(
+                    main.clone(),
+                    &[
+                        "main",
+                        "on_term",
+                        "c:_exit",
+                        "k:do_group_exit",
+                        "k:zap_other_threads",
+                    ],
+                )
+            } else {
+                By::Timer
+            };
+            sim.wait(
+                &worker,
+                c + 2.0,
+                c + 10.0,
+                &["w_loop", "c:nanosleep"],
+                Cause::Sleep,
+                by,
+            );
+        }
+        sim.run(&main, 990.0, 1000.0, &["main", "on_term"]);
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().expect("a timeline");
+        assert_eq!(share(&ev, &a, "on_term"), 0.0, "{:?}", r.routes);
+        assert!(share(&ev, &a, "lookup_row") > 0.95, "{:?}", r.routes);
     }
 
     /// Think time through the program's own sleep helper (a function that does nothing but

@@ -63,9 +63,12 @@
 //! schemas 2–3, batches without thread samples and wait records; both are still read).
 //! Each record is fsynced before [`Store::append`] returns, so a crash loses at most the
 //! interval being aggregated; a torn record at a segment's tail is cut off on the next open
-//! (and reported), never read. A failed append (a full disk) cuts its partial record off, or
-//! rotates, so later appends stay readable. Every writer starts a new segment, and rotates to
-//! the next one when a batch starts a new hour or the segment reaches
+//! (and reported), never read. A corrupt record followed by valid ones (a flipped byte, a bad
+//! sector) is skipped to the next record that has the magic and a valid checksum: only it is
+//! lost, and the bytes skipped are reported. A failed append (a full disk) cuts its partial
+//! record off, or rotates, so later appends stay readable. Every writer starts a new segment,
+//! and rotates to the next one when a batch starts a newer hour (a late batch of an earlier
+//! hour joins the current segment) or the segment reaches
 //! [`StoreOptions::segment_max_bytes`].
 //!
 //! **Parts.** A closed segment is compacted, in a background thread, into one part per hour

@@ -78,6 +78,9 @@ pub struct Recovery {
     pub truncated_segments: usize,
     /// Bytes cut off.
     pub truncated_bytes: u64,
+    /// Corrupt bytes inside segments, skipped to the next valid record (kept in the file:
+    /// every reader skips them the same way).
+    pub skipped_bytes: u64,
 }
 
 /// An open log: appends go to a new segment per process, and to a new one at each rotation.
@@ -106,7 +109,20 @@ impl Wal {
         let mut recovery = Recovery::default();
         let mut next = min_seq.max(1);
         for segment in segments(&dir)? {
-            let (batches, valid_len) = read_segment(&segment)?;
+            let mut bytes = Vec::new();
+            File::open(&segment)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| StoreError::io(&segment, e))?;
+            let decoded = decode(&bytes);
+            let (batches, valid_len) = (decoded.batches, decoded.len as u64);
+            if decoded.skipped > 0 {
+                log::warn!(
+                    "{}: skipped {} corrupt bytes to the next valid record",
+                    segment.display(),
+                    decoded.skipped
+                );
+            }
+            recovery.skipped_bytes += decoded.skipped as u64;
             recovery.segments += 1;
             recovery.batches += batches.len();
             let len = std::fs::metadata(&segment)
@@ -242,8 +258,8 @@ pub(crate) fn segment_seq(path: &Path) -> Option<u64> {
     name.strip_suffix(".wal")?.parse().ok()
 }
 
-/// Reads a segment's valid records; returns them and the length of the valid prefix. Reading
-/// stops at the first torn or corrupt record (a crash mid-append, or an append in progress).
+/// Reads a segment's valid records; returns them and the length up to the end of the last
+/// one (see [`decode_records`]).
 pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), StoreError> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -253,41 +269,83 @@ pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), StoreError>
     Ok((batches, len as u64))
 }
 
-/// Decodes the complete, valid records at the start of `bytes`; returns them and the length
-/// they take (a torn or corrupt record and everything after it are left out).
+/// Decodes the valid records of `bytes`; returns them and the length up to the end of the last
+/// one. A corrupt record (a flipped byte, a bad sector) followed by valid ones is skipped: the
+/// next record is found by its magic and checksum, and only the damaged one is lost. After the
+/// last valid record, a torn or incomplete one (a crash mid-append, an append in progress) is
+/// left out.
 pub(crate) fn decode_records(bytes: &[u8]) -> (Vec<Batch>, usize) {
-    let mut batches = Vec::new();
+    let d = decode(bytes);
+    (d.batches, d.len)
+}
+
+/// What [`decode`] found.
+struct Decoded {
+    batches: Vec<Batch>,
+    /// The end of the last valid record.
+    len: usize,
+    /// Bytes skipped between valid records.
+    skipped: usize,
+}
+
+fn decode(bytes: &[u8]) -> Decoded {
+    let mut d = Decoded {
+        batches: Vec::new(),
+        len: 0,
+        skipped: 0,
+    };
     let mut pos = 0;
-    while let Some(header) = bytes.get(pos..pos + HEADER) {
-        let (v1, v2) = (header[..4] == MAGIC_V1, header[..4] == MAGIC_V2);
-        if header[..4] != MAGIC && !v1 && !v2 {
-            break;
+    while pos < bytes.len() {
+        if let Some((batch, next)) = record_at(bytes, pos) {
+            d.batches.push(batch);
+            pos = next;
+            d.len = pos;
+            continue;
         }
-        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if len > MAX_RECORD {
-            break;
+        // Resynchronize: the next offset where a valid record starts. None: the rest is a torn
+        // tail, or an append in progress.
+        let next = (pos + 1..bytes.len().saturating_sub(HEADER - 1))
+            .filter(|&i| {
+                [MAGIC, MAGIC_V2, MAGIC_V1]
+                    .iter()
+                    .any(|m| bytes[i..].starts_with(m))
+            })
+            .find(|&i| record_at(bytes, i).is_some());
+        match next {
+            Some(i) => {
+                d.skipped += i - pos;
+                pos = i;
+            }
+            None => break,
         }
-        let Some(payload) = bytes.get(pos + HEADER..pos + HEADER + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let decoded = if v1 {
-            postcard::from_bytes::<BatchV1>(payload).map(Batch::from)
-        } else if v2 {
-            postcard::from_bytes::<BatchV2>(payload).map(Batch::from)
-        } else {
-            postcard::from_bytes::<Batch>(payload)
-        };
-        let Ok(batch) = decoded else {
-            break;
-        };
-        batches.push(batch);
-        pos += HEADER + len;
     }
-    (batches, pos)
+    d
+}
+
+/// The valid record at `pos` and the offset after it.
+fn record_at(bytes: &[u8], pos: usize) -> Option<(Batch, usize)> {
+    let header = bytes.get(pos..pos + HEADER)?;
+    let (v1, v2) = (header[..4] == MAGIC_V1, header[..4] == MAGIC_V2);
+    if header[..4] != MAGIC && !v1 && !v2 {
+        return None;
+    }
+    let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if len > MAX_RECORD {
+        return None;
+    }
+    let payload = bytes.get(pos + HEADER..pos + HEADER + len)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let decoded = if v1 {
+        postcard::from_bytes::<BatchV1>(payload).map(Batch::from)
+    } else if v2 {
+        postcard::from_bytes::<BatchV2>(payload).map(Batch::from)
+    } else {
+        postcard::from_bytes::<Batch>(payload)
+    };
+    Some((decoded.ok()?, pos + HEADER + len))
 }
 
 /// A batch as schema 1 encoded it: no wakeups.
@@ -560,6 +618,34 @@ pub(crate) mod tests {
         assert_eq!(
             cpu_total(&Store::batches(dir.path(), 0, i64::MAX).unwrap()),
             3
+        );
+    }
+
+    /// One flipped byte in the first record of a segment loses that record only: readers skip
+    /// to the next valid record, the next open keeps the segment whole and counts the skipped
+    /// bytes, and compaction keeps the rest.
+    #[test]
+    fn a_corrupt_record_loses_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        for i in 0..3 {
+            store.append(&batch(i * 10_000, 3)).unwrap();
+        }
+        drop(store);
+        let segment = segments(&dir.path().join("wal")).unwrap().remove(0);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let first = HEADER + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        bytes[HEADER + 3] ^= 0x01;
+        std::fs::write(&segment, &bytes).unwrap();
+        assert_eq!(Store::batches(dir.path(), 0, i64::MAX).unwrap().len(), 2);
+        let (store, recovery) = Store::open(dir.path()).unwrap();
+        assert_eq!(recovery.truncated_segments, 0);
+        assert_eq!(recovery.skipped_bytes, first as u64);
+        assert_eq!(recovery.batches, 2);
+        store.close().unwrap();
+        assert_eq!(
+            cpu_total(&Store::batches(dir.path(), 0, i64::MAX).unwrap()),
+            6
         );
     }
 

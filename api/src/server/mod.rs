@@ -251,24 +251,27 @@ async fn authenticate(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(token) = state.config.auth_token.as_deref() else {
+    if state.config.auth_token.is_none() || has_token(&state.config, request.headers()) {
         return next.run(request).await;
+    }
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        ApiError::unauthorized("the bearer token is not valid").into_response()
+    } else {
+        ApiError::unauthorized("this server requires an `Authorization: Bearer <token>` header")
+            .into_response()
+    }
+}
+
+/// Whether the request carries the configured bearer token.
+fn has_token(config: &ServerConfig, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = config.auth_token.as_deref() else {
+        return false;
     };
-    let given = request
-        .headers()
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
-            next.run(request).await
-        }
-        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
-        None => {
-            ApiError::unauthorized("this server requires an `Authorization: Bearer <token>` header")
-                .into_response()
-        }
-    }
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess was
@@ -455,10 +458,19 @@ fn json_response(value: &impl serde::Serialize) -> Response {
     json_rendered(value).into_response()
 }
 
-/// Build, store and sampler status. Needs no token.
+/// Build, store and sampler status. Needs no token; with a token configured, a caller without
+/// it gets only `{status, version}`.
 #[utoipa::path(get, path = "/api/v1/health", tag = "status",
     responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, regressions_model: {version, default, parameters} | null, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}], wait_copies, wait_copy_bytes, waits_without_copy, held_wait_copy_bytes}} | null}`", content_type = "application/json")))]
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    // With a token configured, a caller without it learns that the server is up and little
+    // else: not the data directory, nor (under `critpath run`) the machine's processes.
+    if state.config.auth_token.is_some() && !has_token(&state.config, &headers) {
+        return json_response(&serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+        }));
+    }
     let dir = state.config.data_dir.clone();
     let (bytes, store_ok) = tokio::task::spawn_blocking(move || {
         (Store::disk_usage(&dir), dir.join("STORE_VERSION").exists())

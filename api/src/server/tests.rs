@@ -698,8 +698,24 @@ async fn authentication() {
             ..ServerConfig::default()
         },
     );
-    let (status, _) = get_json(&app, "/api/v1/health").await;
+    let (status, body) = get_json(&app, "/api/v1/health").await;
     assert_eq!(status, StatusCode::OK, "health stays open");
+    // Without the token it says the server is up, not where its data is.
+    assert_eq!(body["status"], "ok", "{body}");
+    assert!(body.get("store").is_none(), "{body}");
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/health")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(body["store"]["dir"].is_string(), "{body}");
     let uri = format!("/api/v1/profile?{}", window(0, 120));
     assert_error(&app, &uri, StatusCode::UNAUTHORIZED, None, "Authorization").await;
     for (header_value, expected) in [
