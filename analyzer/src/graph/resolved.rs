@@ -964,14 +964,11 @@ impl<'a> Analyzer<'a> {
             // A sleep b began while the request already waited for it is part of serving it (a
             // slow backend's, a batcher's pause to collect more), even through a sleep helper
             // called from b's loop; one taken in the loop function itself is b's own pace (a
-            // load generator's time between arrivals). For a mutex wait, every sleep of b's
-            // inside it is: b slept holding the lock (a critical section's I/O), whenever it
-            // began and even where the section is most of b's time, so b's loop function (a
-            // sleep outside the lock, before b queued for it, is cut away above).
+            // load generator's time between arrivals). For a mutex wait, so is a sleep b began
+            // before: b slept holding the lock (a critical section's I/O).
             let served = x.cause == Cause::Sleep
-                && (mutex
-                    || (x.start_ns > s
-                        && self.named[x.stack as usize] != self.loop_prefix[bi].last().copied()));
+                && (x.start_ns > s || mutex)
+                && self.named[x.stack as usize] != self.loop_prefix[bi].last().copied();
             if self.idle[bi][i] && !served {
                 self.out.idle_ns += mass * ob;
                 continue;
