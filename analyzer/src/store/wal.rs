@@ -109,11 +109,7 @@ impl Wal {
         let mut recovery = Recovery::default();
         let mut next = min_seq.max(1);
         for segment in segments(&dir)? {
-            let mut bytes = Vec::new();
-            File::open(&segment)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| StoreError::io(&segment, e))?;
-            let decoded = decode(&bytes);
+            let decoded = read_decoded(&segment)?;
             let (batches, valid_len) = (decoded.batches, decoded.len as u64);
             if decoded.skipped > 0 {
                 log::warn!(
@@ -125,9 +121,7 @@ impl Wal {
             recovery.skipped_bytes += decoded.skipped as u64;
             recovery.segments += 1;
             recovery.batches += batches.len();
-            let len = std::fs::metadata(&segment)
-                .map_err(|e| StoreError::io(&segment, e))?
-                .len();
+            let len = decoded.file_len as u64;
             if valid_len < len {
                 // A crash mid-append: cut the torn record so the segment reads cleanly.
                 let f = OpenOptions::new()
@@ -261,12 +255,17 @@ pub(crate) fn segment_seq(path: &Path) -> Option<u64> {
 /// Reads a segment's valid records; returns them and the length up to the end of the last
 /// one (see [`decode_records`]).
 pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64), StoreError> {
+    let d = read_decoded(path)?;
+    Ok((d.batches, d.len as u64))
+}
+
+/// Reads and decodes a whole segment ([`decode`]).
+fn read_decoded(path: &Path) -> Result<Decoded, StoreError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| StoreError::io(path, e))?;
-    let (batches, len) = decode_records(&bytes);
-    Ok((batches, len as u64))
+    Ok(decode(&bytes))
 }
 
 /// Decodes the valid records of `bytes`; returns them and the length up to the end of the last
@@ -286,6 +285,8 @@ struct Decoded {
     len: usize,
     /// Bytes skipped between valid records.
     skipped: usize,
+    /// Bytes decoded: the valid records, those skipped, and a torn tail after them.
+    file_len: usize,
 }
 
 fn decode(bytes: &[u8]) -> Decoded {
@@ -293,6 +294,7 @@ fn decode(bytes: &[u8]) -> Decoded {
         batches: Vec::new(),
         len: 0,
         skipped: 0,
+        file_len: bytes.len(),
     };
     let mut pos = 0;
     while pos < bytes.len() {
