@@ -15,6 +15,8 @@ pub mod dataset;
 pub mod deploys;
 pub mod eval;
 pub mod export;
+#[cfg(test)]
+mod fuzz;
 pub mod graph;
 pub mod model;
 pub mod offcpu;

@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub push: Option<String>,
     /// The bearer token for `push`.
     pub push_token: Option<String>,
+    /// Longest one push may take. Default: 30 s.
+    pub push_timeout: Duration,
 }
 
 /// Names the `service` of processes whose executable path or cgroup matches.
@@ -224,7 +226,7 @@ pub enum Sink {
 }
 
 impl Sink {
-    fn send(&mut self, finished: &mut Vec<Batch>, stats: &mut AgentStats, force: bool) {
+    fn send(&mut self, finished: &mut Vec<Batch>, stats: &mut AgentStats) {
         match self {
             Self::Store(writer) => {
                 for batch in finished.drain(..) {
@@ -239,9 +241,10 @@ impl Sink {
                 }
             }
             Self::Push(pusher) => {
-                pusher.send(finished.drain(..), force);
-                stats.batches = pusher.pushed;
-                stats.failed = pusher.dropped;
+                pusher.send(finished.drain(..));
+                let counts = pusher.counts();
+                stats.batches = counts.pushed;
+                stats.failed = counts.dropped;
             }
         }
     }
@@ -317,7 +320,7 @@ pub fn run(
         if agg.due(now_ms()) {
             finished.extend(agg.flush());
         }
-        sink.send(&mut finished, &mut stats, false);
+        sink.send(&mut finished, &mut stats);
         if last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
             update_status(status, &sampler, &collector, &sink, &stats);
@@ -332,20 +335,28 @@ pub fn run(
         })
         .context("reading samples")?;
     finished.extend(agg.flush());
-    sink.send(&mut finished, &mut stats, true);
+    sink.send(&mut finished, &mut stats);
     update_status(status, &sampler, &collector, &sink, &stats);
     status.running.store(false, Ordering::Relaxed);
     let counters = sampler
         .counters()
         .context("reading the sampler's counters")?;
-    let unsent = match &sink {
-        Sink::Push(pusher) if pusher.queued() > 0 => {
-            format!(
-                ", {} batches not pushed (the server is unreachable)",
-                pusher.queued()
-            )
+    let unsent = match sink {
+        Sink::Push(pusher) => {
+            // What is queued goes now, with half a minute for a server that is slow to take it.
+            let counts = pusher.close(Duration::from_secs(30));
+            stats.batches = counts.pushed;
+            stats.failed = counts.dropped;
+            if counts.queued > 0 {
+                format!(
+                    ", {} batches not pushed (the server is unreachable)",
+                    counts.queued
+                )
+            } else {
+                String::new()
+            }
         }
-        _ => String::new(),
+        Sink::Store(_) => String::new(),
     };
     eprintln!(
         "critpath agent: stopped; {} batches written, {} dropped{unsent}, {} events lost to a full ring buffer",

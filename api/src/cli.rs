@@ -375,12 +375,17 @@ pub struct AgentArgs {
     pub retention_max_bytes: Option<String>,
     /// Push batches to a critpath server (`http://host:7070`, its `POST /api/v1/ingest`)
     /// instead of storing them here; the host label says where they came from. While the
-    /// server cannot be reached, up to an hour of batches wait in memory.
+    /// server cannot be reached, up to 128 MiB of encoded batches (an hour of a busy host's)
+    /// wait in memory.
     #[arg(long, value_name = "URL")]
     pub push: Option<String>,
     /// The bearer token for --push: this file's content (trimmed).
     #[arg(long, value_name = "FILE", requires = "push")]
     pub push_token_file: Option<PathBuf>,
+    /// Longest one push may take (a server that accepts and never answers is retried after
+    /// it), e.g. 30s. Pushes run beside sampling, never in its way.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "push")]
+    pub push_timeout: std::time::Duration,
 }
 
 /// How the HTTP server listens.

@@ -240,6 +240,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .map(read_token)
             .transpose()?,
         push: args.push,
+        push_timeout: args.push_timeout,
     })
 }
 

@@ -136,13 +136,10 @@ fn run_agent(config: agent::AgentConfig) -> anyhow::Result<()> {
     agent::stop_on_signals(&stop)?;
     let status = agent::AgentStatus::default();
     if let Some(url) = &config.push {
-        let pusher = writer::Pusher::new(url, config.push_token.clone());
+        let pusher = writer::Pusher::start(url, config.push_token.clone(), config.push_timeout)?;
         return agent::run(config, agent::Sink::Push(pusher), &stop, &status);
     }
-    let writer = writer::StoreWriter::start(writer::open_store(
-        &config.data_dir,
-        config.retention.clone(),
-    )?)?;
+    let writer = writer::StoreWriter::open(&config.data_dir, config.retention.clone())?;
     let ran = agent::run(config, agent::Sink::Store(writer.handle()), &stop, &status);
     ran.and(writer.close())
 }
@@ -200,10 +197,10 @@ fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     agent::stop_on_signals(&stop)?;
     let config = server_config(data_dir, args.listen)?;
     let writer = if args.ingest {
-        Some(writer::StoreWriter::start(writer::open_store(
+        Some(writer::StoreWriter::open(
             &config.data_dir,
             Default::default(),
-        )?)?)
+        )?)
     } else {
         None
     };
@@ -227,10 +224,7 @@ fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     if let Some(max_age) = config.retention.max_age {
         server_config.ingest_max_age = server_config.ingest_max_age.min(max_age);
     }
-    let writer = writer::StoreWriter::start(writer::open_store(
-        &config.data_dir,
-        config.retention.clone(),
-    )?)?;
+    let writer = writer::StoreWriter::open(&config.data_dir, config.retention.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     agent::stop_on_signals(&stop)?;
     let status = Arc::new(agent::AgentStatus::default());

@@ -59,6 +59,10 @@ use super::evidence::{Evidence, FunctionId, ThreadId};
 use super::timeline::{StackRef, TimedWait, TimedWaker, Timeline};
 use crate::offcpu::Cause;
 
+/// The waits a thread must have ended (weighted) before where it ended them bounds its loop
+/// function: fewer, from start-up or an exit path, say nothing of its loop.
+const MIN_LOOP_WAKES: f64 = 16.0;
+
 /// Deepest cascade of waits followed (the rest counts as a knot's).
 const MAX_DEPTH: usize = 12;
 /// A wait between threads lighter than this share of either end's time does not connect them
@@ -303,12 +307,16 @@ impl<'a> Analyzer<'a> {
         // Sleep helpers: program functions that only ever sleep — every blocked stack they are
         // the innermost program frame of is a sleep, they call no program function, and no
         // thread in them ever woke another (a sleep taken holding a lock others wait for is
-        // not a helper's). Called from a thread's loop, such a function's sleep is the loop's
-        // (think time); it still names the sleep, since one taken while another thread waits
-        // (a slow backend's) is what that thread waited for.
+        // not a helper's). Like a wrapper it names no reason for the sleep: its caller does —
+        // the loop (think time) or a step that another thread waited for (a slow backend's).
         let mut sleeps_only: HashMap<FunctionId, bool> = HashMap::new();
         for waits in &tl.waits {
             for w in waits {
+                // A preemption says nothing of what a function blocks on (a busy host
+                // preempts a thread anywhere, a sleep helper's few instructions included).
+                if w.cause == Cause::RunQueue {
+                    continue;
+                }
                 if let Some(&inner) = program[w.stack as usize].last() {
                     *sleeps_only.entry(inner).or_insert(true) &= w.cause == Cause::Sleep;
                 }
@@ -333,11 +341,13 @@ impl<'a> Analyzer<'a> {
             .filter(|&(f, only)| only && !not_helper.contains(&f))
             .map(|(f, _)| f)
             .collect();
+        // A sleep helper names no reason either: the sleep is its caller's (a slow backend's
+        // step, a loop's think time).
         let named = program
             .iter()
             .map(|p| {
                 let mut i = p.len();
-                while i > 1 && wrappers.contains(&p[i - 1]) {
+                while i > 1 && (wrappers.contains(&p[i - 1]) || sleep_helpers.contains(&p[i - 1])) {
                     i -= 1;
                 }
                 i.checked_sub(1).map(|i| p[i])
@@ -350,6 +360,16 @@ impl<'a> Analyzer<'a> {
             .map(|(s, p)| p.last().or(s.last()).copied().unwrap_or(FunctionId::MAX))
             .collect();
         let n = tl.samples.len();
+        // Per thread: the program stacks it ended others' waits from, with their weights.
+        let mut wakes: Vec<Vec<(&Vec<FunctionId>, f64)>> = vec![Vec::new(); n];
+        for w in tl.waits.iter().flatten() {
+            if let TimedWaker::Thread { thread, stack } = w.waker
+                && let Some(list) = wakes.get_mut(thread as usize)
+                && !program[stack as usize].is_empty()
+            {
+                list.push((&program[stack as usize], w.weight));
+            }
+        }
         let loop_prefix: Vec<Vec<FunctionId>> = (0..n)
             .map(|t| {
                 // Each stack with the time the thread spent in it: on CPU, or blocked.
@@ -369,27 +389,42 @@ impl<'a> Analyzer<'a> {
                 // Grown one frame at a time while nine tenths of the time in the stacks that
                 // share the prefix so far goes on through the same function: a few stacks from
                 // elsewhere (start-up, an exit path, a walk that stopped early) do not erase the
-                // loop, and waits inside requests do not outweigh the time between them.
+                // loop, and waits inside requests do not outweigh the time between them. The
+                // loop also holds what the thread does for others: where it ended enough waits,
+                // nine tenths of those must go on through the function too, so a section that
+                // is most of its time but is left to wake them (a lock held through a long
+                // step, released by its caller) is not taken for the loop.
                 let mut prefix: Vec<FunctionId> = Vec::new();
                 loop {
                     let depth = prefix.len();
-                    let mut sharing = 0.0;
-                    let mut next: HashMap<FunctionId, f64> = HashMap::new();
-                    for (p, ns) in &stacks {
-                        if p.len() >= depth && p[..depth] == prefix[..] {
-                            sharing += ns;
-                            if let Some(&f) = p.get(depth) {
-                                *next.entry(f).or_default() += ns;
+                    let through = |list: &[(&Vec<FunctionId>, f64)]| {
+                        let mut sharing = 0.0;
+                        let mut next: HashMap<FunctionId, f64> = HashMap::new();
+                        for (p, ns) in list {
+                            if p.len() >= depth && p[..depth] == prefix[..] {
+                                sharing += ns;
+                                if let Some(&f) = p.get(depth) {
+                                    *next.entry(f).or_default() += ns;
+                                }
                             }
                         }
-                    }
-                    match next
+                        (sharing, next)
+                    };
+                    let (sharing, next) = through(&stacks);
+                    let Some((f, ns)) = next
                         .into_iter()
                         .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-                    {
-                        Some((f, ns)) if ns > 0.0 && ns >= 0.9 * sharing => prefix.push(f),
-                        _ => break,
+                    else {
+                        break;
+                    };
+                    if ns <= 0.0 || ns < 0.9 * sharing {
+                        break;
                     }
+                    let (woke, next) = through(&wakes[t]);
+                    if woke >= MIN_LOOP_WAKES && next.get(&f).copied().unwrap_or(0.0) < 0.9 * woke {
+                        break;
+                    }
+                    prefix.push(f);
                 }
                 while prefix
                     .last()
@@ -487,10 +522,20 @@ impl<'a> Analyzer<'a> {
     /// answers inside the functions that made the requests; a server upstream of the process
     /// waits for them at its loop level, for new work. Without such waits (the wakeups came
     /// through the network stack, in interrupts), it is taken for a client.
+    ///
+    /// Where a server reads its requests through a function of its own, its waits for them
+    /// look like a client's. What the other did while the first one waited for it at its loop
+    /// then tells: a client's time before its next request is its own pace (a think time at
+    /// its loop level), a server's time before its answer is spent blocked inside the
+    /// function that makes the answer (a slower call, a disk). The other is a server when its
+    /// blocked time there outside its loop level outweighs that at it.
     fn clients(&self) -> HashMap<(u32, u32), bool> {
         let tl = self.tl;
         // (waker pid, waiter pid) → (loop-level time, all time).
         let mut sums: HashMap<(u32, u32), (f64, f64)> = HashMap::new();
+        // (waiter pid, waker pid) → the waker's blocked time inside the waiter's loop-level
+        // waits for it: (at its loop level, elsewhere).
+        let mut turns: HashMap<(u32, u32), (f64, f64)> = HashMap::new();
         for (t, waits) in tl.waits.iter().enumerate() {
             let pid = self.ev.threads[t].pid;
             for w in waits {
@@ -504,13 +549,49 @@ impl<'a> Analyzer<'a> {
                     e.1 += ns;
                     if self.loop_level(t, w) {
                         e.0 += ns;
+                        let turn = turns.entry((pid, waker_pid)).or_default();
+                        let (at, off) = self.blocked_inside(thread as usize, w, pid);
+                        turn.0 += at * w.weight;
+                        turn.1 += off * w.weight;
                     }
                 }
             }
         }
         sums.into_iter()
-            .map(|(k, (at_loop, all))| (k, at_loop < 0.5 * all))
+            .map(|((waker, waiter), (at_loop, all))| {
+                // `waiter` serves `waker` when its turns for it are spent blocked outside its
+                // loop.
+                let serves = turns
+                    .get(&(waker, waiter))
+                    .is_some_and(|&(at, off)| off > at);
+                ((waker, waiter), at_loop < 0.5 * all && !serves)
+            })
             .collect()
+    }
+
+    /// Thread `b`'s blocked time inside `w` (a wait it ended), not counting its waits that
+    /// `w`'s process ended (`b` waiting for it in turn): (at `b`'s loop level, elsewhere),
+    /// weighted.
+    fn blocked_inside(&self, b: usize, w: &TimedWait, waiter_pid: u32) -> (f64, f64) {
+        let (s, e) = (w.start_ns, w.wake_ns());
+        let waits = &self.tl.waits[b];
+        let first = waits.partition_point(|x| x.wake_ns() <= s);
+        let (mut at, mut off) = (0.0, 0.0);
+        for x in waits[first..].iter().take_while(|x| x.start_ns < e) {
+            if let TimedWaker::Thread { thread, .. } = x.waker
+                && self.ev.threads[thread as usize].pid == waiter_pid
+            {
+                continue;
+            }
+            let (from, to) = overlap((x.start_ns, x.wake_ns()), (s, e));
+            let ns = (to - from).max(0) as f64 * x.weight;
+            if self.loop_level(b, x) {
+                at += ns;
+            } else {
+                off += ns;
+            }
+        }
+        (at, off)
     }
 
     /// Marks each wait idle or not (see the module docs).
@@ -1268,6 +1349,79 @@ mod tests {
         assert_eq!(share(&ev, &a, "bloom"), 0.0);
     }
 
+    /// An event-loop proxy (pid 1) between a client that thinks at its loop (pid 2) and an
+    /// upstream that reads its requests through a function of its own (pid 3), as nginx in
+    /// front of an application server: both other processes wait for the proxy outside their
+    /// loop functions, but the upstream spends the proxy's waits for it blocked in
+    /// `slow_backend`, the client at its loop. The proxy's waits for the upstream are its
+    /// requests' time, charged to `slow_backend`; its waits for the client are idle.
+    #[test]
+    fn a_proxys_upstream_that_reads_through_a_helper_is_its_server() {
+        let mut sim = Sim::new();
+        let (proxy, client, upstream) = (
+            thread(1, 1, "proxy"),
+            thread(2, 2, "client"),
+            thread(3, 3, "upstream"),
+        );
+        let epoll = &["p_loop", "c:epoll_wait"];
+        for cycle in 0..100 {
+            let c = cycle as f64 * 12.0;
+            // The client: thinks 2 ms at its loop, sends, waits for the answer.
+            sim.wait(
+                &client,
+                c,
+                c + 2.0,
+                &["client_loop", "sleep_us", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.wait(
+                &client,
+                c + 2.0,
+                c + 10.0,
+                &["client_loop", "read_response", "c:read", "k:tcp_recvmsg"],
+                Cause::Io,
+                By::Thread(proxy.clone(), &["p_loop", "send_response", "c:write"]),
+            );
+            // The proxy: waits for the client, forwards, waits for the upstream, answers.
+            let (from, to) = (c - 2.0, c + 2.0);
+            let by = By::Thread(client.clone(), &["client_loop", "c:write"]);
+            sim.wait(&proxy, from.max(0.0), to, epoll, Cause::Poll, by);
+            sim.run(&proxy, c + 2.0, c + 3.0, &["p_loop", "forward"]);
+            let by = By::Thread(upstream.clone(), &["serve_conn", "c:write"]);
+            sim.wait(&proxy, c + 3.0, c + 9.0, epoll, Cause::Poll, by);
+            sim.run(&proxy, c + 9.0, c + 10.0, &["p_loop", "send_response"]);
+            // The upstream: reads the request, works 2 ms, sleeps 4 ms in the same call.
+            sim.wait(
+                &upstream,
+                (c - 3.0).max(0.0),
+                c + 3.0,
+                &["serve_conn", "read_request", "c:read", "k:tcp_recvmsg"],
+                Cause::Io,
+                By::Thread(proxy.clone(), &["p_loop", "forward", "c:write"]),
+            );
+            let work = &["serve_conn", "slow_backend", "burn"];
+            sim.run(&upstream, c + 3.0, c + 5.0, work);
+            sim.wait(
+                &upstream,
+                c + 5.0,
+                c + 9.0,
+                &["serve_conn", "slow_backend", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(1.2);
+        let r = a.resolved.as_ref().expect("a timeline");
+        // The upstream's 4 ms asleep and 2 ms on CPU of each 8 ms the proxy spends on a request.
+        let backend = share(&ev, &a, "slow_backend");
+        assert!(backend > 0.45, "{backend}: {:?}", r.routes);
+        assert!(share(&ev, &a, "burn") > 0.2, "{:?}", r.routes);
+        assert!(share(&ev, &a, "forward") < 0.15, "{:?}", r.routes);
+        assert!(share(&ev, &a, "client_loop") < 0.05, "{:?}", r.routes);
+        assert!(share(&ev, &a, "sleep_us") < 0.05, "{:?}", r.routes);
+    }
+
     /// Requests handed to a worker by a generator thread of the same process that paces them
     /// with a sleep in its loop: the worker's wait for the next one is idle, the generator's
     /// pace is no request's time.
@@ -1351,28 +1505,48 @@ mod tests {
     /// section comes first, above the waiter's own work.
     #[test]
     fn a_sleep_under_a_lock_is_the_holders_not_think_time() {
+        sleep_under_a_lock(2.0, 6.0, 2.0);
+    }
+
+    /// The same where the section is nearly all of the holder's time (4 ms of work and 12 ms
+    /// asleep in it, 1 ms out, as `mutex_contention --held-sleep-us` runs): most of its time
+    /// goes through the section, but it releases the lock, waking the waiters, from its loop,
+    /// so the section is not taken for the loop and its sleep is not the holder's pace.
+    #[test]
+    fn a_sleep_under_a_lock_that_is_most_of_the_holders_time_is_no_pace() {
+        sleep_under_a_lock(4.0, 12.0, 1.0);
+    }
+
+    fn sleep_under_a_lock(section_ms: f64, sleep_ms: f64, outside_ms: f64) {
         let mut sim = Sim::new();
         let (waiter, holder) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        let held_ms = section_ms + sleep_ms;
+        let cycle_ms = held_ms + outside_ms;
         for cycle in 0..100 {
-            let c = cycle as f64 * 10.0;
-            // The holder: 2 ms of work in the section, then 6 ms asleep in it, then 2 ms out.
-            sim.run(&holder, c, c + 2.0, &["holder_loop", "critical_section"]);
+            let c = cycle as f64 * cycle_ms;
+            // The holder: work in the section, then asleep in it, then some out.
+            sim.run(
+                &holder,
+                c,
+                c + section_ms,
+                &["holder_loop", "critical_section", "burn"],
+            );
             sim.wait(
                 &holder,
-                c + 2.0,
-                c + 8.0,
+                c + section_ms,
+                c + held_ms,
                 &["holder_loop", "critical_section", "c:nanosleep"],
                 Cause::Sleep,
                 By::Timer,
             );
-            sim.run(&holder, c + 8.0, c + 10.0, &["holder_loop", "outside"]);
+            sim.run(&holder, c + held_ms, c + cycle_ms, &["holder_loop", "burn"]);
             // The waiter: 2 ms of its own work, then waits for the lock until the holder
             // releases it.
             sim.run(&waiter, c, c + 2.0, &["waiter_loop", "own_work"]);
             sim.wait(
                 &waiter,
                 c + 2.0,
-                c + 8.0,
+                c + held_ms,
                 &["waiter_loop", "c:__lll_lock_wait"],
                 Cause::Lock,
                 By::Thread(holder.clone(), &["holder_loop", "c:__lll_lock_wake"]),
@@ -1381,7 +1555,7 @@ mod tests {
         let (ev, a) = sim.analyze(1.0);
         let r = a.resolved.as_ref().expect("a timeline");
         let section = share(&ev, &a, "critical_section");
-        assert!(section > 0.6, "{section}: {:?}", r.routes);
+        assert!(section > 0.5, "{section}: {:?}", r.routes);
         assert!(section > 2.0 * share(&ev, &a, "own_work"), "{:?}", r.routes);
     }
 
@@ -1456,6 +1630,62 @@ mod tests {
             "idle {}",
             r.idle_ns / 1e6
         );
+    }
+
+    /// A backend's step that sleeps through the program's sleep helper (a function that only
+    /// sleeps, called from that step alone, now and then preempted in it): the requests waited
+    /// for the step, which the helper does not name.
+    #[test]
+    fn a_sleep_helper_names_its_caller() {
+        let mut sim = Sim::new();
+        let (w, b) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..100 {
+            let c = cycle as f64 * 8.0;
+            sim.run(&w, c, c + 1.0, &["w_loop", "parse"]);
+            sim.wait(
+                &w,
+                c + 1.0,
+                c + 7.0,
+                &["w_loop", "call_backend", "c:read", "k:pipe_read"],
+                Cause::Io,
+                By::Thread(b.clone(), &["b_loop", "c:write"]),
+            );
+            sim.run(&w, c + 7.0, c + 8.0, &["w_loop", "reply"]);
+            sim.wait(
+                &b,
+                (c - 1.0).max(0.0),
+                c + 1.0,
+                &["b_loop", "c:read", "k:pipe_read"],
+                Cause::Io,
+                By::Thread(w.clone(), &["w_loop", "call_backend", "c:write"]),
+            );
+            sim.run(&b, c + 1.0, c + 2.9, &["b_loop", "slow_step"]);
+            // Now and then preempted in the helper before it sleeps (a busy host).
+            if cycle % 10 == 0 {
+                sim.wait(
+                    &b,
+                    c + 2.9,
+                    c + 3.0,
+                    &["b_loop", "slow_step", "sleep_us"],
+                    Cause::RunQueue,
+                    By::Timer,
+                );
+            } else {
+                sim.run(&b, c + 2.9, c + 3.0, &["b_loop", "slow_step"]);
+            }
+            sim.wait(
+                &b,
+                c + 3.0,
+                c + 7.0,
+                &["b_loop", "slow_step", "sleep_us", "c:nanosleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().expect("a timeline");
+        assert!(share(&ev, &a, "slow_step") > 0.7, "{:?}", r.routes);
+        assert_eq!(share(&ev, &a, "sleep_us"), 0.0, "{:?}", r.routes);
     }
 
     /// A lock handed on through a convoy: worker A waits for the lock while the flusher holds

@@ -99,7 +99,7 @@ mod batch;
 mod index;
 mod parquet;
 mod scan;
-mod wal;
+pub(crate) mod wal;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

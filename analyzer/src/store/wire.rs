@@ -49,6 +49,10 @@ pub const CONTENT_TYPE: &str = "application/x-protobuf; messageType=critpath.Ing
 /// Most batches one request may carry.
 pub const MAX_BATCHES: usize = 1024;
 
+/// Most memory the decoded batches of one request may take ([`decoded_bytes`]): 256 MiB, four
+/// times the largest body a server accepts.
+pub const MAX_DECODED_BYTES: usize = 256 << 20;
+
 mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct IngestRequest {
@@ -216,6 +220,18 @@ pub enum WireError {
     /// Too many batches in one request.
     #[error("{0} batches in one request; at most {MAX_BATCHES} are allowed")]
     TooManyBatches(usize),
+    /// Decoding the body would take more memory than one request may.
+    #[error(
+        "decoding this body would take about {needed} MiB (at most {limit} MiB per request); send its batches in smaller requests",
+        needed = needed >> 20,
+        limit = limit >> 20
+    )]
+    TooLarge {
+        /// Bytes the decoded batches would take, estimated from the wire.
+        needed: usize,
+        /// The most one request may take.
+        limit: usize,
+    },
     /// One batch is invalid.
     #[error("batch {index}: {problem}")]
     Invalid {
@@ -235,12 +251,44 @@ pub fn encode(batches: &[Batch]) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Encodes one batch as it appears inside a request: [`request`] joins such parts into a body
+/// without encoding them again (an agent keeps its unsent batches this way, compact).
+pub fn encode_batch(batch: &Batch) -> Vec<u8> {
+    to_proto(batch).encode_to_vec()
+}
+
+/// The request body holding `parts` (from [`encode_batch`]): the same bytes [`encode`] gives
+/// for their batches.
+pub fn request<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    prost::encoding::uint32::encode(1, &WIRE_VERSION, &mut body);
+    for part in parts {
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut body);
+        prost::encoding::encode_varint(part.len() as u64, &mut body);
+        body.extend_from_slice(part);
+    }
+    body
+}
+
 /// Decodes and checks an ingest request body.
 ///
 /// # Errors
 /// Not a request, another version, too many batches, or an invalid batch (an index out of
 /// range, an empty or reversed interval, a negative value or period).
 pub fn decode(body: &[u8]) -> Result<Vec<Batch>, WireError> {
+    decode_within(body, MAX_DECODED_BYTES)
+}
+
+/// [`decode`], refusing a body whose decoded batches would take more than `limit` bytes
+/// ([`decoded_bytes`]) before allocating any of them.
+///
+/// # Errors
+/// As [`decode`], and [`WireError::TooLarge`].
+pub fn decode_within(body: &[u8], limit: usize) -> Result<Vec<Batch>, WireError> {
+    let needed = decoded_bytes(body)?;
+    if needed > limit {
+        return Err(WireError::TooLarge { needed, limit });
+    }
     let request =
         proto::IngestRequest::decode(body).map_err(|e| WireError::Decode(e.to_string()))?;
     if request.version != WIRE_VERSION {
@@ -257,6 +305,117 @@ pub fn decode(body: &[u8]) -> Result<Vec<Batch>, WireError> {
         .enumerate()
         .map(|(index, b)| from_proto(b).map_err(|problem| WireError::Invalid { index, problem }))
         .collect()
+}
+
+/// Memory that decoding `body` takes, estimated from its wire bytes without decoding it: each
+/// message costs its decoded struct and its store counterpart, each of its bytes (strings, packed
+/// indices) up to eight more. A request of two-byte empty messages costs some hundred times its
+/// size decoded; this sees that first.
+///
+/// # Errors
+/// The body is not well-formed protobuf, or has more than [`MAX_BATCHES`] batches.
+pub fn decoded_bytes(body: &[u8]) -> Result<usize, WireError> {
+    use std::mem::size_of;
+    let mut total = 0usize;
+    let mut batches = 0usize;
+    for field in Fields::new(body) {
+        let (tag, payload) = field?;
+        if tag != 2 {
+            continue;
+        }
+        let Some(batch) = payload else {
+            return Err(WireError::Decode(
+                "batches (field 2) is not a message".into(),
+            ));
+        };
+        batches += 1;
+        if batches > MAX_BATCHES {
+            return Err(WireError::TooManyBatches(batches));
+        }
+        total = total.saturating_add(size_of::<proto::Batch>() + size_of::<Batch>());
+        for field in Fields::new(batch) {
+            let (tag, payload) = field?;
+            let each = match tag {
+                4 => size_of::<proto::Frame>() + size_of::<Frame>(),
+                5 => 2 * size_of::<Vec<u32>>(),
+                6 => size_of::<proto::Series>() + size_of::<SeriesLabels>(),
+                7 => size_of::<proto::Row>() + size_of::<Row>(),
+                8 => size_of::<proto::Wakeup>() + size_of::<Wakeup>(),
+                9 => size_of::<proto::ThreadSample>() + size_of::<ThreadSample>(),
+                10 => size_of::<proto::WaitRecord>() + size_of::<WaitRecord>(),
+                _ => 0,
+            };
+            let bytes = payload.map_or(0, <[u8]>::len);
+            total = total.saturating_add(each.saturating_add(bytes.saturating_mul(8)));
+        }
+    }
+    Ok(total)
+}
+
+/// The fields of one protobuf message: each tag with its payload when it is length-delimited.
+struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn new(message: &'a [u8]) -> Self {
+        Self { rest: message }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Option<&'a [u8]>), WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use prost::encoding::{WireType, decode_key, decode_varint};
+        if self.rest.is_empty() {
+            return None;
+        }
+        let bad = |e: &dyn std::fmt::Display| WireError::Decode(e.to_string());
+        let step = (|| {
+            let (tag, wire_type) = decode_key(&mut self.rest).map_err(|e| bad(&e))?;
+            let skip = |rest: &mut &'a [u8], n: usize| {
+                if rest.len() < n {
+                    return Err(WireError::Decode(format!(
+                        "field {tag} runs past the end of its message"
+                    )));
+                }
+                let (head, tail) = rest.split_at(n);
+                *rest = tail;
+                Ok(head)
+            };
+            let payload = match wire_type {
+                WireType::Varint => {
+                    decode_varint(&mut self.rest).map_err(|e| bad(&e))?;
+                    None
+                }
+                WireType::SixtyFourBit | WireType::ThirtyTwoBit => {
+                    let n = if wire_type == WireType::SixtyFourBit {
+                        8
+                    } else {
+                        4
+                    };
+                    skip(&mut self.rest, n)?;
+                    None
+                }
+                WireType::LengthDelimited => {
+                    let len = decode_varint(&mut self.rest).map_err(|e| bad(&e))?;
+                    let len = usize::try_from(len).unwrap_or(usize::MAX);
+                    Some(skip(&mut self.rest, len)?)
+                }
+                WireType::StartGroup | WireType::EndGroup => {
+                    return Err(WireError::Decode(format!(
+                        "field {tag} is a group, which this format does not use"
+                    )));
+                }
+            };
+            Ok((tag, payload))
+        })();
+        if step.is_err() {
+            self.rest = &[];
+        }
+        Some(step)
+    }
 }
 
 fn to_proto(b: &Batch) -> proto::Batch {
@@ -594,6 +753,9 @@ mod tests {
         });
         let batches = vec![b, batch(11_000, 1)];
         assert_eq!(decode(&encode(&batches)).unwrap(), batches);
+        // Batches encoded one by one and joined make the same body.
+        let parts: Vec<Vec<u8>> = batches.iter().map(encode_batch).collect();
+        assert_eq!(request(parts.iter().map(Vec::as_slice)), encode(&batches));
         // A record outside its batch's interval is refused, naming it.
         let mut late = batches[0].clone();
         late.waits[0].start_ns = 99_000_000_000;
@@ -657,5 +819,45 @@ mod tests {
         assert!(invalid_wakeup(|w| w.waker_stack = 9).contains("stack 9"));
         assert!(invalid_wakeup(|w| w.cause = "nap".into()).contains("unknown cause"));
         assert!(invalid_wakeup(|w| w.weight = f64::NAN).contains("non-finite"));
+    }
+
+    /// A body of empty messages (two bytes each, a few hundred decoded) is refused before it
+    /// is decoded; ordinary batches cost a small multiple of their size.
+    #[test]
+    fn refuses_bodies_that_decode_huge() {
+        let mut batch_body = Vec::new();
+        for _ in 0..(512 << 10) {
+            batch_body.extend_from_slice(&[0x22, 0x00]); // frames (4): an empty Frame
+        }
+        let mut body = vec![0x08, 0x01, 0x12]; // version 1; batches (2)
+        prost::encoding::encode_varint(batch_body.len() as u64, &mut body);
+        body.extend_from_slice(&batch_body);
+        let needed = decoded_bytes(&body).unwrap();
+        assert!(needed > 100 * body.len(), "{needed} for {}", body.len());
+        assert!(matches!(
+            decode_within(&body, 64 << 20),
+            Err(WireError::TooLarge { .. })
+        ));
+        let message = decode_within(&body, 64 << 20).unwrap_err().to_string();
+        assert!(message.contains("smaller requests"), "{message}");
+        let ordinary = encode(&[batch(1_000, 50), batch(11_000, 50)]);
+        let needed = decoded_bytes(&ordinary).unwrap();
+        assert!(
+            needed < 64 * ordinary.len(),
+            "{needed} for {}",
+            ordinary.len()
+        );
+        assert_eq!(decode_within(&ordinary, needed).unwrap().len(), 2);
+        // A message longer than what is left is malformed, not read past the end.
+        let err = decoded_bytes(&[0x08, 0x01, 0x12, 0x05, 0x22]).unwrap_err();
+        assert!(err.to_string().contains("runs past the end"), "{err}");
+        let mut many = Vec::new();
+        for _ in 0..=MAX_BATCHES {
+            many.extend_from_slice(&[0x12, 0x00]);
+        }
+        assert_eq!(
+            decoded_bytes(&many),
+            Err(WireError::TooManyBatches(MAX_BATCHES + 1))
+        );
     }
 }

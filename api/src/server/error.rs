@@ -28,7 +28,7 @@ pub struct Body<'a> {
 pub struct Detail<'a> {
     /// Machine-readable: `invalid_parameter`, `limit_exceeded`, `unavailable`,
     /// `unauthorized`, `forbidden`, `unsupported_media_type`, `not_found`, `internal`,
-    /// `out_of_range`, `method_not_allowed`, `invalid_request`, `misdirected`.
+    /// `out_of_range`, `method_not_allowed`, `invalid_request`, `misdirected`, `timeout`.
     code: &'a str,
     /// For people.
     message: &'a str,
@@ -54,6 +54,27 @@ impl ApiError {
             code: "limit_exceeded",
             message: message.into(),
             param: Some(param),
+        }
+    }
+
+    /// A body larger than the server takes, or one that would take too much memory to
+    /// decode (413).
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "limit_exceeded",
+            message: message.into(),
+            param: Some("body"),
+        }
+    }
+
+    /// The client did not send its body within the deadline (408).
+    pub fn body_timeout(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "timeout",
+            message: message.into(),
+            param: Some("body"),
         }
     }
 
@@ -173,14 +194,16 @@ const MAX_REJECTION_BYTES: usize = 4096;
 /// Gives every error answer the one shape, including the rejections that axum's extractors
 /// and layers make themselves (a query string that does not deserialize, a body over the
 /// limit, a method the route does not take): a 4xx or 5xx whose body is not JSON is answered
-/// `{"error": {...}}` with its own status, its text as the message.
+/// `{"error": {...}}` with its own status, its text as the message. The sign-in page, meant
+/// for people, is left as it is.
 pub async fn json_rejections(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let page = response.extensions().get::<super::ui::Page>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_json || page {
         return response;
     }
     let (parts, body) = response.into_parts();

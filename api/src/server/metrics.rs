@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use critpath_analyzer::store::Recovery;
+
 use crate::agent::AgentStatus;
 
 /// Upper bounds (seconds) of the query latency histogram's buckets.
@@ -64,7 +66,7 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self, agent: Option<&AgentStatus>) -> String {
+    pub fn render(&self, agent: Option<&AgentStatus>, recovery: Option<&Recovery>) -> String {
         let mut out = String::new();
         let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str(
@@ -132,6 +134,25 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Ordering::Relaxed)
             );
+        }
+        if let Some(r) = recovery {
+            for (name, help, value) in [
+                (
+                    "critpath_wal_recovery_cut_bytes",
+                    "Bytes of torn records cut from the log's segments when the store was opened (lost).",
+                    r.truncated_bytes,
+                ),
+                (
+                    "critpath_wal_recovery_skipped_bytes",
+                    "Bytes of corrupt records skipped inside the log's segments when the store was opened (lost; the records after them kept).",
+                    r.skipped_bytes,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+                );
+            }
         }
         if let Some(agent) = agent {
             let s = agent.snapshot();

@@ -47,6 +47,14 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Queries running at once; more wait for a slot until their deadline. Default: 4.
     pub max_concurrent_queries: usize,
+    /// Pushes read, decoded and stored at once; more wait (their bodies unread) until their
+    /// deadline. Each takes at most its body (64 MiB) and 256 MiB decoded. Default: 2.
+    pub max_concurrent_ingests: usize,
+    /// Connections open at once; one more is answered 503 and closed. Default: 256.
+    pub max_connections: usize,
+    /// Longest a connection may take to send a request's head (its request line and
+    /// headers); slower ones are closed. Default: 10 s.
+    pub header_timeout: Duration,
     /// Longest window a query may cover. Default: 31 days.
     pub max_range: Duration,
     /// Most series a series query may return. Default: 1000.
@@ -99,6 +107,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("critpath-data"),
             request_timeout: Duration::from_secs(30),
             max_concurrent_queries: 4,
+            max_concurrent_ingests: 2,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
             max_range: Duration::from_secs(31 * 24 * 3600),
             max_series: 1000,
             max_nodes: 16_384,
@@ -119,6 +130,7 @@ pub struct AppState {
     config: Arc<ServerConfig>,
     reader: Reader,
     queries: Arc<Semaphore>,
+    ingests: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     agent: Option<Arc<AgentStatus>>,
     writer: Option<WriterHandle>,
@@ -157,6 +169,7 @@ impl AppState {
             regressions_model,
             reader: Reader::with_cache_bytes(&config.data_dir, config.cache_bytes),
             queries: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
+            ingests: Arc::new(Semaphore::new(config.max_concurrent_ingests.max(1))),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             agent,
@@ -181,19 +194,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/explain", get(explain::explain))
         .route(
             "/api/v1/ingest",
-            post(ingest).layer(DefaultBodyLimit::max(MAX_INGEST_BYTES)),
+            post(ingest).layer(DefaultBodyLimit::disable()),
         )
         .route("/metrics", get(metrics))
+        .route("/", get(ui::index))
+        .route("/assets/{file}", get(ui::asset))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/health") })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
         ));
     Router::new()
-        .route("/", get(ui::index))
-        .route("/assets/{file}", get(ui::asset))
         .route("/api/v1/health", get(health))
-        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/login", post(ui::login))
         .merge(protected)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -245,7 +259,8 @@ fn host_allowed(config: &ServerConfig, host: &str) -> bool {
     }
 }
 
-/// Checks the bearer token, when one is configured.
+/// Checks the token, when one is configured: a bearer token (API clients), or the cookie the
+/// login form sets (the web page). A browser asking for the page without it gets the form.
 async fn authenticate(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -254,24 +269,49 @@ async fn authenticate(
     if state.config.auth_token.is_none() || has_token(&state.config, request.headers()) {
         return next.run(request).await;
     }
+    if request.uri().path() == "/" {
+        return ui::login_form(StatusCode::UNAUTHORIZED, None);
+    }
     if request.headers().contains_key(header::AUTHORIZATION) {
         ApiError::unauthorized("the bearer token is not valid").into_response()
     } else {
-        ApiError::unauthorized("this server requires an `Authorization: Bearer <token>` header")
-            .into_response()
+        ApiError::unauthorized(
+            "this server requires an `Authorization: Bearer <token>` header (or, in a browser, signing in at /)",
+        )
+        .into_response()
     }
 }
 
-/// Whether the request carries the configured bearer token.
+/// The cookie holding the token for the web page (`HttpOnly`, `SameSite=Strict`; its value
+/// is [`cookie_value`]).
+pub(crate) const TOKEN_COOKIE: &str = "critpath_token";
+
+/// Whether the request carries the configured token, as a bearer token or the page's cookie.
 fn has_token(config: &ServerConfig, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = config.auth_token.as_deref() else {
         return false;
     };
-    headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value);
+    bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+        || cookie
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), cookie_value(token).as_bytes()))
+}
+
+/// The token as the cookie holds it: hexadecimal, since a token may hold characters a cookie
+/// cannot (`;`, `,`, spaces, quotes).
+pub(crate) fn cookie_value(token: &str) -> String {
+    token.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess was
@@ -301,10 +341,95 @@ pub async fn serve(
         let reader = state.reader.clone();
         move || warm_index(&reader)
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")
+    serve_on(listener, state, shutdown).await;
+    Ok(())
+}
+
+/// Serves connections accepted from `listener` until `shutdown` resolves, then lets the open
+/// ones finish their requests.
+///
+/// Each connection must send its request head within [`ServerConfig::header_timeout`] (a
+/// client that sends its headers a byte at a time is closed, not kept), and at most
+/// [`ServerConfig::max_connections`] are open at once: one more is answered 503 and closed.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let config = Arc::clone(&state.config);
+    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .keep_alive(true);
+    let mut refused_logged: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors or a connection reset before it was accepted:
+                    // pause instead of spinning, then accept again.
+                    log::warn!("accepting a connection: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                log::warn!(
+                    "{} connections open (the limit): refusing {peer} and any more for now",
+                    config.max_connections
+                );
+                refused_logged = Some(Instant::now());
+            }
+            tokio::spawn(refuse(stream, config.max_connections));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                log::debug!("connection from {peer}: {err}");
+            }
+            drop(permit);
+        });
+    }
+    // Open connections finish the request they are on (their deadline bounds it).
+    let drained = tokio::time::timeout(config.request_timeout, graceful.shutdown()).await;
+    if drained.is_err() {
+        log::warn!("closing connections still busy after the request deadline");
+    }
+}
+
+/// Answers a connection over the limit 503 (the API's error shape) and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt as _;
+    let body = serde_json::json!({
+        "error": {
+            "code": "unavailable",
+            "message": format!("too many connections: at most {limit} are served at once; retry later"),
+            "param": null,
+        },
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Loads the last 24 hours into the query index, so the first queries are answered from
@@ -461,7 +586,7 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 /// Build, store and sampler status. Needs no token; with a token configured, a caller without
 /// it gets only `{status, version}`.
 #[utoipa::path(get, path = "/api/v1/health", tag = "status",
-    responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, regressions_model: {version, default, parameters} | null, store: {dir, exists, bytes}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}], wait_copies, wait_copy_bytes, waits_without_copy, held_wait_copy_bytes}} | null}`", content_type = "application/json")))]
+    responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, regressions_model: {version, default, parameters} | null, store: {dir, exists, bytes, recovered: {segments_cut, bytes_cut, bytes_skipped} | null (what the writer's start found lost in the log: a torn tail cut, corrupt records skipped)}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}], wait_copies, wait_copy_bytes, waits_without_copy, held_wait_copy_bytes}} | null}`", content_type = "application/json")))]
 async fn health(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     // With a token configured, a caller without it learns that the server is up and little
     // else: not the data directory, nor (under `critpath run`) the machine's processes.
@@ -488,6 +613,14 @@ async fn health(State(state): State<AppState>, headers: axum::http::HeaderMap) -
             "dir": state.config.data_dir,
             "exists": store_ok,
             "bytes": bytes,
+            "recovered": state.writer.as_ref().map(|w| {
+                let r = w.recovery();
+                serde_json::json!({
+                    "segments_cut": r.truncated_segments,
+                    "bytes_cut": r.truncated_bytes,
+                    "bytes_skipped": r.skipped_bytes,
+                })
+            }),
         },
         "sampler": agent,
     }))
@@ -872,7 +1005,8 @@ async fn diff(
 #[utoipa::path(get, path = "/metrics", tag = "status",
     responses((status = 200, description = "Prometheus exposition text", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(state.agent.as_deref());
+    let recovery = state.writer.as_ref().map(WriterHandle::recovery);
+    let text = state.metrics.render(state.agent.as_deref(), recovery);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -933,6 +1067,37 @@ fn check_pushed(batches: &[Batch], (from, to): (i64, i64)) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Reads a request body of at most `limit` bytes into one buffer sized from its
+/// `Content-Length` (never more than `limit`), so a body costs its size once.
+async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt as _;
+    let too_large = || ApiError::payload_too_large(format!("the body is over {} MiB", limit >> 20));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::invalid("body", format!("reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
 /// `POST /api/v1/ingest`: batches pushed by an agent on another host (`critpath agent
 /// --push`), stored with their own labels (the `host` label says where they came from). The
 /// answer comes once they are durable.
@@ -943,14 +1108,16 @@ fn check_pushed(batches: &[Batch], (from, to): (i64, i64)) -> Result<(), ApiErro
         (status = 400, description = "Not an IngestRequest, or an invalid batch (named)", body = error::Body),
         (status = 401, description = "A bearer token is required or wrong", body = error::Body),
         (status = 403, description = "This server does not accept pushes", body = error::Body),
+        (status = 408, description = "The body did not arrive within the request deadline", body = error::Body),
+        (status = 413, description = "A body over 64 MiB, or one whose batches would take over 256 MiB decoded (send them in smaller requests)", body = error::Body),
         (status = 415, description = "Another content type or wire version", body = error::Body),
         (status = 422, description = "A batch outside the accepted time range (now less the accepted age to 10 minutes ahead) or with a row value outside 0..2^53 (named); nothing of the request is stored", body = error::Body),
-        (status = 503, description = "The store could not write the batches", body = error::Body),
+        (status = 503, description = "The store could not write the batches, or the pushes being stored (2 at once by default) left no slot before the deadline", body = error::Body),
     ))]
 async fn ingest(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let Some(writer) = state.writer.clone() else {
         return Err(ApiError::forbidden(
@@ -971,6 +1138,28 @@ async fn ingest(
             ),
         ));
     }
+    // One push at a time per slot, its body read only once it has one: bodies waiting for a
+    // slot stay in their senders' buffers, not in this process.
+    let deadline = Instant::now() + state.config.request_timeout;
+    let Ok(Ok(_slot)) =
+        tokio::time::timeout_at(deadline.into(), Arc::clone(&state.ingests).acquire_owned()).await
+    else {
+        state.metrics.observe_ingest(0, 0, false);
+        return Err(ApiError::unavailable(format!(
+            "{} pushes are being stored; retry later",
+            state.config.max_concurrent_ingests
+        )));
+    };
+    let body =
+        tokio::time::timeout_at(deadline.into(), read_body(&headers, body, MAX_INGEST_BYTES))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::body_timeout(format!(
+                    "the body did not arrive within {} s",
+                    state.config.request_timeout.as_secs()
+                )))
+            })
+            .inspect_err(|_| state.metrics.observe_ingest(0, 0, false))?;
     // Decoding up to 64 MiB and the fsync both block: off the async workers.
     let now = now_ms();
     let accepted = (
@@ -982,8 +1171,10 @@ async fn ingest(
     let stored = tokio::task::spawn_blocking(move || {
         let batches = wire::decode(&body).map_err(|err| match err {
             wire::WireError::Version { .. } => ApiError::unsupported("version", err.to_string()),
+            wire::WireError::TooLarge { .. } => ApiError::payload_too_large(err.to_string()),
             _ => ApiError::invalid("body", err.to_string()),
         })?;
+        drop(body);
         check_pushed(&batches, accepted)?;
         let counts = (
             batches.len(),

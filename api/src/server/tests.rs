@@ -736,6 +736,61 @@ async fn authentication() {
             .unwrap();
         assert_eq!(response.status(), expected, "{header_value}");
     }
+    // The page, its assets and the API's description need the token too; a browser asking
+    // for the page gets the sign-in form, which names nothing of the data.
+    for uri in ["/assets/app.js", "/api/v1/openapi.json", "/metrics"] {
+        let (status, _, _) = get_raw(&app, uri).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let (status, content_type, page) = get_raw(&app, "/").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("action=\"/login\""), "{page}");
+    let login = |token: &'static str| {
+        app.clone().oneshot(
+            Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={token}")))
+                .unwrap(),
+        )
+    };
+    let wrong = login("s3cre").await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(header::SET_COOKIE).is_none());
+    let signed_in = login("s3cret").await.unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let cookie = signed_in.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    // The page's own requests carry the cookie: the page and the API answer.
+    for uri in ["/", "/assets/app.js", uri.as_str()] {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get(uri)
+                    .header(header::COOKIE, format!("theme=dark; {cookie}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    }
+    let forged = app
+        .clone()
+        .oneshot(
+            Request::get(&uri)
+                .header(header::COOKIE, "critpath_token=73336372657")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 
     let open = |listen: &str, token: Option<&str>, insecure: bool| ServerConfig {
         listen: listen.parse().unwrap(),
@@ -788,9 +843,7 @@ async fn ingest() {
         max_age: None,
         max_bytes: None,
     };
-    let writer =
-        crate::writer::StoreWriter::start(crate::writer::open_store(dir.path(), keep_all).unwrap())
-            .unwrap();
+    let writer = crate::writer::StoreWriter::open(dir.path(), keep_all).unwrap();
     let app = router(AppState::new(
         ServerConfig {
             data_dir: dir.path().to_owned(),
@@ -927,16 +980,61 @@ async fn ingest() {
     writer.close().unwrap();
 }
 
+/// A corrupt record found in the log when the writer starts is counted where an operator
+/// looks: health's `store.recovered` and `/metrics` (it was only a log line before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_loss_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path()).unwrap();
+    for i in 0..3 {
+        store
+            .append(&batch(T0 + i * 10_000, &[("api", &["main", "parse"], 5)]))
+            .unwrap();
+    }
+    drop(store); // no compaction: the batches stay in the log
+    let segment = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // A byte inside the first record's payload (after its 12-byte header).
+    bytes[12 + 3] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    let writer = crate::writer::StoreWriter::open(dir.path(), Retention::default()).unwrap();
+    let app = router(AppState::new(
+        ServerConfig {
+            data_dir: dir.path().to_owned(),
+            ..ServerConfig::default()
+        },
+        None,
+        Some(writer.handle()),
+    ));
+    let (status, body) = get_json(&app, "/api/v1/health").await;
+    assert_eq!(status, StatusCode::OK);
+    let skipped = body["store"]["recovered"]["bytes_skipped"]
+        .as_u64()
+        .unwrap();
+    assert!(skipped > 12, "{body}");
+    assert_eq!(body["store"]["recovered"]["bytes_cut"], 0, "{body}");
+    let (status, _, text) = get_raw(&app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(&format!("critpath_wal_recovery_skipped_bytes {skipped}\n")),
+        "{text}"
+    );
+    drop(app);
+    writer.close().unwrap();
+}
+
 /// Batches the store would drop at once (older than the accepted age: retention), never reach
 /// (the year 2100) or sum wrongly (values of i64::MAX) are refused with a 422 naming the
 /// batch, and nothing of the request is stored; a batch of now is acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_refuses_what_it_would_lose() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = crate::writer::StoreWriter::start(
-        crate::writer::open_store(dir.path(), Retention::default()).unwrap(),
-    )
-    .unwrap();
+    let writer = crate::writer::StoreWriter::open(dir.path(), Retention::default()).unwrap();
     let app = router(AppState::new(
         ServerConfig {
             data_dir: dir.path().to_owned(),
@@ -1574,6 +1672,17 @@ async fn regressions_with_the_model() {
 async fn serves_the_web_page() {
     let dir = store();
     let app = app(&dir, ServerConfig::default());
+    let response = app
+        .clone()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    // Its own script only, and no framing by other sites (the Chromium test runs under it).
+    let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     let (status, content_type, page) = get_raw(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.starts_with("text/html"));
@@ -1592,4 +1701,222 @@ async fn serves_the_web_page() {
     );
     let (status, _, _) = get_raw(&app, "/assets/other.js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Reads what the server sends on `stream` until it closes the connection or `limit` passes;
+/// `None` when it was still open then.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut got)).await;
+    match read {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// Over real sockets: a connection past the limit is answered 503 in the API's error shape and
+/// closed; a client that sends its request head a byte at a time is closed at the header
+/// deadline (it was kept for good before); once those are gone, requests are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_slow_heads_cut() {
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    let dir = store();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(
+        ServerConfig {
+            data_dir: dir.path().to_owned(),
+            max_connections: 2,
+            header_timeout: Duration::from_millis(500),
+            ..ServerConfig::default()
+        },
+        None,
+        None,
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(listener, state, async {
+        let _ = stopped.await;
+    }));
+    // Two connections that send nothing hold both places.
+    let idle = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let answer = read_until_closed(&mut third, Duration::from_secs(5))
+        .await
+        .expect("the connection over the limit is closed");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    // The idle ones are closed at the header deadline.
+    for mut s in idle {
+        let started = Instant::now();
+        assert!(
+            read_until_closed(&mut s, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "an idle connection is kept past the header deadline"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    // A head sent a byte every 100 ms: closed at the deadline, not kept while it trickles.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        if slow.write_all(b"a").await.is_err() {
+            closed = true;
+            break;
+        }
+        if read_until_closed(&mut slow, Duration::from_millis(100))
+            .await
+            .is_some()
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a head trickled for 5 s is still being read");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Served again.
+    let mut ok = TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut ok, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
+
+/// Fuzzes every GET endpoint through the router: arbitrary and near-valid values for every
+/// parameter the endpoints take (and some they do not), percent-encoded. Every answer must be
+/// a 2xx or a 4xx in the error shape — never a panic, a 5xx or a hang. `CRITPATH_FUZZ_CASES`
+/// sets the cases (default 30,000: seconds in CI; the README's long run used more).
+#[test]
+fn fuzz_get_endpoints() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let cases: u32 = std::env::var("CRITPATH_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = store();
+    let app = app(&dir, ServerConfig::default());
+    let endpoints = [
+        "/api/v1/labels",
+        "/api/v1/labels/comm/values",
+        "/api/v1/labels/%FF%00/values",
+        "/api/v1/series",
+        "/api/v1/profile",
+        "/api/v1/diff",
+        "/api/v1/deploys",
+        "/api/v1/regressions",
+        "/api/v1/explain",
+        "/api/v1/health",
+        "/metrics",
+    ];
+    let keys = [
+        "from",
+        "to",
+        "query",
+        "type",
+        "format",
+        "step",
+        "group_by",
+        "max_nodes",
+        "baseline_from",
+        "baseline_to",
+        "method",
+        "top",
+        "at",
+        "window",
+        "limit",
+        "min_share",
+        "x",
+    ];
+    let value = prop_oneof![
+        any::<String>(),
+        r"(now-)?[0-9]{0,20}(ms|s|m|h|d)?",
+        Just((T0).to_string()),
+        Just((T0 + 60_000).to_string()),
+        r#"\{[a-z]{0,6}(=|!=|=~|!~)"[a-z.*\\]{0,12}"\}"#,
+        "(cpu|offcpu|wall|folded|pprof|json|flamebearer|tree|graph|model|critical_path|comm|service|-1|0|99999999999999999999)",
+    ];
+    let strategy = (
+        0..endpoints.len(),
+        proptest::collection::vec((0..keys.len(), value), 0..6),
+    );
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let started = Instant::now();
+    let slowest = std::cell::Cell::new(Duration::ZERO);
+    let answered = std::cell::Cell::new(0u32);
+    runner
+        .run(&strategy, |(endpoint, params)| {
+            let query: Vec<String> = params
+                .iter()
+                .map(|(k, v)| format!("{}={}", keys[*k], encode(v)))
+                .collect();
+            let uri = format!("{}?{}", endpoints[endpoint], query.join("&"));
+            let t = Instant::now();
+            let (status, content_type, body) = runtime.block_on(get_raw(&app, &uri));
+            slowest.set(slowest.get().max(t.elapsed()));
+            answered.set(answered.get() + u32::from(status.is_success()));
+            prop_assert!(
+                !status.is_server_error(),
+                "{uri}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+            if status.is_client_error() {
+                prop_assert_eq!(content_type.as_str(), "application/json", "{}", uri);
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                prop_assert!(v["error"]["code"].is_string(), "{uri}: {v}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    let slowest = slowest.get();
+    eprintln!(
+        "fuzz GET endpoints: {cases} cases ({} answered 2xx, the rest 4xx) in {:.1} s, slowest {:.1} ms",
+        answered.get(),
+        started.elapsed().as_secs_f64(),
+        slowest.as_secs_f64() * 1e3
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a request took {slowest:?}"
+    );
 }

@@ -330,3 +330,222 @@ fn pyroscope_renders(name: &str, flamebearer: &str, expect: &[&str]) {
         Err(err) => panic!("running node for the Pyroscope check: {err}"),
     }
 }
+
+/// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`).
+fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// A raw HTTP/1.1 POST; returns the status and the body.
+fn post(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The server may answer before it has read all of a refused body.
+    let _ = stream.write_all(body);
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// A 64 MiB ingest body of empty frames (two bytes on the wire, some hundred decoded; it took
+/// ~49 times its size before) is refused with 413 for less than twice its size in memory, and
+/// eight at once keep the server under 1 GiB; the server then stores ordinary pushes.
+#[test]
+fn ingest_memory_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), &["serve", "--ingest"], false);
+    let addr = server.addr.as_str();
+    let pid = server.child.id();
+    const LIMIT: usize = 64 << 20;
+    let pairs = (LIMIT - 16) / 2;
+    let mut body = vec![0x08, 0x01, 0x12]; // version 1; batches (2)
+    prost::encoding::encode_varint(2 * pairs as u64, &mut body);
+    body.reserve(2 * pairs);
+    for _ in 0..pairs {
+        body.extend_from_slice(&[0x22, 0x00]); // frames (4): an empty Frame
+    }
+    assert!(body.len() <= LIMIT);
+    let protobuf = "application/x-protobuf";
+    let before = status_bytes(pid, "VmRSS");
+    let (status, answer) = post(addr, "/api/v1/ingest", protobuf, &body);
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("smaller requests"), "{answer}");
+    let grown = status_bytes(pid, "VmHWM").saturating_sub(before);
+    eprintln!("one 64 MiB body: peak RSS +{} MiB", grown >> 20);
+    assert!(
+        grown < 2 * body.len() as u64,
+        "peak RSS grew {} MiB for a {} MiB body",
+        grown >> 20,
+        body.len() >> 20
+    );
+    // Resets the peak (VmHWM) to the current RSS.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let body = std::sync::Arc::new(body);
+    let pushes: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, body) = (addr.to_owned(), std::sync::Arc::clone(&body));
+            std::thread::spawn(move || post(&addr, "/api/v1/ingest", protobuf, &body).0)
+        })
+        .collect();
+    for push in pushes {
+        assert_eq!(push.join().unwrap(), 413);
+    }
+    let peak = status_bytes(pid, "VmHWM");
+    eprintln!("eight at once: peak RSS {} MiB", peak >> 20);
+    assert!(peak < 1 << 30, "peak RSS {} MiB", peak >> 20);
+    // Still stores what an agent sends.
+    let now = super::common::now_ms();
+    let batch = critpath_analyzer::store::Batch {
+        start_ms: now - 10_000,
+        end_ms: now,
+        period_ns: 52_631_578,
+        frames: vec![critpath_analyzer::Frame::user("main", "/srv/app")],
+        stacks: vec![vec![0]],
+        series: vec![critpath_analyzer::store::SeriesLabels {
+            host: "h".into(),
+            pid: 1,
+            comm: "app".into(),
+            exe: "/srv/app".into(),
+            build_id: String::new(),
+            service: "app".into(),
+        }],
+        rows: vec![critpath_analyzer::store::Row {
+            series: 0,
+            stack: 0,
+            kind: critpath_analyzer::store::SampleKind::Cpu,
+            value: 3,
+        }],
+        ..Default::default()
+    };
+    let body = critpath_analyzer::store::wire::encode(&[batch]);
+    let (status, answer) = post(addr, "/api/v1/ingest", protobuf, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"rows\":1"), "{answer}");
+}
+
+/// `agent --push` to a server that accepts connections and never answers (the pushes ran in
+/// the sampling loop before: the ring buffer overflowed), then to the real server on the same
+/// port: sampling loses no event, the agent stays small, and every batch reaches the server
+/// once it answers (pushed at the agent's stop at the latest).
+#[test]
+fn a_silent_server_loses_nothing() {
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let silent = std::thread::spawn({
+        let silence = std::sync::Arc::clone(&silence);
+        move || {
+            let mut held = Vec::new();
+            while silence.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((stream, _)) = listener.accept() {
+                    held.push(stream); // never answered
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            held.len()
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    let mut agent = Command::new(critpath())
+        .args(["agent", "--interval", "1s", "--no-off-cpu"])
+        .args([
+            "--host",
+            "silent-host",
+            "--push",
+            &url,
+            "--push-timeout",
+            "2s",
+        ])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting critpath agent --push");
+    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("critpath agent: sampling") {
+            break;
+        }
+    }
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    run_workload("cpu_ratio", "2");
+    std::thread::sleep(Duration::from_secs(10));
+    let agent_peak = status_bytes(agent.id(), "VmHWM");
+    silence.store(false, std::sync::atomic::Ordering::Relaxed);
+    let held = silent.join().unwrap();
+    assert!(held >= 2, "the agent tried the silent server {held} times");
+    let data = dir.path().join("server");
+    let mut server = Command::new(critpath())
+        .args([
+            "serve",
+            "--ingest",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting critpath serve");
+    let mut server_lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    for line in server_lines.by_ref() {
+        if line.unwrap().contains("serving the API") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in server_lines {});
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    assert!(agent.wait().unwrap().success());
+    let log = log.join().unwrap().join("\n");
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("critpath agent: stopped;"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // "stopped; N batches written, D dropped, L events lost to a full ring buffer"
+    let number = |after: &str| -> u64 {
+        let rest = &stopped[..stopped.find(after).unwrap_or_else(|| panic!("{stopped}"))];
+        rest.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let written = number(" batches written");
+    assert!(written >= 10, "{stopped}");
+    assert_eq!(number(" dropped"), 0, "{stopped}");
+    assert_eq!(number(" events lost"), 0, "{stopped}");
+    assert!(!stopped.contains("not pushed"), "{stopped}");
+    assert!(
+        agent_peak < 300 << 20,
+        "agent peak RSS {} MiB",
+        agent_peak >> 20
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let (status, metrics) = get(&addr, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.contains(&format!("critpath_ingest_batches_total {written}\n")),
+        "{written} batches written by the agent; {metrics}"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let _ = server.wait();
+}
