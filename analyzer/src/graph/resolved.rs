@@ -32,14 +32,19 @@
 //! are of one estimate, not of the interval lengths less noisy idle parts.
 //!
 //! **Idle time.** A thread blocked at its outermost loop (its *loop level*: no program function
-//! below the frames common to all of its stacks, but wrappers) waiting for new work — a
-//! client, a timer, a poll, a condition or a pipe — is idle, not slow: such waits are counted
-//! apart and charged to nothing. A mutex wait or disk I/O is never idle. A loop-level wait for
-//! another thread of the same process, or of a process that waits for this one at *its* loop
-//! level (a server this one calls, as a proxy calls its upstream), is charged to what that
-//! thread did meanwhile, which is idle in turn when it was itself waiting for new work (a
-//! worker waiting for its next task from an idle dispatcher). A process whose threads wait for
-//! this one inside the functions that made their requests is a client: waits for it are idle.
+//! below the frames common to all of its stacks, but wrappers and sleep helpers; and none the
+//! thread does not also go through where it wakes others, so that a critical section that is
+//! most of a lock holder's time is not taken for its loop) waiting for new work — a client, a
+//! timer, a poll, a condition or a pipe — is idle, not slow: such waits are counted apart and
+//! charged to nothing. A mutex wait or disk I/O is never idle. A loop-level wait for another
+//! thread of the same process, or of a process that waits for this one at *its* loop level (a
+//! server this one calls, as a proxy calls its upstream), is charged to what that thread did
+//! meanwhile, which is idle in turn when it was itself waiting for new work (a worker waiting
+//! for its next task from an idle dispatcher). A process whose threads wait for this one
+//! inside the functions that made their requests is a client — waits for it are idle — unless
+//! its blocked time during our waits for it lies mostly away from its loop level: an upstream
+//! that reads each request through a function of its own, then sleeps or blocks inside the
+//! work of answering it, is a server whatever its read path looks like.
 //!
 //! **Wrappers.** A program function that blocks on behalf of several callers (an event-set
 //! or latch wait, a condition-variable helper) does not say why a thread waited; its caller
