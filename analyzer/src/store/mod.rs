@@ -176,6 +176,28 @@ pub struct Maintenance {
     pub removed_parts: usize,
 }
 
+/// Crash-point testing: each step of compaction and merging that changes the disk (a file
+/// written or renamed, a directory synced, a segment or a file removed) passes here. With
+/// `CRITPATH_TEST_CRASH_AT=N` in the environment the process exits at once at the Nth such
+/// step, as a SIGKILL would stop it (no destructor, no further write); the store's tests stop
+/// it at every step in turn. Unset (always, outside those tests), a step costs one atomic
+/// increment.
+pub(crate) fn crash_point() {
+    static CRASH_AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let n = CRASH_POINTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let at = CRASH_AT.get_or_init(|| {
+        std::env::var("CRITPATH_TEST_CRASH_AT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if *at == Some(n) {
+        std::process::exit(86);
+    }
+}
+
+/// Steps passed by [`crash_point`] in this process.
+static CRASH_POINTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How long the parts a merge replaced stay on disk after it: a reader that listed them just
 /// before the merge completed can still read them.
 const MERGE_GRACE: Duration = Duration::from_secs(60);
@@ -571,6 +593,8 @@ pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::wal::tests::batch;
     use super::*;
 
@@ -1118,6 +1142,118 @@ mod tests {
         store.close().unwrap();
         assert!(parts(dir.path()).len() <= 4, "{:?}", parts(dir.path()));
         assert_eq!(total(dir.path()), 1000);
+    }
+
+    /// The batches of the crash test: two per hour in two hours (1970-01-01 00:00 and 01:00),
+    /// `round` 0 before the crash, 1 written by the process that crashes.
+    fn crash_batches(round: i64) -> Vec<Batch> {
+        let mut out = Vec::new();
+        for hour in [0, HOUR_MS] {
+            for k in 0..2 {
+                let start = hour + (round * 2 + k) * 10_000;
+                let mut b = batch(start, 2 + round + k);
+                // Each batch its own process, so that readers' totals tell every batch apart
+                // (compaction and merging regroup intervals).
+                b.series[0].pid = 100 + (start / 10_000) as u32;
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    /// Every process's CPU total, as readers see the store.
+    fn totals(dir: &Path) -> BTreeMap<u32, i64> {
+        let mut out = BTreeMap::new();
+        for b in Store::batches(dir, 0, i64::MAX).unwrap() {
+            for r in &b.rows {
+                *out.entry(b.series[r.series as usize].pid).or_default() += r.value;
+            }
+        }
+        out
+    }
+
+    /// The crashing side of [`a_crash_at_any_step_of_compaction_or_merge_loses_nothing`]:
+    /// with `CRITPATH_CRASH_DIR` set, appends the second round of batches to that store (two
+    /// more log segments, acknowledged) and closes it — compaction, then the merge of both
+    /// closed hours — printing the steps passed. In every ordinary run it does nothing.
+    #[test]
+    fn crash_child() {
+        let Some(dir) = std::env::var_os("CRITPATH_CRASH_DIR") else {
+            return;
+        };
+        let (mut store, _) = Store::open_with(Path::new(&dir), keep_all()).unwrap();
+        for b in crash_batches(1) {
+            store.append(&b).unwrap();
+        }
+        store.close().unwrap();
+        println!(
+            "crash points: {}",
+            CRASH_POINTS.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+
+    /// Stops the writer (as a SIGKILL would) at every step of compaction and merging in turn —
+    /// each part file written and renamed, each directory synced, the done marker, the
+    /// segment's and the marker's removal, the merged part's files — and checks that every
+    /// acknowledged batch is read exactly once, right after the crash and after the next
+    /// writer's recovery and maintenance.
+    #[test]
+    fn a_crash_at_any_step_of_compaction_or_merge_loses_nothing() {
+        let run = |crash_at: Option<u64>| {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+            for b in crash_batches(0) {
+                store.append(&b).unwrap();
+            }
+            store.close().unwrap();
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child
+                .args(["--exact", "store::tests::crash_child", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env("CRITPATH_CRASH_DIR", dir.path())
+                .env_remove("CRITPATH_TEST_CRASH_AT");
+            if let Some(n) = crash_at {
+                child.env("CRITPATH_TEST_CRASH_AT", n.to_string());
+            }
+            let out = child.output().unwrap();
+            (dir, out)
+        };
+        let mut expected = BTreeMap::new();
+        for b in crash_batches(0).into_iter().chain(crash_batches(1)) {
+            expected.insert(b.series[0].pid, b.total(SampleKind::Cpu));
+        }
+        let (dir, out) = run(None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let steps: u64 = stdout
+            .lines()
+            .find_map(|l| l.split("crash points: ").nth(1))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(steps >= 20, "{steps} steps");
+        assert_eq!(totals(dir.path()), expected);
+        for n in 1..=steps {
+            let (dir, out) = run(Some(n));
+            assert_eq!(out.status.code(), Some(86), "step {n}: {out:?}");
+            assert_eq!(
+                totals(dir.path()),
+                expected,
+                "read right after a crash at step {n}"
+            );
+            let (store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+            store.close().unwrap();
+            assert_eq!(
+                totals(dir.path()),
+                expected,
+                "after recovering from step {n}"
+            );
+            assert!(
+                wal::segments(&dir.path().join("wal")).unwrap().is_empty(),
+                "step {n}: segments left"
+            );
+        }
     }
 
     /// A store whose compaction fails (here its hour's directory cannot be created; on a

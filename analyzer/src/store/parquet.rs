@@ -82,11 +82,15 @@ pub(crate) fn compact_segment(store: &Path, segment: &Path) -> Result<usize, Sto
         if let Some(data) = dir.parent() {
             sync_dir(data)?;
         }
+        super::crash_point();
     }
     let marker = segment.with_extension("done");
     write_atomic(&marker, b"")?;
+    super::crash_point();
     std::fs::remove_file(segment).map_err(|e| StoreError::io(segment, e))?;
+    super::crash_point();
     std::fs::remove_file(&marker).map_err(|e| StoreError::io(&marker, e))?;
+    super::crash_point();
     Ok(parts)
 }
 
@@ -425,7 +429,7 @@ pub(crate) fn remove_merged(dir: &Path, grace: std::time::Duration) -> Result<us
         if settled.iter().any(|&o| covers(o, range)) {
             let path = entry.path();
             match std::fs::remove_file(&path) {
-                Ok(()) => {}
+                Ok(()) => super::crash_point(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io(&path, e)),
             }
@@ -640,7 +644,10 @@ fn write_df(path: &Path, df: PolarsResult<DataFrame>) -> Result<(), StoreError> 
         .finish(&mut df)
         .map_err(parquet)?;
     f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+    super::crash_point();
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
+    super::crash_point();
+    Ok(())
 }
 
 #[derive(Default)]

@@ -2,6 +2,7 @@ mod agent;
 mod common;
 mod deploys;
 mod explain;
+mod faults;
 mod field;
 mod groundtruth;
 mod notebooks;

@@ -1,0 +1,209 @@
+//! Faults under the store: a full filesystem (a tiny tmpfs, mounted for the test — root, like
+//! the kernel tests).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use critpath_analyzer::store::{
+    Batch, Retention, Row, SampleKind, SeriesLabels, Store, StoreOptions,
+};
+
+use super::common::{critpath, kernel_test};
+
+/// A tmpfs of a chosen size, unmounted on drop.
+struct Tmpfs {
+    _dir: tempfile::TempDir,
+    mount: PathBuf,
+}
+
+impl Tmpfs {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("fs");
+        std::fs::create_dir(&mount).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "critpath-test",
+            ])
+            .arg(&mount)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs");
+        Self { _dir: dir, mount }
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.mount)
+            .status()
+            .unwrap();
+        assert!(status.success(), "resizing the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// A batch of about 40 KiB encoded: 100 stacks of long-named frames.
+fn big_batch(i: i64) -> Batch {
+    let start_ms = 1_764_072_000_000 + i * 10_000;
+    let mut b = Batch {
+        start_ms,
+        end_ms: start_ms + 10_000,
+        period_ns: 52_631_578,
+        series: vec![SeriesLabels {
+            host: "h".into(),
+            // Each batch its own process, so that readers' totals tell every batch apart
+            // (compaction regroups intervals).
+            pid: 1000 + i as u32,
+            comm: "app".into(),
+            exe: "/srv/app".into(),
+            build_id: String::new(),
+            service: "app".into(),
+        }],
+        ..Batch::default()
+    };
+    for k in 0..100 {
+        let name = format!("app::module_{i}::function_with_a_long_name_{k:0>200}");
+        b.frames
+            .push(critpath_analyzer::Frame::user(name, "/srv/app"));
+        b.stacks.push(vec![k]);
+        b.rows.push(Row {
+            series: 0,
+            stack: k,
+            kind: SampleKind::Cpu,
+            value: 1 + i64::from(k),
+        });
+    }
+    b
+}
+
+fn keep_all() -> StoreOptions {
+    StoreOptions {
+        retention: Retention {
+            max_age: None,
+            max_bytes: None,
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// Every process's CPU total, as readers see the store.
+fn totals(dir: &Path) -> BTreeMap<u32, i64> {
+    let mut out = BTreeMap::new();
+    for b in Store::batches(dir, 0, i64::MAX).unwrap() {
+        for r in &b.rows {
+            *out.entry(b.series[r.series as usize].pid).or_default() += r.value;
+        }
+    }
+    out
+}
+
+/// A 2 MiB filesystem filled by the writer: appends past the full disk fail (counted by the
+/// caller), nothing acknowledged is lost or read twice, 100 of 100 restarts on the full disk
+/// open the store (each tries its compaction and fails), and once space is freed the next
+/// close compacts the log with every acknowledged batch in its parts.
+#[test]
+fn a_full_disk_loses_nothing_acknowledged() {
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let fs = Tmpfs::new("2m");
+    let dir = fs.mount.join("store");
+    let (mut store, _) = Store::open_with(&dir, keep_all()).unwrap();
+    let mut acked = BTreeMap::new();
+    let mut refused = 0;
+    for i in 0..200 {
+        let b = big_batch(i);
+        match store.append(&b) {
+            Ok(()) => {
+                acked.insert(b.series[0].pid, b.total(SampleKind::Cpu));
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        refused > 0 && acked.len() > 5,
+        "{} acked, {refused} refused",
+        acked.len()
+    );
+    let _ = store.close(); // compaction has no room: an error, nothing lost
+    assert_eq!(totals(&dir), acked);
+    for restart in 0..100 {
+        let (store, _) = Store::open_with(&dir, keep_all())
+            .unwrap_or_else(|e| panic!("restart {restart} on a full disk: {e}"));
+        let _ = store.close();
+    }
+    assert_eq!(totals(&dir), acked, "after 100 restarts");
+    fs.resize("64m");
+    let (store, _) = Store::open_with(&dir, keep_all()).unwrap();
+    store.close().expect("compacts once there is room");
+    let left: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "log files left: {left:?}");
+    assert_eq!(totals(&dir), acked, "after compaction");
+}
+
+/// The agent whose disk fills while it runs keeps sampling, counts the batches it could not
+/// store, and runs to its end; the store it leaves opens.
+#[test]
+fn the_agent_keeps_sampling_on_a_full_disk() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let fs = Tmpfs::new("4m");
+    let dir = fs.mount.join("store");
+    let mut agent = Command::new(critpath())
+        .args([
+            "agent",
+            "--interval",
+            "1s",
+            "--duration",
+            "8s",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("critpath agent: sampling") {
+            break;
+        }
+    }
+    // Fill what is left.
+    let filler = fs.mount.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    drop(f);
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = agent.wait().unwrap();
+    let log = log.join("\n");
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("critpath agent: stopped;"))
+        .unwrap_or_else(|| panic!("the agent did not run to its end: {log}"));
+    let dropped: u64 = stopped
+        .split(" dropped")
+        .next()
+        .and_then(|s| s.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stopped}"));
+    assert!(dropped >= 3, "{stopped}");
+    std::fs::remove_file(&filler).unwrap();
+    let (store, _) = Store::open_with(&dir, keep_all()).expect("the store opens");
+    store.close().unwrap();
+}
