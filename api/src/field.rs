@@ -267,6 +267,9 @@ impl Drop for Running {
 
 /// A scenario's window: when its measured program ran, and the pids of its other programs.
 struct Window {
+    /// When the run's first program started: the moment of the change (a deploy, a new
+    /// configuration), which `regressions` is asked about.
+    started_ms: i64,
     from_ms: i64,
     to_ms: i64,
 }
@@ -342,6 +345,7 @@ impl Bench {
             children: Vec::new(),
         };
         let mut measured_at = None;
+        let started_ms = now_ms();
         for p in &sc.programs {
             let argv: Vec<String> = p.argv.iter().map(|a| fill(a, &values)).collect();
             let path = self.program_path(&argv[0]);
@@ -409,7 +413,11 @@ impl Bench {
         std::thread::sleep(Duration::from_millis(1500));
         drop(running);
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(Window { from_ms, to_ms })
+        Ok(Window {
+            started_ms,
+            from_ms,
+            to_ms,
+        })
     }
 
     fn selector(sc: &Scenario) -> String {
@@ -653,12 +661,16 @@ fn store_cases(bench: &Bench, server: &Server, sc: &Scenario) -> Vec<Case> {
     if let Some(before) = before {
         let answer = match (&before, &after) {
             (Ok(b), Ok(a)) => (|| {
+                // Around the change itself (the new version's start, as a deploy marker
+                // would say), not the after run's measured window, which begins after its
+                // warm-up: `at` there put the new version's first seconds in the *before*
+                // window, which then held as much of the culprit as the after one.
                 let window_s = ((b.to_ms - b.from_ms).min(a.to_ms - a.from_ms) / 1000).max(1);
                 let v = server.get(
                     "/api/v1/regressions",
                     &[
                         ("query", query.clone()),
-                        ("at", a.from_ms.to_string()),
+                        ("at", a.started_ms.to_string()),
                         ("window", format!("{window_s}s")),
                         ("method", "graph".into()),
                         ("top", "50".into()),

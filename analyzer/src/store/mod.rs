@@ -92,6 +92,10 @@
 //! reader that listed them just before can still read them), as are the files of a merge cut
 //! short. A part pushed late into a merged hour is merged with it at the next round.
 //!
+//! Both claims are tested by stopping a writer at every step of a compaction and a merge in
+//! turn (each step passes `crash_point`): every acknowledged batch is read exactly once
+//! right after and after the next writer's recovery.
+//!
 //! **Retention.** After each compaction, hour directories older than [`Retention::max_age`]
 //! are deleted whole, then the oldest ones until the store fits [`Retention::max_bytes`].
 
