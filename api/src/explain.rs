@@ -4,7 +4,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use critpath_analyzer::export::pprof;
-use critpath_analyzer::graph::{Analysis, Evidence, Explanation, Method, WakeupsFile};
+use critpath_analyzer::graph::{
+    Analysis, Evidence, Explanation, MIN_SUSPECT_SHARE, Method, WakeupsFile,
+};
 use critpath_analyzer::model::Task;
 use critpath_analyzer::{dataset, eval};
 
@@ -134,6 +136,12 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
             e.waits_ended_s,
             change,
             r.function
+        );
+    }
+    if explanation.functions.is_empty() && explanation.request_s.is_some() {
+        println!(
+            "  (no function holds {:.0}% of the requests' time)",
+            100.0 * MIN_SUSPECT_SHARE
         );
     }
     let whys: Vec<(&str, &str)> = explanation

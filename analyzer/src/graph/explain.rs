@@ -7,6 +7,12 @@ use super::{Actor, Analysis, Evidence, FunctionEvidence, Method, Route, rank};
 use crate::query::Window;
 use crate::store::{Store, StoreError};
 
+/// The least share of the request threads' time that makes a function a suspect of the
+/// critical path (with a timeline): below it, a function is the noise of a few waits or
+/// samples — a queue's lock taken in passing, a stray preemption — and listing it would put
+/// functions that cost the requests nothing among the first answers.
+pub const MIN_SUSPECT_SHARE: f64 = 0.01;
+
 /// One ranked function.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ranked {
@@ -75,7 +81,8 @@ pub struct Explanation {
     /// s, ranked nowhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_s: Option<f64>,
-    /// The first functions by score.
+    /// The first functions by score (by the critical path with a timeline: those charged at
+    /// least [`MIN_SUSPECT_SHARE`] of the requests' time).
     pub functions: Vec<Ranked>,
     /// The critical path from the request threads.
     pub critical_path: Vec<Step>,
@@ -147,6 +154,13 @@ impl Explanation {
             None => &analysis.blame.request_threads,
         };
         let path = analysis.waits.critical_path(request_threads);
+        // With a timeline the critical path's shares are of the requests' time: a function
+        // under `MIN_SUSPECT_SHARE` of it is no suspect.
+        let floor = if method == Method::CriticalPath.name() && analysis.resolved.is_some() {
+            MIN_SUSPECT_SHARE
+        } else {
+            f64::NEG_INFINITY
+        };
         Explanation {
             method,
             seconds: evidence.seconds,
@@ -158,6 +172,7 @@ impl Explanation {
             idle_s: analysis.resolved.as_ref().map(|r| r.idle_ns / 1e9),
             functions: ranked
                 .into_iter()
+                .take_while(|&(_, score)| score >= floor)
                 .take(top)
                 .map(|(function, score)| {
                     let id = evidence.function_id(&function).expect("a ranked function");

@@ -34,7 +34,7 @@ pub use callgraph::{CallGraph, FunctionTimes};
 pub use evidence::{
     Actor, Evidence, EvidenceError, FunctionId, MAX_THREADS, Stack, ThreadId, Wait, WakeupsFile,
 };
-pub use explain::{Change, Explanation, Ranked, Step};
+pub use explain::{Change, Explanation, MIN_SUSPECT_SHARE, Ranked, Step};
 pub use regress::{
     ALPHA, Dispersion, MIN_DEGREES_OF_FREEDOM, MIN_RELATIVE, MIN_SHARE, Pair, Pattern, Ranking,
     Report, Suspect, rank_by, regressions, z_threshold,

@@ -1037,11 +1037,11 @@ impl<'a> Analyzer<'a> {
         let samples = &tl.samples[bi];
         let from = samples.partition_point(|x| x.time_ns < run_from);
         let inside = samples[from..].iter().take_while(|x| x.time_ns < e);
+        let kept: f64 = parts.iter().map(|&(_, _, ob, or)| ob + or).sum();
         let run = if self.drawn[bi] {
             inside.clone().count() as f64 * tl.period_ns
         } else {
             // Every wait of b is here: what they leave is its run.
-            let kept: f64 = parts.iter().map(|&(_, _, ob, or)| ob + or).sum();
             (len - kept).max(0.0)
         };
         for (i, blocked, ob, or) in parts {
@@ -1093,10 +1093,21 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+        // The waits that b's run served: where its waits were drawn, a wait whose interval
+        // held none of b's samples still had (on average) its part of b's run, so each counts
+        // by the part of its interval that b's kept waits leave; counting only the waits with
+        // a sample would make every "per wait" figure one sampling period.
+        let counted = if self.drawn[bi] {
+            (1.0 - kept / len).clamp(0.0, 1.0)
+        } else if run > 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+        self.running_waits[bi][request.0 as usize] += request.1 * counted;
         let rest = run * mass;
         if rest > 0.0 {
             self.running[bi][request.0 as usize] += rest;
-            self.running_waits[bi][request.0 as usize] += request.1;
             *self.running_by_root[bi].entry(r).or_default() += rest;
             for x in inside {
                 *self.inside[bi]
@@ -1317,6 +1328,22 @@ mod tests {
             "idle {}",
             r.idle_ns / 1e6
         );
+        // The answer lists the flush and nothing charged under 1% of the requests' time.
+        let answer = Explanation::new(&ev, &a, crate::graph::Method::CriticalPath, None, 10);
+        let listed: Vec<&str> = answer
+            .functions
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
+        assert_eq!(listed.first(), Some(&"flush"), "{listed:?}");
+        assert!(
+            answer
+                .functions
+                .iter()
+                .all(|f| f.latency_impact >= crate::graph::MIN_SUSPECT_SHARE),
+            "{listed:?}"
+        );
+        assert!(!listed.contains(&"compact"), "{listed:?}");
     }
 
     /// Threads alike in shape — work, then sleep at their loop level — but one runs at idle
@@ -1502,6 +1529,71 @@ mod tests {
             );
             assert!(share(&ev, &a, "g_loop") < 0.02, "{cycles}: {:?}", r.routes);
         }
+    }
+
+    /// Requests of 10 hand-offs of 0.2 ms each to a stage thread whose waits are drawn, with
+    /// think time between requests; the stage is sampled far less often than it is waited for
+    /// (one hand-off in 5 holds a sample, as does one prepare in 5). The time per wait is the stage's 0.2 ms, not one
+    /// sampling period, and the stage's work is what is charged.
+    #[test]
+    fn short_waits_on_a_drawn_waker_say_their_own_length() {
+        let mut sim = Sim::new();
+        sim.agg = Aggregator::new(1_000, 1_000_000).with_wait_records(200);
+        let (requester, stage) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        let mut handoffs = 0;
+        for request in 0..100 {
+            let base = request as f64 * 4.0;
+            for i in 0..10 {
+                let t = base + i as f64 * 0.3;
+                if handoffs % 5 == 2 {
+                    sim.run(&requester, t, t + 0.1, &["r_loop", "handle", "prepare"]);
+                }
+                sim.wait(
+                    &requester,
+                    t + 0.1,
+                    t + 0.3,
+                    &["r_loop", "handle", "hand_off", "c:pthread_cond_wait"],
+                    Cause::Lock,
+                    By::Thread(stage.clone(), &["s_loop", "c:pthread_cond_signal"]),
+                );
+                if handoffs % 5 == 0 {
+                    sim.run(&stage, t + 0.15, t + 0.3, &["s_loop", "stage_work"]);
+                }
+                handoffs += 1;
+                let next = if i < 9 { t + 0.4 } else { base + 4.1 };
+                sim.wait(
+                    &stage,
+                    t + 0.3,
+                    next,
+                    &["s_loop", "c:pthread_cond_wait"],
+                    Cause::Lock,
+                    By::Thread(
+                        requester.clone(),
+                        &["r_loop", "handle", "hand_off", "c:pthread_cond_signal"],
+                    ),
+                );
+            }
+            sim.wait(
+                &requester,
+                base + 3.0,
+                base + 4.0,
+                &["r_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        let (ev, a) = sim.analyze(0.4);
+        let r = a.resolved.as_ref().expect("a timeline");
+        assert!(r.roots.iter().any(|&t| ev.threads[t as usize].tid == 2));
+        let id = ev.function_id("stage_work").expect("stage_work");
+        let top = r.routes.get(&id).and_then(|w| w.first()).expect("a route");
+        let per_wait_ms = top.ns / top.waits / 1e6;
+        assert!(
+            (0.1..0.4).contains(&per_wait_ms),
+            "{per_wait_ms} ms per wait: {:?}",
+            r.routes
+        );
+        assert!(share(&ev, &a, "s_loop") < 0.05, "{:?}", r.routes);
     }
 
     /// A critical section that computes and then sleeps holding the lock (its work inlined into
