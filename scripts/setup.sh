@@ -15,9 +15,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # python3.11 is the packaged program profiled, and libc6-dbg names the C library's internal
 # start-up functions (__libc_start_call_main) under main. The field benchmark (tests/field:
 # `critpath eval --field`) builds its C programs with gcc against libsqlite3 and runs Debian's
-# redis-server and nginx (tests/field/apt-packages.txt).
+# redis-server and nginx, and PostgreSQL with pgbench for its held-out outside check
+# (tests/field/apt-packages.txt).
 APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libelf-dev pkg-config golang-go
-  gcc python3.11-minimal libc6-dbg redis-server nginx-light libsqlite3-dev)
+  gcc python3.11-minimal libc6-dbg redis-server nginx-light libsqlite3-dev postgresql-15
+  postgresql-client-15)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

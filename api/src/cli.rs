@@ -270,8 +270,8 @@ pub struct EvalArgs {
     /// With --field: seconds each scenario runs per window.
     #[arg(long, default_value_t = 10, requires = "field")]
     pub field_seconds: u64,
-    /// With --field: only these scenarios (repeatable) [default: all; with --quick, the
-    /// manifest's quick set].
+    /// With --field: only these scenarios (repeatable) [default: all but the held-out
+    /// outside checks, which run only when named; with --quick, the manifest's quick set].
     #[arg(long = "scenario", value_name = "NAME", requires = "field")]
     pub scenarios: Vec<String>,
     /// With --field: the manifest's quick set only (the CI subset).

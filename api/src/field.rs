@@ -51,6 +51,9 @@ struct Scenario {
     vars: HashMap<String, String>,
     #[serde(default)]
     setup: Setup,
+    /// An outside check, never tuned on: run only when named with `--scenario`.
+    #[serde(default)]
+    held_out: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -91,6 +94,11 @@ struct Setup {
     mkdir: Vec<String>,
     #[serde(default)]
     files: Vec<SetupFile>,
+    /// Commands run to completion, in order, before the programs start (a database created):
+    /// not part of the change, so the run's start (the moment `regressions` is asked about)
+    /// comes after them.
+    #[serde(default)]
+    run: Vec<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -335,6 +343,24 @@ impl Bench {
             let template = std::fs::read_to_string(self.dir.join(&f.template))
                 .with_context(|| format!("reading {}", f.template))?;
             std::fs::write(fill(&f.path, &values), fill(&template, &values))?;
+        }
+        for command in &sc.setup.run {
+            let argv: Vec<String> = command.iter().map(|a| fill(a, &values)).collect();
+            let program = argv.first().context("an empty setup command")?;
+            let out = Command::new(self.program_path(program))
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("running the setup command {program}"))?;
+            if !out.status.success() {
+                bail!(
+                    "{}: the setup command {} failed ({}): {}",
+                    sc.name,
+                    argv.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
         }
         let env = match (&sc.deploy, variant) {
             (Some(d), Variant::Before) => d.env_before.clone(),
@@ -801,7 +827,7 @@ pub fn eval(args: &EvalArgs, dir: &Path) -> anyhow::Result<FieldReport> {
             } else if args.quick {
                 manifest.quick.contains(&s.name)
             } else {
-                true
+                !s.held_out
             }
         })
         .collect();

@@ -67,4 +67,13 @@ if [ -e /usr/include/sqlite3.h ]; then
 else
     echo "build.sh: /usr/include/sqlite3.h missing: sqlite_client not built" >&2
 fi
+# Scripts that drive Debian programs (the PostgreSQL outside check), installed beside them.
+for script in pg_server.sh pgbench_client.py; do
+    if stale "$out/$script" "$here/src/$script"; then
+        cp "$here/src/$script" "$out/$script.tmp"
+        chmod +x "$out/$script.tmp"
+        mv "$out/$script.tmp" "$out/$script"
+        built=$((built + 1))
+    fi
+done
 echo "build.sh: $built program(s) built in $out" >&2

@@ -1883,6 +1883,7 @@ fn fuzz_get_endpoints() {
     });
     let started = Instant::now();
     let slowest = std::cell::Cell::new(Duration::ZERO);
+    let slowest_uri = std::cell::RefCell::new(String::new());
     let answered = std::cell::Cell::new(0u32);
     runner
         .run(&strategy, |(endpoint, params)| {
@@ -1893,7 +1894,10 @@ fn fuzz_get_endpoints() {
             let uri = format!("{}?{}", endpoints[endpoint], query.join("&"));
             let t = Instant::now();
             let (status, content_type, body) = runtime.block_on(get_raw(&app, &uri));
-            slowest.set(slowest.get().max(t.elapsed()));
+            if t.elapsed() > slowest.get() {
+                slowest.set(t.elapsed());
+                *slowest_uri.borrow_mut() = uri.clone();
+            }
             answered.set(answered.get() + u32::from(status.is_success()));
             prop_assert!(
                 !status.is_server_error(),
@@ -1910,10 +1914,11 @@ fn fuzz_get_endpoints() {
         .unwrap();
     let slowest = slowest.get();
     eprintln!(
-        "fuzz GET endpoints: {cases} cases ({} answered 2xx, the rest 4xx) in {:.1} s, slowest {:.1} ms",
+        "fuzz GET endpoints: {cases} cases ({} answered 2xx, the rest 4xx) in {:.1} s, slowest {:.1} ms ({})",
         answered.get(),
         started.elapsed().as_secs_f64(),
-        slowest.as_secs_f64() * 1e3
+        slowest.as_secs_f64() * 1e3,
+        slowest_uri.borrow()
     );
     assert!(
         slowest < Duration::from_secs(5),
