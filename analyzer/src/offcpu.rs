@@ -372,18 +372,24 @@ impl OffCpuWait {
     /// The wait's stacks with their weighted time: the blocked time under the cause's pseudo
     /// frame, the run-queue delay under `[off-cpu: runqueue]` (each only when non-zero).
     pub fn split_by_cause(&self) -> impl Iterator<Item = (Vec<Frame>, i64)> + '_ {
+        self.causes().map(|(cause, ns)| {
+            let mut frames = Vec::with_capacity(self.frames.len() + 1);
+            frames.extend(self.frames.iter().cloned());
+            frames.push(cause.frame());
+            (frames, ns)
+        })
+    }
+
+    /// The wait's weighted time per cause, without its frames: its own cause's blocked time
+    /// and its run-queue delay, each when not zero (what [`OffCpuWait::split_by_cause`] adds a
+    /// cause frame to).
+    pub fn causes(&self) -> impl Iterator<Item = (Cause, i64)> + use<> {
         [
             (self.cause, self.weighted_blocked_ns()),
             (Cause::RunQueue, self.weighted_runq_ns()),
         ]
         .into_iter()
         .filter(|&(_, ns)| ns > 0)
-        .map(|(cause, ns)| {
-            let mut frames = Vec::with_capacity(self.frames.len() + 1);
-            frames.extend(self.frames.iter().cloned());
-            frames.push(cause.frame());
-            (frames, ns)
-        })
     }
 
     /// The wait as a wakeup edge, when a waker was seen.

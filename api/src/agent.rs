@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use critpath_analyzer::store::{Aggregator, Batch, Retention, SeriesLabels};
 use critpath_sampler::{
-    Collector, Counter, Observation, OffCpuConfig, Sampler, SamplerConfig, Symbolizer, Target,
-    Unwinding,
+    Collector, Counter, Observation, OffCpuConfig, POLL_TIMEOUT, Sampler, SamplerConfig,
+    Symbolizer, Target, Unwinding,
 };
 use regex::Regex;
 
@@ -311,7 +311,7 @@ pub fn run(
     status.running.store(true, Ordering::Relaxed);
     let mut last_status = Instant::now();
     loop {
-        let timeout = Duration::from_millis(100);
+        let timeout = POLL_TIMEOUT;
         collector
             .poll(&mut sampler, timeout, |o| {
                 observe(&mut agg, &mut processes, &mut finished, &mut stats, o)

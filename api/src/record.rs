@@ -12,8 +12,8 @@ use critpath_analyzer::offcpu::{OffCpuWait, WakeupEdge};
 use critpath_analyzer::store::{Aggregator, Batch, SeriesLabels};
 use critpath_analyzer::{Profile, SampleLabels, ValueType, export};
 use critpath_sampler::{
-    Collector, Counter, Observation, OffCpuConfig, Probe, Sampler, SamplerConfig, Symbolizer,
-    Target, Unwinding,
+    Collector, Counter, Observation, OffCpuConfig, POLL_TIMEOUT, Probe, Sampler, SamplerConfig,
+    Symbolizer, Target, Unwinding,
 };
 
 /// What to record.
@@ -148,7 +148,7 @@ pub fn run(config: RecordConfig) -> anyhow::Result<()> {
     let mut target_exited = false;
     loop {
         collector
-            .poll(&mut sampler, Duration::from_millis(100), |o| rec.observe(o))
+            .poll(&mut sampler, POLL_TIMEOUT, |o| rec.observe(o))
             .context("reading samples")?;
         if stop.load(Ordering::Relaxed) {
             break;

@@ -26,7 +26,7 @@ pub mod sys;
 mod unwind;
 
 pub use bpf::{Counters, Event, OffCpuConfig, Sampler, SamplerConfig, Target, Unwinding};
-pub use collect::{Collector, Observation};
+pub use collect::{Collector, Observation, POLL_TIMEOUT};
 pub use critpath_common::{
     CallEvent, Counter, EventKind, OffCpuEvent, SampleEvent, SampleHeader, StackSampleEvent,
 };

@@ -16,6 +16,7 @@ unnamed_flusher:unnamed_flusher.c
 named_flusher:unnamed_flusher.c:-DNAMED_THREADS
 epoll_pool_srv:epoll_pool_srv.c
 field_client:field_client.c
+evloop_client:evloop_client.c
 fsync_log:fsync_log.c
 pipe_chain_srv:pipe_chain_srv.c
 submilli_waits:submilli_waits.c

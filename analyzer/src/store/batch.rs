@@ -265,11 +265,11 @@ impl Batch {
 /// stored stack that is cold in the cache, is what makes a seen stack cheap. A hash hit is
 /// checked against the stored stack's depth and leaf function; a collision that passes that
 /// check (odds ~n²/2⁶⁴ for n distinct stacks) would merge two stacks that differ only inside.
-fn stack_hash(frames: &[Frame]) -> u64 {
+fn stack_hash(frames: &[Frame], tail: Option<&Frame>) -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = foldhash::quality::FixedState::with_seed(0x6372_6974_7061_7468).build_hasher();
-    h.write_usize(frames.len());
-    for f in frames {
+    h.write_usize(frames.len() + usize::from(tail.is_some()));
+    for f in frames.iter().chain(tail) {
         h.write(f.function.as_bytes());
         h.write(f.module.as_deref().unwrap_or("").as_bytes());
         h.write_u32(f.line.unwrap_or(0));
@@ -405,8 +405,10 @@ impl Aggregator {
     ) -> Option<Batch> {
         let time_ms = wait.start_unix_ns.div_euclid(1_000_000);
         let mut finished = None;
-        for (frames, ns) in wait.split_by_cause() {
-            finished = finished.or(self.add(time_ms, series, &frames, SampleKind::OffCpu, ns));
+        // The wait's stack with its cause's frame appended, interned without copying it.
+        for (cause, ns) in wait.causes() {
+            let frames = (&wait.frames[..], Some(&cause.frame()));
+            finished = finished.or(self.add_with(time_ms, series, frames, SampleKind::OffCpu, ns));
         }
         finished = finished.or(self.enter(time_ms));
         let kind = match &wait.waker {
@@ -551,8 +553,20 @@ impl Aggregator {
         kind: SampleKind,
         value: i64,
     ) -> Option<Batch> {
+        self.add_with(time_ms, series, (frames, None), kind, value)
+    }
+
+    /// [`Aggregator::add`] of the stack `frames.0` followed by the frame `frames.1`.
+    fn add_with(
+        &mut self,
+        time_ms: i64,
+        series: &SeriesLabels,
+        (frames, tail): (&[Frame], Option<&Frame>),
+        kind: SampleKind,
+        value: i64,
+    ) -> Option<Batch> {
         let finished = self.enter(time_ms);
-        let stack_id = self.stack(frames);
+        let stack_id = self.stack_with(frames, tail);
         let series_id = intern(&mut self.series, &mut self.series_list, series);
         *self.rows.entry((series_id, stack_id, kind)).or_default() += value;
         finished
@@ -560,20 +574,28 @@ impl Aggregator {
 
     /// The id of a stack of this interval, interned when new.
     fn stack(&mut self, frames: &[Frame]) -> u32 {
-        let hash = stack_hash(frames);
+        self.stack_with(frames, None)
+    }
+
+    /// The id of the stack `frames` followed by `tail`, interned when new.
+    fn stack_with(&mut self, frames: &[Frame], tail: Option<&Frame>) -> u32 {
+        let hash = stack_hash(frames, tail);
+        let len = frames.len() + usize::from(tail.is_some());
+        let last = tail.or(frames.last()).map(|f| &f.function);
         let seen = self.stacks.get(&hash).copied().filter(|&id| {
             let stored = &self.stack_list[id as usize];
-            stored.len() == frames.len()
+            stored.len() == len
                 && stored
                     .last()
                     .map(|&f| &self.frame_list[f as usize].function)
-                    == frames.last().map(|f| &f.function)
+                    == last
         });
         match seen {
             Some(id) => id,
             None => {
                 let ids = frames
                     .iter()
+                    .chain(tail)
                     .map(|f| intern(&mut self.frames, &mut self.frame_list, f))
                     .collect();
                 let id = self.stack_list.len() as u32;
@@ -761,6 +783,41 @@ mod tests {
                 frames: Vec::new(),
             }),
         }
+    }
+
+    /// A wait's time goes under its stack with the cause's frame appended — the stacks that
+    /// `split_by_cause` gives — and that stack is the same one (one id) as when it comes as
+    /// plain frames.
+    #[test]
+    fn a_waits_stacks_are_its_frames_and_cause() {
+        let mut w = wait(1, 1_000_000, 3_000_000, true);
+        w.runq_delay_ns = 1_000_000;
+        let mut agg = Aggregator::new(10_000, 1);
+        agg.add_wait(&series(1), Some(&series(1)), &w);
+        for (frames, ns) in w.split_by_cause() {
+            agg.add(2, &series(1), &frames, SampleKind::OffCpu, ns);
+        }
+        let batch = agg.flush().unwrap();
+        let mut stacks: Vec<(Vec<String>, i64)> = batch
+            .rows
+            .iter()
+            .filter(|r| r.kind == SampleKind::OffCpu)
+            .map(|r| {
+                let names = batch.stacks[r.stack as usize]
+                    .iter()
+                    .map(|&f| batch.frames[f as usize].function.clone())
+                    .collect();
+                (names, r.value)
+            })
+            .collect();
+        stacks.sort();
+        let mut expected: Vec<(Vec<String>, i64)> = w
+            .split_by_cause()
+            .map(|(frames, ns)| (frames.into_iter().map(|f| f.function).collect(), 2 * ns))
+            .collect();
+        expected.sort();
+        assert_eq!(stacks, expected);
+        assert_eq!(stacks.len(), 2, "blocked and run-queue time, each one row");
     }
 
     /// Past the budget, wait records are drawn with probability proportional to their time
