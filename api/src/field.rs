@@ -179,6 +179,24 @@ fn is(function: &str, names: &[String]) -> bool {
         .any(|n| function == n || function.ends_with(&format!("::{n}")))
 }
 
+/// The scenarios to run: those `named`, else the quick set, else all but the held-out ones (an
+/// outside check runs only when named).
+fn selected<'a>(manifest: &'a Manifest, named: &[String], quick: bool) -> Vec<&'a Scenario> {
+    manifest
+        .scenarios
+        .iter()
+        .filter(|s| {
+            if !named.is_empty() {
+                named.contains(&s.name)
+            } else if quick {
+                manifest.quick.contains(&s.name)
+            } else {
+                !s.held_out
+            }
+        })
+        .collect()
+}
+
 /// The culprit's rank, the red herrings above it, and the idle functions (waits for new work)
 /// among the first three that are ranked for waiting — a loop function ranked for the CPU it
 /// runs itself (a `send` system call, a clock read) is not ranked for idle time.
@@ -818,19 +836,7 @@ pub fn eval(args: &EvalArgs, dir: &Path) -> anyhow::Result<FieldReport> {
             work
         },
     };
-    let wanted: Vec<&Scenario> = manifest
-        .scenarios
-        .iter()
-        .filter(|s| {
-            if !args.scenarios.is_empty() {
-                args.scenarios.contains(&s.name)
-            } else if args.quick {
-                manifest.quick.contains(&s.name)
-            } else {
-                !s.held_out
-            }
-        })
-        .collect();
+    let wanted = selected(&manifest, &args.scenarios, args.quick);
     if wanted.is_empty() {
         bail!("no scenario selected (see {})", manifest_path.display());
     }
@@ -939,5 +945,40 @@ pub fn print(report: &FieldReport) {
     }
     for (name, why) in &report.skipped {
         println!("skipped {name}: {why}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/field/manifest.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The outside check (PostgreSQL) runs only when named: not in the whole set, not in the
+    /// quick set; every other scenario is in the whole set.
+    #[test]
+    fn the_held_out_check_runs_only_when_named() {
+        let m = manifest();
+        let names = |v: Vec<&Scenario>| v.into_iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let all = names(selected(&m, &[], false));
+        assert!(!all.contains(&"postgres_commit".to_owned()), "{all:?}");
+        assert_eq!(all.len(), m.scenarios.len() - 1, "{all:?}");
+        assert!(!names(selected(&m, &[], true)).contains(&"postgres_commit".to_owned()));
+        let named = names(selected(&m, &["postgres_commit".to_owned()], false));
+        assert_eq!(named, ["postgres_commit"]);
+        let pg = m
+            .scenarios
+            .iter()
+            .find(|s| s.name == "postgres_commit")
+            .unwrap();
+        assert!(pg.held_out);
+        assert_eq!(
+            pg.setup.run.len(),
+            1,
+            "the database is made before the change"
+        );
     }
 }

@@ -1186,8 +1186,11 @@ mod tests {
             return;
         };
         let (mut store, _) = Store::open_with(Path::new(&dir), keep_all()).unwrap();
-        for b in crash_batches(1) {
-            store.append(&b).unwrap();
+        // With CRITPATH_CRASH_MAINTAIN set, only the maintenance of opening and closing.
+        if std::env::var_os("CRITPATH_CRASH_MAINTAIN").is_none() {
+            for b in crash_batches(1) {
+                store.append(&b).unwrap();
+            }
         }
         store.close().unwrap();
         println!(
@@ -1198,11 +1201,28 @@ mod tests {
 
     /// Stops the writer (as a SIGKILL would) at every step of compaction and merging in turn —
     /// each part file written and renamed, each directory synced, the done marker, the
-    /// segment's and the marker's removal, the merged part's files — and checks that every
-    /// acknowledged batch is read exactly once, right after the crash and after the next
-    /// writer's recovery and maintenance.
+    /// segment's and the marker's removal, the merged part's files, and (once the merge's grace
+    /// is over) each removal of a replaced part's file — and checks that every acknowledged
+    /// batch is read exactly once, right after the crash and after the next writer's recovery
+    /// and maintenance.
     #[test]
     fn a_crash_at_any_step_of_compaction_or_merge_loses_nothing() {
+        let child = |dir: &Path, crash_at: Option<u64>, maintain_only: bool| {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child
+                .args(["--exact", "store::tests::crash_child", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env("CRITPATH_CRASH_DIR", dir)
+                .env_remove("CRITPATH_TEST_CRASH_AT")
+                .env_remove("CRITPATH_CRASH_MAINTAIN");
+            if let Some(n) = crash_at {
+                child.env("CRITPATH_TEST_CRASH_AT", n.to_string());
+            }
+            if maintain_only {
+                child.env("CRITPATH_CRASH_MAINTAIN", "1");
+            }
+            child.output().unwrap()
+        };
         let run = |crash_at: Option<u64>| {
             let dir = tempfile::tempdir().unwrap();
             let (mut store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
@@ -1210,32 +1230,26 @@ mod tests {
                 store.append(&b).unwrap();
             }
             store.close().unwrap();
-            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-            child
-                .args(["--exact", "store::tests::crash_child", "--nocapture"])
-                .args(["--test-threads", "1"])
-                .env("CRITPATH_CRASH_DIR", dir.path())
-                .env_remove("CRITPATH_TEST_CRASH_AT");
-            if let Some(n) = crash_at {
-                child.env("CRITPATH_TEST_CRASH_AT", n.to_string());
-            }
-            let out = child.output().unwrap();
+            let out = child(dir.path(), crash_at, false);
             (dir, out)
+        };
+        let steps_of = |out: &std::process::Output| -> u64 {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{stdout}");
+            stdout
+                .lines()
+                .find_map(|l| l.split("crash points: ").nth(1))
+                .unwrap_or_else(|| panic!("{stdout}"))
+                .trim()
+                .parse()
+                .unwrap()
         };
         let mut expected = BTreeMap::new();
         for b in crash_batches(0).into_iter().chain(crash_batches(1)) {
             expected.insert(b.series[0].pid, b.total(SampleKind::Cpu));
         }
         let (dir, out) = run(None);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}");
-        let steps: u64 = stdout
-            .lines()
-            .find_map(|l| l.split("crash points: ").nth(1))
-            .unwrap_or_else(|| panic!("{stdout}"))
-            .trim()
-            .parse()
-            .unwrap();
+        let steps = steps_of(&out);
         assert!(steps >= 20, "{steps} steps");
         assert_eq!(totals(dir.path()), expected);
         for n in 1..=steps {
@@ -1257,6 +1271,71 @@ mod tests {
                 wal::segments(&dir.path().join("wal")).unwrap().is_empty(),
                 "step {n}: segments left"
             );
+        }
+        // The parts a merge replaced are removed only MERGE_GRACE after it. With the merged
+        // store's files backdated past it, the next writer's maintenance removes them: a crash
+        // at each removal loses nothing either.
+        let merged = dir;
+        backdate(merged.path(), 2 * MERGE_GRACE);
+        let files_before = count_files(merged.path());
+        let removal = |crash_at: Option<u64>| {
+            let dir = tempfile::tempdir().unwrap();
+            copy_tree(merged.path(), dir.path());
+            let out = child(dir.path(), crash_at, true);
+            (dir, out)
+        };
+        let (dir, out) = removal(None);
+        let removals = steps_of(&out);
+        assert!(removals >= 4, "{removals} removal steps");
+        eprintln!("crash steps: {steps} of compaction and merge, {removals} of removal");
+        assert!(count_files(dir.path()) < files_before, "nothing removed");
+        assert_eq!(totals(dir.path()), expected);
+        for n in 1..=removals {
+            let (dir, out) = removal(Some(n));
+            assert_eq!(out.status.code(), Some(86), "removal step {n}: {out:?}");
+            assert_eq!(totals(dir.path()), expected, "right after removal step {n}");
+            let (store, _) = Store::open_with(dir.path(), keep_all()).unwrap();
+            store.close().unwrap();
+            assert_eq!(totals(dir.path()), expected, "after removal step {n}");
+        }
+    }
+
+    /// Sets every file's modification time under `dir` to `ago` before now.
+    fn backdate(dir: &Path, ago: Duration) {
+        let at = std::time::SystemTime::now() - ago;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                backdate(&path, ago);
+            } else {
+                let file = std::fs::File::options().write(true).open(&path).unwrap();
+                file.set_modified(at).unwrap();
+            }
+        }
+    }
+
+    fn count_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { count_files(&p) } else { 1 })
+            .sum()
+    }
+
+    /// Copies the tree `from` into `to` (which exists), modification times kept.
+    fn copy_tree(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                std::fs::create_dir(&target).unwrap();
+                copy_tree(&path, &target);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+                let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+                let file = std::fs::File::options().write(true).open(&target).unwrap();
+                file.set_modified(modified).unwrap();
+            }
         }
     }
 
