@@ -13,6 +13,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     param: Option<&'static str>,
+    /// Seconds to wait before retrying (`Retry-After`), when the server knows.
+    retry_after: Option<u64>,
 }
 
 /// Every error answer's body.
@@ -28,7 +30,8 @@ pub struct Body<'a> {
 pub struct Detail<'a> {
     /// Machine-readable: `invalid_parameter`, `limit_exceeded`, `unavailable`,
     /// `unauthorized`, `forbidden`, `unsupported_media_type`, `not_found`, `internal`,
-    /// `out_of_range`, `method_not_allowed`, `invalid_request`, `misdirected`, `timeout`.
+    /// `out_of_range`, `method_not_allowed`, `invalid_request`, `misdirected`, `timeout`,
+    /// `rate_limited`.
     code: &'a str,
     /// For people.
     message: &'a str,
@@ -44,6 +47,7 @@ impl ApiError {
             code: "invalid_parameter",
             message: message.into(),
             param: Some(param),
+            retry_after: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl ApiError {
             code: "limit_exceeded",
             message: message.into(),
             param: Some(param),
+            retry_after: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl ApiError {
             code: "limit_exceeded",
             message: message.into(),
             param: Some("body"),
+            retry_after: None,
         }
     }
 
@@ -75,6 +81,7 @@ impl ApiError {
             code: "timeout",
             message: message.into(),
             param: Some("body"),
+            retry_after: None,
         }
     }
 
@@ -85,6 +92,7 @@ impl ApiError {
             code: "out_of_range",
             message: message.into(),
             param: Some(param),
+            retry_after: None,
         }
     }
 
@@ -95,6 +103,7 @@ impl ApiError {
             code: "misdirected",
             message: message.into(),
             param: Some("Host"),
+            retry_after: None,
         }
     }
 
@@ -105,6 +114,26 @@ impl ApiError {
             code: "unavailable",
             message: message.into(),
             param: None,
+            retry_after: None,
+        }
+    }
+
+    /// A sender over its rate (429); say when to retry with [`ApiError::retry_after`].
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// The same error, telling the client to retry in `seconds` (`Retry-After`).
+    pub fn retry_after(self, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -115,6 +144,7 @@ impl ApiError {
             code: "unauthorized",
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -125,6 +155,7 @@ impl ApiError {
             code: "forbidden",
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -135,6 +166,7 @@ impl ApiError {
             code: "unsupported_media_type",
             message: message.into(),
             param: Some(param),
+            retry_after: None,
         }
     }
 
@@ -145,6 +177,7 @@ impl ApiError {
             code: "not_found",
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -156,6 +189,7 @@ impl ApiError {
             code: "internal",
             message: "internal error; the server log has the details".into(),
             param: None,
+            retry_after: None,
         }
     }
 }
@@ -184,7 +218,13 @@ impl IntoResponse for ApiError {
                 param: self.param,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

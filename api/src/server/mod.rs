@@ -8,6 +8,7 @@
 mod deploys;
 mod error;
 mod explain;
+mod limit;
 mod metrics;
 mod openapi;
 mod ui;
@@ -50,6 +51,12 @@ pub struct ServerConfig {
     /// Pushes read, decoded and stored at once; more wait (their bodies unread) until their
     /// deadline. Each takes at most its body (64 MiB) and 256 MiB decoded. Default: 2.
     pub max_concurrent_ingests: usize,
+    /// Body bytes a second each pushing host (peer address) may send to ingest; more is
+    /// answered 429 with the seconds to wait (an agent's pushes retry then). Default: 8 MiB/s.
+    pub ingest_host_rate: u64,
+    /// Bytes a host may push at once before its rate applies (at least one largest body).
+    /// Default: 64 MiB.
+    pub ingest_host_burst: u64,
     /// Connections open at once; one more is answered 503 and closed. Default: 256.
     pub max_connections: usize,
     /// Longest a connection may take to send a request's head (its request line and
@@ -108,6 +115,8 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_concurrent_queries: 4,
             max_concurrent_ingests: 2,
+            ingest_host_rate: 8 << 20,
+            ingest_host_burst: MAX_INGEST_BYTES as u64,
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             max_range: Duration::from_secs(31 * 24 * 3600),
@@ -131,6 +140,7 @@ pub struct AppState {
     reader: Reader,
     queries: Arc<Semaphore>,
     ingests: Arc<Semaphore>,
+    hosts: Arc<limit::HostLimiter>,
     metrics: Arc<Metrics>,
     agent: Option<Arc<AgentStatus>>,
     writer: Option<WriterHandle>,
@@ -170,6 +180,10 @@ impl AppState {
             reader: Reader::with_cache_bytes(&config.data_dir, config.cache_bytes),
             queries: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
             ingests: Arc::new(Semaphore::new(config.max_concurrent_ingests.max(1))),
+            hosts: Arc::new(limit::HostLimiter::new(
+                config.ingest_host_rate,
+                config.ingest_host_burst,
+            )),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             agent,
@@ -359,7 +373,7 @@ pub async fn serve_on(
     use hyper_util::rt::{TokioIo, TokioTimer};
     let config = Arc::clone(&state.config);
     let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    let service = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -393,7 +407,16 @@ pub async fn serve_on(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        // The peer's address rides on each of its requests (the ingest limit is per host).
+        let service = tower::ServiceExt::map_request(
+            service.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(limit::Peer(peer.ip()));
+                request
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -1112,10 +1135,12 @@ async fn read_body(
         (status = 413, description = "A body over 64 MiB, or one whose batches would take over 256 MiB decoded (send them in smaller requests)", body = error::Body),
         (status = 415, description = "Another content type or wire version", body = error::Body),
         (status = 422, description = "A batch outside the accepted time range (now less the accepted age to 10 minutes ahead) or with a row value outside 0..2^53 (named); nothing of the request is stored", body = error::Body),
+        (status = 429, description = "This host (peer address) pushed more than its rate (8 MiB/s of body, bursts of 64 MiB, each push costing at least 64 KiB); `Retry-After` says when to retry", body = error::Body),
         (status = 503, description = "The store could not write the batches, or the pushes being stored (2 at once by default) left no slot before the deadline", body = error::Body),
     ))]
 async fn ingest(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<limit::Peer>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
@@ -1137,6 +1162,23 @@ async fn ingest(
                 wire::CONTENT_TYPE
             ),
         ));
+    }
+    // Each host's bytes a second, charged by the length it announces (the body is read to at
+    // most that), before it waits for a slot.
+    if let Some(axum::Extension(limit::Peer(ip))) = peer {
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(MAX_INGEST_BYTES as u64);
+        if let Err(wait) = state.hosts.take(ip, announced, Instant::now()) {
+            state.metrics.observe_ingest(0, 0, false);
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(ApiError::rate_limited(format!(
+                "{ip} pushes more than {} MiB/s; retry in {seconds} s",
+                state.config.ingest_host_rate >> 20
+            ))
+            .retry_after(seconds));
+        }
     }
     // One push at a time per slot, its body read only once it has one: bodies waiting for a
     // slot stay in their senders' buffers, not in this process.

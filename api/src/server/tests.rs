@@ -1802,6 +1802,93 @@ async fn connections_are_capped_and_slow_heads_cut() {
         .unwrap();
 }
 
+/// Pushes are limited per host (peer address): past its burst a host gets a 429 in the error
+/// shape with `Retry-After`, and nothing of the push is stored, while another address (here
+/// 127.0.0.2, also loopback) still pushes; the limited host pushes again once its rate has
+/// refilled its bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_limited_per_host() {
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::{TcpSocket, TcpStream};
+    let dir = tempfile::tempdir().unwrap();
+    let keep_all = Retention {
+        max_age: None,
+        max_bytes: None,
+    };
+    let writer = crate::writer::StoreWriter::open(dir.path(), keep_all).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = AppState::new(
+        ServerConfig {
+            data_dir: dir.path().to_owned(),
+            ingest_max_age: Duration::from_secs(100 * 365 * 86_400),
+            // Four smallest pushes at once, then one every 100 ms.
+            ingest_host_rate: 10 * limit::MIN_COST,
+            ingest_host_burst: 4 * limit::MIN_COST,
+            ..ServerConfig::default()
+        },
+        None,
+        Some(writer.handle()),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let body = wire::encode(&[batch(T0, &[("remote", &["main"], 1)])]);
+    let push = |from: &'static str| {
+        let body = body.clone();
+        async move {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            let mut stream: TcpStream = socket
+                .connect(format!("127.0.0.1:{port}").parse().unwrap())
+                .await
+                .unwrap();
+            let head = format!(
+                "POST /api/v1/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: {}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                wire::CONTENT_TYPE,
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(&body).await.unwrap();
+            read_until_closed(&mut stream, Duration::from_secs(10))
+                .await
+                .expect("an answer")
+        }
+    };
+    for i in 0..4 {
+        let answer = push("127.0.0.1").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "push {i}: {answer}");
+    }
+    let answer = push("127.0.0.1").await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{answer}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(json["error"]["code"], "rate_limited", "{json}");
+    let answer = push("127.0.0.2").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "another host: {answer}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let answer = push("127.0.0.1").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "after its refill: {answer}"
+    );
+    // Six pushes stored, the refused one not.
+    let stored: usize = critpath_analyzer::store::Store::batches(dir.path(), 0, i64::MAX)
+        .unwrap()
+        .iter()
+        .map(|b| b.rows.len())
+        .sum();
+    assert_eq!(stored, 6);
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
 /// Fuzzes every GET endpoint through the router: arbitrary and near-valid values for every
 /// parameter the endpoints take (and some they do not), percent-encoded. Every answer must be
 /// a 2xx or a 4xx in the error shape — never a panic, a 5xx or a hang. `CRITPATH_FUZZ_CASES`

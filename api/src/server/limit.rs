@@ -1,0 +1,99 @@
+//! The ingest rate limit per pushing host: a token bucket of body bytes per peer address (the
+//! `host` label a batch carries is the sender's own word; the address is the connection's).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The least a push costs, however small its body: a host sending empty pushes is held to
+/// `rate / MIN_COST` requests a second.
+pub const MIN_COST: u64 = 64 << 10;
+
+/// Buckets kept before the idle ones are dropped.
+const MAX_HOSTS: usize = 10_000;
+
+/// The peer address of a request's connection, set by the server's accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub IpAddr);
+
+/// Body bytes a second each peer address may push, with bursts of `burst` bytes.
+pub struct HostLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl HostLimiter {
+    /// A limiter of `rate` bytes a second per address, `burst` at once (at least one
+    /// [`MIN_COST`]).
+    pub fn new(rate: u64, burst: u64) -> Self {
+        Self {
+            rate: rate.max(1) as f64,
+            burst: burst.max(MIN_COST) as f64,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `bytes` (at least [`MIN_COST`], at most the burst) from `peer`'s bucket at `now`;
+    /// when it holds too few, takes nothing and says how long until it would hold enough.
+    pub fn take(&self, peer: IpAddr, bytes: u64, now: Instant) -> Result<(), Duration> {
+        let cost = (bytes.max(MIN_COST) as f64).min(self.burst);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_HOSTS && !buckets.contains_key(&peer) {
+            // Full buckets are the same as none: drop them.
+            let full = self.burst;
+            let rate = self.rate;
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < full
+            });
+        }
+        let (tokens, at) = buckets.entry(peer).or_insert((self.burst, now));
+        let filled = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.rate)
+            .min(self.burst);
+        if filled >= cost {
+            *tokens = filled - cost;
+            *at = now;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((cost - filled) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host gets its burst at once, then its rate; another host is not held back by it; a
+    /// refusal says when enough will be there and takes nothing.
+    #[test]
+    fn hosts_get_their_rate_each() {
+        let limiter = HostLimiter::new(1 << 20, 4 << 20);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            assert!(limiter.take(a, 1 << 20, t0).is_ok());
+        }
+        let wait = limiter.take(a, 1 << 20, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
+        assert!(
+            limiter.take(b, 4 << 20, t0).is_ok(),
+            "another host has its own bucket"
+        );
+        // Half a second later: half a MiB there, not enough; a second later: enough.
+        let wait = limiter
+            .take(a, 1 << 20, t0 + Duration::from_millis(500))
+            .unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        assert!(
+            limiter
+                .take(a, 1 << 20, t0 + Duration::from_secs(1))
+                .is_ok()
+        );
+        // Empty pushes cost MIN_COST each: 16 a second at 1 MiB/s.
+        let t1 = t0 + Duration::from_secs(10);
+        let taken = (0..100).filter(|_| limiter.take(a, 0, t1).is_ok()).count();
+        assert_eq!(taken, (4 << 20) / MIN_COST as usize);
+    }
+}
