@@ -68,6 +68,8 @@ pub struct Collector {
 /// Processes whose samples stopped this long ago are forgotten by the symbolizer (their
 /// mappings are read again if they come back).
 const FORGET_IDLE: Duration = Duration::from_secs(600);
+/// How long the files opened for symbols stay open (see [`Symbolizer::release_files`]).
+const RELEASE_FILES: Duration = Duration::from_secs(300);
 
 impl Collector {
     /// A collector symbolizing with `symbolizer`.
@@ -130,6 +132,9 @@ impl Collector {
         })?;
         if self.forgot_at.elapsed() >= FORGET_IDLE / 10 {
             self.forgot_at = Instant::now();
+            if self.symbolizer.release_files(RELEASE_FILES) {
+                log::debug!("released the files opened for symbols");
+            }
             let forgotten = self.symbolizer.forget_idle(FORGET_IDLE);
             if forgotten > 0 {
                 log::debug!("forgot {forgotten} processes idle for {FORGET_IDLE:?}");

@@ -108,9 +108,21 @@ pub struct SymbolizeStats {
     pub user_stack_bytes: u64,
 }
 
+/// A blazesym symbolizer with DWARF line info, inlined functions and demangling.
+fn new_blaze() -> symbolize::Symbolizer {
+    symbolize::Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
 /// Turns raw stack addresses into [`Frame`]s, caching per process and per module.
 pub struct Symbolizer {
     blaze: symbolize::Symbolizer,
+    /// When `blaze` was made: it keeps every file it opened mapped and parsed, which
+    /// [`Symbolizer::release_files`] lets go of.
+    blaze_since: Instant,
     processes: HashMap<u32, Process>,
     modules: Vec<Module>,
     module_index: HashMap<ModuleKey, usize>,
@@ -133,11 +145,8 @@ impl Symbolizer {
     /// A symbolizer with DWARF line info, inlined functions and demangling enabled.
     pub fn new() -> Self {
         Self {
-            blaze: symbolize::Symbolizer::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .build(),
+            blaze: new_blaze(),
+            blaze_since: Instant::now(),
             processes: HashMap::new(),
             modules: Vec::new(),
             module_index: HashMap::new(),
@@ -192,6 +201,19 @@ impl Symbolizer {
             self.forget_process(pid);
         }
         stale.len()
+    }
+
+    /// Lets go of the files opened for symbols (mapped and parsed: on a host running programs
+    /// with large debug information, hundreds of MB that count in the agent's RSS) when they
+    /// were opened `older_than` ago or more. The frames found so far stay memoized, so only a
+    /// new address opens a file again. Returns whether they were released.
+    pub fn release_files(&mut self, older_than: Duration) -> bool {
+        if self.blaze_since.elapsed() < older_than {
+            return false;
+        }
+        self.blaze = new_blaze();
+        self.blaze_since = Instant::now();
+        true
     }
 
     /// Forgets a process's mappings (after it exited and its samples were symbolized).
@@ -703,6 +725,35 @@ mod tests {
         s.symbolize_user(std::process::id(), &[0x10], &mut out);
         assert_eq!(out[0].function, "[unknown] 0x10");
         assert_eq!(s.stats().unmapped, 1);
+    }
+
+    /// Files opened for symbols are let go of only when old enough, and symbolizing goes on
+    /// after: a new address opens the file again.
+    #[test]
+    fn releases_its_files_and_goes_on() {
+        let mut s = Symbolizer::new();
+        let pid = std::process::id();
+        let name = |s: &mut Symbolizer, addr: u64| {
+            let mut out = Vec::new();
+            s.symbolize_user(pid, &[addr + 1], &mut out);
+            out.iter().map(|f| f.function.clone()).collect::<Vec<_>>()
+        };
+        let marker = marker_function_for_symbolizer_test as *const () as u64;
+        assert!(
+            name(&mut s, marker)
+                .iter()
+                .any(|n| n.ends_with("marker_function_for_symbolizer_test"))
+        );
+        assert!(!s.release_files(Duration::from_secs(3600)));
+        assert!(s.release_files(Duration::ZERO));
+        let other = releases_its_files_and_goes_on as *const () as u64;
+        let names = name(&mut s, other);
+        assert!(
+            names
+                .iter()
+                .any(|n| n.ends_with("releases_its_files_and_goes_on")),
+            "{names:?}"
+        );
     }
 
     /// Processes not seen for the idle time are forgotten, with their unwinding counts; recent
