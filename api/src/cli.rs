@@ -414,6 +414,11 @@ pub struct ListenArgs {
     /// 2GiB. At startup the last 24 h are loaded into it in the background.
     #[arg(long, default_value = "512MiB", value_name = "SIZE")]
     pub cache_size: String,
+    /// Body bytes a second each pushing host (peer address) may send to `POST /api/v1/ingest`,
+    /// e.g. 8MiB, with bursts of eight seconds' worth (at least one 64 MiB body); past it, 429
+    /// with `Retry-After`, and the agent retries.
+    #[arg(long, default_value = "8MiB", value_name = "SIZE")]
+    pub ingest_host_rate: String,
     /// The impact model's directory (`critpath model train --out`), loaded once at start;
     /// explain's `method=model` uses it (and `auto`, when the ship rule made it the default).
     #[arg(

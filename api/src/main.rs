@@ -155,6 +155,11 @@ fn server_config(
         .transpose()?;
     let cache_bytes = config::parse_bytes(&listen.cache_size)
         .with_context(|| format!("--cache-size {:?}", listen.cache_size))?;
+    let ingest_host_rate = config::parse_bytes(&listen.ingest_host_rate)
+        .with_context(|| format!("--ingest-host-rate {:?}", listen.ingest_host_rate))?;
+    if ingest_host_rate == 0 {
+        bail!("--ingest-host-rate 0 would refuse every push");
+    }
     let config = server::ServerConfig {
         listen: listen.listen,
         data_dir,
@@ -165,6 +170,10 @@ fn server_config(
         allowed_hosts: (!listen.allow_host.is_empty()).then_some(listen.allow_host),
         model_dir: Some(listen.model),
         regressions_model_dir: Some(listen.regressions_model),
+        ingest_host_rate,
+        ingest_host_burst: ingest_host_rate
+            .saturating_mul(8)
+            .max(server::ServerConfig::default().ingest_host_burst),
         ..server::ServerConfig::default()
     };
     config.check_exposure()?;

@@ -459,7 +459,9 @@ fn explain_from_the_store_ranks_the_lock_holder() {
     );
     assert!(first(&cpu).ends_with("::housekeeping_burn"), "cpu: {cpu:#}");
     assert_lock_path_threads(&critical);
-    // The waiters blocked in `acquire_shared_lock`, woken by `lock_holder` above all.
+    // The waiters blocked in `acquire_shared_lock`, woken by `lock_holder` above all. (Its
+    // evidence, whatever its rank: ranked by CPU, every function is listed; by the critical
+    // path, it is charged under the 1% a suspect needs — its waits are the holder's.)
     let out = run_critpath(&[
         "explain",
         "--data-dir",
@@ -468,6 +470,8 @@ fn explain_from_the_store_ranks_the_lock_holder() {
         &from.to_string(),
         "--to",
         &to.to_string(),
+        "--method",
+        "cpu",
         "--top",
         "100000",
         "--json",

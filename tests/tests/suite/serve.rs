@@ -369,7 +369,12 @@ fn post(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String
 #[test]
 fn ingest_memory_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_with(dir.path(), &["serve", "--ingest"], false);
+    // Nine 64 MiB bodies from this one host: a rate that lets them all in at once.
+    let server = start_with(
+        dir.path(),
+        &["serve", "--ingest", "--ingest-host-rate", "1GiB"],
+        false,
+    );
     let addr = server.addr.as_str();
     let pid = server.child.id();
     const LIMIT: usize = 64 << 20;
