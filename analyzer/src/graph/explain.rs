@@ -99,7 +99,12 @@ impl Explanation {
         baseline: Option<(&Analysis, &Evidence)>,
         top: usize,
     ) -> Explanation {
-        let ranked = rank(evidence, analysis, method, baseline);
+        let mut ranked = rank(evidence, analysis, method, baseline);
+        // With a timeline the critical path's shares are of the requests' time: a function
+        // under `MIN_SUSPECT_SHARE` of it is no suspect.
+        if method == Method::CriticalPath && analysis.resolved.is_some() {
+            ranked.retain(|&(_, share)| share >= MIN_SUSPECT_SHARE);
+        }
         Self::from_ranking(
             evidence,
             analysis,
@@ -154,13 +159,6 @@ impl Explanation {
             None => &analysis.blame.request_threads,
         };
         let path = analysis.waits.critical_path(request_threads);
-        // With a timeline the critical path's shares are of the requests' time: a function
-        // under `MIN_SUSPECT_SHARE` of it is no suspect.
-        let floor = if method == Method::CriticalPath.name() && analysis.resolved.is_some() {
-            MIN_SUSPECT_SHARE
-        } else {
-            f64::NEG_INFINITY
-        };
         Explanation {
             method,
             seconds: evidence.seconds,
@@ -172,7 +170,6 @@ impl Explanation {
             idle_s: analysis.resolved.as_ref().map(|r| r.idle_ns / 1e9),
             functions: ranked
                 .into_iter()
-                .take_while(|&(_, score)| score >= floor)
                 .take(top)
                 .map(|(function, score)| {
                     let id = evidence.function_id(&function).expect("a ranked function");

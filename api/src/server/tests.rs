@@ -119,6 +119,15 @@ async fn assert_error(
 }
 
 /// Percent-encodes a query parameter's value.
+/// A writer for pushed batches that keeps everything (the tests' batches are old).
+fn keep_all_writer(dir: &std::path::Path) -> crate::writer::StoreWriter {
+    let keep_all = Retention {
+        max_age: None,
+        max_bytes: None,
+    };
+    crate::writer::StoreWriter::open(dir, keep_all).unwrap()
+}
+
 fn enc(value: &str) -> String {
     value
         .bytes()
@@ -839,11 +848,7 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let keep_all = Retention {
-        max_age: None,
-        max_bytes: None,
-    };
-    let writer = crate::writer::StoreWriter::open(dir.path(), keep_all).unwrap();
+    let writer = keep_all_writer(dir.path());
     let app = router(AppState::new(
         ServerConfig {
             data_dir: dir.path().to_owned(),
@@ -1811,11 +1816,7 @@ async fn pushes_are_limited_per_host() {
     use tokio::io::AsyncWriteExt as _;
     use tokio::net::{TcpSocket, TcpStream};
     let dir = tempfile::tempdir().unwrap();
-    let keep_all = Retention {
-        max_age: None,
-        max_bytes: None,
-    };
-    let writer = crate::writer::StoreWriter::open(dir.path(), keep_all).unwrap();
+    let writer = keep_all_writer(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let state = AppState::new(
@@ -1952,17 +1953,6 @@ fn fuzz_get_endpoints() {
         0..endpoints.len(),
         proptest::collection::vec((0..keys.len(), value), 0..6),
     );
-    let encode = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -1976,7 +1966,7 @@ fn fuzz_get_endpoints() {
         .run(&strategy, |(endpoint, params)| {
             let query: Vec<String> = params
                 .iter()
-                .map(|(k, v)| format!("{}={}", keys[*k], encode(v)))
+                .map(|(k, v)| format!("{}={}", keys[*k], enc(v)))
                 .collect();
             let uri = format!("{}?{}", endpoints[endpoint], query.join("&"));
             let t = Instant::now();
