@@ -152,7 +152,14 @@ pub enum DecodeError {
     /// A message refers to something that is not there.
     #[error("inconsistent profile: {0}")]
     Inconsistent(String),
+    /// The gzip stream inflates past [`MAX_DECODED_BYTES`] (a gzip bomb, or not a profile).
+    #[error("the profile inflates to more than {} MiB", MAX_DECODED_BYTES >> 20)]
+    TooLarge,
 }
+
+/// The most bytes a gzipped profile may inflate to: far above any real profile (the agent's
+/// largest are tens of MiB), far below what would exhaust memory.
+pub const MAX_DECODED_BYTES: u64 = 1 << 30;
 
 /// Interns strings into the string table; index 0 is always "".
 #[derive(Default)]
@@ -319,20 +326,29 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
 /// Decodes a `profile.proto` message, gzipped or not.
 ///
 /// # Errors
-/// Broken gzip or protobuf bytes.
+/// Broken gzip or protobuf bytes, or gzip that inflates past [`MAX_DECODED_BYTES`].
 pub fn decode_proto(bytes: &[u8]) -> Result<proto::Profile, DecodeError> {
     let raw;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut buf = Vec::new();
-        GzDecoder::new(bytes)
-            .read_to_end(&mut buf)
-            .map_err(DecodeError::Gzip)?;
-        raw = buf;
+        raw = inflate(bytes, MAX_DECODED_BYTES)?;
         &raw[..]
     } else {
         bytes
     };
     proto::Profile::decode(bytes).map_err(DecodeError::Protobuf)
+}
+
+/// Inflates gzip bytes, refusing to go past `limit` bytes.
+fn inflate(gz: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
+    let mut buf = Vec::new();
+    GzDecoder::new(gz)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(DecodeError::Gzip)?;
+    if buf.len() as u64 > limit {
+        return Err(DecodeError::TooLarge);
+    }
+    Ok(buf)
 }
 
 /// Decodes a pprof profile back into a [`Profile`]; the inverse of [`encode`] for what it writes.
@@ -432,6 +448,23 @@ pub fn decode(bytes: &[u8]) -> Result<Profile, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gzip stream that inflates past the limit is refused before it is all in memory;
+    /// one at the limit inflates.
+    #[test]
+    fn inflating_stops_at_the_limit() {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        gz.write_all(&vec![0_u8; 1 << 20]).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+        assert!(matches!(
+            inflate(&bomb, (1 << 20) - 1),
+            Err(DecodeError::TooLarge)
+        ));
+        assert_eq!(inflate(&bomb, 1 << 20).unwrap().len(), 1 << 20);
+        let err = decode(&bomb).unwrap_err();
+        assert!(matches!(err, DecodeError::Protobuf(_)), "{err}");
+    }
 
     fn sample_profile() -> Profile {
         let mut p = Profile::new(vec![

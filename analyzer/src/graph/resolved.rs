@@ -68,6 +68,10 @@ use crate::offcpu::Cause;
 /// function: fewer, from start-up or an exit path, say nothing of its loop.
 const MIN_LOOP_WAKES: f64 = 16.0;
 
+/// A function on CPU for more than this share of the time it sleeps (and in more than one
+/// sample: one says little at 19 Hz) is no sleep helper.
+const SLEEP_HELPER_MAX_CPU: f64 = 0.2;
+
 /// Deepest cascade of waits followed (the rest counts as a knot's).
 const MAX_DEPTH: usize = 12;
 /// A wait between threads lighter than this share of either end's time does not connect them
@@ -341,9 +345,30 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+        // Nor does a helper compute: a function that works on CPU, then sleeps (a critical
+        // section whose work was inlined into it, then its I/O under the lock) is a step of
+        // its own, whatever it calls.
+        let mut self_ns: HashMap<FunctionId, (f64, f64)> = HashMap::new();
+        for s in tl.samples.iter().flatten() {
+            if let Some(&inner) = program[s.stack as usize].last() {
+                self_ns.entry(inner).or_default().0 += tl.period_ns;
+            }
+        }
+        for w in tl.waits.iter().flatten() {
+            if w.cause == Cause::Sleep
+                && let Some(&inner) = program[w.stack as usize].last()
+            {
+                self_ns.entry(inner).or_default().1 += w.blocked_ns as f64 * w.weight;
+            }
+        }
+        let computes = |f: &FunctionId| {
+            self_ns.get(f).is_some_and(|&(cpu, slept)| {
+                cpu > SLEEP_HELPER_MAX_CPU * slept && cpu > 1.5 * tl.period_ns
+            })
+        };
         let sleep_helpers: std::collections::HashSet<FunctionId> = sleeps_only
             .into_iter()
-            .filter(|&(f, only)| only && !not_helper.contains(&f))
+            .filter(|&(f, only)| only && !not_helper.contains(&f) && !computes(&f))
             .map(|(f, _)| f)
             .collect();
         // A sleep helper names no reason either: the sleep is its caller's (a slow backend's
@@ -1622,11 +1647,12 @@ mod tests {
         for cycle in 0..100 {
             let c = cycle as f64 * cycle_ms;
             // The holder: work in the section, then asleep in it, then some out.
+            // Its work inlined: the section is the leaf of its samples.
             sim.run(
                 &holder,
                 c,
                 c + section_ms,
-                &["holder_loop", "critical_section", "burn"],
+                &["holder_loop", "critical_section"],
             );
             sim.wait(
                 &holder,

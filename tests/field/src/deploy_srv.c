@@ -5,16 +5,25 @@
  * its index entry and fdatasync again), and starts a SCHED_IDLE thread that warms caches
  * (warm_caches, a CPU burner that does not matter).
  *
- *   deploy_srv --seconds S [--port P] [--dir DIR]
+ * With --fork, each connection is served by a process of its own (forked at accept, as
+ * PostgreSQL and other pre-fork servers do), and with --poll a connection waits for its next
+ * request in wait_for_request (epoll_wait on the socket, then the read), as servers
+ * built on an event set do: the wait for new work is then a poll, not a socket read.
+ *
+ *   deploy_srv --seconds S [--port P] [--dir DIR] [--fork] [--poll]
  * Knobs: FIELD_SCALE_{lookup_user,render_response,audit_log,warm_caches}; audit_log's scale is
  * the number of append+fdatasync rounds per request (2 by default; the fractional part is
  * carried over from request to request). */
 #include "field.h"
 #include "field_msg.h"
 
+#include <sys/epoll.h>
+#include <sys/wait.h>
+
 static double s_lookup, s_render, s_audit, s_warm;
 static int audit_fd = -1;
 static int version = 1;
+static int use_poll;
 
 __attribute__((noinline)) void lookup_user(struct msg *m)
 {
@@ -49,11 +58,31 @@ __attribute__((noinline)) void audit_log(const struct msg *m)
     }
 }
 
+/* Waits until the connection has a request to read (--poll); 0 when it has one. */
+__attribute__((noinline)) int wait_for_request(int ep)
+{
+    struct epoll_event ev;
+    for (;;) {
+        int n = epoll_wait(ep, &ev, 1, -1);
+        if (n == 1)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
 __attribute__((noinline)) void *handle_conn(void *arg)
 {
     int fd = (int)(long)arg;
+    int ep = -1;
+    if (use_poll) {
+        ep = epoll_create1(0);
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+            die("epoll");
+    }
     struct msg m;
-    while (read_all(fd, &m, sizeof m) == 0) {
+    while ((ep < 0 || wait_for_request(ep) == 0) && read_all(fd, &m, sizeof m) == 0) {
         lookup_user(&m);
         render_response(&m);
         if (version >= 2)
@@ -62,6 +91,8 @@ __attribute__((noinline)) void *handle_conn(void *arg)
             break;
     }
     close(fd);
+    if (ep >= 0)
+        close(ep);
     return NULL;
 }
 
@@ -79,6 +110,15 @@ __attribute__((noinline)) void *warmer_loop(void *arg)
         sleep_us(6000);
     }
     return NULL;
+}
+
+static void reap_children(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+    errno = saved;
 }
 
 __attribute__((noinline)) void *deadline_thread(void *arg)
@@ -99,6 +139,17 @@ int main(int argc, char **argv)
     s_audit = field_scale("audit_log");
     s_warm = field_scale("warm_caches");
     int port = (int)arg_double(argc, argv, "--port", 47007);
+    int use_fork = 0;
+    for (int i = 1; i < argc; i++) {
+        use_fork |= strcmp(argv[i], "--fork") == 0;
+        use_poll |= strcmp(argv[i], "--poll") == 0;
+    }
+    if (use_fork) {
+        /* Reap the children as they exit, so that their CPU time counts as the server's. */
+        struct sigaction sa = {.sa_handler = reap_children, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGCHLD, &sa, NULL);
+    }
     const char *dir = arg_string(argc, argv, "--dir", "/tmp/critpath-field-deploy_fsync");
     int lfd = tcp_listen(port);
     if (version >= 2) {
@@ -122,6 +173,18 @@ int main(int argc, char **argv)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        field_thread(handle_conn, (void *)(long)fd);
+        if (!use_fork) {
+            field_thread(handle_conn, (void *)(long)fd);
+            continue;
+        }
+        pid_t child = fork();
+        if (child < 0)
+            die("fork");
+        if (child == 0) {
+            close(lfd);
+            handle_conn((void *)(long)fd);
+            _exit(0);
+        }
+        close(fd);
     }
 }
