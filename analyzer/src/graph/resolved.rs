@@ -319,6 +319,8 @@ impl<'a> Analyzer<'a> {
         // not a helper's). Like a wrapper it names no reason for the sleep: its caller does —
         // the loop (think time) or a step that another thread waited for (a slow backend's).
         let mut sleeps_only: HashMap<FunctionId, bool> = HashMap::new();
+        // Per function as the innermost program frame: (on-CPU ns, asleep ns).
+        let mut self_ns: HashMap<FunctionId, (f64, f64)> = HashMap::new();
         for waits in &tl.waits {
             for w in waits {
                 // A preemption says nothing of what a function blocks on (a busy host
@@ -327,7 +329,11 @@ impl<'a> Analyzer<'a> {
                     continue;
                 }
                 if let Some(&inner) = program[w.stack as usize].last() {
-                    *sleeps_only.entry(inner).or_insert(true) &= w.cause == Cause::Sleep;
+                    let sleep = w.cause == Cause::Sleep;
+                    *sleeps_only.entry(inner).or_insert(true) &= sleep;
+                    if sleep {
+                        self_ns.entry(inner).or_default().1 += w.blocked_ns as f64 * w.weight;
+                    }
                 }
             }
         }
@@ -348,17 +354,9 @@ impl<'a> Analyzer<'a> {
         // Nor does a helper compute: a function that works on CPU, then sleeps (a critical
         // section whose work was inlined into it, then its I/O under the lock) is a step of
         // its own, whatever it calls.
-        let mut self_ns: HashMap<FunctionId, (f64, f64)> = HashMap::new();
         for s in tl.samples.iter().flatten() {
             if let Some(&inner) = program[s.stack as usize].last() {
                 self_ns.entry(inner).or_default().0 += tl.period_ns;
-            }
-        }
-        for w in tl.waits.iter().flatten() {
-            if w.cause == Cause::Sleep
-                && let Some(&inner) = program[w.stack as usize].last()
-            {
-                self_ns.entry(inner).or_default().1 += w.blocked_ns as f64 * w.weight;
             }
         }
         let computes = |f: &FunctionId| {
