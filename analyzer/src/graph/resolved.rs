@@ -711,11 +711,15 @@ impl<'a> Analyzer<'a> {
             x
         }
         let mut any = false;
+        // A wait between threads heavy enough to connect them.
+        let heavy = |a: usize, b: usize, e: &Edge| {
+            e.busy > 0.0 && e.busy >= MIN_EDGE_SHARE * totals[a].min(totals[b])
+        };
         // Only waits that are not idle connect threads into one request path: a wait for new
         // work (a signal from the process that started this one, a client's next request)
         // would join unrelated threads, up to the whole machine.
         for (&(a, b), e) in &edges {
-            if e.busy > 0.0 && e.busy >= MIN_EDGE_SHARE * totals[a].min(totals[b]) {
+            if heavy(a, b, e) {
                 any = true;
                 let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
                 parent[ra] = rb;
@@ -737,8 +741,10 @@ impl<'a> Analyzer<'a> {
         let pid = |t: usize| self.ev.threads[t].pid;
         let candidates: Vec<usize> = if any {
             let mut weight: HashMap<(u32, usize), f64> = HashMap::new();
-            for (&(a, _), e) in &edges {
-                if selected(a) {
+            for (&(a, b), e) in &edges {
+                // Heavy waits only: two connections' threads that meet now and then on a lock
+                // do not make one of them the process's request path.
+                if selected(a) && heavy(a, b, e) {
                     let r = find(&mut parent, a);
                     *weight.entry((pid(a), r)).or_default() += e.busy;
                 }
@@ -799,18 +805,20 @@ impl<'a> Analyzer<'a> {
             candidates
         };
         // Not the servers: threads the selected ones wait for (busy) twice as long as they
-        // wait for others.
+        // wait for others. Only waits heavy enough to connect threads count: two request
+        // threads that now and then meet on a lock (appending to one file) are peers, and a
+        // light wait of one for the other makes no server of it.
         let waited_on = |t: usize| -> f64 {
             edges
                 .iter()
-                .filter(|((a, b), _)| *b == t && selected(*a))
+                .filter(|((a, b), e)| *b == t && selected(*a) && heavy(*a, *b, e))
                 .map(|(_, e)| e.busy)
                 .sum()
         };
         let waits = |t: usize| -> f64 {
             edges
                 .iter()
-                .filter(|((a, _), _)| *a == t)
+                .filter(|((a, b), e)| *a == t && heavy(*a, *b, e))
                 .map(|(_, e)| e.busy)
                 .sum()
         };
@@ -1202,6 +1210,8 @@ mod tests {
         Thread(ThreadRef, &'a [&'a str]),
         KernelThread(ThreadRef, &'a [&'a str]),
         Timer,
+        /// An interrupt (a disk's completion), with its kernel frames.
+        Interrupt(&'a [&'a str]),
     }
 
     const T0: i64 = 1_700_000_000_000_000_000;
@@ -1240,10 +1250,14 @@ mod tests {
             cause: Cause,
             by: By,
         ) {
+            let irq: &[&str] = match by {
+                By::Interrupt(s) => s,
+                _ => &["k:hrtimer_wakeup"],
+            };
             let waker = match by {
                 By::Thread(w, s) => Some((w, s, false)),
                 By::KernelThread(w, s) => Some((w, s, true)),
-                By::Timer => None,
+                By::Timer | By::Interrupt(_) => None,
             };
             let wait = OffCpuWait {
                 thread: t.clone(),
@@ -1264,7 +1278,7 @@ mod tests {
                         thread: t.clone(),
                         in_interrupt: true,
                         kernel_thread: false,
-                        frames: frames(&["k:hrtimer_wakeup"]),
+                        frames: frames(irq),
                     },
                 }),
             };
@@ -1988,6 +2002,94 @@ mod tests {
             share(&ev, &a, "maintenance")
         );
         assert_eq!(share(&ev, &a, "wait_event"), 0.0);
+    }
+
+    /// Two threads serving a client's connections that now and then wait for each other (one
+    /// appending to the audit file while the other holds its inode lock) are both request
+    /// threads: a light wait makes no server of the one waited for.
+    #[test]
+    fn peers_that_rarely_wait_for_each_other_are_both_requests() {
+        let mut sim = Sim::new();
+        let conns = [
+            (thread(1, 3, "srv"), thread(2, 5, "client")),
+            (thread(1, 4, "srv"), thread(2, 6, "client")),
+        ];
+        for cycle in 0..40 {
+            let c = cycle as f64 * 20.0;
+            for (i, (w, client)) in conns.iter().enumerate() {
+                let c = c + i as f64 * 0.5;
+                sim.run(w, c, c + 2.0, &["w_loop", "handle", "encode"]);
+                let mut synced = c + 2.0;
+                if i == 0 && cycle % 10 == 0 {
+                    // Now and then the other connection holds the file's lock.
+                    sim.wait(
+                        w,
+                        c + 2.0,
+                        c + 2.1,
+                        &["w_loop", "handle", "audit_log", "c:write", "k:down_write"],
+                        Cause::Lock,
+                        By::Thread(
+                            conns[1].0.clone(),
+                            &["w_loop", "handle", "audit_log", "c:write", "k:up_write"],
+                        ),
+                    );
+                    synced = c + 2.1;
+                }
+                sim.wait(
+                    w,
+                    synced,
+                    c + 8.0,
+                    &["w_loop", "handle", "audit_log", "c:fdatasync", "k:schedule"],
+                    Cause::Io,
+                    By::Interrupt(&["k:blk_mq_end_request", "k:try_to_wake_up"]),
+                );
+                sim.wait(
+                    w,
+                    c + 8.0,
+                    c + 20.0,
+                    &["w_loop", "c:recv", "k:sk_wait_data", "k:schedule"],
+                    Cause::Io,
+                    By::Thread(client.clone(), &["client_main", "issue", "c:send"]),
+                );
+                // The client waits for the reply, then thinks.
+                sim.wait(
+                    client,
+                    c,
+                    c + 8.0,
+                    &[
+                        "client_main",
+                        "issue",
+                        "c:recv",
+                        "k:sk_wait_data",
+                        "k:schedule",
+                    ],
+                    Cause::Io,
+                    By::Thread(w.clone(), &["w_loop", "handle", "c:send"]),
+                );
+                sim.wait(
+                    client,
+                    c + 8.0,
+                    c + 20.0,
+                    &["client_main", "c:usleep"],
+                    Cause::Sleep,
+                    By::Timer,
+                );
+            }
+        }
+        let (ev, a) = sim.analyze(1.0);
+        let r = a.resolved.as_ref().unwrap();
+        let mut roots: Vec<u32> = r
+            .roots
+            .iter()
+            .map(|&t| ev.threads[t as usize].tid)
+            .collect();
+        roots.sort_unstable();
+        assert_eq!(roots, [3, 4]);
+        assert!(
+            share(&ev, &a, "audit_log") > 0.65,
+            "audit_log {}",
+            share(&ev, &a, "audit_log")
+        );
     }
 
     /// A thread burning CPU that no request waits for is not a request thread and is charged

@@ -118,6 +118,17 @@ impl ApiError {
         }
     }
 
+    /// A request target (414) or header block (431) over the server's limits.
+    pub fn head_too_large(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: "limit_exceeded",
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
     /// A sender over its rate (429); say when to retry with [`ApiError::retry_after`].
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self {

@@ -141,6 +141,7 @@ pub struct AppState {
     queries: Arc<Semaphore>,
     ingests: Arc<Semaphore>,
     hosts: Arc<limit::HostLimiter>,
+    sign_ins: Arc<limit::HostLimiter>,
     metrics: Arc<Metrics>,
     agent: Option<Arc<AgentStatus>>,
     writer: Option<WriterHandle>,
@@ -184,6 +185,7 @@ impl AppState {
                 config.ingest_host_rate,
                 config.ingest_host_burst,
             )),
+            sign_ins: Arc::new(limit::HostLimiter::sign_ins()),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             agent,
@@ -227,8 +229,55 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             check_host,
         ))
+        .layer(axum::middleware::from_fn(check_head))
         .layer(axum::middleware::map_response(error::json_rejections))
         .with_state(state)
+}
+
+/// The longest request target answered, bytes: a selector at its longest (4 KiB),
+/// percent-encoded, fits with room for the other parameters.
+pub const MAX_URI_BYTES: usize = 32 << 10;
+
+/// The most header fields a request may carry.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// The most bytes of header fields (names and values) a request may carry.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// The limits hyper itself enforces while it parses a request head, answering with a bare
+/// status line (no JSON) past them: set well beyond [`MAX_URI_BYTES`] (hyper's own URI limit
+/// is 64 KiB), [`MAX_HEADER_FIELDS`] and [`MAX_HEADER_BYTES`], so that the requests a client
+/// can make meet this server's limits first and get the JSON error shape.
+const HYPER_MAX_HEADER_FIELDS: usize = 4 * MAX_HEADER_FIELDS;
+
+/// Refuses a request whose target or headers are over the limits ([`MAX_URI_BYTES`]: 414;
+/// [`MAX_HEADER_FIELDS`], [`MAX_HEADER_BYTES`]: 431) with the API's error shape, before any
+/// other work.
+async fn check_head(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri().to_string().len();
+    if uri > MAX_URI_BYTES {
+        return ApiError::head_too_large(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {uri} bytes; at most {MAX_URI_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES {
+        return ApiError::head_too_large(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request has {} header fields of {bytes} bytes; at most {MAX_HEADER_FIELDS} fields of {MAX_HEADER_BYTES} bytes are accepted",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Answers only requests addressed to an allowed host name ([`ServerConfig::allowed_hosts`]):
@@ -275,19 +324,39 @@ fn host_allowed(config: &ServerConfig, host: &str) -> bool {
 
 /// Checks the token, when one is configured: a bearer token (API clients), or the cookie the
 /// login form sets (the web page). A browser asking for the page without it gets the form.
+/// Each client address may present a wrong token [`limit::SIGN_IN_BURST`] times, then
+/// [`limit::SIGN_IN_PER_MINUTE`] a minute; past that it gets 429s, even with the right one.
 async fn authenticate(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if state.config.auth_token.is_none() || has_token(&state.config, request.headers()) {
+    if state.config.auth_token.is_none() {
         return next.run(request).await;
+    }
+    let peer = request.extensions().get::<limit::Peer>().map(|p| p.0);
+    let credentials = credentials(&state.config, request.headers());
+    if credentials != Credentials::Absent
+        && let Some(ip) = peer
+        && let Some(seconds) = sign_in_wait(&state, ip)
+    {
+        return ApiError::rate_limited(too_many_sign_ins(ip, seconds))
+            .retry_after(seconds)
+            .into_response();
+    }
+    match credentials {
+        Credentials::Valid => return next.run(request).await,
+        Credentials::Wrong => failed_sign_in(&state, peer),
+        Credentials::Absent => {}
     }
     if request.uri().path() == "/" {
         return ui::login_form(StatusCode::UNAUTHORIZED, None);
     }
     if request.headers().contains_key(header::AUTHORIZATION) {
         ApiError::unauthorized("the bearer token is not valid").into_response()
+    } else if credentials == Credentials::Wrong {
+        ApiError::unauthorized("the sign-in cookie is not valid: sign in again at /")
+            .into_response()
     } else {
         ApiError::unauthorized(
             "this server requires an `Authorization: Bearer <token>` header (or, in a browser, signing in at /)",
@@ -296,14 +365,45 @@ async fn authenticate(
     }
 }
 
+/// When `ip` has made too many wrong sign-ins: the seconds until it may try again.
+pub(crate) fn sign_in_wait(state: &AppState, ip: std::net::IpAddr) -> Option<u64> {
+    let wait = state.sign_ins.check(ip, Instant::now()).err()?;
+    Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+/// The message of a refused sign-in.
+pub(crate) fn too_many_sign_ins(ip: std::net::IpAddr, seconds: u64) -> String {
+    format!("too many wrong tokens from {ip}; retry in {seconds} s")
+}
+
+/// Counts a wrong token against the client's address (when the connection has one).
+pub(crate) fn failed_sign_in(state: &AppState, peer: Option<std::net::IpAddr>) {
+    if let Some(ip) = peer {
+        // A refusal here only means the bucket is already empty: the next try gets the 429.
+        let _ = state.sign_ins.take(ip, 1, Instant::now());
+        log::info!("a wrong token from {ip}");
+    }
+}
+
 /// The cookie holding the token for the web page (`HttpOnly`, `SameSite=Strict`; its value
 /// is [`cookie_value`]).
 pub(crate) const TOKEN_COOKIE: &str = "critpath_token";
 
-/// Whether the request carries the configured token, as a bearer token or the page's cookie.
-fn has_token(config: &ServerConfig, headers: &axum::http::HeaderMap) -> bool {
+/// What a request presents of the configured token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credentials {
+    /// No bearer token and no sign-in cookie.
+    Absent,
+    /// A bearer token or cookie that is not the token.
+    Wrong,
+    /// The token, as a bearer token or the page's cookie.
+    Valid,
+}
+
+/// What the request presents of the configured token, as a bearer token or the page's cookie.
+fn credentials(config: &ServerConfig, headers: &axum::http::HeaderMap) -> Credentials {
     let Some(token) = config.auth_token.as_deref() else {
-        return false;
+        return Credentials::Absent;
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -317,9 +417,17 @@ fn has_token(config: &ServerConfig, headers: &axum::http::HeaderMap) -> bool {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(name, _)| *name == TOKEN_COOKIE)
         .map(|(_, value)| value);
-    bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
-        || cookie
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), cookie_value(token).as_bytes()))
+    let valid = bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+        || cookie.is_some_and(|given| {
+            constant_time_eq(given.as_bytes(), cookie_value(token).as_bytes())
+        });
+    if valid {
+        Credentials::Valid
+    } else if bearer.is_some() || cookie.is_some() || headers.contains_key(header::AUTHORIZATION) {
+        Credentials::Wrong
+    } else {
+        Credentials::Absent
+    }
 }
 
 /// The token as the cookie holds it: hexadecimal, since a token may hold characters a cookie
@@ -378,6 +486,7 @@ pub async fn serve_on(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
+        .max_headers(HYPER_MAX_HEADER_FIELDS)
         .keep_alive(true);
     let mut refused_logged: Option<Instant> = None;
     tokio::pin!(shutdown);
@@ -610,10 +719,25 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 /// it gets only `{status, version}`.
 #[utoipa::path(get, path = "/api/v1/health", tag = "status",
     responses((status = 200, description = "`{status, version, uptime_seconds, model: {version, default, parameters} | null, regressions_model: {version, default, parameters} | null, store: {dir, exists, bytes, recovered: {segments_cut, bytes_cut, bytes_skipped} | null (what the writer's start found lost in the log: a torn tail cut, corrupt records skipped)}, sampler: {running, frequency_hz, off_cpu, samples, off_cpu_waits, batches_written, batches_dropped, events_lost, stack_errors, wal_bytes, unwinding: {mode, stacks, truncated, processes: [{pid, comm, stacks, truncated}], wait_copies, wait_copy_bytes, waits_without_copy, held_wait_copy_bytes}} | null}`", content_type = "application/json")))]
-async fn health(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+async fn health(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<limit::Peer>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     // With a token configured, a caller without it learns that the server is up and little
-    // else: not the data directory, nor (under `critpath run`) the machine's processes.
-    if state.config.auth_token.is_some() && !has_token(&state.config, &headers) {
+    // else: not the data directory, nor (under `critpath run`) the machine's processes. A
+    // wrong token counts as a failed sign-in, and a client past its failed sign-ins is not
+    // asked for one: health always answers.
+    let peer = peer.map(|axum::Extension(limit::Peer(ip))| ip);
+    let signed_in = match credentials(&state.config, &headers) {
+        Credentials::Valid => peer.is_none_or(|ip| sign_in_wait(&state, ip).is_none()),
+        Credentials::Wrong => {
+            failed_sign_in(&state, peer);
+            false
+        }
+        Credentials::Absent => false,
+    };
+    if state.config.auth_token.is_some() && !signed_in {
         return json_response(&serde_json::json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),

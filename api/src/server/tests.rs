@@ -821,6 +821,107 @@ async fn authentication() {
     assert!(open("0.0.0.0:7070", None, true).check_exposure().is_ok());
 }
 
+/// Wrong tokens, from a bearer header, a cookie or the sign-in form, are counted per client
+/// address: past its burst a client gets 429s (with `Retry-After`), even with the right token,
+/// while health still answers it (without the details) and other clients are not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_slowed_per_client() {
+    let dir = store();
+    let app = app(
+        &dir,
+        ServerConfig {
+            auth_token: Some("s3cret".into()),
+            ..ServerConfig::default()
+        },
+    );
+    let uri = format!("/api/v1/profile?{}", window(0, 120));
+    let from = |ip: &str, request: axum::http::request::Builder, body: Body| {
+        let mut request = request.body(body).unwrap();
+        request
+            .extensions_mut()
+            .insert(limit::Peer(ip.parse().unwrap()));
+        app.clone().oneshot(request)
+    };
+    let bearer =
+        |token: &str| Request::get(&uri).header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let guesser = "10.0.0.1";
+    for i in 0..limit::SIGN_IN_BURST {
+        let request = match i % 3 {
+            0 => bearer("guess"),
+            1 => Request::get(&uri).header(header::COOKIE, "critpath_token=00"),
+            _ => Request::get("/api/v1/health").header(header::AUTHORIZATION, "Bearer guess"),
+        };
+        let status = from(guesser, request, Body::empty())
+            .await
+            .unwrap()
+            .status();
+        let expected = if i % 3 == 2 {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, expected, "wrong token {i}");
+    }
+    // Past the burst: the right token is refused too, and says when to come back.
+    let refused = from(guesser, bearer("s3cret"), Body::empty())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: serde_json::Value =
+        serde_json::from_slice(&refused.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(guesser),
+        "{body}"
+    );
+    let form = from(
+        guesser,
+        Request::post("/login").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
+        Body::from("token=s3cret"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(form.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(form.headers().get(header::SET_COOKIE).is_none());
+    assert!(form.headers().contains_key(header::RETRY_AFTER));
+    // Health answers, without the details the token would show.
+    let health = from(
+        guesser,
+        Request::get("/api/v1/health").header(header::AUTHORIZATION, "Bearer s3cret"),
+        Body::empty(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let body: serde_json::Value =
+        serde_json::from_slice(&health.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(body.get("store").is_none(), "{body}");
+    // A request with no token is no guess: it gets the usual 401.
+    let bare = from(guesser, Request::get(&uri), Body::empty())
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    // Another client signs in.
+    let other = from("10.0.0.2", bearer("s3cret"), Body::empty())
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    let form = from(
+        "10.0.0.2",
+        Request::post("/login").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
+        Body::from("token=s3cret"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(form.status(), StatusCode::SEE_OTHER);
+}
+
 async fn post(
     app: &Router,
     uri: &str,
@@ -1718,6 +1819,74 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) 
         Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
         Err(_) => None,
     }
+}
+
+/// Over real sockets: a request target or header block over the server's limits is answered
+/// 414 or 431 in the API's error shape (hyper's own answers to these carry no body), while one
+/// just under them reaches the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_the_error_shape() {
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    let dir = store();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(
+        ServerConfig {
+            data_dir: dir.path().to_owned(),
+            ..ServerConfig::default()
+        },
+        None,
+        None,
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let ask = |target: String, headers: String| async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream, Duration::from_secs(10))
+            .await
+            .expect("an answer");
+        let status: u16 = answer[9..12].parse().unwrap();
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let body: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {answer:.300}"));
+        (status, body)
+    };
+    let profile =
+        |len: usize| format!("/api/v1/profile?{}&pad={}", window(0, 120), "x".repeat(len));
+    let field = |name: &str, len: usize| format!("{name}: {}\r\n", "v".repeat(len));
+    let cases = [
+        (profile(MAX_URI_BYTES), String::new(), 414),
+        (
+            "/api/v1/labels".to_owned(),
+            (0..MAX_HEADER_FIELDS + 1)
+                .map(|i| field(&format!("x-{i}"), 4))
+                .collect(),
+            431,
+        ),
+        (
+            "/api/v1/labels".to_owned(),
+            field("x-big", MAX_HEADER_BYTES),
+            431,
+        ),
+    ];
+    for (target, headers, expected) in cases {
+        let (status, body) = ask(target.clone(), headers).await;
+        assert_eq!(status, expected, "{:.80}: {body}", target);
+        assert_eq!(body["error"]["code"], "limit_exceeded", "{body}");
+    }
+    // Just under the limits: the API answers.
+    let (status, body) = ask(profile(MAX_URI_BYTES - 200), field("x-big", 60 << 10)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["root"].is_object(), "{body}");
+    let _ = stop.send(());
+    server.await.unwrap();
 }
 
 /// Over real sockets: a connection past the limit is answered 503 in the API's error shape and

@@ -88,12 +88,25 @@ pub struct Login {
 /// and goes back to the page; with a wrong one, the form again (401).
 pub async fn login(
     State(state): State<super::AppState>,
+    peer: Option<axum::Extension<super::limit::Peer>>,
     axum::Form(form): axum::Form<Login>,
 ) -> Response {
     let Some(token) = state.config.auth_token.as_deref() else {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     };
+    let peer = peer.map(|axum::Extension(super::limit::Peer(ip))| ip);
+    // Past its failed sign-ins a client is refused before its token is compared.
+    if let Some(ip) = peer
+        && let Some(seconds) = super::sign_in_wait(&state, ip)
+    {
+        let problem = super::too_many_sign_ins(ip, seconds);
+        let mut page = login_form(StatusCode::TOO_MANY_REQUESTS, Some(&problem));
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        return page;
+    }
     if !super::constant_time_eq(form.token.trim().as_bytes(), token.as_bytes()) {
+        super::failed_sign_in(&state, peer);
         return login_form(StatusCode::UNAUTHORIZED, Some("That is not the token."));
     }
     let cookie = format!(
