@@ -207,3 +207,99 @@ fn the_agent_keeps_sampling_on_a_full_disk() {
     let (store, _) = Store::open_with(&dir, keep_all()).expect("the store opens");
     store.close().unwrap();
 }
+
+/// The agent whose disk fails its writes and syncs with EIO for a few seconds (an LD_PRELOAD
+/// shim, `tests/native/eio_shim.c`) keeps sampling, counts the batches it could not store, and
+/// stores again once the disk recovers; the store it leaves opens and holds every batch it
+/// reported written, from before and after the failure, each once.
+#[test]
+fn the_agent_rides_out_io_errors() {
+    use std::io::{BufRead as _, BufReader};
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let shim = work.path().join("eio_shim.so");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("native/eio_shim.c");
+    let built = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .unwrap();
+    assert!(built.success(), "building the EIO shim");
+    let dir = work.path().join("store");
+    let control = work.path().join("eio-on");
+    let mut agent = Command::new(critpath())
+        .args([
+            "agent",
+            "--interval",
+            "1s",
+            "--duration",
+            "12s",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("LD_PRELOAD", &shim)
+        .env("CRITPATH_EIO_DIR", &dir)
+        .env("CRITPATH_EIO_CONTROL", &control)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("critpath agent: sampling") {
+            break;
+        }
+    }
+    // Each line the agent writes from here on is read by a thread, so that its stderr pipe
+    // never fills while the test sleeps.
+    let reader = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let failing_from = now_ms();
+    std::fs::write(&control, b"").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::fs::remove_file(&control).unwrap();
+    let failing_to = now_ms();
+    let status = agent.wait().unwrap();
+    let log = reader.join().unwrap().join("\n");
+    assert!(status.success(), "the agent failed ({status}): {log}");
+    let failures = log.lines().filter(|l| l.starts_with("eio-shim:")).count();
+    assert!(failures > 0, "the shim failed nothing: {log}");
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("critpath agent: stopped;"))
+        .unwrap_or_else(|| panic!("the agent did not run to its end: {log}"));
+    let count = |after: &str| -> u64 {
+        stopped
+            .split(after)
+            .next()
+            .and_then(|s| s.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stopped}"))
+    };
+    let (written, dropped) = (count(" batches written"), count(" dropped"));
+    eprintln!("{stopped}; {failures} writes and syncs failed");
+    assert!(dropped >= 2 && written >= 3, "{stopped}");
+    let (store, _) = Store::open_with(&dir, keep_all()).expect("the store opens");
+    store.close().unwrap();
+    let rows = |from_ms: i64, to_ms: i64| -> usize {
+        Store::batches(&dir, from_ms, to_ms)
+            .unwrap()
+            .iter()
+            .map(|b| b.rows.len())
+            .sum()
+    };
+    assert!(rows(0, failing_from) > 0, "nothing from before the failure");
+    assert!(
+        rows(failing_to + 1000, i64::MAX) > 0,
+        "nothing stored after the disk recovered: {stopped}\n{log}"
+    );
+}
