@@ -547,6 +547,12 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
+/// How long opening a store waits for its lock before it is taken to be another writer's: a
+/// lock released a moment ago can still be held by a process the previous holder forked, until
+/// that one's `exec` closes the descriptor it inherited (a `flock` belongs to the open file,
+/// shared by every descriptor of it).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::os::fd::AsRawFd as _;
     let path = dir.join("LOCK");
@@ -556,11 +562,21 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::io(&path, e))?;
-    // SAFETY: flock on a valid open file descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(StoreError::Locked(dir.to_owned()));
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a valid open file descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(StoreError::io(&path, err));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::Locked(dir.to_owned()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(file)
 }
 
 pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> {

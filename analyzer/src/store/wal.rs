@@ -593,6 +593,29 @@ pub(crate) mod tests {
         assert!(err.contains("in use by another critpath agent"), "{err}");
     }
 
+    /// A lock held a moment longer than its writer (by a child it forked, until that one's
+    /// `exec`) is waited for, not taken for another writer.
+    #[test]
+    fn a_lock_released_a_moment_later_is_waited_for() {
+        use std::os::fd::AsRawFd as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        store.close().unwrap();
+        let held = std::fs::File::open(dir.path().join("LOCK")).unwrap();
+        // SAFETY: flock on a valid open file descriptor.
+        assert_eq!(
+            unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let (store, _) = Store::open(dir.path()).expect("opens once the lock is released");
+        release.join().unwrap();
+        store.close().unwrap();
+    }
+
     /// A torn record at the tail (a crash mid-append) is skipped by readers and cut off at the
     /// next open; everything before it survives.
     #[test]
