@@ -61,17 +61,10 @@ impl HostLimiter {
     /// Whether `peer` could spend one request's least cost at `now`, taking nothing; when not,
     /// how long until it could.
     pub fn check(&self, peer: IpAddr, now: Instant) -> Result<(), Duration> {
-        let cost = self.min_cost as f64;
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(&(tokens, at)) = buckets.get(&peer) else {
-            return Ok(());
-        };
-        let filled =
-            (tokens + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(self.burst);
-        if filled >= cost {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((cost - filled) / self.rate))
+        match buckets.get(&peer) {
+            Some(&(tokens, at)) => self.enough(self.filled(tokens, at, now), self.min_cost as f64),
+            None => Ok(()),
         }
     }
 
@@ -82,18 +75,24 @@ impl HostLimiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_HOSTS && !buckets.contains_key(&peer) {
             // Full buckets are the same as none: drop them.
-            let full = self.burst;
-            let rate = self.rate;
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < full
-            });
+            buckets.retain(|_, &mut (tokens, at)| self.filled(tokens, at, now) < self.burst);
         }
         let (tokens, at) = buckets.entry(peer).or_insert((self.burst, now));
-        let filled = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.rate)
-            .min(self.burst);
+        let filled = self.filled(*tokens, *at, now);
+        self.enough(filled, cost)?;
+        *tokens = filled - cost;
+        *at = now;
+        Ok(())
+    }
+
+    /// A bucket that held `tokens` at `at`, refilled until `now`.
+    fn filled(&self, tokens: f64, at: Instant, now: Instant) -> f64 {
+        (tokens + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(self.burst)
+    }
+
+    /// Whether `filled` covers `cost`; when not, how long until it would.
+    fn enough(&self, filled: f64, cost: f64) -> Result<(), Duration> {
         if filled >= cost {
-            *tokens = filled - cost;
-            *at = now;
             Ok(())
         } else {
             Err(Duration::from_secs_f64((cost - filled) / self.rate))

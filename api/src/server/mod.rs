@@ -254,7 +254,12 @@ const HYPER_MAX_HEADER_FIELDS: usize = 4 * MAX_HEADER_FIELDS;
 /// [`MAX_HEADER_FIELDS`], [`MAX_HEADER_BYTES`]: 431) with the API's error shape, before any
 /// other work.
 async fn check_head(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let uri = request.uri().to_string().len();
+    // The target as sent (origin form: path and query; absolute form: with scheme and host),
+    // measured without rendering it.
+    let target = request.uri();
+    let uri = target.scheme_str().map_or(0, |s| s.len() + 3)
+        + target.authority().map_or(0, |a| a.as_str().len())
+        + target.path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri > MAX_URI_BYTES {
         return ApiError::head_too_large(
             StatusCode::URI_TOO_LONG,

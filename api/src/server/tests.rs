@@ -1821,6 +1821,34 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) 
     }
 }
 
+/// A server on a real socket (an ephemeral port of 127.0.0.1), serving `state` until stopped.
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn start(state: AppState) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Served { addr, stop, server }
+    }
+
+    /// Stops the server and waits for it (at most 10 s).
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+    }
+}
+
 /// Over real sockets: a request target or header block over the server's limits is answered
 /// 414 or 431 in the API's error shape (hyper's own answers to these carry no body), while one
 /// just under them reaches the API.
@@ -1829,20 +1857,16 @@ async fn oversized_heads_get_the_error_shape() {
     use tokio::io::AsyncWriteExt as _;
     use tokio::net::TcpStream;
     let dir = store();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = AppState::new(
+    let served = Served::start(AppState::new(
         ServerConfig {
             data_dir: dir.path().to_owned(),
             ..ServerConfig::default()
         },
         None,
         None,
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_on(listener, state, async {
-        let _ = stopped.await;
-    }));
+    ))
+    .await;
+    let addr = served.addr;
     let ask = |target: String, headers: String| async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let head = format!(
@@ -1885,8 +1909,7 @@ async fn oversized_heads_get_the_error_shape() {
     let (status, body) = ask(profile(MAX_URI_BYTES - 200), field("x-big", 60 << 10)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["root"].is_object(), "{body}");
-    let _ = stop.send(());
-    server.await.unwrap();
+    served.stop().await;
 }
 
 /// Over real sockets: a connection past the limit is answered 503 in the API's error shape and
@@ -1897,9 +1920,7 @@ async fn connections_are_capped_and_slow_heads_cut() {
     use tokio::io::AsyncWriteExt as _;
     use tokio::net::TcpStream;
     let dir = store();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = AppState::new(
+    let served = Served::start(AppState::new(
         ServerConfig {
             data_dir: dir.path().to_owned(),
             max_connections: 2,
@@ -1908,11 +1929,9 @@ async fn connections_are_capped_and_slow_heads_cut() {
         },
         None,
         None,
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_on(listener, state, async {
-        let _ = stopped.await;
-    }));
+    ))
+    .await;
+    let addr = served.addr;
     // Two connections that send nothing hold both places.
     let idle = [
         TcpStream::connect(addr).await.unwrap(),
@@ -1969,11 +1988,7 @@ async fn connections_are_capped_and_slow_heads_cut() {
         .await
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the server stops")
-        .unwrap();
+    served.stop().await;
 }
 
 /// Pushes are limited per host (peer address): past its burst a host gets a 429 in the error
@@ -1986,9 +2001,7 @@ async fn pushes_are_limited_per_host() {
     use tokio::net::{TcpSocket, TcpStream};
     let dir = tempfile::tempdir().unwrap();
     let writer = keep_all_writer(dir.path());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let state = AppState::new(
+    let served = Served::start(AppState::new(
         ServerConfig {
             data_dir: dir.path().to_owned(),
             ingest_max_age: Duration::from_secs(100 * 365 * 86_400),
@@ -1999,11 +2012,9 @@ async fn pushes_are_limited_per_host() {
         },
         None,
         Some(writer.handle()),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_on(listener, state, async {
-        let _ = stopped.await;
-    }));
+    ))
+    .await;
+    let port = served.addr.port();
     let body = wire::encode(&[batch(T0, &[("remote", &["main"], 1)])]);
     let push = |from: &'static str| {
         let body = body.clone();
@@ -2055,8 +2066,7 @@ async fn pushes_are_limited_per_host() {
         .map(|b| b.rows.len())
         .sum();
     assert_eq!(stored, 6);
-    stop.send(()).unwrap();
-    server.await.unwrap();
+    served.stop().await;
 }
 
 /// Fuzzes every GET endpoint through the router: arbitrary and near-valid values for every

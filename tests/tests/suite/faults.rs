@@ -155,35 +155,66 @@ fn a_full_disk_loses_nothing_acknowledged() {
     assert_eq!(totals(&dir), acked, "after compaction");
 }
 
-/// The agent whose disk fills while it runs keeps sampling, counts the batches it could not
-/// store, and runs to its end; the store it leaves opens.
-#[test]
-fn the_agent_keeps_sampling_on_a_full_disk() {
-    use std::io::{BufRead as _, BufReader, Write as _};
-    let Some(_machine) = kernel_test() else {
-        return;
-    };
-    let fs = Tmpfs::new("4m");
-    let dir = fs.mount.join("store");
+/// Starts `critpath agent --interval 1s --duration SECONDS --data-dir DIR` with `env`, and
+/// returns it with the rest of its stderr once it says it samples.
+fn start_agent(
+    dir: &Path,
+    seconds: u32,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead as _;
     let mut agent = Command::new(critpath())
         .args([
             "agent",
             "--interval",
             "1s",
             "--duration",
-            "8s",
-            "--data-dir",
+            &format!("{seconds}s"),
         ])
-        .arg(&dir)
+        .arg("--data-dir")
+        .arg(dir)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+    let mut lines = std::io::BufReader::new(agent.stderr.take().unwrap()).lines();
     for line in lines.by_ref() {
         if line.unwrap().contains("critpath agent: sampling") {
             break;
         }
     }
+    (agent, lines)
+}
+
+/// The agent's closing line in `log` and the count it gives before `label` (` dropped`,
+/// ` batches written`).
+fn stopped_count(log: &str, label: &str) -> u64 {
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("critpath agent: stopped;"))
+        .unwrap_or_else(|| panic!("the agent did not run to its end: {log}"));
+    stopped
+        .split(label)
+        .next()
+        .and_then(|s| s.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stopped}"))
+}
+
+/// The agent whose disk fills while it runs keeps sampling, counts the batches it could not
+/// store, and runs to its end; the store it leaves opens.
+#[test]
+fn the_agent_keeps_sampling_on_a_full_disk() {
+    use std::io::Write as _;
+    let Some(_machine) = kernel_test() else {
+        return;
+    };
+    let fs = Tmpfs::new("4m");
+    let dir = fs.mount.join("store");
+    let (mut agent, lines) = start_agent(&dir, 8, &[]);
     // Fill what is left.
     let filler = fs.mount.join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
@@ -192,17 +223,8 @@ fn the_agent_keeps_sampling_on_a_full_disk() {
     let log: Vec<String> = lines.map_while(Result::ok).collect();
     let _ = agent.wait().unwrap();
     let log = log.join("\n");
-    let stopped = log
-        .lines()
-        .find(|l| l.contains("critpath agent: stopped;"))
-        .unwrap_or_else(|| panic!("the agent did not run to its end: {log}"));
-    let dropped: u64 = stopped
-        .split(" dropped")
-        .next()
-        .and_then(|s| s.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{stopped}"));
-    assert!(dropped >= 3, "{stopped}");
+    let dropped = stopped_count(&log, " dropped");
+    assert!(dropped >= 3, "{log}");
     std::fs::remove_file(&filler).unwrap();
     let (store, _) = Store::open_with(&dir, keep_all()).expect("the store opens");
     store.close().unwrap();
@@ -210,11 +232,10 @@ fn the_agent_keeps_sampling_on_a_full_disk() {
 
 /// The agent whose disk fails its writes and syncs with EIO for a few seconds (an LD_PRELOAD
 /// shim, `tests/native/eio_shim.c`) keeps sampling, counts the batches it could not store, and
-/// stores again once the disk recovers; the store it leaves opens and holds every batch it
-/// reported written, from before and after the failure, each once.
+/// stores again once the disk recovers; the store it leaves opens and holds samples from before
+/// and after the failure.
 #[test]
 fn the_agent_rides_out_io_errors() {
-    use std::io::{BufRead as _, BufReader};
     let Some(_machine) = kernel_test() else {
         return;
     };
@@ -231,28 +252,15 @@ fn the_agent_rides_out_io_errors() {
     assert!(built.success(), "building the EIO shim");
     let dir = work.path().join("store");
     let control = work.path().join("eio-on");
-    let mut agent = Command::new(critpath())
-        .args([
-            "agent",
-            "--interval",
-            "1s",
-            "--duration",
-            "12s",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .env("LD_PRELOAD", &shim)
-        .env("CRITPATH_EIO_DIR", &dir)
-        .env("CRITPATH_EIO_CONTROL", &control)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("critpath agent: sampling") {
-            break;
-        }
-    }
+    let (mut agent, lines) = start_agent(
+        &dir,
+        12,
+        &[
+            ("LD_PRELOAD", shim.as_os_str()),
+            ("CRITPATH_EIO_DIR", dir.as_os_str()),
+            ("CRITPATH_EIO_CONTROL", control.as_os_str()),
+        ],
+    );
     // Each line the agent writes from here on is read by a thread, so that its stderr pipe
     // never fills while the test sleeps.
     let reader = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
@@ -273,21 +281,12 @@ fn the_agent_rides_out_io_errors() {
     assert!(status.success(), "the agent failed ({status}): {log}");
     let failures = log.lines().filter(|l| l.starts_with("eio-shim:")).count();
     assert!(failures > 0, "the shim failed nothing: {log}");
-    let stopped = log
-        .lines()
-        .find(|l| l.contains("critpath agent: stopped;"))
-        .unwrap_or_else(|| panic!("the agent did not run to its end: {log}"));
-    let count = |after: &str| -> u64 {
-        stopped
-            .split(after)
-            .next()
-            .and_then(|s| s.split_whitespace().last())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{stopped}"))
-    };
-    let (written, dropped) = (count(" batches written"), count(" dropped"));
-    eprintln!("{stopped}; {failures} writes and syncs failed");
-    assert!(dropped >= 2 && written >= 3, "{stopped}");
+    let (written, dropped) = (
+        stopped_count(&log, " batches written"),
+        stopped_count(&log, " dropped"),
+    );
+    eprintln!("{written} batches written, {dropped} dropped; {failures} writes and syncs failed");
+    assert!(dropped >= 2 && written >= 3, "{log}");
     let (store, _) = Store::open_with(&dir, keep_all()).expect("the store opens");
     store.close().unwrap();
     let rows = |from_ms: i64, to_ms: i64| -> usize {
@@ -300,6 +299,6 @@ fn the_agent_rides_out_io_errors() {
     assert!(rows(0, failing_from) > 0, "nothing from before the failure");
     assert!(
         rows(failing_to + 1000, i64::MAX) > 0,
-        "nothing stored after the disk recovered: {stopped}\n{log}"
+        "nothing stored after the disk recovered: {log}"
     );
 }
