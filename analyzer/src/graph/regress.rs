@@ -26,14 +26,21 @@
 //! between two windows; those shrinkages are real and significant, and beside the point.
 //!
 //! Suspects are ranked by the growth of their share of the critical path (the requests' time
-//! charged to them on the path of the windows' waits, [`Ranking::CriticalPathDelta`]) when the
+//! charged to them on the path of the windows' waits, outside the run queue:
+//! [`Ranking::CriticalPathDelta`], [`Resolved::own_share`](super::Resolved::own_share)) when the
 //! windows carry off-CPU waits and wakeups — a significant on-CPU growth that no request waits
 //! for keeps its flag but is never ranked above the requests' culprit — else regressions first,
 //! then by the growth of their on-CPU rate (CPU seconds per second, [`Ranking::CpuDelta`]). On the
 //! ground-truth dataset's deploys and stalls the critical-path growth finds the injected
 //! function first in 89% of cases, the on-CPU growth in 60% (`models/eval/graph.json`, methods
-//! `critical_path_delta` and `cpu_delta`): a deploy that makes a function wait longer, or hold
-//! a lock longer, moves its critical-path share and not its CPU time. A trained model of pairs
+//! `critical_path_delta` and `cpu_delta`, from shares of the requests' whole time: each of the
+//! dataset's programs ran alone): a deploy that makes a function wait longer, or hold a lock
+//! longer, moves its critical-path share and not its CPU time. Shares leave the run queue out
+//! because a neighbour that starts burning the CPUs after the deploy makes the requests wait
+//! for a CPU longer than for anything else, and every function's share of the whole falls:
+//! on the lock-bound program with four CPU burners started beside it after the deploy, the
+//! doubled lock holder's share of the whole fell in 1 of 3 runs (0.24 → 0.21, ranked 137th),
+//! its share outside the run queue grew in all three (0.56 → 0.72 there). A trained model of pairs
 //! of windows can rank them instead ([`rank_by`], [`Ranking::Model`]).
 //!
 //! Patterns flagged: `new` (absent before), `went_away` (absent after), `cost_shift` (a
@@ -203,7 +210,8 @@ pub struct Suspect {
     pub after: f64,
     /// `after − before`.
     pub delta: f64,
-    /// Its share of the critical path before (0 without off-CPU evidence).
+    /// Its share of the critical path before, of the requests' time outside the run queue
+    /// ([`Resolved::own_share`](super::Resolved::own_share); 0 without off-CPU evidence).
     pub critical_path_before: f64,
     /// After.
     pub critical_path_after: f64,
@@ -320,9 +328,14 @@ pub fn regressions(
         e.function_id(name)
             .map_or(0.0, |id| a.functions[id as usize].cpu_self_s)
     };
+    // Of the requests' time outside the run queue: a neighbour that starts burning CPU in one
+    // window dilutes every function's share of the whole (ranked below the run queue, the
+    // culprit's share of it can fall while its own time doubles).
     let path_share = |e: &Evidence, a: &Analysis, name: &str| {
-        e.function_id(name)
-            .map_or(0.0, |id| a.functions[id as usize].critical_path_share)
+        e.function_id(name).map_or(0.0, |id| match &a.resolved {
+            Some(r) => r.own_share(id),
+            None => a.functions[id as usize].critical_path_share,
+        })
     };
     let ranking = Ranking::of(eb, ea);
     let threshold = z_threshold(ALPHA, names.len());

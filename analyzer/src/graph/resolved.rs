@@ -222,8 +222,23 @@ impl Resolved {
 
     /// A function's share of the request threads' time.
     pub fn share(&self, f: FunctionId) -> f64 {
-        if self.request_ns > 0.0 {
-            self.function_ns.get(f as usize).copied().unwrap_or(0.0) / self.request_ns
+        self.share_of(f, self.request_ns)
+    }
+
+    /// A function's share of the request threads' time outside the run queue: of the time
+    /// that the program's own work and waits made. Waiting for a CPU grows and shrinks with
+    /// whatever else the machine runs, so two windows' shares of the whole move together when
+    /// only the neighbours changed; these do not.
+    pub fn own_share(&self, f: FunctionId) -> f64 {
+        self.share_of(
+            f,
+            self.request_ns - self.kernel_ns[Cause::RunQueue as usize],
+        )
+    }
+
+    fn share_of(&self, f: FunctionId, total: f64) -> f64 {
+        if total > 0.0 {
+            self.function_ns.get(f as usize).copied().unwrap_or(0.0) / total
         } else {
             0.0
         }
@@ -1169,6 +1184,8 @@ mod tests {
     struct Sim {
         agg: Aggregator,
         batches: Vec<Batch>,
+        /// Run-queue delay after each wait that follows, ms (a busy host).
+        runq_ms: f64,
     }
 
     /// Frames root first; names starting with `k:` are the kernel's, with `c:` the C
@@ -1221,6 +1238,7 @@ mod tests {
             Sim {
                 agg: Aggregator::new(1_000, 1_000_000),
                 batches: Vec::new(),
+                runq_ms: 0.0,
             }
         }
 
@@ -1263,7 +1281,7 @@ mod tests {
                 thread: t.clone(),
                 start_unix_ns: T0 + (from * 1e6) as i64,
                 blocked_ns: ((to - from) * 1e6) as u64,
-                runq_delay_ns: 0,
+                runq_delay_ns: (self.runq_ms * 1e6) as u64,
                 cause,
                 weight: 1.0,
                 frames: frames(stack),
@@ -2137,5 +2155,74 @@ mod tests {
         assert!(!r.roots.iter().any(|&t| ev.threads[t as usize].tid == 4));
         assert_eq!(share(&ev, &a, "burn"), 0.0);
         assert!(share(&ev, &a, "flush") > 0.6);
+    }
+
+    /// A lock holder's section, waited for by a request thread, in a window where it takes
+    /// `section_ms` and the request thread then waits `runq_ms` for a CPU.
+    fn lock_window(section_ms: f64, runq_ms: f64) -> (Evidence, Analysis) {
+        let mut sim = Sim::new();
+        let (h, w) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        for cycle in 0..40 {
+            let c = cycle as f64 * 40.0;
+            sim.run(&h, c, c + section_ms, &["h_loop", "section"]);
+            sim.wait(
+                &h,
+                c + section_ms,
+                c + 40.0,
+                &["h_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+            sim.run(&w, c, c + 1.0, &["w_loop", "parse"]);
+            sim.runq_ms = runq_ms;
+            sim.wait(
+                &w,
+                c + 1.0,
+                c + section_ms,
+                &["w_loop", "handle", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(h.clone(), &["h_loop", "section", "c:pthread_mutex_unlock"]),
+            );
+            sim.runq_ms = 0.0;
+            let end = c + section_ms + runq_ms + 2.0;
+            sim.run(&w, c + section_ms + runq_ms, end, &["w_loop", "reply"]);
+            sim.wait(
+                &w,
+                end,
+                c + 40.0,
+                &["w_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+        sim.analyze(1.6)
+    }
+
+    /// A deploy makes the section 1.5 times longer while a neighbour starts burning the CPUs:
+    /// the request now waits longer for a CPU than for the section. The section's share of the
+    /// requests' whole time falls, its share of their time outside the run queue grows, and
+    /// `regressions` ranks it first by the latter.
+    #[test]
+    fn a_busy_neighbour_does_not_hide_the_slower_function() {
+        let (eb, ab) = lock_window(10.0, 0.0);
+        let (ea, aa) = lock_window(15.0, 10.0);
+        let section = |ev: &Evidence, a: &Analysis| {
+            let id = ev.function_id("section").unwrap();
+            let r = a.resolved.as_ref().unwrap();
+            (r.share(id), r.own_share(id))
+        };
+        let ((whole_b, own_b), (whole_a, own_a)) = (section(&eb, &ab), section(&ea, &aa));
+        assert!(whole_a < whole_b, "of the whole: {whole_b} → {whole_a}");
+        assert!(
+            own_a > own_b + 0.05,
+            "outside the run queue: {own_b} → {own_a}"
+        );
+        let suspects = crate::graph::regress::regressions(
+            (&eb, &ab),
+            (&ea, &aa),
+            &crate::graph::regress::Dispersion::poisson(),
+        );
+        assert_eq!(suspects[0].function, "section", "{suspects:#?}");
+        assert_eq!(suspects[0].critical_path_after, own_a);
     }
 }

@@ -336,7 +336,7 @@ impl WaitFor {
         }
     }
 
-    /// Knots: strongly connected sets of threads (over waits of at least [`MIN_EDGE_SHARE`] of
+    /// Knots: strongly connected sets of threads (over waits of at least `MIN_EDGE_SHARE` (5%) of
     /// the wakee's time) with no such wait leaving them, that other threads waited for.
     pub fn knots(&self) -> Vec<Knot> {
         let n = self.own.len();
@@ -389,7 +389,7 @@ impl WaitFor {
 
     /// The critical path: from the request thread that waited for other threads most often (a
     /// thread serving requests waits once or more per request; one joining others waits once),
-    /// follow the heaviest wait (of at least [`MIN_EDGE_SHARE`] of the thread's time) to the
+    /// follow the heaviest wait (of at least `MIN_EDGE_SHARE` (5%) of the thread's time) to the
     /// thread or kernel actor it waited for, until an actor waits for nobody else, spends more
     /// time on CPU than waiting for others (its own work is then what bounds it), or a thread
     /// comes round again.

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use crate::dataset::ModelGraph;
 use crate::graph::{Analysis, Evidence};
 
-/// Raw features per node ([`FunctionEvidence::FEATURES`]).
+/// Raw features per node ([`FunctionEvidence::FEATURES`](crate::graph::FunctionEvidence::FEATURES)).
 pub const RAW_FEATURES: usize = 16;
 /// Model inputs per node: each raw feature as a share of the window's largest value and as
 /// a log-scaled share (see [`normalize`]).
@@ -52,7 +52,7 @@ impl GraphInput {
     }
 
     /// The input of nodes with raw features `raw` (one row per node, in
-    /// [`FunctionEvidence::FEATURES`] order) and `edges` `(kind, from, to)` between them, kind
+    /// [`FunctionEvidence::FEATURES`](crate::graph::FunctionEvidence::FEATURES) order) and `edges` `(kind, from, to)` between them, kind
     /// `call`, `wakeup` or `same_thread` (others are ignored).
     pub fn new(
         names: Vec<String>,
