@@ -683,7 +683,9 @@ pub struct RecordArgs {
     /// Time every call of a function (a latency probe, no change to the program): a uprobe at
     /// its entry and a uretprobe at its return. FUNCTION is a symbol or a Rust path without the
     /// hash (`./server:server::handle_request`). Repeatable. Prints calls, throughput and
-    /// latency percentiles per probe.
+    /// latency percentiles per probe. With --wakeups the calls are the requests `explain`
+    /// reads: the threads that made them are the request threads, and only their time inside
+    /// the calls counts.
     #[arg(long, value_name = "BINARY:FUNCTION")]
     pub probe: Vec<critpath_sampler::Probe>,
     /// Write every probed call (probe, pid, tid, start, duration) to this file as JSON.

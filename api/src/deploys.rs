@@ -154,7 +154,10 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
             s.before,
             s.after,
             s.delta,
-            s.critical_path_after - s.critical_path_before,
+            match (s.path_per_s_before, s.path_per_s_after) {
+                (Some(b), Some(a)) => a - b,
+                _ => s.critical_path_after - s.critical_path_before,
+            },
             s.z,
             s.dispersion,
             change,
@@ -163,7 +166,8 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
     }
     println!(
         "{} regressions (*), {} significant changes, the rest ranked by {} (path Δ: change of \
-         the share of the critical path); noise: {}",
+         the requests' time in it, s/s; of its share of the critical path without a timeline); \
+         noise: {}",
         report.regressions,
         report.significant,
         report.method,

@@ -513,6 +513,21 @@ impl Recording {
             let &(_, end, probe) = list.get(i.checked_sub(1)?)?;
             (t < end).then_some(probe)
         };
+        // Thread names, for the requests' series in the timeline.
+        let mut comms: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
+        for o in &deferred {
+            match o {
+                Observation::OnCpu { tid, comm, .. } => {
+                    comms.entry(*tid).or_insert_with(|| comm.clone());
+                }
+                Observation::OffCpu(w) => {
+                    comms
+                        .entry(w.thread.tid)
+                        .or_insert_with(|| w.thread.comm.clone());
+                }
+                Observation::Call { .. } => {}
+            }
+        }
         let mut counts = vec![(0, 0); probes.len()];
         for o in deferred {
             let (tid, t, on_cpu) = match &o {
@@ -536,6 +551,17 @@ impl Recording {
                 .and_then(|p| probes.get(p as usize))
                 .map(|p| p.function.clone());
             self.add(o, request);
+        }
+        // The calls are the timeline's requests: `explain` counts only the time inside them.
+        if let Some((agg, batches, exes)) = &mut self.timeline {
+            for c in &self.calls {
+                let Some(comm) = comms.get(&c.tid) else {
+                    continue;
+                };
+                let series = record_series(exes, c.pid, comm);
+                let duration = c.duration_ns.min(i64::MAX as u64) as i64;
+                batches.extend(agg.add_request(&series, c.tid, c.start_unix_ns, duration));
+            }
         }
         counts
     }

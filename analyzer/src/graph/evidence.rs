@@ -734,6 +734,19 @@ impl Evidence {
                 self.waits[i].ns += blocked;
                 self.waits[i].count += w.weight;
             }
+            // Requests of the selected threads (those of a waker are not this window's).
+            for r in &b.requests {
+                let pid = b.series[r.series as usize].pid;
+                if !selected.contains(&(pid, r.tid)) {
+                    continue;
+                }
+                let Some(thread) = thread_of(self, r.series, r.tid) else {
+                    continue;
+                };
+                timeline.ensure_thread(thread);
+                timeline.requests[thread as usize]
+                    .push((r.start_ns, r.start_ns.saturating_add(r.duration_ns)));
+            }
         }
         for &(pid, tid) in &selected {
             if let Some(&t) = self.thread_index.get(&(pid, tid)) {

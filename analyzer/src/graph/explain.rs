@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Actor, Analysis, Evidence, FunctionEvidence, Method, Route, rank};
+use super::{Actor, Analysis, Evidence, FunctionEvidence, Method, Route, Why, rank};
 use crate::query::Window;
 use crate::store::{Store, StoreError};
 
@@ -33,9 +33,12 @@ pub struct Ranked {
     /// Its change against the baseline window, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
-    /// Why, in one line: how the request threads' time came to it (with a timeline: the
-    /// heaviest route, e.g. "requests spent 58% of their time waiting (lock) for flusher
-    /// (pid 7, tid 9) while it ran flush_journal, 6.1 ms per wait").
+    /// Why, in one line: how the request threads' time came to it. With a timeline, by its
+    /// routes, e.g. "requests spent 58% of their time waiting (lock) for flusher (pid 7, tid 9)
+    /// while it ran flush_journal, 6.1 ms per wait"; a function reached by several routes gets
+    /// its whole share and the heaviest three of 1% or more ("requests spent 46% of their time
+    /// in audit_log: 28% blocked in it (io, ended by [jbd2]), 0.90 ms per wait; 18% waiting
+    /// (lock) for …").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
     /// The heaviest route of its time, with a timeline: `on_cpu` (request threads ran it),
@@ -250,10 +253,49 @@ fn why(
             100.0 * now.critical_path_share
         ));
     };
-    let top = resolved.routes.get(&f)?.first()?;
-    let pct = 100.0 * top.ns / resolved.request_ns.max(1e-9);
-    let per_wait = if top.waits > 0.0 {
-        format!(", {:.2} ms per wait", top.ns / top.waits / 1e6)
+    let routes = resolved.routes.get(&f)?;
+    let total = resolved.request_ns.max(1e-9);
+    let pct = |ns: f64| 100.0 * ns / total;
+    // The heaviest route, and the next ones worth naming (up to three in all).
+    let shown: Vec<&Why> = routes
+        .iter()
+        .enumerate()
+        .take_while(|&(i, w)| i == 0 || (i < MAX_ROUTES && pct(w.ns) >= MIN_ROUTE_PCT))
+        .map(|(_, w)| w)
+        .collect();
+    let [first] = shown.as_slice() else {
+        let all: f64 = routes.iter().map(|w| w.ns).sum();
+        let rest = all - shown.iter().map(|w| w.ns).sum::<f64>();
+        let mut parts: Vec<String> = shown
+            .iter()
+            .map(|w| format!("{:.0}% {}", pct(w.ns), route_phrase(evidence, w, "it")))
+            .collect();
+        if pct(rest) >= 0.5 {
+            parts.push(format!("{:.0}% otherwise", pct(rest)));
+        }
+        return Some(format!(
+            "requests spent {:.0}% of their time in {name}: {}",
+            pct(all),
+            parts.join("; ")
+        ));
+    };
+    Some(format!(
+        "requests spent {:.0}% of their time {}",
+        pct(first.ns),
+        route_phrase(evidence, first, name)
+    ))
+}
+
+/// Routes named in a function's reason, at most.
+const MAX_ROUTES: usize = 3;
+/// Smallest share of the requests' time, in percent, of a route named after the heaviest.
+const MIN_ROUTE_PCT: f64 = 1.0;
+
+/// How the requests' time came to function `name` by `way`: "blocked in NAME (io, ended by
+/// [jbd2]), 0.90 ms per wait".
+fn route_phrase(evidence: &Evidence, way: &Why, name: &str) -> String {
+    let per_wait = if way.waits > 0.0 {
+        format!(", {:.2} ms per wait", way.ns / way.waits / 1e6)
     } else {
         String::new()
     };
@@ -264,15 +306,15 @@ fn why(
             format!(", ended by [{reason}]")
         }
     };
-    Some(match &top.route {
-        Route::OnCpu => format!("requests spent {pct:.0}% of their time on CPU in {name}"),
+    match &way.route {
+        Route::OnCpu => format!("on CPU in {name}"),
         Route::Blocked { reason, cause } => format!(
-            "requests spent {pct:.0}% of their time blocked in {name} ({}{}){per_wait}",
+            "blocked in {name} ({}{}){per_wait}",
             cause.name(),
             ended(reason)
         ),
         Route::WaitedRunning { thread, cause } => format!(
-            "requests spent {pct:.0}% of their time waiting ({}) for {} while it ran {name}{per_wait}",
+            "waiting ({}) for {} while it ran {name}{per_wait}",
             cause.name(),
             evidence.actor_name(Actor::Thread(*thread))
         ),
@@ -281,12 +323,12 @@ fn why(
             cause,
             reason,
         } => format!(
-            "requests spent {pct:.0}% of their time waiting ({}) for {} while it was blocked in {name}{}{per_wait}",
+            "waiting ({}) for {} while it was blocked in {name}{}{per_wait}",
             cause.name(),
             evidence.actor_name(Actor::Thread(*thread)),
             ended(reason)
         ),
-    })
+    }
 }
 
 impl Evidence {

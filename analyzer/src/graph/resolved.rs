@@ -55,6 +55,14 @@
 //! are not mostly waited on: a lock holder or a device thread whose time others wait for is
 //! reached through their waits, not counted as requests itself. Threads that no request
 //! waits for (a housekeeping thread burning CPU) are charged nothing.
+//!
+//! **Probed requests.** Where the evidence has requests timed by a latency probe
+//! (`critpath record --probe BIN:FUNCTION`: each call's start and end), they replace the
+//! guesses above: the selected threads that made probed calls are the request threads, and
+//! only their time inside those calls is request time. Everything else of theirs is idle,
+//! whatever it looks like — the CPU a worker spends between requests compacting a cache, a
+//! sleep between requests called from inside the loop's own work — and a wait that began
+//! before a request and ended inside it counts from the request's start.
 
 use std::collections::HashMap;
 
@@ -222,23 +230,8 @@ impl Resolved {
 
     /// A function's share of the request threads' time.
     pub fn share(&self, f: FunctionId) -> f64 {
-        self.share_of(f, self.request_ns)
-    }
-
-    /// A function's share of the request threads' time outside the run queue: of the time
-    /// that the program's own work and waits made. Waiting for a CPU grows and shrinks with
-    /// whatever else the machine runs, so two windows' shares of the whole move together when
-    /// only the neighbours changed; these do not.
-    pub fn own_share(&self, f: FunctionId) -> f64 {
-        self.share_of(
-            f,
-            self.request_ns - self.kernel_ns[Cause::RunQueue as usize],
-        )
-    }
-
-    fn share_of(&self, f: FunctionId, total: f64) -> f64 {
-        if total > 0.0 {
-            self.function_ns.get(f as usize).copied().unwrap_or(0.0) / total
+        if self.request_ns > 0.0 {
+            self.function_ns.get(f as usize).copied().unwrap_or(0.0) / self.request_ns
         } else {
             0.0
         }
@@ -691,6 +684,16 @@ impl<'a> Analyzer<'a> {
     fn roots(&self) -> Vec<ThreadId> {
         let tl = self.tl;
         let n = tl.samples.len();
+        if tl.has_requests() {
+            let probed: Vec<ThreadId> = (0..n)
+                .filter(|&t| tl.selected.get(t).copied().unwrap_or(false))
+                .filter(|&t| !tl.requests[t].is_empty())
+                .map(|t| t as ThreadId)
+                .collect();
+            if !probed.is_empty() {
+                return probed;
+            }
+        }
         let mut edges: HashMap<(usize, usize), Edge> = HashMap::new();
         let mut idle_any = vec![false; n];
         let mut idle_external = vec![false; n];
@@ -889,9 +892,25 @@ impl<'a> Analyzer<'a> {
     fn charge_all(mut self, roots: Vec<ThreadId>) -> Resolved {
         self.out.root_function_ns = vec![HashMap::new(); roots.len()];
         let tl = self.tl;
+        let length = |parts: &[(i64, i64)]| parts.iter().map(|(s, e)| (e - s) as f64).sum::<f64>();
+        // Probed threads: a wait is idle when none of it lies inside a request.
+        for &root in &roots {
+            let t = root as usize;
+            if !tl.requests[t].is_empty() {
+                for (i, w) in tl.waits[t].iter().enumerate() {
+                    let end = w.wake_ns() + w.runq_ns;
+                    self.idle[t][i] = tl.inside_requests(t, (w.start_ns, end)).is_empty();
+                }
+            }
+        }
         for (r, &root) in roots.iter().enumerate() {
             let t = root as usize;
+            let probed = !tl.requests[t].is_empty();
             for s in &tl.samples[t] {
+                if probed && tl.inside_requests(t, (s.time_ns, s.time_ns + 1)).is_empty() {
+                    self.out.idle_ns += tl.period_ns;
+                    continue;
+                }
                 let f = self.on_cpu[s.stack as usize];
                 self.sink(r, Some(f), Cause::Other, tl.period_ns);
                 self.route(f, Route::OnCpu, tl.period_ns, 0.0);
@@ -902,35 +921,60 @@ impl<'a> Analyzer<'a> {
                     self.out.idle_ns += blocked + runq;
                     continue;
                 }
-                self.sink(r, None, Cause::RunQueue, runq);
+                // The parts of the wait that count: all of it, or those inside requests.
+                let (parts, runq_in) = if probed {
+                    let wake = w.wake_ns();
+                    let runq_parts = tl.inside_requests(t, (wake, wake + w.runq_ns));
+                    (
+                        tl.inside_requests(t, (w.start_ns, wake)),
+                        length(&runq_parts) * w.weight,
+                    )
+                } else {
+                    (vec![(w.start_ns, w.wake_ns())], runq)
+                };
+                let blocked_in = length(&parts) * w.weight;
+                self.out.idle_ns += (blocked - blocked_in).max(0.0) + (runq - runq_in).max(0.0);
+                self.sink(r, None, Cause::RunQueue, runq_in);
+                // The share of the wait each part stands for, in the "per wait" figures.
+                let of_wait = |part: (i64, i64)| {
+                    if w.blocked_ns > 0 {
+                        w.weight * (part.1 - part.0) as f64 / w.blocked_ns as f64
+                    } else {
+                        w.weight
+                    }
+                };
                 match w.waker {
                     TimedWaker::Thread { thread, stack } if thread != root => {
-                        let mut visited = vec![root];
                         let mutex = self.is_mutex(w);
-                        self.charge(
-                            r,
-                            thread,
-                            (w.start_ns, w.wake_ns()),
-                            w.weight,
-                            (w.cause, w.weight),
-                            (Some(stack), mutex),
-                            1,
-                            &mut visited,
-                        );
+                        for part in parts {
+                            let mut visited = vec![root];
+                            let ends_here = part.1 == w.wake_ns();
+                            self.charge(
+                                r,
+                                thread,
+                                part,
+                                w.weight,
+                                (w.cause, of_wait(part)),
+                                (ends_here.then_some(stack), mutex),
+                                1,
+                                &mut visited,
+                            );
+                        }
                     }
                     waker => {
                         let f = self.named[w.stack as usize];
-                        self.sink(r, f, w.cause, blocked);
+                        self.sink(r, f, w.cause, blocked_in);
                         if let Some(f) = f {
                             let reason = self.reason(waker);
+                            let waits = parts.iter().map(|&p| of_wait(p)).sum();
                             self.route(
                                 f,
                                 Route::Blocked {
                                     reason,
                                     cause: w.cause,
                                 },
-                                blocked,
-                                w.weight,
+                                blocked_in,
+                                waits,
                             );
                         }
                     }
@@ -1306,6 +1350,15 @@ mod tests {
                 waker_series.as_ref(),
                 &wait,
             ));
+        }
+
+        /// A request of `t` over [from, to) ms, timed by a latency probe.
+        fn request(&mut self, t: &ThreadRef, from: f64, to: f64) {
+            let start = T0 + (from * 1e6) as i64;
+            let s = series(t.pid, &t.comm);
+            let duration = ((to - from) * 1e6) as i64;
+            self.batches
+                .extend(self.agg.add_request(&s, t.tid, start, duration));
         }
 
         fn analyze(mut self, seconds: f64) -> (Evidence, Analysis) {
@@ -2200,29 +2253,164 @@ mod tests {
 
     /// A deploy makes the section 1.5 times longer while a neighbour starts burning the CPUs:
     /// the request now waits longer for a CPU than for the section. The section's share of the
-    /// requests' whole time falls, its share of their time outside the run queue grows, and
-    /// `regressions` ranks it first by the latter.
+    /// requests' time falls, the requests' time in it per second grows, and `regressions`
+    /// ranks it first by the latter.
     #[test]
     fn a_busy_neighbour_does_not_hide_the_slower_function() {
         let (eb, ab) = lock_window(10.0, 0.0);
         let (ea, aa) = lock_window(15.0, 10.0);
-        let section = |ev: &Evidence, a: &Analysis| {
-            let id = ev.function_id("section").unwrap();
-            let r = a.resolved.as_ref().unwrap();
-            (r.share(id), r.own_share(id))
-        };
-        let ((whole_b, own_b), (whole_a, own_a)) = (section(&eb, &ab), section(&ea, &aa));
-        assert!(whole_a < whole_b, "of the whole: {whole_b} → {whole_a}");
-        assert!(
-            own_a > own_b + 0.05,
-            "outside the run queue: {own_b} → {own_a}"
-        );
         let suspects = crate::graph::regress::regressions(
             (&eb, &ab),
             (&ea, &aa),
             &crate::graph::regress::Dispersion::poisson(),
         );
-        assert_eq!(suspects[0].function, "section", "{suspects:#?}");
-        assert_eq!(suspects[0].critical_path_after, own_a);
+        let s = &suspects[0];
+        assert_eq!(s.function, "section", "{suspects:#?}");
+        assert!(s.critical_path_after < s.critical_path_before, "{s:#?}");
+        let (before, after) = (s.path_per_s_before.unwrap(), s.path_per_s_after.unwrap());
+        // 9 and 14 ms of each 40-ms cycle.
+        assert!((before - 9.0 / 40.0).abs() < 0.01, "{s:#?}");
+        assert!((after - 14.0 / 40.0).abs() < 0.01, "{s:#?}");
+        assert_eq!(s.score, after - before);
+    }
+
+    /// Two request threads that take turns holding a lock across a sync: each blocks in
+    /// `audit_log` itself and waits for the other while it is blocked there. The reason names
+    /// the function's whole share and both routes, not only the heaviest.
+    #[test]
+    fn a_reason_names_every_heavy_route() {
+        let mut sim = Sim::new();
+        let (a, b) = (thread(1, 2, "app"), thread(1, 3, "app"));
+        let jbd2 = thread(300, 300, "jbd2/vda1-8");
+        let sync: &[&str] = &[
+            "w_loop",
+            "handle",
+            "audit_log",
+            "c:fdatasync",
+            "k:ext4_sync_file",
+            "k:jbd2_log_wait_commit",
+            "k:schedule",
+        ];
+        let commit: &[&str] = &["k:kjournald2", "k:jbd2_journal_commit_transaction"];
+        for cycle in 0..40 {
+            let c = cycle as f64 * 20.0;
+            let (holder, waiter) = if cycle % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            sim.run(holder, c, c + 1.0, &["w_loop", "handle", "audit_log"]);
+            sim.wait(
+                holder,
+                c + 1.0,
+                c + 9.0,
+                sync,
+                Cause::Io,
+                By::KernelThread(jbd2.clone(), commit),
+            );
+            sim.run(&jbd2, c + 2.0, c + 8.0, &["k:kjournald2", "k:iowrite16"]);
+            sim.wait(
+                waiter,
+                c + 1.0,
+                c + 9.0,
+                &["w_loop", "handle", "audit_log", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(
+                    holder.clone(),
+                    &["w_loop", "handle", "audit_log", "c:pthread_mutex_unlock"],
+                ),
+            );
+            for t in [holder, waiter] {
+                sim.run(t, c + 9.0, c + 10.0, &["w_loop", "handle", "encode"]);
+                sim.wait(
+                    t,
+                    c + 10.0,
+                    c + 20.0,
+                    &["w_loop", "c:accept", "k:inet_csk_accept", "k:schedule"],
+                    Cause::Io,
+                    By::Thread(thread(2, 5, "client"), &["client_main", "c:connect"]),
+                );
+            }
+        }
+        let (ev, an) = sim.analyze(0.8);
+        assert_eq!(an.resolved.as_ref().unwrap().roots.len(), 2);
+        let e = Explanation::new(&ev, &an, crate::graph::Method::CriticalPath, None, 3);
+        assert_eq!(e.functions[0].function, "audit_log");
+        let why = e.functions[0].why.as_deref().unwrap();
+        let total = (100.0 * share(&ev, &an, "audit_log")).round();
+        assert!(
+            why.starts_with(&format!(
+                "requests spent {total:.0}% of their time in audit_log: "
+            )),
+            "{why}"
+        );
+        assert!(
+            why.contains("% blocked in it (io, ended by [jbd2])")
+                && why.contains("% waiting (lock) for app (pid 1, tid "),
+            "{why}"
+        );
+    }
+
+    /// A worker that compacts a cache on CPU between requests, then sleeps: without request
+    /// boundaries its compaction looks like request work and ranks above the lock its requests
+    /// wait for; with the probe's calls, only the time inside them counts.
+    #[test]
+    fn probed_requests_leave_out_the_work_between_them() {
+        let run = |probed: bool| {
+            let mut sim = Sim::new();
+            let (h, w) = (thread(1, 2, "app"), thread(1, 3, "app"));
+            for cycle in 0..40 {
+                let c = cycle as f64 * 20.0;
+                sim.run(&h, c, c + 7.0, &["h_loop", "flush"]);
+                sim.wait(
+                    &h,
+                    c + 7.0,
+                    c + 20.0,
+                    &["h_loop", "c:usleep"],
+                    Cause::Sleep,
+                    By::Timer,
+                );
+                if probed {
+                    sim.request(&w, c, c + 8.0);
+                }
+                sim.run(&w, c, c + 1.0, &["w_loop", "handle", "parse"]);
+                sim.wait(
+                    &w,
+                    c + 1.0,
+                    c + 7.0,
+                    &["w_loop", "handle", "c:pthread_mutex_lock"],
+                    Cause::Lock,
+                    By::Thread(h.clone(), &["h_loop", "flush", "c:pthread_mutex_unlock"]),
+                );
+                sim.run(&w, c + 7.0, c + 8.0, &["w_loop", "handle", "reply"]);
+                sim.run(&w, c + 8.0, c + 16.0, &["w_loop", "compact"]);
+                sim.wait(
+                    &w,
+                    c + 16.0,
+                    c + 20.0,
+                    &["w_loop", "c:usleep"],
+                    Cause::Sleep,
+                    By::Timer,
+                );
+            }
+            sim.analyze(0.8)
+        };
+        let (ev, a) = run(false);
+        assert!(
+            share(&ev, &a, "compact") > share(&ev, &a, "flush"),
+            "without probes compact {} flush {}",
+            share(&ev, &a, "compact"),
+            share(&ev, &a, "flush")
+        );
+        let (ev, a) = run(true);
+        let r = a.resolved.as_ref().unwrap();
+        assert_eq!(r.roots.len(), 1);
+        assert_eq!(ev.threads[r.roots[0] as usize].tid, 3);
+        assert_eq!(share(&ev, &a, "compact"), 0.0);
+        let flush = share(&ev, &a, "flush");
+        assert!((flush - 6.0 / 8.0).abs() < 0.02, "flush {flush}");
+        // Per cycle 8 ms of compaction and 4 ms of sleep are idle.
+        assert!(
+            (r.idle_ns / 1e6 - 40.0 * 12.0).abs() < 1.0,
+            "idle {}",
+            r.idle_ns / 1e6
+        );
+        assert!((r.request_ns / 1e6 - 40.0 * 8.0).abs() < 1.0);
     }
 }

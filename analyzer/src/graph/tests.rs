@@ -282,6 +282,8 @@ fn regressions_rank_by_critical_path_growth() {
     assert!(hk.delta > 4.0 * s[0].delta, "{s:?}");
     assert_eq!(hk.critical_path_after, 0.0);
     assert!(s[0].critical_path_after > s[0].critical_path_before);
+    // Without a timeline, the growth of the share.
+    assert_eq!(s[0].path_per_s_after, None);
     assert_eq!(
         s[0].score,
         s[0].critical_path_after - s[0].critical_path_before

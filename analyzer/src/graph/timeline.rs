@@ -26,6 +26,10 @@ pub struct Timeline {
     /// Per thread: seen running as background work (`SCHED_IDLE`, nice ≥ 10): never a request
     /// thread.
     pub background: Vec<bool>,
+    /// Per thread: its requests timed by a latency probe, (start, end) Unix ns, in order and
+    /// apart (overlapping ones merged): where any thread has them, they say which threads serve
+    /// requests and when.
+    pub requests: Vec<Vec<(i64, i64)>>,
     /// Names of the kernel's reasons for ending waits (`jbd2`, `kworker`, `timer`, `disk`),
     /// indexed by [`TimedWaker::Kernel`]'s `reason`.
     pub reasons: Vec<String>,
@@ -129,6 +133,7 @@ impl Timeline {
             self.waits.resize_with(n, Vec::new);
             self.selected.resize(n, false);
             self.background.resize(n, false);
+            self.requests.resize_with(n, Vec::new);
         }
     }
 
@@ -140,6 +145,35 @@ impl Timeline {
         for w in &mut self.waits {
             w.sort_by_key(|w| w.start_ns);
         }
+        for spans in &mut self.requests {
+            spans.sort_unstable();
+            // A nested probed call (a probed function calling another) is inside its caller's.
+            let mut merged: Vec<(i64, i64)> = Vec::with_capacity(spans.len());
+            for &(start, end) in spans.iter() {
+                match merged.last_mut() {
+                    Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                    _ => merged.push((start, end)),
+                }
+            }
+            *spans = merged;
+        }
+    }
+
+    /// Whether any thread has requests timed by a probe.
+    pub fn has_requests(&self) -> bool {
+        self.requests.iter().any(|r| !r.is_empty())
+    }
+
+    /// The parts of `interval` (start, end) inside thread `t`'s requests.
+    pub fn inside_requests(&self, t: usize, (s, e): (i64, i64)) -> Vec<(i64, i64)> {
+        let spans = self.requests.get(t).map_or(&[][..], Vec::as_slice);
+        let first = spans.partition_point(|&(_, end)| end <= s);
+        spans[first..]
+            .iter()
+            .take_while(|&&(start, _)| start < e)
+            .map(|&(start, end)| (start.max(s), end.min(e)))
+            .filter(|(a, b)| b > a)
+            .collect()
     }
 
     /// Whether it holds nothing.
@@ -183,6 +217,22 @@ pub fn interrupt_reason<'a>(kernel_functions: impl IntoIterator<Item = &'a str>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Requests are merged when nested and cut to an interval.
+    #[test]
+    fn requests_inside_an_interval() {
+        let mut tl = Timeline::new(1.0);
+        tl.ensure_thread(0);
+        tl.requests[0] = vec![(50, 60), (10, 20), (12, 15), (30, 40)];
+        tl.sort();
+        assert_eq!(tl.requests[0], [(10, 20), (30, 40), (50, 60)]);
+        assert_eq!(
+            tl.inside_requests(0, (15, 55)),
+            [(15, 20), (30, 40), (50, 55)]
+        );
+        assert_eq!(tl.inside_requests(0, (20, 30)), []);
+        assert_eq!(tl.inside_requests(1, (0, 100)), []);
+    }
 
     /// Kernel threads are named by their kind, not their instance; the idle task as idle.
     #[test]

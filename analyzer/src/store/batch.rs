@@ -109,6 +109,21 @@ pub struct ThreadSample {
     pub background: bool,
 }
 
+/// One request of a thread, from its start to its end: a call of a function timed by a latency
+/// probe (`critpath record --probe`). Where a thread has them, only its time inside them is
+/// request time; the rest is idle, however busy (see [`crate::graph::Resolved`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSpan {
+    /// The thread's series: an index into [`Batch::series`].
+    pub series: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Start, Unix ns.
+    pub start_ns: i64,
+    /// Length, ns.
+    pub duration_ns: i64,
+}
+
 /// Who ended a recorded wait ([`WaitRecord::waker`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WakerKind {
@@ -203,6 +218,10 @@ pub struct Batch {
     pub thread_samples: Vec<ThreadSample>,
     /// Off-CPU waits one by one, up to the interval's budget (store schema 4; empty before).
     pub waits: Vec<WaitRecord>,
+    /// Requests timed by latency probes (recordings; the write-ahead log keeps them, the
+    /// store's parts not yet: the agent places no probes).
+    #[serde(default)]
+    pub requests: Vec<RequestSpan>,
 }
 
 impl Batch {
@@ -299,6 +318,7 @@ pub struct Aggregator {
     wakeups: FastMap<WakeupKey, Wakeup>,
     thread_samples: Vec<ThreadSample>,
     waits: Vec<WaitRecord>,
+    requests: Vec<RequestSpan>,
     /// Most wait records an interval keeps.
     max_waits: usize,
     /// State of the draws that thin wait records past the budget.
@@ -351,6 +371,7 @@ impl Aggregator {
             wakeups: FastMap::default(),
             thread_samples: Vec::new(),
             waits: Vec::new(),
+            requests: Vec::new(),
             max_waits: usize::MAX,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -454,6 +475,26 @@ impl Aggregator {
             waker_series: waker_id,
             waker_tid: wait.waker.as_ref().map_or(0, |w| w.thread.tid),
             waker_stack,
+        });
+        finished
+    }
+
+    /// Adds a request of thread `tid` (a probed call) from `start_ns` (Unix ns) for
+    /// `duration_ns`. Returns the previous interval's batch when it starts a new interval.
+    pub fn add_request(
+        &mut self,
+        series: &SeriesLabels,
+        tid: u32,
+        start_ns: i64,
+        duration_ns: i64,
+    ) -> Option<Batch> {
+        let finished = self.enter(start_ns.div_euclid(1_000_000));
+        let series = intern(&mut self.series, &mut self.series_list, series);
+        self.requests.push(RequestSpan {
+            series,
+            tid,
+            start_ns,
+            duration_ns: duration_ns.max(0),
         });
         finished
     }
@@ -639,6 +680,8 @@ impl Aggregator {
         waits.sort_by_key(|w| (w.start_ns, w.tid));
         let mut thread_samples = std::mem::take(&mut self.thread_samples);
         thread_samples.sort_by_key(|s| (s.time_ns, s.tid));
+        let mut requests = std::mem::take(&mut self.requests);
+        requests.sort_by_key(|r| (r.start_ns, r.tid));
         let batch = Batch {
             start_ms: start,
             end_ms: start + self.interval_ms,
@@ -650,6 +693,7 @@ impl Aggregator {
             wakeups,
             thread_samples,
             waits,
+            requests,
         };
         (!batch.rows.is_empty() || !batch.wakeups.is_empty()).then_some(batch)
     }

@@ -111,8 +111,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use batch::{
-    Aggregator, Batch, Row, SampleKind, SeriesLabels, ThreadSample, WaitRecord, WakerKind, Wakeup,
-    WakeupSample,
+    Aggregator, Batch, RequestSpan, Row, SampleKind, SeriesLabels, ThreadSample, WaitRecord,
+    WakerKind, Wakeup, WakeupSample,
 };
 pub use index::{CallPaths, DEFAULT_CACHE_BYTES, Index, MAX_TRIE_NODES};
 pub use scan::{ProfileType, Scan, ScanPart, ScanRow};

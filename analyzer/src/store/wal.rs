@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use super::Batch;
 
-/// The record magic: `CPW3` since batches carry thread samples and wait records (schema 4);
-/// `CPW2` (schema 2–3, wakeups) and `CPW1` records (schema 1, no wakeups) are still read.
-const MAGIC: [u8; 4] = *b"CPW3";
+/// The record magic: `CPW4` since batches carry probed requests; `CPW3` (thread samples and
+/// wait records, schema 4), `CPW2` (schema 2–3, wakeups) and `CPW1` records (schema 1, no
+/// wakeups) are still read.
+const MAGIC: [u8; 4] = *b"CPW4";
+const MAGIC_V3: [u8; 4] = *b"CPW3";
 const MAGIC_V2: [u8; 4] = *b"CPW2";
 const MAGIC_V1: [u8; 4] = *b"CPW1";
 const HEADER: usize = 12;
@@ -308,7 +310,7 @@ fn decode(bytes: &[u8]) -> Decoded {
         // tail, or an append in progress.
         let next = (pos + 1..bytes.len().saturating_sub(HEADER - 1))
             .filter(|&i| {
-                [MAGIC, MAGIC_V2, MAGIC_V1]
+                [MAGIC, MAGIC_V3, MAGIC_V2, MAGIC_V1]
                     .iter()
                     .any(|m| bytes[i..].starts_with(m))
             })
@@ -327,8 +329,12 @@ fn decode(bytes: &[u8]) -> Decoded {
 /// The valid record at `pos` and the offset after it.
 fn record_at(bytes: &[u8], pos: usize) -> Option<(Batch, usize)> {
     let header = bytes.get(pos..pos + HEADER)?;
-    let (v1, v2) = (header[..4] == MAGIC_V1, header[..4] == MAGIC_V2);
-    if header[..4] != MAGIC && !v1 && !v2 {
+    let (v1, v2, v3) = (
+        header[..4] == MAGIC_V1,
+        header[..4] == MAGIC_V2,
+        header[..4] == MAGIC_V3,
+    );
+    if header[..4] != MAGIC && !v1 && !v2 && !v3 {
         return None;
     }
     let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
@@ -344,6 +350,8 @@ fn record_at(bytes: &[u8], pos: usize) -> Option<(Batch, usize)> {
         postcard::from_bytes::<BatchV1>(payload).map(Batch::from)
     } else if v2 {
         postcard::from_bytes::<BatchV2>(payload).map(Batch::from)
+    } else if v3 {
+        postcard::from_bytes::<BatchV3>(payload).map(Batch::from)
     } else {
         postcard::from_bytes::<Batch>(payload)
     };
@@ -402,6 +410,39 @@ impl From<BatchV2> for Batch {
             rows: b.rows,
             wakeups: b.wakeups,
             ..Batch::default()
+        }
+    }
+}
+
+/// A batch as `CPW3` records encoded it: thread samples and wait records, no requests.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BatchV3 {
+    start_ms: i64,
+    end_ms: i64,
+    period_ns: i64,
+    frames: Vec<crate::Frame>,
+    stacks: Vec<Vec<u32>>,
+    series: Vec<super::SeriesLabels>,
+    rows: Vec<super::Row>,
+    wakeups: Vec<super::Wakeup>,
+    thread_samples: Vec<super::ThreadSample>,
+    waits: Vec<super::WaitRecord>,
+}
+
+impl From<BatchV3> for Batch {
+    fn from(b: BatchV3) -> Batch {
+        Batch {
+            start_ms: b.start_ms,
+            end_ms: b.end_ms,
+            period_ns: b.period_ns,
+            frames: b.frames,
+            stacks: b.stacks,
+            series: b.series,
+            rows: b.rows,
+            wakeups: b.wakeups,
+            thread_samples: b.thread_samples,
+            waits: b.waits,
+            requests: Vec::new(),
         }
     }
 }
@@ -682,5 +723,43 @@ pub(crate) mod tests {
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("schema version 99"), "{err}");
         assert!(Store::batches(Path::new("/nonexistent/critpath"), 0, 1).is_err());
+    }
+
+    /// Requests survive the log; a `CPW3` record, written before batches had them, still reads
+    /// (with none).
+    #[test]
+    fn requests_are_logged_and_older_records_read() {
+        let mut with = batch(1_000, 2);
+        with.requests.push(crate::store::RequestSpan {
+            series: 0,
+            tid: 9,
+            start_ns: 1_000_000_123,
+            duration_ns: 456,
+        });
+        let record = |magic: [u8; 4], payload: Vec<u8>| {
+            let mut r = magic.to_vec();
+            r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            r.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            r.extend_from_slice(&payload);
+            r
+        };
+        let old = batch(2_000, 3);
+        let v3 = BatchV3 {
+            start_ms: old.start_ms,
+            end_ms: old.end_ms,
+            period_ns: old.period_ns,
+            frames: old.frames.clone(),
+            stacks: old.stacks.clone(),
+            series: old.series.clone(),
+            rows: old.rows.clone(),
+            wakeups: old.wakeups.clone(),
+            thread_samples: old.thread_samples.clone(),
+            waits: old.waits.clone(),
+        };
+        let mut bytes = record(MAGIC, postcard::to_stdvec(&with).unwrap());
+        bytes.extend(record(MAGIC_V3, postcard::to_stdvec(&v3).unwrap()));
+        let (batches, len) = decode_records(&bytes);
+        assert_eq!(len, bytes.len());
+        assert_eq!(batches, [with, old]);
     }
 }

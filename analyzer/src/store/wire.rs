@@ -705,6 +705,8 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
         wakeups,
         thread_samples,
         waits,
+        // The agent places no probes yet: pushes carry no requests.
+        requests: Vec::new(),
     })
 }
 

@@ -618,3 +618,110 @@ fn unnamed_threads_rank_alike_from_store_and_recording() {
     let shared = r.iter().filter(|f| s.contains(f)).count();
     assert!(shared >= 2, "recording {r:?}, store {s:?}");
 }
+
+/// A latency probe bounds the requests: recorded with `--probe BIN:update_index` (the part of
+/// each request that takes the index lock), the request threads are the two workers that made
+/// the calls, only the time inside the calls is the requests' (it comes out at the calls'
+/// total), and `parse_request`, run before each call, is charged nothing — without the probe
+/// it is charged its part of the requests.
+#[test]
+fn probed_calls_bound_the_requests() {
+    let Some(_machine) = kernel_test_alone() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let program = field_program(&dir.path().join("bin"), "unnamed_flusher");
+    let mut child = std::process::Command::new(&program)
+        .args(["--seconds", "9"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let (p, w, c) = (
+        dir.path().join("p.pb.gz"),
+        dir.path().join("w.json"),
+        dir.path().join("calls.json"),
+    );
+    let probe = format!("{}:update_index", program.display());
+    run_critpath(&[
+        "record",
+        "--off-cpu",
+        "--wakeups",
+        w.to_str().unwrap(),
+        "--probe",
+        &probe,
+        "--calls",
+        c.to_str().unwrap(),
+        "-o",
+        p.to_str().unwrap(),
+        "-p",
+        &child.id().to_string(),
+        "-d",
+        "6",
+    ]);
+    assert!(child.wait().unwrap().success());
+    let explained = |wakeups: &std::path::Path| -> Value {
+        let out = run_critpath(&[
+            "explain",
+            "--profile",
+            p.to_str().unwrap(),
+            "--wakeups",
+            wakeups.to_str().unwrap(),
+            "--top",
+            "20",
+            "--json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let probed = explained(&w);
+    let calls: Value = serde_json::from_slice(&std::fs::read(&c).unwrap()).unwrap();
+    let calls = calls["calls"].as_array().unwrap();
+    let called_s: f64 = calls
+        .iter()
+        .map(|c| c["duration_ns"].as_f64().unwrap() / 1e9)
+        .sum();
+    let tids: std::collections::BTreeSet<u64> =
+        calls.iter().map(|c| c["tid"].as_u64().unwrap()).collect();
+    let threads = probed["request_threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 2, "{probed:#}");
+    assert_eq!(tids.len(), 2, "the calls' threads: {tids:?}");
+    for t in threads {
+        let t = t.as_str().unwrap();
+        assert!(
+            tids.iter().any(|tid| t.contains(&format!("tid {tid})"))),
+            "{t} made no call: {tids:?}"
+        );
+    }
+    let request_s = probed["request_s"].as_f64().unwrap();
+    assert!(
+        (request_s - called_s).abs() <= 0.25 * called_s,
+        "requests {request_s:.3} s, calls {called_s:.3} s"
+    );
+    assert_eq!(first(&probed), "flush_journal", "{probed:#}");
+    let charged = |v: &Value, name: &str| {
+        v["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == name)
+            .map_or(0.0, |f| f["score"].as_f64().unwrap())
+    };
+    assert_eq!(charged(&probed, "parse_request"), 0.0, "{probed:#}");
+    // The same recording without its requests: parse_request is request work again.
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&w).unwrap()).unwrap();
+    let mut dropped = 0;
+    for b in file["batches"].as_array_mut().unwrap() {
+        if let Some(r) = b.as_object_mut().unwrap().remove("requests") {
+            dropped += r.as_array().unwrap().len();
+        }
+    }
+    assert_eq!(
+        dropped,
+        calls.len(),
+        "every call is a request of the timeline"
+    );
+    let unprobed_w = dir.path().join("w-unprobed.json");
+    std::fs::write(&unprobed_w, serde_json::to_vec(&file).unwrap()).unwrap();
+    let unprobed = explained(&unprobed_w);
+    assert!(charged(&unprobed, "parse_request") >= 0.01, "{unprobed:#}");
+}
