@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub push_token: Option<String>,
     /// Longest one push may take. Default: 30 s.
     pub push_timeout: Duration,
+    /// Functions whose calls are timed and stored as requests. Default: none.
+    pub probes: Vec<critpath_sampler::Probe>,
 }
 
 /// Names the `service` of processes whose executable path or cgroup matches.
@@ -71,6 +73,9 @@ impl ServiceRule {
 
 /// How often a process's labels (exe, build-id, service) are re-read.
 const PROCESS_INFO_TTL: Duration = Duration::from_secs(30);
+/// Thread names cached for probed calls; past this many the cache starts again (a host
+/// spawning threads without end).
+const MAX_THREAD_NAMES: usize = 65_536;
 
 /// What a running agent has done, shared with the HTTP server (`critpath run`).
 #[derive(Debug, Default)]
@@ -273,7 +278,7 @@ pub fn run(
         ring_bytes: config.ring_bytes,
         unwinding: config.unwinding,
         off_cpu: config.off_cpu.clone(),
-        probes: Vec::new(),
+        probes: config.probes.clone(),
     })
     .context("starting the sampler")?;
     let mut collector = Collector::new(symbolizer);
@@ -288,7 +293,7 @@ pub fn run(
     let mut finished: Vec<Batch> = Vec::new();
     let mut stats = AgentStats::default();
     eprintln!(
-        "critpath agent: sampling all processes at {} Hz{}, {} s intervals, store {}",
+        "critpath agent: sampling all processes at {} Hz{}, {} s intervals, store {}{}",
         config.frequency_hz,
         if config.off_cpu.is_some() {
             " with off-CPU waits"
@@ -299,6 +304,12 @@ pub fn run(
         match &config.push {
             Some(url) => format!("pushed to {url}"),
             None => config.data_dir.display().to_string(),
+        },
+        if config.probes.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = config.probes.iter().map(ToString::to_string).collect();
+            format!("; requests timed by {}", names.join(", "))
         }
     );
     let started = Instant::now();
@@ -358,8 +369,17 @@ pub fn run(
         }
         Sink::Store(_) => String::new(),
     };
+    let calls = if config.probes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {} probed calls ({} not timed: too many in progress at once)",
+            stats.calls,
+            counters.get(Counter::CallsLost)
+        )
+    };
     eprintln!(
-        "critpath agent: stopped; {} batches written, {} dropped{unsent}, {} events lost to a full ring buffer",
+        "critpath agent: stopped; {} batches written, {} dropped{unsent}, {} events lost to a full ring buffer{calls}",
         stats.batches,
         stats.failed,
         counters.get(Counter::RingFull)
@@ -373,6 +393,8 @@ struct AgentStats {
     failed: u64,
     samples: u64,
     off_cpu_waits: u64,
+    /// Probed calls seen.
+    calls: u64,
 }
 
 fn update_status(
@@ -430,8 +452,22 @@ fn observe(
             let background = processes.background.get(pid, tid);
             finished.extend(agg.add_on_cpu(time_unix_ns, &labels, (tid, background), &frames));
         }
-        // The agent places no probes.
-        Observation::Call { .. } => {}
+        Observation::Call {
+            pid,
+            tid,
+            start_unix_ns,
+            duration_ns,
+            ..
+        } => {
+            stats.calls += 1;
+            // A thread gone by now (its process exited) leaves its call out.
+            let Some(comm) = processes.thread_name(pid, tid) else {
+                return;
+            };
+            let labels = processes.labels(pid, comm);
+            let duration = duration_ns.min(i64::MAX as u64) as i64;
+            finished.extend(agg.add_request(&labels, tid, start_unix_ns, duration));
+        }
         Observation::OffCpu(wait) => {
             stats.off_cpu_waits += 1;
             let labels = processes.labels(wait.thread.pid, wait.thread.comm.clone());
@@ -458,6 +494,8 @@ struct ProcessInfo {
     host: String,
     services: Vec<ServiceRule>,
     cache: HashMap<u32, (Instant, String, String, String)>,
+    /// Thread names by thread id, for probed calls (which come without one).
+    thread_names: HashMap<u32, (Instant, String)>,
     /// Which threads run as background work (`SCHED_IDLE`, nice ≥ 10).
     background: critpath_sampler::sys::BackgroundThreads,
 }
@@ -468,8 +506,26 @@ impl ProcessInfo {
             host,
             services,
             cache: HashMap::new(),
+            thread_names: HashMap::new(),
             background: Default::default(),
         }
+    }
+
+    /// Thread `tid`'s name, read from /proc and cached; `None` when it is gone.
+    fn thread_name(&mut self, pid: u32, tid: u32) -> Option<String> {
+        if let Some((at, name)) = self.thread_names.get(&tid)
+            && at.elapsed() < PROCESS_INFO_TTL
+        {
+            return Some(name.clone());
+        }
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+        let name = name.trim_end_matches('\n').to_owned();
+        if self.thread_names.len() >= MAX_THREAD_NAMES {
+            self.thread_names.clear();
+        }
+        self.thread_names
+            .insert(tid, (Instant::now(), name.clone()));
+        Some(name)
     }
 
     fn labels(&mut self, pid: u32, comm: String) -> SeriesLabels {

@@ -386,6 +386,13 @@ pub struct AgentArgs {
     /// it), e.g. 30s. Pushes run beside sampling, never in its way.
     #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "push")]
     pub push_timeout: std::time::Duration,
+    /// Time every call of a function in every process that runs the binary (a latency probe:
+    /// a uprobe at its entry and a uretprobe at its return). The calls are stored as requests:
+    /// `explain` then takes the threads that made them for the request threads, and only their
+    /// time inside the calls for request time. FUNCTION is a symbol or a Rust path without the
+    /// hash (`/srv/api:api::handle_request`). Repeatable; replaces the file's `probes`.
+    #[arg(long, value_name = "BINARY:FUNCTION")]
+    pub probe: Vec<critpath_sampler::Probe>,
 }
 
 /// How the HTTP server listens.

@@ -11,6 +11,7 @@
 //! host = "web-1"
 //! unwind = "dwarf"        # or "fp"
 //! user_stack_bytes = 32768
+//! probes = ["/srv/api/bin/api:api::handle_request"]   # latency probes: requests' bounds
 //!
 //! [retention]
 //! max_age = "30d"
@@ -56,6 +57,8 @@ struct AgentFile {
     retention: Option<RetentionFile>,
     #[serde(default)]
     service: Vec<ServiceFile>,
+    #[serde(default)]
+    probes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,7 +208,19 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             in_file("")
         );
     }
+    let probes = if args.probe.is_empty() {
+        file.probes
+            .iter()
+            .map(|p| {
+                p.parse::<critpath_sampler::Probe>()
+                    .map_err(|e| anyhow::anyhow!("probes{}: {e}", in_file("")))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        args.probe
+    };
     Ok(AgentConfig {
+        probes,
         data_dir: args
             .data_dir
             .or(file.data_dir)
@@ -343,6 +358,7 @@ frequency = 49
 interval = "30s"
 off_cpu = false
 host = "web-1"
+probes = ["/srv/api/bin/server:api::handle_request"]
 [retention]
 max_age = "7d"
 max_bytes = "500MiB"
@@ -363,6 +379,9 @@ cgroup = ".*/postgresql\\.service"
         assert_eq!(c.retention.max_age, Some(Duration::from_secs(7 * 86400)));
         assert_eq!(c.retention.max_bytes, Some(500 << 20));
         assert_eq!(c.services.len(), 2);
+        assert_eq!(c.probes.len(), 1);
+        assert_eq!(c.probes[0].function, "api::handle_request");
+        assert_eq!(c.probes[0].binary, Path::new("/srv/api/bin/server"));
         assert!(
             c.services[0]
                 .exe
@@ -386,6 +405,16 @@ cgroup = ".*/postgresql\\.service"
         .unwrap();
         assert_eq!(c.frequency_hz, 99, "the flag wins");
         assert_eq!(c.retention.max_age, None);
+        let c = agent_config(args(&[
+            "--config", p, "--probe", "/bin/a:f", "--probe", "/bin/b:g",
+        ]))
+        .unwrap();
+        let probes: Vec<String> = c.probes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            probes,
+            ["/bin/a:f", "/bin/b:g"],
+            "the flags replace the file's"
+        );
     }
 
     /// Unknown keys, bad values and rules without a matcher are errors naming the problem.
@@ -400,6 +429,7 @@ cgroup = ".*/postgresql\\.service"
             ("[[service]]\nname = \"x\"", "neither exe nor cgroup"),
             ("[[service]]\nname = \"x\"\nexe = \"(\"", "service rule 1"),
             ("[retention]\nmax_bytes = \"lots\"", "max_bytes"),
+            ("probes = [\"handle_request\"]", "probes"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = format!("{:#}", agent_config(args(&["--config", p])).unwrap_err());

@@ -2,13 +2,13 @@
 //! append-only, checksummed, fsynced write-ahead log, compacted into hourly Parquet parts
 //! (written with polars), dropped whole by retention, and read by polars lazy scans.
 //!
-//! # On-disk layout (store schema version 4)
+//! # On-disk layout (store schema version 5)
 //!
 //! ```text
-//! DIR/STORE_VERSION                          "4\n"; versions 1 (no wakeups), 2 (flat stack
-//!                                            tables) and 3 (no thread samples or wait records)
-//!                                            are read, and marked 4 by the first writer;
-//!                                            other versions are refused
+//! DIR/STORE_VERSION                          "5\n"; versions 1 (no wakeups), 2 (flat stack
+//!                                            tables), 3 (no thread samples or wait records)
+//!                                            and 4 (no requests) are read, and marked 5 by
+//!                                            the first writer; other versions are refused
 //! DIR/LOCK                                   flock(2)ed by the one writer
 //! DIR/wal/<seq:016>.wal                      write-ahead log segments
 //! DIR/wal/<seq:016>.done                     marker: segment <seq> is compacted (transient)
@@ -52,15 +52,21 @@
 //!                                                      off-CPU waits one by one, up to the
 //!                                                      agent's budget per interval (see
 //!                                                      [`WaitRecord`])
+//! DIR/data/<YYYYMMDDHH>/<seq:016>.requests.parquet           (version 5; absent in older parts)
+//!     series_id u32, tid u32, start_ns i64, duration_ns i64
+//!                                                      calls timed by latency probes, by
+//!                                                      series, thread and start (see
+//!                                                      [`RequestSpan`])
 //! DIR/data/<YYYYMMDDHH>/<seq:016>.samples.parquet
 //!     start_ms i64, end_ms i64, period_ns i64, series_id u32, stack_id u32, off_cpu bool,
 //!     value i64                                        samples (cpu) or nanoseconds (off-CPU)
 //! ```
 //!
-//! **Log.** A segment is a sequence of records, each `magic "CPW3" | payload length (u32 LE) |
+//! **Log.** A segment is a sequence of records, each `magic "CPW4" | payload length (u32 LE) |
 //! CRC-32 of the payload (u32 LE) | payload`, the payload a [`Batch`] encoded with postcard
-//! (`CPW1` records, written by schema 1, hold batches without wakeups, and `CPW2` records,
-//! schemas 2–3, batches without thread samples and wait records; both are still read).
+//! (`CPW1` records, written by schema 1, hold batches without wakeups, `CPW2` records, schemas
+//! 2–3, batches without thread samples and wait records, and `CPW3` records, schema 4, batches
+//! without requests; all are still read).
 //! Each record is fsynced before [`Store::append`] returns, so a crash loses at most the
 //! interval being aggregated; a torn record at a segment's tail is cut off on the next open
 //! (and reported), never read. A corrupt record followed by valid ones (a flipped byte, a bad
@@ -120,10 +126,11 @@ pub use wal::{Recovery, StoreError, Wal};
 
 use parquet::HOUR_MS;
 
-/// The store schema version this code writes. It reads versions 1 (no wakeups) to 3 too, and
+/// The store schema version this code writes. It reads versions 1 (no wakeups) to 4 too, and
 /// upgrades such a store it opens for writing (only additions: new log records and parts carry
-/// wakeups, thread samples and wait records).
-pub const STORE_VERSION: u32 = 4;
+/// wakeups, thread samples, wait records and requests). An older critpath refuses the upgraded
+/// store rather than skipping its newer log records as damaged.
+pub const STORE_VERSION: u32 = 5;
 
 /// How long and how much the store keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -583,13 +590,13 @@ pub(crate) fn check_version(dir: &Path, create: bool) -> Result<(), StoreError> 
     let path = dir.join("STORE_VERSION");
     match std::fs::read_to_string(&path) {
         Ok(text) => match text.trim() {
-            "4" => Ok(()),
-            // Readable as is; a writer marks it version 4 before writing wakeups, prefix-tree
-            // stack tables, thread samples or wait records into it.
-            "1" | "2" | "3" if create => {
+            "5" => Ok(()),
+            // Readable as is; a writer marks it version 5 before writing wakeups, prefix-tree
+            // stack tables, thread samples, wait records or requests into it.
+            "1" | "2" | "3" | "4" if create => {
                 wal::write_atomic(&path, format!("{STORE_VERSION}\n").as_bytes())
             }
-            "1" | "2" | "3" => Ok(()),
+            "1" | "2" | "3" | "4" => Ok(()),
             found => Err(StoreError::Version {
                 dir: dir.to_owned(),
                 found: found.to_owned(),
@@ -801,6 +808,7 @@ mod tests {
                 }),
             };
             finished.extend(agg.add_wait(&s("app"), Some(&s("app")), &wait));
+            finished.extend(agg.add_request(&s("app"), 12, t + 2_000, 3_000_000 + i));
         }
         finished.extend(agg.flush());
         for b in &finished {
@@ -810,7 +818,12 @@ mod tests {
             let batches = Store::batches(dir, from_ms, to_ms).unwrap();
             let mut samples: Vec<(u32, i64, String, bool)> = Vec::new();
             let mut waits: Vec<(u32, i64, i64, String, u32, String)> = Vec::new();
+            let mut requests: Vec<(String, u32, i64, i64)> = Vec::new();
             for b in &batches {
+                for r in &b.requests {
+                    let comm = b.series[r.series as usize].comm.clone();
+                    requests.push((comm, r.tid, r.start_ns, r.duration_ns));
+                }
                 let leaf = |stack: u32| {
                     b.stacks[stack as usize]
                         .last()
@@ -834,10 +847,21 @@ mod tests {
             }
             samples.sort();
             waits.sort();
-            (samples, waits)
+            requests.sort();
+            (samples, waits, requests)
         };
         let from_log = records(dir.path(), 0, i64::MAX / 2_000_000);
         assert_eq!(from_log.0.len(), 30);
+        assert_eq!(from_log.2.len(), 30, "requests");
+        assert_eq!(
+            from_log.2[3],
+            (
+                "app".into(),
+                12,
+                1_000_000_000 + 3 * 700_123_457 + 2_000,
+                3_000_003
+            )
+        );
         assert_eq!(
             from_log.0.iter().filter(|s| s.3).count(),
             10,
@@ -935,7 +959,7 @@ mod tests {
         assert_eq!(parquet::complete_parts(&hour0), [merged]);
         assert_eq!(
             std::fs::read_dir(&hour0).unwrap().count(),
-            9,
+            10,
             "one part's files"
         );
         assert_eq!(total(dir.path()), cpu + 4);
@@ -1069,7 +1093,7 @@ mod tests {
         store.close().unwrap();
     }
 
-    /// A store of schema 1 is read as it is, and marked version 4 by the first writer; other
+    /// A store of schema 1 is read as it is, and marked version 5 by the first writer; other
     /// versions are refused.
     #[test]
     fn schema_1_is_read_and_upgraded() {
@@ -1083,9 +1107,9 @@ mod tests {
         Store::open(dir.path()).unwrap().0.close().unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("STORE_VERSION")).unwrap(),
-            "4\n"
+            "5\n"
         );
-        std::fs::write(dir.path().join("STORE_VERSION"), "5\n").unwrap();
+        std::fs::write(dir.path().join("STORE_VERSION"), "6\n").unwrap();
         assert!(matches!(
             check_version(dir.path(), false),
             Err(StoreError::Version { .. })

@@ -16,11 +16,12 @@
 //! DIR/data/<YYYYMMDDHH>/<N>.waits.parquet     series_id, tid: u32, base_us: i64, dt_us: u32, blocked_ns, runq_ns: i64, stack_id: u32,
 //!                                             cause: str, weight: f64, waker: str, waker_series, waker_tid, waker_stack: u32   (schema 4)
 //!                                             (rows by series, thread and time; times delta-coded, see `TimeCols`)
+//! DIR/data/<YYYYMMDDHH>/<N>.requests.parquet  series_id, tid: u32, start_ns, duration_ns: i64   (schema 5; probed calls)
 //! DIR/data/<YYYYMMDDHH>/<N>.samples.parquet   start_ms, end_ms, period_ns: i64, series_id, stack_id: u32, off_cpu: bool, value: i64
 //! ```
 //!
 //! Parts written by schema 1 have no wakeups file, parts before schema 4 no threads or waits
-//! file; readers take them for none.
+//! file, parts before schema 5 no requests file; readers take them for none.
 //!
 //! Stacks and frames are deduplicated within a part, so each sample row is a few integers.
 //! Every file is written to a temporary name and renamed; the samples file goes last. When all
@@ -36,7 +37,8 @@ use polars::prelude::*;
 
 use super::wal::{read_segment, segment_seq, sync_dir, write_atomic};
 use super::{
-    Batch, Row, SampleKind, SeriesLabels, StoreError, ThreadSample, WaitRecord, WakerKind, Wakeup,
+    Batch, RequestSpan, Row, SampleKind, SeriesLabels, StoreError, ThreadSample, WaitRecord,
+    WakerKind, Wakeup,
 };
 use crate::offcpu::Cause;
 use crate::{Frame, FrameKind};
@@ -117,6 +119,7 @@ struct PartBuilder {
     wakeups: WakeupCols,
     threads: ThreadCols,
     waits: WaitCols,
+    requests: Vec<RequestSpan>,
 }
 
 /// Maps a source's ids (positions in its tables) to the part's.
@@ -226,6 +229,12 @@ impl PartBuilder {
                 ..*w
             });
         }
+        for r in &batch.requests {
+            self.requests.push(RequestSpan {
+                series: ids.series[r.series as usize],
+                ..*r
+            });
+        }
     }
 
     /// Adds every row of part `name` in `dir`.
@@ -279,6 +288,12 @@ impl PartBuilder {
                 ..w
             });
         }
+        for r in read_requests(&file("requests"), i64::MIN, i64::MAX)? {
+            self.requests.push(RequestSpan {
+                series: map(&ids.series, r.series, "requests")?,
+                ..r
+            });
+        }
         Ok(())
     }
 
@@ -316,6 +331,7 @@ impl PartBuilder {
         write_df(&file("wakeups"), self.wakeups.into_df())?;
         write_df(&file("threads"), self.threads.into_df())?;
         write_df(&file("waits"), self.waits.into_df())?;
+        write_df(&file("requests"), requests_df(self.requests))?;
         // Last: a part is complete once its samples file exists.
         write_df(&file("samples"), Ok(samples))
     }
@@ -1124,6 +1140,52 @@ fn read_records(path: &Path) -> Result<Option<(DataFrame, Vec<i64>)>, StoreError
     Ok(Some((df, times)))
 }
 
+/// A part's requests, columns of `<seq>.requests.parquet`, by series, thread and start.
+fn requests_df(mut rows: Vec<RequestSpan>) -> PolarsResult<DataFrame> {
+    rows.sort_by_key(|r| (r.series, r.tid, r.start_ns));
+    DataFrame::new_infer_height(vec![
+        Column::new(
+            "series_id".into(),
+            rows.iter().map(|r| r.series).collect::<Vec<_>>(),
+        ),
+        Column::new("tid".into(), rows.iter().map(|r| r.tid).collect::<Vec<_>>()),
+        Column::new(
+            "start_ns".into(),
+            rows.iter().map(|r| r.start_ns).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "duration_ns".into(),
+            rows.iter().map(|r| r.duration_ns).collect::<Vec<_>>(),
+        ),
+    ])
+}
+
+/// A part's requests that started in `[from_ns, to_ns)` (none in parts before schema 5).
+fn read_requests(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<RequestSpan>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let parquet = |source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    };
+    let df = scan(path)?.collect().map_err(parquet)?;
+    let decode = || -> PolarsResult<Vec<RequestSpan>> {
+        let (series, tid) = (u32s(&df, "series_id")?, u32s(&df, "tid")?);
+        let (start, duration) = (i64s(&df, "start_ns")?, i64s(&df, "duration_ns")?);
+        Ok((0..series.len())
+            .filter(|&i| (from_ns..to_ns).contains(&start[i]))
+            .map(|i| RequestSpan {
+                series: series[i],
+                tid: tid[i],
+                start_ns: start[i],
+                duration_ns: duration[i],
+            })
+            .collect())
+    };
+    decode().map_err(parquet)
+}
+
 /// A part's thread samples taken in `[from_ns, to_ns)`.
 fn read_threads(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<ThreadSample>, StoreError> {
     let Some((df, times)) = read_records(path)? else {
@@ -1278,6 +1340,7 @@ pub(crate) fn read_part(
     );
     let thread_samples = read_threads(&file("threads"), from_ns, to_ns)?;
     let waits = read_waits(&file("waits"), from_ns, to_ns)?;
+    let requests = read_requests(&file("requests"), from_ns, to_ns)?;
     if samples.height() == 0 && wakeups.is_empty() {
         return Ok(None);
     }
@@ -1305,6 +1368,10 @@ pub(crate) fn read_part(
                 && w.stack < n_stacks
                 && w.waker_stack < n_stacks
         })
+        .collect();
+    batch.requests = requests
+        .into_iter()
+        .filter(|r| r.series < n_series)
         .collect();
     Ok(Some(batch))
 }

@@ -8,7 +8,8 @@
 //!                  repeated Series series = 6; repeated Row rows = 7;
 //!                  repeated Wakeup wakeups = 8;                // 8: since store schema 2
 //!                  repeated ThreadSample thread_samples = 9;   // 9, 10: since store schema 4
-//!                  repeated WaitRecord waits = 10; }
+//!                  repeated WaitRecord waits = 10;
+//!                  repeated Request requests = 11; }          // 11: since store schema 5
 //! message Frame  { string function = 1; optional string module = 2; optional string build_id = 3;
 //!                  optional string file = 4; optional uint32 line = 5; bool kernel = 6;
 //!                  bool inlined = 7; }
@@ -25,10 +26,13 @@
 //!                  int64 runq_ns = 5; uint32 stack = 6; string cause = 7; double weight = 8;
 //!                  string waker = 9; uint32 waker_series = 10; uint32 waker_tid = 11;
 //!                  uint32 waker_stack = 12; }
+//! message Request { uint32 series = 1; uint32 tid = 2; int64 start_ns = 3;
+//!                  int64 duration_ns = 4; }                   // a probed call
 //! ```
 //!
-//! Wakeups, thread samples and wait records are additions within version 1: an older server
-//! ignores them, and batches from an older agent have none.
+//! Wakeups, thread samples, wait records and requests are additions within version 1: an older
+//! server ignores them, and batches from an older agent have none. A request may start before
+//! its batch's interval (it is reported when the call returns) but not end before it.
 //!
 //! The body's `Content-Type` is [`CONTENT_TYPE`]; `version` must be [`WIRE_VERSION`]. A
 //! server refuses another version, and any batch whose indices, times or values are invalid,
@@ -36,7 +40,9 @@
 
 use prost::Message as _;
 
-use super::{Batch, Row, SampleKind, SeriesLabels, ThreadSample, WaitRecord, WakerKind, Wakeup};
+use super::{
+    Batch, RequestSpan, Row, SampleKind, SeriesLabels, ThreadSample, WaitRecord, WakerKind, Wakeup,
+};
 use crate::offcpu::Cause;
 use crate::{Frame, FrameKind};
 
@@ -84,6 +90,20 @@ mod proto {
         pub thread_samples: Vec<ThreadSample>,
         #[prost(message, repeated, tag = "10")]
         pub waits: Vec<WaitRecord>,
+        #[prost(message, repeated, tag = "11")]
+        pub requests: Vec<Request>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Request {
+        #[prost(uint32, tag = "1")]
+        pub series: u32,
+        #[prost(uint32, tag = "2")]
+        pub tid: u32,
+        #[prost(int64, tag = "3")]
+        pub start_ns: i64,
+        #[prost(int64, tag = "4")]
+        pub duration_ns: i64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -343,6 +363,7 @@ pub fn decoded_bytes(body: &[u8]) -> Result<usize, WireError> {
                 8 => size_of::<proto::Wakeup>() + size_of::<Wakeup>(),
                 9 => size_of::<proto::ThreadSample>() + size_of::<ThreadSample>(),
                 10 => size_of::<proto::WaitRecord>() + size_of::<WaitRecord>(),
+                11 => size_of::<proto::Request>() + size_of::<RequestSpan>(),
                 _ => 0,
             };
             let bytes = payload.map_or(0, <[u8]>::len);
@@ -507,6 +528,16 @@ fn to_proto(b: &Batch) -> proto::Batch {
                 waker_stack: w.waker_stack,
             })
             .collect(),
+        requests: b
+            .requests
+            .iter()
+            .map(|r| proto::Request {
+                series: r.series,
+                tid: r.tid,
+                start_ns: r.start_ns,
+                duration_ns: r.duration_ns,
+            })
+            .collect(),
     }
 }
 
@@ -654,6 +685,25 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
             waker_stack: w.waker_stack,
         });
     }
+    let mut requests = Vec::with_capacity(b.requests.len());
+    for (i, r) in b.requests.iter().enumerate() {
+        index("request", i, "series", r.series, b.series.len())?;
+        if r.duration_ns < 0
+            || r.start_ns >= to_ns
+            || r.start_ns.saturating_add(r.duration_ns) < from_ns
+        {
+            return Err(format!(
+                "request {i} ({} ns from {} ns) does not reach into the batch's interval",
+                r.duration_ns, r.start_ns
+            ));
+        }
+        requests.push(RequestSpan {
+            series: r.series,
+            tid: r.tid,
+            start_ns: r.start_ns,
+            duration_ns: r.duration_ns,
+        });
+    }
     Ok(Batch {
         start_ms: b.start_ms,
         end_ms: b.end_ms,
@@ -705,8 +755,7 @@ fn from_proto(b: proto::Batch) -> Result<Batch, String> {
         wakeups,
         thread_samples,
         waits,
-        // The agent places no probes yet: pushes carry no requests.
-        requests: Vec::new(),
+        requests,
     })
 }
 
@@ -753,6 +802,13 @@ mod tests {
             waker_tid: 77,
             waker_stack: 2,
         });
+        // A call that began before the interval and returned in it.
+        b.requests.push(RequestSpan {
+            series: 0,
+            tid: 9,
+            start_ns: -1_000_000,
+            duration_ns: 2_000_000,
+        });
         let batches = vec![b, batch(11_000, 1)];
         assert_eq!(decode(&encode(&batches)).unwrap(), batches);
         // Batches encoded one by one and joined make the same body.
@@ -763,6 +819,13 @@ mod tests {
         late.waits[0].start_ns = 99_000_000_000;
         let err = decode(&encode(&[late])).unwrap_err().to_string();
         assert!(err.contains("wait 0 started at"), "{err}");
+        let mut early = batches[0].clone();
+        early.requests[0].duration_ns = 500_000;
+        let err = decode(&encode(&[early])).unwrap_err().to_string();
+        assert!(
+            err.contains("request 0 (500000 ns from -1000000 ns)"),
+            "{err}"
+        );
     }
 
     #[test]

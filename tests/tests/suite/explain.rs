@@ -725,3 +725,65 @@ fn probed_calls_bound_the_requests() {
     let unprobed = explained(&unprobed_w);
     assert!(charged(&unprobed, "parse_request") >= 0.01, "{unprobed:#}");
 }
+
+/// The agent places the probes its configuration file names, and the store keeps their calls
+/// as requests: `explain` over the store then takes the two workers that made the calls for the
+/// request threads, and charges nothing to `parse_request`, run before each call (without
+/// probes the store's answer ranks it second: the field benchmark's `unnamed_flusher`).
+#[test]
+fn agent_probes_from_its_config_bound_the_requests_in_the_store() {
+    let Some(_machine) = kernel_test_alone() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let program = field_program(&dir.path().join("bin"), "unnamed_flusher");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("probes = [\"{}:update_index\"]\n", program.display()),
+    )
+    .unwrap();
+    let data = dir.path().join("store");
+    let mut agent = start_agent_with(&data, &["--config", config.to_str().unwrap()]);
+    wait_ready(&mut agent);
+    let mut child = std::process::Command::new(&program)
+        .args(["--seconds", "8"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let from = now_ms();
+    assert!(child.wait().unwrap().success());
+    let to = now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop(&mut agent, libc::SIGINT);
+    let out = run_critpath(&[
+        "explain",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--query",
+        &format!("{{pid=\"{}\"}}", child.id()),
+        "--top",
+        "20",
+        "--json",
+    ]);
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        stored["request_threads"].as_array().unwrap().len(),
+        2,
+        "{stored:#}"
+    );
+    assert_eq!(first(&stored), "flush_journal", "{stored:#}");
+    assert!(
+        !stored["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["function"] == "parse_request"),
+        "{stored:#}"
+    );
+}

@@ -503,13 +503,14 @@ fn a_silent_server_loses_nothing() {
         }
     }
     let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    run_workload("cpu_ratio", "2");
     // CRITPATH_SILENT_SECONDS=600 is the ten minutes (the README's figure).
     let silent_s: u64 = std::env::var("CRITPATH_SILENT_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    std::thread::sleep(Duration::from_secs(silent_s));
+    // Samples all along, so that every interval has a batch (an interval with nothing sampled
+    // has none: on an otherwise idle machine a short workload left 4 to 8 of 12).
+    run_workload("cpu_ratio", &(silent_s + 2).to_string());
     let agent_peak = status_bytes(agent.id(), "VmHWM");
     eprintln!(
         "silent for {silent_s} s: agent peak RSS {} MiB",
@@ -519,19 +520,20 @@ fn a_silent_server_loses_nothing() {
     let held = silent.join().unwrap();
     assert!(held >= 2, "the agent tried the silent server {held} times");
     let data = dir.path().join("server");
-    let mut server = Command::new(critpath())
-        .args([
-            "serve",
-            "--ingest",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting critpath serve");
-    let mut server_lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = format!("127.0.0.1:{port}");
+    // Stopped when dropped, also when an assertion fails (left running, it would keep the test
+    // binary's output open and cargo waiting).
+    let mut server = Server {
+        child: Command::new(critpath())
+            .args(["serve", "--ingest", "--listen", &addr])
+            .arg("--data-dir")
+            .arg(&data)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting critpath serve"),
+        addr,
+    };
+    let mut server_lines = BufReader::new(server.child.stderr.take().unwrap()).lines();
     for line in server_lines.by_ref() {
         if line.unwrap().contains("serving the API") {
             break;
@@ -563,14 +565,10 @@ fn a_silent_server_loses_nothing() {
         "agent peak RSS {} MiB",
         agent_peak >> 20
     );
-    let addr = format!("127.0.0.1:{port}");
-    let (status, metrics) = get(&addr, "/metrics");
+    let (status, metrics) = get(&server.addr, "/metrics");
     assert_eq!(status, 200, "{metrics}");
     assert!(
         metrics.contains(&format!("critpath_ingest_batches_total {written}\n")),
         "{written} batches written by the agent; {metrics}"
     );
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-    let _ = server.wait();
 }
