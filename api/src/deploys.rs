@@ -154,10 +154,7 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
             s.before,
             s.after,
             s.delta,
-            match (s.path_per_s_before, s.path_per_s_after) {
-                (Some(b), Some(a)) => a - b,
-                _ => s.critical_path_after - s.critical_path_before,
-            },
+            s.critical_path_after - s.critical_path_before,
             s.z,
             s.dispersion,
             change,
@@ -166,8 +163,7 @@ pub fn regressions(args: &RegressionsArgs) -> anyhow::Result<()> {
     }
     println!(
         "{} regressions (*), {} significant changes, the rest ranked by {} (path Δ: change of \
-         the requests' time in it, s/s; of its share of the critical path without a timeline); \
-         noise: {}",
+         the share of the critical path, waits for a CPU left out); noise: {}",
         report.regressions,
         report.significant,
         report.method,

@@ -545,13 +545,9 @@ fn ranked(answer: &Value, key: &str) -> Answer {
                 let waiting = f["route"]
                     .as_str()
                     .is_none_or(|route| route == "blocked" || route == "waited_blocked");
-                let change = |before: &str, after: &str| {
-                    let after = f[after].as_f64()?;
-                    Some((after - f[before].as_f64().unwrap_or(0.0)).abs() >= 0.005)
-                };
-                let changed = change("path_per_s_before", "path_per_s_after")
-                    .or_else(|| change("critical_path_before", "critical_path_after"))
-                    .unwrap_or(true);
+                let changed = f["critical_path_after"].as_f64().is_none_or(|after| {
+                    (after - f["critical_path_before"].as_f64().unwrap_or(0.0)).abs() >= 0.005
+                });
                 waiting && changed
             })
             .collect(),

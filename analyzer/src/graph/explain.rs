@@ -36,9 +36,9 @@ pub struct Ranked {
     /// Why, in one line: how the request threads' time came to it. With a timeline, by its
     /// routes, e.g. "requests spent 58% of their time waiting (lock) for flusher (pid 7, tid 9)
     /// while it ran flush_journal, 6.1 ms per wait"; a function reached by several routes gets
-    /// its whole share and the heaviest three of 1% or more ("requests spent 46% of their time
+    /// its whole share and the heaviest three of 1% or more (`requests spent 46% of their time
     /// in audit_log: 28% blocked in it (io, ended by [jbd2]), 0.90 ms per wait; 18% waiting
-    /// (lock) for …").
+    /// (lock) for …`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
     /// The heaviest route of its time, with a timeline: `on_cpu` (request threads ran it),

@@ -25,29 +25,32 @@
 //! process starting beside it, moves kernel entry and exit paths by several percent of a CPU
 //! between two windows; those shrinkages are real and significant, and beside the point.
 //!
-//! Suspects are ranked by the growth of the requests' time charged to them on the path of the
-//! windows' waits, per second of each window ([`Ranking::CriticalPathDelta`], `path_per_s_*`),
-//! when the windows carry off-CPU waits and wakeups — a significant on-CPU growth that no
-//! request waits for keeps its flag but is never ranked above the requests' culprit — else
-//! regressions first, then by the growth of their on-CPU rate (CPU seconds per second,
-//! [`Ranking::CpuDelta`]). A deploy that makes a function wait longer, or hold a lock longer,
-//! moves the requests' time in it and not its CPU time. A trained model of pairs of windows can
-//! rank them instead ([`rank_by`], [`Ranking::Model`]).
+//! Suspects are ranked by the growth of their share of the critical path — the requests' time
+//! charged to them on the path of the windows' waits, as a share of the requests' time outside
+//! the run queue ([`Ranking::CriticalPathDelta`],
+//! [`Resolved::own_share`](super::Resolved::own_share)) — when the windows carry off-CPU
+//! waits and wakeups (a significant on-CPU growth that no request waits for keeps
+//! its flag but is never ranked above the requests' culprit), else regressions first, then by
+//! the growth of their on-CPU rate (CPU seconds per second, [`Ranking::CpuDelta`]). A deploy
+//! that makes a function wait longer, or hold a lock longer, moves its critical-path share and
+//! not its CPU time. On the ground-truth dataset's deploys and stalls (shares of the whole:
+//! each program ran alone) the critical-path growth finds the injected function first in 89%
+//! of cases, the on-CPU growth in 60% (`models/eval/graph.json`, methods `critical_path_delta`
+//! and `cpu_delta`). A trained model of pairs of windows can rank them instead ([`rank_by`],
+//! [`Ranking::Model`]).
 //!
-//! Time per second, not the function's share of the requests' time, for two reasons. A culprit
-//! that was most of the requests' time before the change cannot grow its share much: nginx in
-//! front of an upstream whose `slow_backend` went from 0.3 to 3 ms kept it at 62% in both
-//! recordings, and noise ranked nginx's own functions first. And a neighbour that starts
-//! burning the CPUs after the change makes the requests wait for a CPU longer than for
-//! anything else, so every function's share falls: the synthetic lock holder made twice as
-//! slow fell from 27% to 17% of the requests' time in one CI run, ranked 130th. Per second,
-//! the culprit's time grows in both (0.16 → 0.41 s/s; 0.39 → 0.81 s/s), and a function that
-//! did not change stays where it was under a steady load (open loop) or loses time as the
-//! requests slow down (closed loop: fewer requests a second). On the ground-truth dataset's
-//! deploys and stalls (each program run alone at a fixed rate, where the two agree) the
-//! growth of the critical-path share found the injected function first in 89% of cases, the
-//! on-CPU growth in 60% (`models/eval/graph.json`, methods `critical_path_delta` and
-//! `cpu_delta`).
+//! The run queue is left out because a neighbour that starts burning the CPUs after the change
+//! makes the requests wait for a CPU longer than for anything else and lowers every share of
+//! the whole: in one CI run the synthetic lock holder made twice as slow fell from 27% to 17%
+//! and ranked 130th; outside the run queue its share grew in every run (0.50–0.58 → 0.72–0.78,
+//! 4 CPU burners started beside it). Each suspect also carries the requests' time in it per
+//! second (`path_per_s_*`), which was tried as the ranking and is not it: it needs both
+//! windows' request threads to be found alike, and over the store a Redis with
+//! `appendfsync always` had a tenth of the request time per second of its `everysec` run, so
+//! `flushAppendOnlyFile` fell from 0.038 to 0.016 s/s while its share grew from 14% to 83%. A
+//! share has its limit too: a culprit that was most of the requests' time before cannot grow
+//! it much (nginx's upstream `slow_backend`, 0.3 → 3 ms, kept 62% in both recordings, where
+//! its time per second grew 0.16 → 0.41 s/s).
 //!
 //! Patterns flagged: `new` (absent before), `went_away` (absent after), `cost_shift` (a
 //! significant growth or shrinkage offset by an opposite one in a function with the same
@@ -69,8 +72,7 @@ pub const ALPHA: f64 = 0.01;
 pub const MIN_RELATIVE: f64 = 0.1;
 /// Smallest change counted, as a share of the total on-CPU rate (before).
 pub const MIN_SHARE: f64 = 0.005;
-/// Smallest change of the requests' time in a function (s/s, or of its share without a
-/// timeline) that its one-line reason names.
+/// Smallest change of a function's critical-path share that its one-line reason names.
 pub const MIN_PATH_CHANGE: f64 = 0.005;
 /// Fewest degrees of freedom (intervals less one per window) from which dispersions are
 /// estimated; with fewer, sampling noise alone is modelled.
@@ -219,8 +221,8 @@ pub struct Suspect {
     pub after: f64,
     /// `after − before`.
     pub delta: f64,
-    /// Its share of the critical path before: of the requests' time (0 without off-CPU
-    /// evidence).
+    /// Its share of the critical path before: of the requests' time outside the run queue
+    /// ([`Resolved::own_share`](super::Resolved::own_share); of all of it without a timeline; 0 without off-CPU evidence).
     pub critical_path_before: f64,
     /// After.
     pub critical_path_after: f64,
@@ -229,9 +231,8 @@ pub struct Suspect {
     pub path_per_s_before: Option<f64>,
     /// After.
     pub path_per_s_after: Option<f64>,
-    /// What the ranking ordered it by (larger first): the growth of the requests' time in it
-    /// per second (of its critical-path share without a timeline), of its on-CPU rate, or the
-    /// model's score.
+    /// What the ranking ordered it by (larger first): the growth of its critical-path share,
+    /// of its on-CPU rate, or the model's score.
     pub score: f64,
     /// Its z-score under "no change", sampling noise scaled by its dispersion.
     pub z: f64,
@@ -271,21 +272,20 @@ impl Suspect {
             self.z
         );
         let (b, a) = (self.critical_path_before, self.critical_path_after);
-        match (self.path_per_s_before, self.path_per_s_after) {
-            (Some(pb), Some(pa)) if (pa - pb).abs() >= MIN_PATH_CHANGE => format!(
-                "requests spent {pb:.3} → {pa:.3} s per second in it ({:.0}% → {:.0}% of their time); {cpu}",
+        let per_s = match (self.path_per_s_before, self.path_per_s_after) {
+            (Some(pb), Some(pa)) => format!(" ({pb:.3} → {pa:.3} s per second)"),
+            _ => String::new(),
+        };
+        if (a - b).abs() >= MIN_PATH_CHANGE {
+            format!(
+                "its share of the requests' time went from {:.0}% to {:.0}%{per_s}; {cpu}",
                 pct(b),
                 pct(a)
-            ),
-            (None, _) | (_, None) if (a - b).abs() >= MIN_PATH_CHANGE => format!(
-                "its share of the requests' time went from {:.0}% to {:.0}%; {cpu}",
-                pct(b),
-                pct(a)
-            ),
-            _ if self.regression => {
-                format!("{cpu}, but requests do not wait on it more than before")
-            }
-            _ => cpu,
+            )
+        } else if self.regression {
+            format!("{cpu}, but requests do not wait on it more than before")
+        } else {
+            cpu
         }
     }
 }
@@ -349,8 +349,10 @@ pub fn regressions(
             .map_or(0.0, |id| a.functions[id as usize].cpu_self_s)
     };
     let path_share = |e: &Evidence, a: &Analysis, name: &str| {
-        e.function_id(name)
-            .map_or(0.0, |id| a.functions[id as usize].critical_path_share)
+        e.function_id(name).map_or(0.0, |id| match &a.resolved {
+            Some(r) => r.own_share(id),
+            None => a.functions[id as usize].critical_path_share,
+        })
     };
     // The requests' time charged to a function per second (see the module docs).
     let timed = ab.resolved.is_some() && aa.resolved.is_some();
@@ -383,11 +385,11 @@ pub fn regressions(
                 (path_share(eb, ab, name), path_share(ea, aa, name));
             let (path_per_s_before, path_per_s_after) =
                 (path_per_s(eb, ab, tb, name), path_per_s(ea, aa, ta, name));
-            let grew = match (path_per_s_before, path_per_s_after) {
-                (Some(b), Some(a)) => a >= b,
-                _ => critical_path_after >= critical_path_before,
+            let (re, ra) = if critical_path_after >= critical_path_before {
+                (ea, aa)
+            } else {
+                (eb, ab)
             };
-            let (re, ra) = if grew { (ea, aa) } else { (eb, ab) };
             let route = re.function_id(name).and_then(|id| {
                 let r = ra.resolved.as_ref()?.routes.get(&id)?.first()?;
                 Some(r.route.kind())
@@ -409,9 +411,8 @@ pub fn regressions(
                 critical_path_after,
                 path_per_s_before,
                 path_per_s_after,
-                score: match (ranking, path_per_s_before, path_per_s_after) {
-                    (Ranking::CriticalPathDelta, Some(b), Some(a)) => a - b,
-                    (Ranking::CriticalPathDelta, ..) => critical_path_after - critical_path_before,
+                score: match ranking {
+                    Ranking::CriticalPathDelta => critical_path_after - critical_path_before,
                     _ => delta,
                 },
                 z,

@@ -230,8 +230,23 @@ impl Resolved {
 
     /// A function's share of the request threads' time.
     pub fn share(&self, f: FunctionId) -> f64 {
-        if self.request_ns > 0.0 {
-            self.function_ns.get(f as usize).copied().unwrap_or(0.0) / self.request_ns
+        self.share_of(f, self.request_ns)
+    }
+
+    /// A function's share of the request threads' time outside the run queue: of the time
+    /// that the program's own work and waits made. Waiting for a CPU grows and shrinks with
+    /// whatever else the machine runs, so two windows' shares of the whole move together when
+    /// only the neighbours changed; these do not.
+    pub fn own_share(&self, f: FunctionId) -> f64 {
+        self.share_of(
+            f,
+            self.request_ns - self.kernel_ns[Cause::RunQueue as usize],
+        )
+    }
+
+    fn share_of(&self, f: FunctionId, total: f64) -> f64 {
+        if total > 0.0 {
+            self.function_ns.get(f as usize).copied().unwrap_or(0.0) / total
         } else {
             0.0
         }
@@ -2253,12 +2268,24 @@ mod tests {
 
     /// A deploy makes the section 1.5 times longer while a neighbour starts burning the CPUs:
     /// the request now waits longer for a CPU than for the section. The section's share of the
-    /// requests' time falls, the requests' time in it per second grows, and `regressions`
-    /// ranks it first by the latter.
+    /// requests' whole time falls, its share of their time outside the run queue grows (as
+    /// does the requests' time in it per second), and `regressions` ranks it first by the
+    /// former.
     #[test]
     fn a_busy_neighbour_does_not_hide_the_slower_function() {
         let (eb, ab) = lock_window(10.0, 0.0);
         let (ea, aa) = lock_window(15.0, 10.0);
+        let section = |ev: &Evidence, a: &Analysis| {
+            let id = ev.function_id("section").unwrap();
+            let r = a.resolved.as_ref().unwrap();
+            (r.share(id), r.own_share(id))
+        };
+        let ((whole_b, own_b), (whole_a, own_a)) = (section(&eb, &ab), section(&ea, &aa));
+        assert!(whole_a < whole_b, "of the whole: {whole_b} → {whole_a}");
+        assert!(
+            own_a > own_b + 0.05,
+            "outside the run queue: {own_b} → {own_a}"
+        );
         let suspects = crate::graph::regress::regressions(
             (&eb, &ab),
             (&ea, &aa),
@@ -2266,12 +2293,15 @@ mod tests {
         );
         let s = &suspects[0];
         assert_eq!(s.function, "section", "{suspects:#?}");
-        assert!(s.critical_path_after < s.critical_path_before, "{s:#?}");
+        assert_eq!(
+            (s.critical_path_before, s.critical_path_after),
+            (own_b, own_a)
+        );
+        assert_eq!(s.score, own_a - own_b);
         let (before, after) = (s.path_per_s_before.unwrap(), s.path_per_s_after.unwrap());
         // 9 and 14 ms of each 40-ms cycle.
         assert!((before - 9.0 / 40.0).abs() < 0.01, "{s:#?}");
         assert!((after - 14.0 / 40.0).abs() < 0.01, "{s:#?}");
-        assert_eq!(s.score, after - before);
     }
 
     /// Two request threads that take turns holding a lock across a sync: each blocks in
