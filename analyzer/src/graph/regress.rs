@@ -29,8 +29,8 @@
 //! charged to them on the path of the windows' waits, as a share of the requests' time outside
 //! the run queue ([`Ranking::CriticalPathDelta`],
 //! [`Resolved::own_share`](super::Resolved::own_share)) — when the windows carry off-CPU
-//! waits and wakeups (a significant on-CPU growth that no request waits for keeps
-//! its flag but is never ranked above the requests' culprit), else regressions first, then by
+//! waits and wakeups (a significant on-CPU growth that no request waits for keeps its flag
+//! but is never ranked above the requests' culprit), else regressions first, then by
 //! the growth of their on-CPU rate (CPU seconds per second, [`Ranking::CpuDelta`]). A deploy
 //! that makes a function wait longer, or hold a lock longer, moves its critical-path share and
 //! not its CPU time. On the ground-truth dataset's deploys and stalls (shares of the whole:
@@ -222,7 +222,8 @@ pub struct Suspect {
     /// `after − before`.
     pub delta: f64,
     /// Its share of the critical path before: of the requests' time outside the run queue
-    /// ([`Resolved::own_share`](super::Resolved::own_share); of all of it without a timeline; 0 without off-CPU evidence).
+    /// ([`Resolved::own_share`](super::Resolved::own_share); of all of it without a
+    /// timeline; 0 without off-CPU evidence).
     pub critical_path_before: f64,
     /// After.
     pub critical_path_after: f64,

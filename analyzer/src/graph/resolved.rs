@@ -914,7 +914,7 @@ impl<'a> Analyzer<'a> {
             if !tl.requests[t].is_empty() {
                 for (i, w) in tl.waits[t].iter().enumerate() {
                     let end = w.wake_ns() + w.runq_ns;
-                    self.idle[t][i] = tl.inside_requests(t, (w.start_ns, end)).is_empty();
+                    self.idle[t][i] = !tl.in_requests(t, (w.start_ns, end));
                 }
             }
         }
@@ -922,7 +922,7 @@ impl<'a> Analyzer<'a> {
             let t = root as usize;
             let probed = !tl.requests[t].is_empty();
             for s in &tl.samples[t] {
-                if probed && tl.inside_requests(t, (s.time_ns, s.time_ns + 1)).is_empty() {
+                if probed && !tl.in_requests(t, (s.time_ns, s.time_ns + 1)) {
                     self.out.idle_ns += tl.period_ns;
                     continue;
                 }
@@ -937,17 +937,17 @@ impl<'a> Analyzer<'a> {
                     continue;
                 }
                 // The parts of the wait that count: all of it, or those inside requests.
-                let (parts, runq_in) = if probed {
+                let whole = [(w.start_ns, w.wake_ns())];
+                let inside;
+                let (parts, runq_in): (&[(i64, i64)], f64) = if probed {
                     let wake = w.wake_ns();
+                    inside = tl.inside_requests(t, (w.start_ns, wake));
                     let runq_parts = tl.inside_requests(t, (wake, wake + w.runq_ns));
-                    (
-                        tl.inside_requests(t, (w.start_ns, wake)),
-                        length(&runq_parts) * w.weight,
-                    )
+                    (&inside, length(&runq_parts) * w.weight)
                 } else {
-                    (vec![(w.start_ns, w.wake_ns())], runq)
+                    (&whole, runq)
                 };
-                let blocked_in = length(&parts) * w.weight;
+                let blocked_in = length(parts) * w.weight;
                 self.out.idle_ns += (blocked - blocked_in).max(0.0) + (runq - runq_in).max(0.0);
                 self.sink(r, None, Cause::RunQueue, runq_in);
                 // The share of the wait each part stands for, in the "per wait" figures.
@@ -961,7 +961,7 @@ impl<'a> Analyzer<'a> {
                 match w.waker {
                     TimedWaker::Thread { thread, stack } if thread != root => {
                         let mutex = self.is_mutex(w);
-                        for part in parts {
+                        for &part in parts {
                             let mut visited = vec![root];
                             let ends_here = part.1 == w.wake_ns();
                             self.charge(

@@ -165,15 +165,23 @@ impl Timeline {
     }
 
     /// The parts of `interval` (start, end) inside thread `t`'s requests.
-    pub fn inside_requests(&self, t: usize, (s, e): (i64, i64)) -> Vec<(i64, i64)> {
+    pub fn inside_requests(&self, t: usize, interval: (i64, i64)) -> Vec<(i64, i64)> {
+        self.request_parts(t, interval).collect()
+    }
+
+    /// Whether any of `interval` (start, end) lies inside thread `t`'s requests.
+    pub fn in_requests(&self, t: usize, interval: (i64, i64)) -> bool {
+        self.request_parts(t, interval).next().is_some()
+    }
+
+    fn request_parts(&self, t: usize, (s, e): (i64, i64)) -> impl Iterator<Item = (i64, i64)> + '_ {
         let spans = self.requests.get(t).map_or(&[][..], Vec::as_slice);
         let first = spans.partition_point(|&(_, end)| end <= s);
         spans[first..]
             .iter()
-            .take_while(|&&(start, _)| start < e)
-            .map(|&(start, end)| (start.max(s), end.min(e)))
+            .take_while(move |&&(start, _)| start < e)
+            .map(move |&(start, end)| (start.max(s), end.min(e)))
             .filter(|(a, b)| b > a)
-            .collect()
     }
 
     /// Whether it holds nothing.
@@ -231,6 +239,7 @@ mod tests {
             [(15, 20), (30, 40), (50, 55)]
         );
         assert_eq!(tl.inside_requests(0, (20, 30)), []);
+        assert!(tl.in_requests(0, (19, 21)) && !tl.in_requests(0, (20, 30)));
         assert_eq!(tl.inside_requests(1, (0, 100)), []);
     }
 

@@ -1120,14 +1120,13 @@ impl WaitCols {
 /// A part's records file, read whole (`None` when absent: a part of schema 3 or older), with
 /// its times decoded (see [`TimeCols`]).
 fn read_records(path: &Path) -> Result<Option<(DataFrame, Vec<i64>)>, StoreError> {
-    if !path.exists() {
+    let Some(df) = read_optional(path)? else {
         return Ok(None);
-    }
+    };
     let parquet = |source| StoreError::Parquet {
         path: path.to_owned(),
         error: source,
     };
-    let df = scan(path)?.collect().map_err(parquet)?;
     let decode = || -> PolarsResult<Vec<i64>> {
         let (series, tid) = (u32s(&df, "series_id")?, u32s(&df, "tid")?);
         let base_us = i64s(&df, "base_us")?;
@@ -1162,14 +1161,9 @@ fn requests_df(mut rows: Vec<RequestSpan>) -> PolarsResult<DataFrame> {
 
 /// A part's requests that started in `[from_ns, to_ns)` (none in parts before schema 5).
 fn read_requests(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<RequestSpan>, StoreError> {
-    if !path.exists() {
+    let Some(df) = read_optional(path)? else {
         return Ok(Vec::new());
-    }
-    let parquet = |source| StoreError::Parquet {
-        path: path.to_owned(),
-        error: source,
     };
-    let df = scan(path)?.collect().map_err(parquet)?;
     let decode = || -> PolarsResult<Vec<RequestSpan>> {
         let (series, tid) = (u32s(&df, "series_id")?, u32s(&df, "tid")?);
         let (start, duration) = (i64s(&df, "start_ns")?, i64s(&df, "duration_ns")?);
@@ -1183,7 +1177,24 @@ fn read_requests(path: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<RequestSpa
             })
             .collect())
     };
-    decode().map_err(parquet)
+    decode().map_err(|source| StoreError::Parquet {
+        path: path.to_owned(),
+        error: source,
+    })
+}
+
+/// A part's file read whole; `None` when the part has none (written by an older schema).
+fn read_optional(path: &Path) -> Result<Option<DataFrame>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let df = scan(path)?
+        .collect()
+        .map_err(|source| StoreError::Parquet {
+            path: path.to_owned(),
+            error: source,
+        })?;
+    Ok(Some(df))
 }
 
 /// A part's thread samples taken in `[from_ns, to_ns)`.
