@@ -15,12 +15,13 @@ use aya::{
     },
 };
 use critpath_common::{
-    CallEvent, Config, Counter, EventKind, ExecEvent, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MAP_OFFCPU_RATE, MAP_OFFCPU_STACKS, MAP_PID_FILTER, MAP_WAIT_STACK_SCRATCH, OFFCPU_WINDOW_NS,
-    OffCpuEvent, OffCpuRate, PAGE_SIZE, SampleEvent, StackSampleEvent, USER_STACK_MAX_PAGES,
-    programs,
+    CallEntryEvent, CallEvent, Config, Counter, EventKind, ExecEvent, GLOBAL_CONFIG, MAP_COUNTERS,
+    MAP_EVENTS, MAP_OFFCPU_RATE, MAP_OFFCPU_STACKS, MAP_PID_FILTER, MAP_WAIT_STACK_SCRATCH,
+    OFFCPU_WINDOW_NS, OffCpuEvent, OffCpuRate, PAGE_SIZE, SampleEvent, StackSampleEvent,
+    USER_STACK_MAX_PAGES, programs,
 };
 
+use crate::probe::HiddenReturns;
 use crate::{Error, UserStack, sys};
 
 /// The compiled eBPF object, built by `build.rs`.
@@ -230,6 +231,12 @@ pub struct Sampler {
     /// Where each sample with a copied stack is read to: 38 KiB, reused rather than allocated
     /// per sample, and kept off the stack of the (possibly small) polling thread.
     stack_event: Box<StackSampleEvent>,
+    /// Return addresses the latency probes hide while their calls run, put back into the
+    /// stacks copied meanwhile.
+    hidden_returns: HiddenReturns,
+    /// Where a wait's copied stack is mended when it holds hidden return addresses (the ring
+    /// buffer's record is read-only).
+    mended_copy: Vec<u8>,
     config: SamplerConfig,
     cpus: Vec<u32>,
 }
@@ -399,6 +406,8 @@ impl Sampler {
             stack_cache: StdHashMap::new(),
             // SAFETY: StackSampleEvent is Pod (integers only): all zeroes is a valid value.
             stack_event: unsafe { Box::new_zeroed().assume_init() },
+            hidden_returns: HiddenReturns::default(),
+            mended_copy: Vec::new(),
             config,
             cpus,
         })
@@ -431,6 +440,7 @@ impl Sampler {
             .filter_map(Result::ok)
             .filter(|&pid| !sys::process_exists(pid))
             .collect();
+        self.hidden_returns.retain(sys::process_exists);
         dead.iter()
             .filter(|pid| self.pid_filter.remove(pid).is_ok())
             .count()
@@ -463,6 +473,15 @@ impl Sampler {
                     if !read_record_into(&item, &mut *self.stack_event) {
                         continue;
                     }
+                    let event = &mut *self.stack_event;
+                    let len = (event.user_stack_pages as usize)
+                        .min(critpath_common::USER_STACK_MAX_PAGES)
+                        * critpath_common::PAGE_SIZE;
+                    self.hidden_returns.restore(
+                        event.header.pid,
+                        event.user_stack_base,
+                        &mut event.user_stack[..len],
+                    );
                     f(Event::OnCpuStack(&self.stack_event));
                 }
                 Some(EventKind::OffCpu) => {
@@ -472,10 +491,20 @@ impl Sampler {
                     f(Event::OffCpu(&event));
                 }
                 Some(EventKind::WaitStack) => {
-                    let Some((role, tid, start_ns, stack)) = UserStack::of_wait_record(&item)
+                    let Some((role, tid, start_ns, mut stack)) = UserStack::of_wait_record(&item)
                     else {
                         continue;
                     };
+                    if self
+                        .hidden_returns
+                        .hides_in(stack.pid, stack.base, stack.bytes.len())
+                    {
+                        self.mended_copy.clear();
+                        self.mended_copy.extend_from_slice(stack.bytes);
+                        self.hidden_returns
+                            .restore(stack.pid, stack.base, &mut self.mended_copy);
+                        stack.bytes = &self.mended_copy;
+                    }
                     f(Event::WaitStack {
                         role,
                         tid,
@@ -487,13 +516,27 @@ impl Sampler {
                     let Some(event) = read_record::<ExecEvent>(&item) else {
                         continue;
                     };
+                    self.hidden_returns.forget(event.pid);
                     f(Event::Exec { pid: event.pid });
                 }
                 Some(EventKind::Call) => {
                     let Some(event) = read_record::<CallEvent>(&item) else {
                         continue;
                     };
+                    self.hidden_returns.returned(event.pid, event.tid);
                     f(Event::Call(&event));
+                }
+                Some(EventKind::CallEntry) => {
+                    let Some(event) = read_record::<CallEntryEvent>(&item) else {
+                        continue;
+                    };
+                    self.hidden_returns.enter(
+                        event.pid,
+                        event.tid,
+                        event.slot,
+                        event.return_address,
+                    );
+                    continue;
                 }
                 None => {
                     log::warn!("event of unknown kind {kind:?} ignored");

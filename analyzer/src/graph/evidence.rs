@@ -653,6 +653,13 @@ impl Evidence {
                 let waker_series = &b.series[w.waker_series as usize];
                 let waker = match w.waker {
                     WakerKind::None => TimedWaker::None,
+                    // A timed sleep ends when its timer fires, whichever thread's context the
+                    // expiry ran in (one whose interrupt frames were not captured looks like a
+                    // thread that woke the sleeper): the timer, not that thread, ended it.
+                    WakerKind::Thread if w.cause == Cause::Sleep => TimedWaker::Kernel {
+                        reason: timeline.reason("timer"),
+                        stack: waker_stack,
+                    },
                     WakerKind::Thread => match thread_of(self, w.waker_series, w.waker_tid) {
                         Some(waker) => TimedWaker::Thread {
                             thread: waker,

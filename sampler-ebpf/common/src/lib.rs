@@ -112,6 +112,9 @@ pub enum EventKind {
     /// thread that woke it, for unwinding in user space ([`WaitStackEvent`]). It precedes the
     /// [`OffCpuEvent`] of its wait in the ring buffer.
     WaitStack = 6,
+    /// A probed function was entered ([`CallEntryEvent`]): where its return address lies on
+    /// the stack, and what it was before the kernel's return probe replaced it.
+    CallEntry = 7,
 }
 
 impl EventKind {
@@ -124,6 +127,7 @@ impl EventKind {
             4 => Some(Self::Call),
             5 => Some(Self::OnCpuStack),
             6 => Some(Self::WaitStack),
+            7 => Some(Self::CallEntry),
             _ => None,
         }
     }
@@ -482,6 +486,26 @@ pub struct CallEvent {
     pub end_ns: u64,
 }
 
+/// A probed function was entered. The kernel's return probe replaces the return address at
+/// `slot` with its trampoline until the call returns, so a stack copied meanwhile cannot be
+/// unwound past the call; user space puts `return_address` back into such copies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallEntryEvent {
+    /// [`EventKind::CallEntry`].
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// User address of the return address: the stack pointer at the function's entry.
+    pub slot: u64,
+    /// The return address there at entry, before the return probe replaced it.
+    pub return_address: u64,
+}
+
 /// Reads a NUL-padded comm up to its first NUL.
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> &[u8] {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
@@ -661,6 +685,8 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for CallEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for CallEntryEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for OffCpuRate {}
@@ -668,6 +694,7 @@ mod user {
 
 const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<CallEntryEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<OffCpuEvent>() == 120);
 const _: () = assert!(core::mem::size_of::<OffCpuState>() == 112);
 const _: () = assert!(core::mem::size_of::<OffCpuRate>() == 40);

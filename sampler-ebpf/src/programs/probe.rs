@@ -1,14 +1,17 @@
 //! Latency probes: a uprobe at a function's entry and a uretprobe at its return time each call
-//! per thread. The attach cookie says which probe fired.
+//! per thread. The attach cookie says which probe fired. The entry also reports the call's
+//! return address and where it lies, which the return probe hides until the call returns (see
+//! [`CallEntryEvent`]).
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_attach_cookie},
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
     macros::{map, uprobe, uretprobe},
     maps::HashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use critpath_common::{CALL_STARTS_CAPACITY, CallEvent, Counter, EventKind};
+use critpath_common::{CALL_STARTS_CAPACITY, CallEntryEvent, CallEvent, Counter, EventKind};
 
 use super::{EVENTS, count, ktime, wanted};
 
@@ -35,6 +38,28 @@ pub fn probe_entry(ctx: ProbeContext) -> u32 {
         .is_err()
     {
         count(Counter::CallsLost);
+    }
+    // At the entry the stack pointer points at the return address; the return probe replaces it
+    // only after the entry programs ran.
+    // SAFETY: the context's registers are the probed task's, saved by the kernel.
+    let slot = unsafe { (*ctx.regs).rsp };
+    // SAFETY: a user read that fails cleanly.
+    if let Ok(return_address) = unsafe { bpf_probe_read_user(slot as *const u64) } {
+        let event = CallEntryEvent {
+            kind: EventKind::CallEntry as u32,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            _pad: 0,
+            slot,
+            return_address,
+        };
+        // Read with the events after it: the reader need not wake for it.
+        if EVENTS
+            .output::<CallEntryEvent>(&event, BPF_RB_NO_WAKEUP as u64)
+            .is_err()
+        {
+            count(Counter::RingFull);
+        }
     }
     0
 }

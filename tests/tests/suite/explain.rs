@@ -623,7 +623,8 @@ fn unnamed_threads_rank_alike_from_store_and_recording() {
 /// each request that takes the index lock), the request threads are the two workers that made
 /// the calls, only the time inside the calls is the requests' (it comes out at the calls'
 /// total), and `parse_request`, run before each call, is charged nothing — without the probe
-/// it is charged its part of the requests.
+/// it is charged its part of the requests. Stacks taken inside the calls unwind to the
+/// workers' loop, through the return address the return probe hides.
 #[test]
 fn probed_calls_bound_the_requests() {
     let Some(_machine) = kernel_test_alone() else {
@@ -724,6 +725,29 @@ fn probed_calls_bound_the_requests() {
     std::fs::write(&unprobed_w, serde_json::to_vec(&file).unwrap()).unwrap();
     let unprobed = explained(&unprobed_w);
     assert!(charged(&unprobed, "parse_request") >= 0.01, "{unprobed:#}");
+    // The stacks of waits inside the probed calls unwind past them: the return probe's
+    // trampoline that stands in for update_index's return address is not where they stop.
+    let (mut inside, mut whole) = (0, 0);
+    for b in file["batches"].as_array().unwrap() {
+        let name = |i: &Value| b["frames"][i.as_u64().unwrap() as usize]["function"].clone();
+        for w in b["waits"].as_array().unwrap() {
+            let stack: Vec<Value> = b["stacks"][w["stack"].as_u64().unwrap() as usize]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(name)
+                .collect();
+            if stack.iter().any(|f| f == "update_index") {
+                inside += 1;
+                whole += usize::from(stack.iter().any(|f| f == "worker_loop"));
+            }
+        }
+    }
+    assert!(inside >= 100, "{inside} waits inside update_index");
+    assert!(
+        whole as f64 >= 0.95 * inside as f64,
+        "{whole} of {inside} waits inside update_index unwind to worker_loop"
+    );
 }
 
 /// The agent places the probes its configuration file names, and the store keeps their calls
