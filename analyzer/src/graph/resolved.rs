@@ -74,7 +74,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::evidence::{Evidence, FunctionId, ThreadId};
-use super::timeline::{StackRef, TimedWait, TimedWaker, Timeline};
+use super::timeline::{StackRef, TimedSample, TimedWait, TimedWaker, Timeline};
 use crate::offcpu::Cause;
 
 /// The waits a thread must have ended (weighted) before where it ended them bounds its loop
@@ -1106,6 +1106,14 @@ impl<'a> Analyzer<'a> {
         self.out
     }
 
+    /// Whether thread `b`'s sample `s` may say what others waited for while `b` ran: any
+    /// sample, but for a probed thread only those inside its calls (its time outside them was
+    /// declared no request's; a worker that takes a lock right after parsing its own request
+    /// would otherwise charge the parsing to the requests that waited for its hold).
+    fn request_work(&self, b: usize, s: &TimedSample) -> bool {
+        self.tl.requests[b].is_empty() || self.tl.in_requests(b, (s.time_ns, s.time_ns + 1))
+    }
+
     /// How thread `b`'s running time during the waits for it is shared out among functions:
     /// by its samples inside those waits; else by what it ran under the functions its stacks
     /// showed when it ended them (its samples whose stacks go through such a function: a
@@ -1115,7 +1123,8 @@ impl<'a> Analyzer<'a> {
     /// in short bursts (a stage handed 0.1-ms jobs, the waits for it drawn at one in twenty)
     /// hold few of its samples: those are shrunk towards the profile the fallbacks give by
     /// [`PRIOR_SAMPLES`], so that one sample in the loop's own code does not name the loop
-    /// for all of it.
+    /// for all of it. A probed thread's samples outside its calls are none of these
+    /// ([`Analyzer::request_work`]).
     fn distribution(&self, b: usize) -> Vec<(FunctionId, f64)> {
         let norm = |m: &HashMap<FunctionId, f64>| -> HashMap<FunctionId, f64> {
             let total: f64 = m.values().sum();
@@ -1124,21 +1133,29 @@ impl<'a> Analyzer<'a> {
             }
             m.iter().map(|(&f, &x)| (f, x / total)).collect()
         };
-        let samples = &self.tl.samples[b];
+        let samples: Vec<&TimedSample> = self.tl.samples[b]
+            .iter()
+            .filter(|s| self.request_work(b, s))
+            .collect();
         let mut all: HashMap<FunctionId, f64> = HashMap::new();
-        for s in samples {
+        for s in &samples {
             *all.entry(self.on_cpu[s.stack as usize]).or_default() += 1.0;
         }
         // What b ran under the functions it ended the waits in.
         let mut located: HashMap<FunctionId, f64> = HashMap::new();
         for (&f, &weight) in &norm(&self.ended_in[b]) {
             let mut under: HashMap<FunctionId, f64> = HashMap::new();
-            for s in samples {
+            for s in &samples {
                 if self.program[s.stack as usize].contains(&f) {
                     *under.entry(self.on_cpu[s.stack as usize]).or_default() += 1.0;
                 }
             }
             if under.is_empty() {
+                // No sample to go by: the function itself, unless it is b's loop, which says
+                // nothing of what b did for the waiter.
+                if self.loop_prefix[b].last() == Some(&f) {
+                    continue;
+                }
                 under.insert(f, 1.0);
             }
             for (g, x) in norm(&under) {
@@ -1317,10 +1334,12 @@ impl<'a> Analyzer<'a> {
             }
         }
         if (run[BY_SAMPLES] + run[BY_COMPLEMENT]) * mass > 0.0 {
-            for x in inside {
-                *self.inside[bi]
-                    .entry(self.on_cpu[x.stack as usize])
-                    .or_default() += mass;
+            let work: Vec<FunctionId> = inside
+                .filter(|x| self.request_work(bi, x))
+                .map(|x| self.on_cpu[x.stack as usize])
+                .collect();
+            for f in work {
+                *self.inside[bi].entry(f).or_default() += mass;
                 self.inside_count[bi] += 1.0;
             }
             // A stack with no program function (a kernel thread's, a user stack cut short)
