@@ -48,6 +48,9 @@ struct Module {
     frames: HashMap<u64, Arc<[Frame]>>,
     /// Call-frame information, read at the first stack that needs it (`Some(None)`: none).
     unwind: Option<Option<Arc<UnwindTables>>>,
+    /// File-offset ranges of its procedure linkage table (`.plt`, `.plt.sec`, `.plt.got`),
+    /// read at the first address no symbol covers.
+    plt: Option<Arc<[(u64, u64)]>>,
 }
 
 struct Process {
@@ -312,6 +315,7 @@ impl Symbolizer {
             build_id,
             frames: HashMap::new(),
             unwind: None,
+            plt: None,
         });
         self.module_index.insert(key, index);
         index
@@ -372,10 +376,20 @@ impl Symbolizer {
         Some((p.modules[i], addr - m.start + m.offset))
     }
 
+    /// Whether `file_offset` lies in the module's procedure linkage table.
+    fn in_plt(&mut self, module: usize, file_offset: u64) -> bool {
+        let m = &mut self.modules[module];
+        let ranges = m.plt.get_or_insert_with(|| plt_ranges(&m.open_path).into());
+        ranges
+            .iter()
+            .any(|&(start, end)| (start..end).contains(&file_offset))
+    }
+
     /// Frames for one address, outermost first.
     fn resolve_in_module(&mut self, module: usize, file_offset: u64) -> Arc<[Frame]> {
         let m = &self.modules[module];
         let name = m.name.to_string();
+        let (open_path, build_id) = (m.open_path.clone(), m.build_id.clone());
         let unknown = || -> Arc<[Frame]> {
             [Frame::unknown(FrameKind::User, Some(&name), file_offset)].into()
         };
@@ -383,34 +397,51 @@ impl Symbolizer {
             // [vdso] and friends: no file to read.
             return unknown();
         }
-        let src = Source::Elf(Elf::new(&m.open_path));
+        let src = Source::Elf(Elf::new(&open_path));
         let result = self
             .blaze
             .symbolize_single(&src, Input::FileOffset(file_offset));
-        match result {
+        // Whether the address lies past the end of the symbol found (`None`: its size is not
+        // known, or 0 as for some hand-written assembly), and the frames it names.
+        let (past_end, frames) = match result {
             Ok(Symbolized::Sym(sym)) => {
                 let base = Frame {
                     function: String::new(),
                     module: Some(name.clone()),
-                    build_id: m.build_id.clone(),
+                    build_id,
                     file: None,
                     line: None,
                     kind: FrameKind::User,
                     inlined: false,
                 };
-                expand(base, &sym)
+                let size = sym.size.filter(|&size| size > 0);
+                (size.map(|size| sym.offset >= size), expand(base, &sym))
             }
             Ok(Symbolized::Unknown(reason)) => {
                 log::trace!("{name}+{file_offset:#x}: {reason}");
                 self.stats.unresolved += 1;
-                unknown()
+                return unknown();
             }
             Err(err) => {
                 log::debug!("symbolizing {name}+{file_offset:#x}: {err}");
                 self.stats.unresolved += 1;
-                unknown()
+                return unknown();
             }
+        };
+        // Past the end of the symbol found, no symbol covers the address: blazesym gives the
+        // nearest one before it. A stub of the procedure linkage table, where a call to a
+        // shared library passes (after `_init` or `_fini` in the file), is named so; anything
+        // else past a symbol's end is unknown rather than a guess.
+        if past_end != Some(false) && self.in_plt(module, file_offset) {
+            let mut frame = Frame::unknown(FrameKind::User, Some(&name), file_offset);
+            frame.function = PLT.to_owned();
+            return [frame].into();
         }
+        if past_end == Some(true) {
+            self.stats.unresolved += 1;
+            return unknown();
+        }
+        frames
     }
 
     /// The full stack of an event as frames, root first: user frames from the outermost caller
@@ -640,6 +671,30 @@ fn kernel_source() -> Source<'static> {
 }
 
 /// A symbol and its inlined callees as frames, outermost first.
+/// The name of a frame in a procedure linkage table stub.
+pub const PLT: &str = "[plt]";
+
+/// File-offset ranges of the `.plt*` sections of an ELF file; none when it cannot be read.
+fn plt_ranges(path: &Path) -> Vec<(u64, u64)> {
+    use object::{Object as _, ObjectSection as _};
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    // SAFETY: a read-only private mapping of a file the process maps too, read for its
+    // section headers only (`object` bounds-checks every read; see the unwinder's tables).
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return Vec::new();
+    };
+    let Ok(file) = object::File::parse(&*map) else {
+        return Vec::new();
+    };
+    file.sections()
+        .filter(|s| s.name().is_ok_and(|n| n.starts_with(".plt")))
+        .filter_map(|s| s.file_range())
+        .map(|(start, len)| (start, start + len))
+        .collect()
+}
+
 fn expand(base: Frame, sym: &symbolize::Sym<'_>) -> Arc<[Frame]> {
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
     let code = |c: Option<&symbolize::CodeInfo<'_>>| {
@@ -729,6 +784,41 @@ mod tests {
 
     /// Files opened for symbols are let go of only when old enough, and symbolizing goes on
     /// after: a new address opens the file again.
+    /// An address in a stub of this test binary's procedure linkage table is named `[plt]`,
+    /// not after the symbol before the table (`_init`).
+    #[test]
+    fn plt_stubs_are_named_not_guessed() {
+        let me = std::env::current_exe().unwrap();
+        let plt = plt_ranges(&me);
+        let &(start, end) = plt.first().expect("a .plt section");
+        let offset = start + (end - start) / 2;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let me = me.to_string_lossy().into_owned();
+        // The mapping of the executable that holds that file offset.
+        let addr = maps
+            .lines()
+            .filter(|l| l.ends_with(&me))
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                let (range, _, off) = (it.next()?, it.next()?, it.next()?);
+                let (lo, hi) = range.split_once('-')?;
+                let (lo, hi) = (
+                    u64::from_str_radix(lo, 16).ok()?,
+                    u64::from_str_radix(hi, 16).ok()?,
+                );
+                let off = u64::from_str_radix(off, 16).ok()?;
+                (off..off + (hi - lo))
+                    .contains(&offset)
+                    .then(|| lo + offset - off)
+            })
+            .expect("the .plt mapped");
+        let mut s = Symbolizer::new();
+        let mut out = Vec::new();
+        s.symbolize_user(std::process::id(), &[addr], &mut out);
+        let names: Vec<_> = out.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(names, [PLT], "{out:?}");
+    }
+
     #[test]
     fn releases_its_files_and_goes_on() {
         let mut s = Symbolizer::new();

@@ -1254,7 +1254,11 @@ impl<'a> Analyzer<'a> {
         let inside = samples[from..].iter().take_while(|x| x.time_ns < e);
         let kept: f64 = parts.iter().map(|&(_, _, ob, or)| ob + or).sum();
         let sampled = inside.clone().count() as f64;
-        let run = [sampled * tl.period_ns, (len - kept).max(0.0)];
+        // The complement is kept signed: a drawn wait's weighted part may cover more than the
+        // interval, and one drawn out leaves it looking run through; clamped per interval the
+        // sum would only grow (a load generator's thinned sleeps read as its run), so it is
+        // clamped only once summed over b.
+        let run = [sampled * tl.period_ns, len - kept];
         // A kept wait of weight w standing for x ns adds (w − 1)·w·x² (Horvitz–Thompson).
         let drawn: f64 = parts
             .iter()
@@ -1328,12 +1332,12 @@ impl<'a> Analyzer<'a> {
             running.waits[k][request.0 as usize] += request.1 * counted[k];
             running.variance[k] += mass * mass * variance[k];
             let rest = run[k] * mass;
-            if rest > 0.0 {
+            if rest != 0.0 {
                 running.by_cause[k][request.0 as usize] += rest;
                 *running.by_root[k].entry(r).or_default() += rest;
             }
         }
-        if (run[BY_SAMPLES] + run[BY_COMPLEMENT]) * mass > 0.0 {
+        if run.iter().any(|&ns| ns > 0.0) && mass > 0.0 {
             let work: Vec<FunctionId> = inside
                 .filter(|x| self.request_work(bi, x))
                 .map(|x| self.on_cpu[x.stack as usize])

@@ -398,6 +398,8 @@ fn stacks_deeper_than_the_copy_are_marked_truncated() {
                         || inner.contains(&f.as_str())
                         || f.starts_with("[unknown] [vdso]")
                         || f.contains("clock_gettime")
+                        // A stub of the procedure linkage table, on the way to a library.
+                        || f.as_str() == "[plt]"
                         // Sampled at start-up in the dynamic loader (its own leaf, then no
                         // caller it could unwind to): a real frame, not a guess.
                         || f.starts_with("_dl_"))
