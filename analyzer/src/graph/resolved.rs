@@ -10,7 +10,8 @@
 //!   commit), or, cascading, to what B's own waker did during that part;
 //! - the rest, where B ran (or waited for a CPU): charged to B's functions by the on-CPU
 //!   samples B took inside such intervals (pooled over all the waits for B, since at 19 Hz a
-//!   single wait holds few samples), else to B's stack when it ended the wait.
+//!   single wait holds few samples), else to what B ran under the function its stack showed
+//!   when it ended the wait (see [`Analyzer::distribution`]).
 //!
 //! **Lock hand-offs.** A wait to acquire a mutex ends when the holder releases it, but a
 //! convoy hands the lock on: A waits while C holds it, C wakes B (queued first), B takes it,
