@@ -474,14 +474,9 @@ impl Sampler {
                         continue;
                     }
                     let event = &mut *self.stack_event;
-                    let len = (event.user_stack_pages as usize)
-                        .min(critpath_common::USER_STACK_MAX_PAGES)
-                        * critpath_common::PAGE_SIZE;
-                    self.hidden_returns.restore(
-                        event.header.pid,
-                        event.user_stack_base,
-                        &mut event.user_stack[..len],
-                    );
+                    let (pid, base) = (event.header.pid, event.user_stack_base);
+                    self.hidden_returns
+                        .restore(pid, base, event.user_stack_mut());
                     f(Event::OnCpuStack(&self.stack_event));
                 }
                 Some(EventKind::OffCpu) => {

@@ -1496,6 +1496,28 @@ mod tests {
             ));
         }
 
+        /// A request of worker `w` in the cycle starting at `c` ms: it waits 1–6 ms for the
+        /// lock `h` releases in `flush`, handles it for 1 ms, then thinks until `c` + 51 ms.
+        fn lock_request(&mut self, w: &ThreadRef, h: &ThreadRef, c: f64) {
+            self.wait(
+                w,
+                c + 1.0,
+                c + 6.0,
+                &["w_loop", "handle", "c:pthread_mutex_lock"],
+                Cause::Lock,
+                By::Thread(h.clone(), &["h_loop", "flush", "c:pthread_mutex_unlock"]),
+            );
+            self.run(w, c + 6.0, c + 7.0, &["w_loop", "handle"]);
+            self.wait(
+                w,
+                c + 7.0,
+                c + 51.0,
+                &["w_loop", "c:usleep"],
+                Cause::Sleep,
+                By::Timer,
+            );
+        }
+
         /// A request of `t` over [from, to) ms, timed by a latency probe.
         fn request(&mut self, t: &ThreadRef, from: f64, to: f64) {
             let start = T0 + (from * 1e6) as i64;
@@ -1537,23 +1559,7 @@ mod tests {
                 Cause::Sleep,
                 By::Timer,
             );
-            sim.wait(
-                &w,
-                c + 1.0,
-                c + 6.0,
-                &["w_loop", "handle", "c:pthread_mutex_lock"],
-                Cause::Lock,
-                By::Thread(h.clone(), &["h_loop", "flush", "c:pthread_mutex_unlock"]),
-            );
-            sim.run(&w, c + 6.0, c + 7.0, &["w_loop", "handle"]);
-            sim.wait(
-                &w,
-                c + 7.0,
-                c + 51.0,
-                &["w_loop", "c:usleep"],
-                Cause::Sleep,
-                By::Timer,
-            );
+            sim.lock_request(&w, &h, c);
         }
         let (ev, a) = sim.analyze(2.0);
         let r = a.resolved.as_ref().expect("a timeline");
@@ -1816,23 +1822,7 @@ mod tests {
                 Cause::Sleep,
                 By::Timer,
             );
-            sim.wait(
-                &w,
-                c + 1.0,
-                c + 6.0,
-                &["w_loop", "handle", "c:pthread_mutex_lock"],
-                Cause::Lock,
-                By::Thread(h.clone(), &["h_loop", "flush", "c:pthread_mutex_unlock"]),
-            );
-            sim.run(&w, c + 6.0, c + 7.0, &["w_loop", "handle"]);
-            sim.wait(
-                &w,
-                c + 7.0,
-                c + 51.0,
-                &["w_loop", "c:usleep"],
-                Cause::Sleep,
-                By::Timer,
-            );
+            sim.lock_request(&w, &h, c);
         }
         let (ev, a) = sim.analyze(2.0);
         let r = a.resolved.as_ref().expect("a timeline");

@@ -627,8 +627,17 @@ impl StackSampleEvent {
 
     /// The copied user stack, starting at [`Self::user_stack_base`].
     pub fn user_stack(&self) -> &[u8] {
-        let len = (self.user_stack_pages as usize).min(USER_STACK_MAX_PAGES) * PAGE_SIZE;
-        &self.user_stack[..len]
+        &self.user_stack[..self.user_stack_len()]
+    }
+
+    /// The copied user stack, to mend in place (see the sampler's hidden return addresses).
+    pub fn user_stack_mut(&mut self) -> &mut [u8] {
+        let len = self.user_stack_len();
+        &mut self.user_stack[..len]
+    }
+
+    fn user_stack_len(&self) -> usize {
+        (self.user_stack_pages as usize).min(USER_STACK_MAX_PAGES) * PAGE_SIZE
     }
 }
 
